@@ -1,0 +1,28 @@
+/* cli.h - the sluice subcommands. Each takes the argv after the command
+ * name (argv[0] is the command) and returns the process exit code
+ * (SL_EXIT_* in error.h). Only these functions print for the user. */
+#ifndef SL_CLI_H
+#define SL_CLI_H
+
+#include "model.h"
+
+/* Loads the pipelines named by -p/--pipelines PATH options (repeatable)
+ * found in argv, else $SLUICE_PIPELINES (colon-separated), else
+ * ./pipelines. Prints diagnostics to stderr. Returns 0 with *out set, or
+ * SL_EXIT_INVALID / SL_EXIT_FAILURE. Consumed options are removed from
+ * argv (argc updated). */
+int sl_cli_load(int *argc, char **argv, sl_model **out);
+
+int sl_cmd_validate(int argc, char **argv); /* cli_dsl.c */
+int sl_cmd_sql(int argc, char **argv);      /* cli_schema.c */
+int sl_cmd_migrate(int argc, char **argv);  /* cli_schema.c */
+int sl_cmd_run(int argc, char **argv);      /* cli_run.c */
+int sl_cmd_enqueue(int argc, char **argv);  /* cli_jobs.c */
+int sl_cmd_status(int argc, char **argv);   /* cli_jobs.c */
+int sl_cmd_watch(int argc, char **argv);    /* cli_jobs.c */
+int sl_cmd_jobs(int argc, char **argv);     /* cli_jobs.c */
+int sl_cmd_retry(int argc, char **argv);    /* cli_jobs.c */
+int sl_cmd_cancel(int argc, char **argv);   /* cli_jobs.c */
+int sl_cmd_stats(int argc, char **argv);    /* cli_jobs.c */
+
+#endif

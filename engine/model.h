@@ -1,0 +1,171 @@
+/* model.h - the immutable pipeline model.
+ *
+ * The DSL loader (dsl.h) turns YAML files into one sl_model. Everything else
+ * (schema generation, the runtime, the stages) only reads it. Every string
+ * and array in the model is owned by the model and freed by sl_model_free();
+ * nobody else frees or mutates any part of it.
+ *
+ * Identifiers (table, column, channel names) in the model have been
+ * validated by the loader: [a-z_][a-z0-9_]*, at most 63 bytes, not an SQL
+ * reserved word. They are still always quoted when spliced into SQL.
+ */
+#ifndef SL_MODEL_H
+#define SL_MODEL_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "errclass.h"
+
+typedef enum { SL_BACKOFF_FIXED, SL_BACKOFF_EXPONENTIAL } sl_backoff_kind;
+
+/* A stage's retry policy. Defaults come from the pipeline's `retry:` block,
+ * which in turn defaults to the engine defaults (docs/dsl.md). */
+typedef struct sl_retry {
+    int max_attempts;        /* total attempts, the first one counts; >= 1 */
+    sl_backoff_kind backoff; /* delay(n) = initial * factor^(n-1), capped */
+    int64_t initial_ms;      /* delay before the 2nd attempt */
+    double factor;           /* >= 1; ignored for fixed backoff */
+    int64_t max_delay_ms;    /* >= initial_ms */
+    double jitter;           /* 0..1: delay is scaled by 1 +- jitter*rand */
+    uint32_t retry_mask;     /* bit (1u << class) set: that class retries */
+} sl_retry;
+
+/* One subject update: any field may be left unchanged. */
+typedef struct sl_mapping {
+    const char *status; /* subject status value, NULL = unchanged */
+    int progress;       /* 0..100, -1 = unchanged */
+    const char *detail; /* detail text, NULL = unchanged */
+} sl_mapping;
+
+/* How a stage drives its subject row. A handler's own progress p (0..100)
+ * maps onto [progress_from, progress_to] while status is on_progress_status
+ * (or on_start.status when that is NULL). progress_from < 0: the handler's
+ * progress is not mapped onto the subject. */
+typedef struct sl_status_map {
+    sl_mapping on_start;
+    sl_mapping on_done;
+    sl_mapping on_error;
+    const char *on_progress_status;
+    int progress_from, progress_to;
+} sl_status_map;
+
+/* A declared column of a queue table. */
+typedef struct sl_column {
+    const char *name;
+    const char *type;       /* normalised SQL type from the whitelist */
+    const char *ref_table;  /* foreign key target table or NULL */
+    const char *ref_column; /* foreign key target column or NULL */
+    int not_null;
+    int line, col;          /* where it was declared */
+} sl_column;
+
+/* A Lua hook: hook point name ("chunk", "prompt", "post", "run", ...),
+ * the file (absolute path) and the function in it, with its limits. */
+typedef struct sl_hook {
+    const char *point;
+    const char *file;
+    const char *function;
+    int64_t instruction_limit; /* VM instructions per call */
+    size_t memory_limit;       /* bytes of Lua heap per state */
+    int line, col;
+} sl_hook;
+
+/* One mapping of the hand-off: next job column `to` takes the value of the
+ * output field `from` (outputs are the handler's result merged over the
+ * job's own row). */
+typedef struct sl_field_map {
+    const char *to;
+    const char *from;
+} sl_field_map;
+
+struct sl_stage;
+
+typedef struct sl_next {
+    const char *stage_name;
+    const struct sl_stage *stage; /* resolved target in the same pipeline */
+    sl_field_map *map;            /* empty: copy outputs whose names match */
+    size_t nmap;                  /* the target's declared columns */
+} sl_next;
+
+struct sl_pipeline;
+
+typedef struct sl_stage {
+    const char *name;
+    const char *queue;   /* queue table name */
+    const char *channel; /* NOTIFY channel, default "<queue>_channel" */
+    const char *handler; /* registered handler name (stages/stage.h) */
+    json_t *with;        /* handler configuration: a JSON object, ${VAR}
+                            interpolated; never NULL (empty object) */
+    sl_column *columns;
+    size_t ncolumns;
+    sl_hook *hooks;
+    size_t nhooks;
+    int concurrency;      /* worker threads for this stage per process */
+    int batch;            /* jobs claimed per round trip */
+    int priority;         /* default priority of new jobs; higher first */
+    int64_t timeout_ms;   /* a handler call running longer is a timeout */
+    int64_t lease_ms;     /* a claimed job's lease */
+    int64_t heartbeat_ms; /* lease extension interval; < timeout */
+    sl_retry retry;
+    sl_status_map status;
+    sl_next *next;
+    size_t nnext;
+    int sql_writes; /* Lua sluice.sql may write */
+    int line, col;
+    const struct sl_pipeline *pipeline;
+} sl_stage;
+
+/* The row a pipeline drives. Absent for standalone queues. */
+typedef struct sl_subject {
+    const char *table;
+    const char *key;             /* its primary key column (uuid) */
+    const char *fk;              /* the column in queue tables, e.g. interview_id */
+    const char *status_column;
+    const char **status_values;  /* allowed values */
+    size_t nstatus_values;
+    const char *progress_column; /* NULL when absent */
+    const char *detail_column;   /* NULL when absent */
+    const char *channel;         /* NOTIFY on status/progress change, may be NULL */
+} sl_subject;
+
+/* Row Level Security for the queue tables: a row is visible when the row it
+ * references through `column` in `table`.`key` is visible to the caller.
+ * For pipelines with a subject this defaults to the subject. */
+typedef struct sl_rls {
+    int enabled;
+    const char *column;
+    const char *table;
+    const char *key;
+} sl_rls;
+
+typedef struct sl_pipeline {
+    const char *name;
+    const char *file; /* absolute path of the YAML file */
+    int has_subject;
+    sl_subject subject;
+    sl_rls rls;
+    sl_stage *stages; /* in declaration order; stages[0] is the entry */
+    size_t nstages;
+    int64_t sweep_interval_ms; /* how often expired leases are rescued */
+    int64_t sweep_age_ms;      /* pending jobs older than this are re-notified */
+    int line, col;
+} sl_pipeline;
+
+typedef struct sl_model {
+    sl_pipeline *pipelines;
+    size_t npipelines;
+    void *arena; /* private to the loader */
+} sl_model;
+
+/* Frees everything the model owns. NULL is fine. */
+void sl_model_free(sl_model *m);
+
+/* Look-ups; return NULL when absent. */
+const sl_pipeline *sl_model_pipeline(const sl_model *m, const char *name);
+const sl_stage *sl_model_stage(const sl_model *m, const char *pipeline,
+                               const char *stage);
+const sl_stage *sl_model_stage_by_queue(const sl_model *m, const char *queue);
+
+#endif
