@@ -1,0 +1,132 @@
+/* cli_run.c - `sluice run`: start the workers. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "dsl.h"
+#include "error.h"
+#include "log.h"
+#include "runtime.h"
+
+static void run_usage(FILE *f) {
+    fprintf(f,
+            "usage: sluice run [-p PATH]... [options]\n"
+            "  -p, --pipelines PATH   pipeline file or directory (repeatable)\n"
+            "  -s, --stage NAME       run only this stage, queue or pipeline "
+            "(repeatable)\n"
+            "  -c, --concurrency N    worker threads per stage (overrides "
+            "YAML)\n"
+            "  -b, --batch N          jobs claimed per round trip (overrides "
+            "YAML)\n"
+            "      --drain DURATION   on SIGTERM, let running jobs finish "
+            "this long (default 30s)\n"
+            "      --exit-when-idle   stop once no job is pending, retrying "
+            "or running\n"
+            "      --worker-id ID     name in locked_by (default host:pid)\n"
+            "      --log-format F     logfmt (default) or json\n"
+            "      --log-level L      debug, info (default), warn, error\n"
+            "Connects with DATABASE_URL or the libpq environment (PGHOST, "
+            "...).\n");
+}
+
+int sl_log_level_parse(const char *s);
+int sl_log_level_parse(const char *s) {
+    if (strcmp(s, "debug") == 0) return SL_LOG_DEBUG;
+    if (strcmp(s, "info") == 0) return SL_LOG_INFO;
+    if (strcmp(s, "warn") == 0) return SL_LOG_WARN;
+    if (strcmp(s, "error") == 0) return SL_LOG_ERROR;
+    return -1;
+}
+
+int sl_cmd_run(int argc, char **argv) {
+    sl_model *m = NULL;
+    int rc = sl_cli_load(&argc, argv, &m);
+    if (rc != 0) return rc;
+
+    sl_runtime_opts o;
+    memset(&o, 0, sizeof o);
+    o.drain_ms = 30000;
+    const char *only[64];
+    size_t nonly = 0;
+    sl_log_format fmt = SL_LOGFMT;
+    int level = SL_LOG_INFO;
+    static const struct option opts[] = {
+        {"stage", required_argument, 0, 's'},
+        {"concurrency", required_argument, 0, 'c'},
+        {"batch", required_argument, 0, 'b'},
+        {"drain", required_argument, 0, 'd'},
+        {"exit-when-idle", no_argument, 0, 'x'},
+        {"worker-id", required_argument, 0, 'w'},
+        {"log-format", required_argument, 0, 'f'},
+        {"log-level", required_argument, 0, 'l'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "s:c:b:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            if (nonly < 64) only[nonly++] = optarg;
+            break;
+        case 'c': o.concurrency = atoi(optarg); break;
+        case 'b': o.batch = atoi(optarg); break;
+        case 'd':
+            if (sl_duration_parse(optarg, &o.drain_ms) != 0) {
+                fprintf(stderr, "sluice run: bad --drain '%s' (expected a "
+                                "duration such as 30s)\n", optarg);
+                rc = SL_EXIT_USAGE;
+                goto out;
+            }
+            break;
+        case 'x': o.exit_when_idle = 1; break;
+        case 'w': o.worker_id = optarg; break;
+        case 'f':
+            if (strcmp(optarg, "json") == 0) fmt = SL_LOGJSON;
+            else if (strcmp(optarg, "logfmt") == 0) fmt = SL_LOGFMT;
+            else {
+                fprintf(stderr, "sluice run: --log-format is logfmt or json\n");
+                rc = SL_EXIT_USAGE;
+                goto out;
+            }
+            break;
+        case 'l':
+            level = sl_log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "sluice run: --log-level is debug, info, "
+                                "warn or error\n");
+                rc = SL_EXIT_USAGE;
+                goto out;
+            }
+            break;
+        case 'h':
+            run_usage(stdout);
+            rc = SL_EXIT_OK;
+            goto out;
+        default:
+            run_usage(stderr);
+            rc = SL_EXIT_USAGE;
+            goto out;
+        }
+    }
+    if (o.concurrency < 0 || o.batch < 0 || o.batch > 1000) {
+        fprintf(stderr, "sluice run: --concurrency >= 1, --batch 1..1000\n");
+        rc = SL_EXIT_USAGE;
+        goto out;
+    }
+    o.only = nonly ? only : NULL;
+    o.nonly = nonly;
+    sl_log_init(fmt, level);
+    sl_runtime_install_signals();
+    char err[1024];
+    int r = sl_runtime_run(m, &o, err, sizeof err);
+    if (r != 0) {
+        sl_redact(err, sizeof err);
+        fprintf(stderr, "sluice run: %s\n", err);
+        rc = r == -SL_EINVAL ? SL_EXIT_INVALID : SL_EXIT_FAILURE;
+    }
+out:
+    sl_model_free(m);
+    return rc;
+}

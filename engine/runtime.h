@@ -1,0 +1,52 @@
+/* runtime.h - the worker runtime: threads that claim and run jobs.
+ *
+ * sl_runtime_run() starts, per selected stage, `concurrency` worker threads,
+ * each with its own connection and handler state, plus one control thread
+ * whose connection LISTENs on every stage's channel and wakes workers,
+ * extends the leases of running jobs (heartbeats), rescues jobs whose
+ * lease expired and re-announces pending jobs whose NOTIFY was missed (the
+ * sweep). It returns when stopped (sl_runtime_request_stop, SIGTERM/SIGINT
+ * when the caller installs sl_runtime_install_signals) after draining, or,
+ * with exit_when_idle, when no job of the selected stages is unfinished.
+ */
+#ifndef SL_RUNTIME_H
+#define SL_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct sl_runtime_opts {
+    const char *conninfo;   /* NULL or "": DATABASE_URL, else libpq env */
+    const char *worker_id;  /* NULL: "<host>:<pid>" */
+    const char *const *only; /* stage or queue names to run; NULL = all */
+    size_t nonly;
+    int exit_when_idle;     /* return once nothing is left to do */
+    int64_t drain_ms;       /* on stop: let running jobs finish this long */
+    int concurrency;        /* > 0: overrides every stage's concurrency */
+    int batch;              /* > 0: overrides every stage's batch size */
+    int64_t progress_throttle_ms; /* min interval between progress writes;
+                                     0 = default 250 ms */
+} sl_runtime_opts;
+
+/* Runs until stopped. Returns 0 on a clean stop, or a negative SL_E code
+ * with a message in err when it could not start (no database, no
+ * handler for a stage, ...). Connection losses while running are not
+ * errors: they are retried with backoff. */
+int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
+                   size_t errlen);
+
+/* Asks a running runtime to stop (drain, then return). Async-signal-safe. */
+void sl_runtime_request_stop(void);
+
+/* Installs SIGTERM/SIGINT handlers that call sl_runtime_request_stop;
+ * a second signal stops at once without waiting for the drain. */
+void sl_runtime_install_signals(void);
+
+/* The retry delay for a job that failed on attempt `attempt` (1-based)
+ * under policy r, before Retry-After; `unit` in [0,1) is the jitter draw.
+ * Exposed for tests of the policy. */
+int64_t sl_runtime_backoff_ms(const sl_retry *r, int attempt, double unit);
+
+#endif
