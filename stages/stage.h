@@ -94,6 +94,11 @@ typedef struct sl_handler {
 /* The registered handler called `name`, or NULL. */
 const sl_handler *sl_handler_find(const char *name);
 
+/* Registers a handler defined by a program that embeds the engine (and by
+ * tests), before any pipeline is loaded or run. Not thread-safe. Returns 0,
+ * or -1 when the name is taken or the table is full. */
+int sl_handler_register(const sl_handler *h);
+
 /* All handler names, NULL-terminated (for suggestions in errors). */
 const char *const *sl_handler_names(void);
 
