@@ -1,0 +1,186 @@
+/* bench.c - sluice's benchmark: enqueue rate, processing rate, latency and
+ * worker memory, against a real PostgreSQL. scripts/bench runs it; it
+ * prints a table and never fails on a figure.
+ *
+ * usage: sluice-bench SLUICE_BINARY PIPELINE_DIR
+ * (PG* environment: the database to use; it must be migrated.)
+ */
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static PGconn *db;
+
+static void exec_ok(const char *sql) {
+    PGresult *r = PQexec(db, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK &&
+        PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "bench: %s\n  %s\n", PQresultErrorMessage(r), sql);
+        exit(1);
+    }
+    PQclear(r);
+}
+
+static double scalar_d(const char *sql) {
+    PGresult *r = PQexec(db, sql);
+    double v = PQntuples(r) ? atof(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+    return v;
+}
+
+/* Runs `sluice run` until idle; returns its peak RSS in KiB. */
+static long run_workers(const char *bin, const char *dir, int conc, int batch,
+                        int idle, pid_t *out_pid) {
+    char c[16], b[16];
+    snprintf(c, sizeof c, "%d", conc);
+    snprintf(b, sizeof b, "%d", batch);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (idle)
+            execl(bin, bin, "run", "-p", dir, "-c", c, "-b", b,
+                  "--exit-when-idle", "--log-level", "warn", (char *)NULL);
+        else
+            execl(bin, bin, "run", "-p", dir, "-c", c, "-b", b, "--log-level",
+                  "warn", (char *)NULL);
+        _exit(127);
+    }
+    if (out_pid) {
+        *out_pid = pid;
+        return 0;
+    }
+    int st;
+    struct rusage ru;
+    wait4(pid, &st, 0, &ru);
+    return ru.ru_maxrss;
+}
+
+static void processing(const char *bin, const char *dir, const char *label,
+                       int n, int conc, int batch) {
+    exec_ok("TRUNCATE bench_jobs");
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO bench_jobs (payload) SELECT NULL FROM"
+             " generate_series(1, %d)", n);
+    exec_ok(sql);
+    exec_ok("VACUUM ANALYZE bench_jobs");
+    double t0 = now_s();
+    long rss = run_workers(bin, dir, conc, batch, 1, NULL);
+    double wall = now_s() - t0;
+    double span = scalar_d("SELECT extract(epoch FROM max(finished_at) -"
+                           " min(started_at)) FROM bench_jobs");
+    double done = scalar_d("SELECT count(*) FROM bench_jobs WHERE status ="
+                           " 'done'");
+    printf("| process %-27s | %9.0f jobs/s | %6.0f of %d done, %.2fs (process "
+           "%.2fs), peak RSS %.1f MiB |\n",
+           label, done / span, done, n, span, wall, (double)rss / 1024.0);
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: sluice-bench SLUICE_BINARY PIPELINE_DIR\n");
+        return 64;
+    }
+    const char *bin = argv[1], *dir = argv[2];
+    int n_jobs = getenv("BENCH_JOBS") ? atoi(getenv("BENCH_JOBS")) : 20000;
+    db = PQconnectdb("");
+    if (PQstatus(db) != CONNECTION_OK) {
+        fprintf(stderr, "bench: %s", PQerrorMessage(db));
+        return 1;
+    }
+    printf("| measure                          | figure         | notes |\n");
+    printf("|----------------------------------|----------------|-------|\n");
+
+    /* Enqueue one at a time: one prepared INSERT per job, autocommit. */
+    exec_ok("TRUNCATE bench_jobs");
+    PGresult *r = PQprepare(db, "ins", "INSERT INTO bench_jobs (payload)"
+                                       " VALUES ($1::jsonb)", 1, NULL);
+    PQclear(r);
+    int single = 5000;
+    double t0 = now_s();
+    for (int i = 0; i < single; i++) {
+        const char *v[1] = {"{\"n\":1}"};
+        r = PQexecPrepared(db, "ins", 1, v, NULL, NULL, 0);
+        PQclear(r);
+    }
+    double dt = now_s() - t0;
+    printf("| enqueue one at a time            | %9.0f jobs/s | %d single-row"
+           " INSERTs, each its own commit |\n", single / dt, single);
+
+    /* Bulk: one INSERT of n rows. */
+    exec_ok("TRUNCATE bench_jobs");
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO bench_jobs (payload) SELECT jsonb_build_object('n',"
+             " g) FROM generate_series(1, %d) g", n_jobs);
+    t0 = now_s();
+    exec_ok(sql);
+    dt = now_s() - t0;
+    printf("| enqueue bulk                     | %9.0f jobs/s | one INSERT of "
+           "%d rows |\n", n_jobs / dt, n_jobs);
+
+    processing(bin, dir, "(default: -c 16 -b 1)", n_jobs, 16, 1);
+    processing(bin, dir, "(tuned: -c 4 -b 100)", n_jobs, 4, 100);
+    processing(bin, dir, "(tuned: -c 16 -b 50)", n_jobs, 16, 50);
+
+    /* Latency: commit of a single enqueue -> the claim that starts it. */
+    exec_ok("TRUNCATE bench_jobs");
+    pid_t w;
+    run_workers(bin, dir, 16, 1, 0, &w);
+    usleep(500000);
+    int nl = 200;
+    double lat[200];
+    PGresult *ri = PQprepare(db, "insid", "INSERT INTO bench_jobs (payload)"
+                                          " VALUES ('{}') RETURNING id",
+                             0, NULL);
+    PQclear(ri);
+    char ids[200][40];
+    double committed[200];
+    for (int i = 0; i < nl; i++) {
+        r = PQexecPrepared(db, "insid", 0, NULL, NULL, NULL, 0);
+        committed[i] = now_s();
+        snprintf(ids[i], sizeof ids[i], "%.36s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        usleep(10000);
+    }
+    usleep(300000);
+    for (int i = 0; i < nl; i++) {
+        const char *v[1] = {ids[i]};
+        r = PQexecParams(db, "SELECT extract(epoch FROM started_at) FROM"
+                             " bench_jobs WHERE id = $1",
+                         1, NULL, v, NULL, NULL, 0);
+        double started = PQntuples(r) ? atof(PQgetvalue(r, 0, 0)) : 0;
+        PQclear(r);
+        lat[i] = (started - committed[i]) * 1000.0;
+    }
+    kill(w, 15);
+    int st;
+    struct rusage ru;
+    wait4(w, &st, 0, &ru);
+    qsort(lat, (size_t)nl, sizeof lat[0], cmp_d);
+    printf("| latency commit -> start p50      | %8.3f ms    | %d jobs, 10 ms"
+           " apart, 16 idle workers |\n", lat[nl / 2], nl);
+    printf("| latency p95                      | %8.3f ms    | |\n",
+           lat[nl * 95 / 100]);
+    printf("| latency p99                      | %8.3f ms    | |\n",
+           lat[nl * 99 / 100]);
+    printf("| worker peak RSS (16 workers)     | %8.1f MiB   | idle + "
+           "latency run |\n", (double)ru.ru_maxrss / 1024.0);
+    PQfinish(db);
+    return 0;
+}

@@ -1,0 +1,218 @@
+#include "rtlib.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dsl.h"
+#include "log.h"
+#include "stage.h"
+
+static char conninfo[256];
+
+const char *rt_conninfo(void) { return conninfo; }
+
+static json_int_t opt_int(const sl_stage *s, const char *k, json_int_t d) {
+    json_t *v = json_object_get(s->with, k);
+    return json_is_integer(v) ? json_integer_value(v) : d;
+}
+
+static void probe_record(sl_ctx *ctx, const sl_job *job) {
+    char att[16];
+    snprintf(att, sizeof att, "%d", job->attempt);
+    const char *vals[3] = {job->id, job->stage->name, att};
+    PGresult *r = PQexecParams(sl_ctx_conn(ctx),
+                               "INSERT INTO probe_runs (job, stage, attempt)"
+                               " VALUES ($1, $2, $3)",
+                               3, NULL, vals, NULL, NULL, 0);
+    PQclear(r);
+}
+
+static void probe_sleep(sl_ctx *ctx, json_int_t ms) {
+    while (ms > 0 && !sl_ctx_should_stop(ctx)) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= 20;
+    }
+}
+
+static void probe_run(sl_ctx *ctx, const sl_job *job, void *state,
+                      sl_result *res) {
+    (void)state;
+    const sl_stage *s = job->stage;
+    probe_record(ctx, job);
+
+    json_int_t snoozes = opt_int(s, "snooze_times", 0);
+    json_int_t done_snoozes = 0;
+    if (job->checkpoint)
+        done_snoozes =
+            json_integer_value(json_object_get(job->checkpoint, "snoozes"));
+    if (done_snoozes < snoozes) {
+        json_t *cp = json_pack("{s:I}", "snoozes", done_snoozes + 1);
+        sl_ctx_checkpoint(ctx, cp);
+        json_decref(cp);
+        sl_snooze(res, opt_int(s, "snooze_ms", 50));
+        return;
+    }
+    json_int_t steps = opt_int(s, "progress_steps", 0);
+    for (json_int_t i = 1; i <= steps; i++) {
+        char detail[64];
+        snprintf(detail, sizeof detail, "step %lld/%lld", (long long)i,
+                 (long long)steps);
+        sl_ctx_progress(ctx, (int)(i * 100 / (steps + 1)), detail);
+    }
+    json_t *seen = job->checkpoint ? json_incref(job->checkpoint) : json_null();
+    if (json_is_true(json_object_get(s->with, "checkpoint"))) {
+        json_t *cp = json_pack("{s:i}", "saved_by_attempt", job->attempt);
+        sl_ctx_checkpoint(ctx, cp);
+        json_decref(cp);
+    }
+    probe_sleep(ctx, opt_int(s, "sleep_ms", 0));
+    if (job->attempt <= opt_int(s, "fail_first", 0)) {
+        json_t *cls = json_object_get(s->with, "fail_class");
+        int c = cls ? sl_errclass_parse(json_string_value(cls))
+                    : SL_EC_RETRYABLE;
+        sl_fail(res, c < 0 ? SL_EC_INTERNAL : (sl_errclass)c,
+                "probe: planned failure on attempt %d", job->attempt);
+        res->delay_ms = opt_int(s, "retry_after_ms", 0);
+        json_decref(seen);
+        return;
+    }
+    json_t *out = json_deep_copy(json_object_get(s->with, "output"));
+    if (!json_is_object(out)) {
+        json_decref(out);
+        out = json_object();
+    }
+    json_object_set_new(out, "seen_checkpoint", seen);
+    sl_done(res, out);
+}
+
+static const sl_handler probe = {"t.probe", NULL, NULL, NULL, probe_run};
+
+void rt_register_probe(void) {
+    static int done;
+    if (!done) sl_handler_register(&probe);
+    done = 1;
+    if (!getenv("SLUICE_TEST_VERBOSE")) sl_log_init(SL_LOGFMT, SL_LOG_ERROR);
+}
+
+static const char *audit_sql =
+    "CREATE TABLE items (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),"
+    " status text NOT NULL DEFAULT 'new', progress int NOT NULL DEFAULT 0,"
+    " detail text);"
+    "CREATE TABLE probe_runs (n bigserial PRIMARY KEY, job uuid, stage text,"
+    " attempt int, at timestamptz DEFAULT clock_timestamp());"
+    "CREATE TABLE done_log (job uuid PRIMARY KEY, q text,"
+    " at timestamptz DEFAULT clock_timestamp());"
+    "CREATE TABLE subject_log (n bigserial PRIMARY KEY, item uuid,"
+    " status text, progress int, detail text);"
+    "CREATE FUNCTION log_done() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN INSERT INTO done_log (job, q) VALUES (NEW.id, TG_TABLE_NAME);"
+    " RETURN NEW; END $$;"
+    "CREATE FUNCTION log_subject() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN INSERT INTO subject_log (item, status, progress, detail)"
+    " VALUES (NEW.id, NEW.status, NEW.progress, NEW.detail); RETURN NEW;"
+    " END $$;"
+    "CREATE TRIGGER items_log AFTER UPDATE ON items FOR EACH ROW WHEN"
+    " ((OLD.status, OLD.progress, OLD.detail) IS DISTINCT FROM"
+    " (NEW.status, NEW.progress, NEW.detail)) EXECUTE FUNCTION log_subject();";
+
+sl_model *rt_setup(const char *db, const char *yaml, PGconn **conn) {
+    rt_register_probe();
+    snprintf(conninfo, sizeof conninfo, "%s", sl_test_db(db));
+    setenv("PGDATABASE", db, 1);
+    PGconn *c = sl_test_connect(conninfo);
+    sl_test_exec(c, audit_sql);
+
+    char name[128];
+    snprintf(name, sizeof name, "%s.yaml", db);
+    const char *path = sl_test_file(name, yaml);
+    char *out = NULL;
+    int rc = sl_test_sh(&out, "PGDATABASE=%s '%s' migrate -p '%s' 2>&1", db,
+                        sl_test_bin(), path);
+    if (rc != 0) fail_msg("sluice migrate failed (%d): %s", rc, out);
+    free(out);
+
+    sl_model *m = NULL;
+    sl_diags d = {0};
+    const char *paths[1] = {path};
+    if (sl_dsl_load(paths, 1, &m, &d) != 0) {
+        char *msg = sl_diags_format(&d);
+        fail_msg("load failed: %s", msg);
+    }
+    sl_diags_free(&d);
+    for (size_t i = 0; i < m->npipelines; i++)
+        for (size_t k = 0; k < m->pipelines[i].nstages; k++) {
+            char sql[512];
+            const char *q = m->pipelines[i].stages[k].queue;
+            snprintf(sql, sizeof sql,
+                     "CREATE TRIGGER done_log AFTER UPDATE ON \"%s\" FOR EACH"
+                     " ROW WHEN (NEW.status = 'done' AND OLD.status IS"
+                     " DISTINCT FROM 'done') EXECUTE FUNCTION log_done()",
+                     q);
+            sl_test_exec(c, sql);
+        }
+    *conn = c;
+    return m;
+}
+
+static sl_runtime_opts opts(int concurrency, int batch, int idle,
+                            int64_t drain) {
+    sl_runtime_opts o;
+    memset(&o, 0, sizeof o);
+    o.conninfo = conninfo;
+    o.concurrency = concurrency;
+    o.batch = batch;
+    o.exit_when_idle = idle;
+    o.drain_ms = drain;
+    o.progress_throttle_ms = 1;
+    return o;
+}
+
+void rt_run_until_idle(const sl_model *m, int concurrency, int batch) {
+    sl_runtime_opts o = opts(concurrency, batch, 1, 1000);
+    char err[512];
+    int rc = sl_runtime_run(m, &o, err, sizeof err);
+    if (rc != 0) fail_msg("runtime: %s", err);
+}
+
+pid_t rt_spawn(const sl_model *m, int concurrency, int batch,
+               int exit_when_idle, int64_t drain_ms) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sl_runtime_opts o = opts(concurrency, batch, exit_when_idle, drain_ms);
+        char err[512];
+        sl_runtime_install_signals();
+        int rc = sl_runtime_run(m, &o, err, sizeof err);
+        if (rc != 0) fprintf(stderr, "worker: %s\n", err);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    return pid;
+}
+
+int rt_wait(pid_t pid, int64_t timeout_ms) {
+    int64_t end = sl_test_now_ms() + timeout_ms;
+    int st;
+    while (sl_test_now_ms() < end) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+        usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+int rt_wait_for(PGconn *c, const char *sql, long want, int64_t timeout_ms) {
+    int64_t end = sl_test_now_ms() + timeout_ms;
+    while (sl_test_now_ms() < end) {
+        if (sl_test_long(c, sql) == want) return 1;
+        usleep(20000);
+    }
+    return 0;
+}

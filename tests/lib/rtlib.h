@@ -1,0 +1,56 @@
+/* rtlib.h - fixtures for runtime tests: a probe handler, pipelines written
+ * to the temp dir and migrated, and worker processes that can be killed.
+ */
+#ifndef SL_RTLIB_H
+#define SL_RTLIB_H
+
+#include <sys/types.h>
+
+#include "model.h"
+#include "runtime.h"
+#include "testlib.h"
+
+/* Registers the "t.probe" handler (once). Its `with:` options:
+ *   sleep_ms N        sleep (in 20 ms steps, honouring should_stop)
+ *   fail_first N      fail the first N attempts ...
+ *   fail_class NAME   ... with this error class (default retryable)
+ *   retry_after_ms N  ... asking for this Retry-After
+ *   snooze_times N    snooze N times (counted in the checkpoint) first
+ *   snooze_ms N       ... for this long each
+ *   progress_steps N  report progress N times ("step i/N")
+ *   checkpoint true   save {"saved_by_attempt": attempt} before sleeping
+ *   output {...}      outputs to return (merged with
+ *                     {"seen_checkpoint": <checkpoint or null>})
+ * Every call is recorded in table probe_runs(job, stage, attempt, at) when
+ * that table exists (rt_setup creates it). */
+void rt_register_probe(void);
+
+/* Creates database `db`, the subject table items(id, status, progress,
+ * detail), the audit tables probe_runs, done_log (one row per job that
+ * reached done: a unique key makes a second completion fail loudly) and
+ * subject_log (every status/progress/detail change of items), writes
+ * `yaml` to a file, runs `sluice migrate` on it, installs the done_log
+ * triggers on every queue, and loads the model. Returns the model (the
+ * caller frees) and sets the connection for the test. */
+sl_model *rt_setup(const char *db, const char *yaml, PGconn **conn);
+
+/* Runs the runtime in this process until idle. */
+void rt_run_until_idle(const sl_model *m, int concurrency, int batch);
+
+/* Forks a worker process running the runtime (exit_when_idle as given);
+ * returns its pid. */
+pid_t rt_spawn(const sl_model *m, int concurrency, int batch,
+               int exit_when_idle, int64_t drain_ms);
+
+/* Waits for pid to exit within timeout_ms; returns its exit status or -1
+ * on timeout (the process is then killed). */
+int rt_wait(pid_t pid, int64_t timeout_ms);
+
+/* Polls `sql` (a scalar query) until it returns `want` or timeout_ms
+ * passes; returns 1 on success. */
+int rt_wait_for(PGconn *c, const char *sql, long want, int64_t timeout_ms);
+
+/* The conninfo of the current test database. */
+const char *rt_conninfo(void);
+
+#endif
