@@ -1,0 +1,1200 @@
+/* migrate.c - applying the schema to a database (migrate.h).
+ *
+ * The plan is computed from the catalog, not from the recorded history:
+ * whatever state a database is in (fresh, made by the reference design's
+ * SQL, edited by hand, migrated by an older sluice), the plan holds exactly
+ * the statements that bring it to the schema the pipelines imply. The
+ * history (sluice.migrations) adds one thing the catalog cannot say: which
+ * tables an earlier migration created, so that a queue removed from the
+ * pipelines is noticed even if its table comment was lost.
+ *
+ * Every name that reaches SQL here is quoted with sl_buf_ident(); names are
+ * passed to catalog queries as bound parameters.
+ */
+#include "migrate.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "buf.h"
+#include "error.h"
+#include "schema.h"
+
+extern const char sl_base_sql[]; /* generated from sql/base.sql */
+
+const char *sl_migrate_base_sql(void) { return sl_base_sql; }
+
+/* pg_advisory_xact_lock(LOCK_CLASS, LOCK_OBJ): 'sluc', 1. */
+#define LOCK_CLASS "1936487779"
+#define LOCK_OBJ "1"
+#define APP_ROLE "sluice_app"
+#define QUEUE_COMMENT_PREFIX "sluice queue "
+
+/* ------------------------------------------------------------ plan */
+
+typedef struct step {
+    char *summary; /* one line: "add column upload_jobs.x" */
+    char *sql;     /* statements, each ending ";\n" */
+} step;
+
+typedef struct mctx {
+    PGconn *c;
+    const sl_model *m;
+    const sl_schema *s;
+    sl_migrate_opts o;
+    char *err;
+    size_t errlen;
+    int rc;
+    json_t *last_snapshot;    /* the newest recorded snapshot, or NULL */
+    char *last_base_checksum; /* its base checksum, or NULL */
+    char *base_checksum;      /* of the embedded base.sql */
+    int base_applied;
+    step *steps;
+    size_t nsteps, cap;
+    sl_buf refused;  /* destructive changes, one per line */
+    int ndestructive;
+    char **dropped; /* tables the plan drops */
+    size_t ndropped;
+} mctx;
+
+static void fail(mctx *x, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(mctx *x, int rc, const char *fmt, ...) {
+    if (x->rc) return;
+    x->rc = rc;
+    if (x->err && x->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(x->err, x->errlen, fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* Adds a step; takes ownership of nothing (copies). */
+static void add_step(mctx *x, const char *sql, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void add_step(mctx *x, const char *sql, const char *fmt, ...) {
+    if (x->rc) return;
+    if (x->nsteps == x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 32;
+        step *s = realloc(x->steps, cap * sizeof *s);
+        if (!s) {
+            fail(x, -SL_ENOMEM, "out of memory");
+            return;
+        }
+        x->steps = s;
+        x->cap = cap;
+    }
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    /* Summaries become SQL comments: keep them on one line. */
+    for (char *p = line; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    step *s = &x->steps[x->nsteps];
+    s->summary = strdup(line);
+    s->sql = strdup(sql);
+    if (!s->summary || !s->sql) {
+        free(s->summary);
+        free(s->sql);
+        fail(x, -SL_ENOMEM, "out of memory");
+        return;
+    }
+    x->nsteps++;
+}
+
+/* A destructive change: refused (noted) unless allowed, then a step. */
+static void add_destructive(mctx *x, const char *sql, const char *what) {
+    x->ndestructive++;
+    sl_buf_printf(&x->refused, "%s\n", what);
+    add_step(x, sql, "%s", what);
+}
+
+static char *qident(const char *name) {
+    sl_buf b;
+    sl_buf_init(&b);
+    sl_buf_ident(&b, name);
+    return sl_buf_steal(&b);
+}
+
+/* ------------------------------------------------------------ SQL helpers */
+
+/* Runs a query with text parameters; returns the result (caller PQclear)
+ * or NULL with x->rc set. */
+static PGresult *query(mctx *x, const char *sql, int n,
+                       const char *const *params) {
+    if (x->rc) return NULL;
+    PGresult *r = PQexecParams(x->c, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(r));
+        msg[strcspn(msg, "\n")] = '\0';
+        fail(x, -SL_EDB, "catalog query failed: %s", msg);
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int exec_simple(PGconn *c, const char *sql, char *msg, size_t len) {
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok && msg) {
+        snprintf(msg, len, "%s", PQresultErrorMessage(r));
+        size_t n = strlen(msg);
+        while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = 0;
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* The comment of a catalog object found by `sql` (one row, one column):
+ * *exists tells whether the row was there; *comment is malloc'd or NULL. */
+static void object_comment(mctx *x, const char *sql, const char *p1,
+                           const char *p2, int *exists, char **comment) {
+    *exists = 0;
+    *comment = NULL;
+    const char *params[2] = {p1, p2};
+    PGresult *r = query(x, sql, p2 ? 2 : 1, params);
+    if (!r) return;
+    if (PQntuples(r) > 0) {
+        *exists = 1;
+        if (!PQgetisnull(r, 0, 0)) *comment = strdup(PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+}
+
+static long count_rows(mctx *x, const char *table, const char *column) {
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "SELECT count(*) FROM ");
+    sl_buf_ident(&q, table);
+    if (column) {
+        sl_buf_puts(&q, " WHERE ");
+        sl_buf_ident(&q, column);
+        sl_buf_puts(&q, " IS NOT NULL");
+    }
+    PGresult *r = sl_buf_failed(&q) ? NULL : query(x, sl_buf_str(&q), 0, NULL);
+    sl_buf_free(&q);
+    long n = r && PQntuples(r) ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    return n;
+}
+
+/* ------------------------------------------------------------ base.sql */
+
+static int base_objects_present(mctx *x) {
+    PGresult *r = query(
+        x,
+        "SELECT to_regclass('public.accounts') IS NOT NULL"
+        " AND to_regclass('public.account_members') IS NOT NULL"
+        " AND to_regclass('public.projects') IS NOT NULL"
+        " AND to_regclass('public.interviews') IS NOT NULL"
+        " AND to_regclass('public.insights') IS NOT NULL"
+        " AND to_regclass('public.personas') IS NOT NULL"
+        " AND to_regtype('public.interview_status') IS NOT NULL"
+        " AND to_regprocedure('auth.uid()') IS NOT NULL"
+        " AND to_regprocedure('public.sluice_is_account_member(uuid)')"
+        " IS NOT NULL",
+        0, NULL);
+    int ok = r && PQntuples(r) && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return ok;
+}
+
+static void plan_base(mctx *x) {
+    const char *params[1] = {sl_base_sql};
+    PGresult *r = query(
+        x, "SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", 1, params);
+    if (!r) return;
+    x->base_checksum = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (!x->base_checksum) {
+        fail(x, -SL_ENOMEM, "out of memory");
+        return;
+    }
+    if (x->o.skip_base) return;
+    int same = x->last_base_checksum &&
+               strcmp(x->last_base_checksum, x->base_checksum) == 0;
+    if (same && base_objects_present(x)) return;
+    if (x->rc) return;
+    /* Applied at once (not just planned) so that the queue tables' plan
+     * sees the base tables they reference. */
+    char msg[600];
+    if (exec_simple(x->c, sl_base_sql, msg, sizeof msg) != 0) {
+        fail(x, -SL_EDB, "applying sql/base.sql: %s", msg);
+        return;
+    }
+    x->base_applied = 1;
+}
+
+/* ------------------------------------------------------------ history */
+
+static void ensure_history(mctx *x) {
+    char msg[600];
+    if (exec_simple(x->c,
+                    "CREATE SCHEMA IF NOT EXISTS sluice;\n"
+                    "CREATE TABLE IF NOT EXISTS sluice.migrations (\n"
+                    "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+                    "  applied_at timestamptz NOT NULL DEFAULT now(),\n"
+                    "  checksum text NOT NULL,\n"
+                    "  base_checksum text,\n"
+                    "  destructive boolean NOT NULL DEFAULT false,\n"
+                    "  ddl text NOT NULL,\n"
+                    "  snapshot jsonb NOT NULL\n"
+                    ");\n",
+                    msg, sizeof msg) != 0) {
+        fail(x, -SL_EDB, "creating sluice.migrations: %s", msg);
+        return;
+    }
+    PGresult *r = query(x,
+                        "SELECT base_checksum, snapshot::text FROM "
+                        "sluice.migrations ORDER BY id DESC LIMIT 1",
+                        0, NULL);
+    if (!r) return;
+    if (PQntuples(r) == 1) {
+        if (!PQgetisnull(r, 0, 0))
+            x->last_base_checksum = strdup(PQgetvalue(r, 0, 0));
+        x->last_snapshot = json_loads(PQgetvalue(r, 0, 1), 0, NULL);
+    }
+    PQclear(r);
+}
+
+/* ------------------------------------------------------------ checks */
+
+static int model_has_queue(const mctx *x, const char *name) {
+    for (size_t i = 0; i < x->s->ntables; i++)
+        if (strcmp(x->s->tables[i].name, name) == 0) return 1;
+    return 0;
+}
+
+/* Columns of table: name -> (type name, enum labels). Returns the result
+ * of: attname, format_type, typtype, enum labels (text[]); NULL rows when
+ * the table does not exist. */
+static PGresult *table_columns(mctx *x, const char *table) {
+    char *qt = qident(table);
+    if (!qt) {
+        fail(x, -SL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    const char *params[1] = {qt};
+    PGresult *r = query(
+        x,
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype,"
+        " ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e"
+        "       WHERE e.enumtypid = a.atttypid ORDER BY e.enumsortorder)"
+        "  FROM pg_catalog.pg_attribute a"
+        "  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+        " WHERE a.attrelid = to_regclass($1) AND a.attnum > 0"
+        "   AND NOT a.attisdropped",
+        1, params);
+    free(qt);
+    return r;
+}
+
+static int find_row(PGresult *r, int col, const char *value) {
+    for (int i = 0; i < PQntuples(r); i++)
+        if (strcmp(PQgetvalue(r, i, col), value) == 0) return i;
+    return -1;
+}
+
+/* Does the text[] literal `arr` ({a,b,"c d"}) contain v? Labels checked
+ * here are identifiers-like DSL values, compared element-wise. */
+static int array_has(const char *arr, const char *v) {
+    size_t n = strlen(v);
+    const char *p = arr;
+    if (*p == '{') p++;
+    while (*p && *p != '}') {
+        int quoted = *p == '"';
+        if (quoted) p++;
+        const char *start = p;
+        while (*p && (quoted ? *p != '"' : (*p != ',' && *p != '}'))) {
+            if (quoted && *p == '\\' && p[1]) p++;
+            p++;
+        }
+        if ((size_t)(p - start) == n && strncmp(start, v, n) == 0) return 1;
+        if (quoted && *p == '"') p++;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
+/* The database must hold what the pipelines reference. All problems are
+ * collected into one message. */
+static void check_references(mctx *x) {
+    sl_buf e;
+    sl_buf_init(&e);
+    for (size_t i = 0; i < x->m->npipelines && !x->rc; i++) {
+        const sl_pipeline *p = &x->m->pipelines[i];
+        if (p->has_subject) {
+            const sl_subject *sj = &p->subject;
+            PGresult *r = table_columns(x, sj->table);
+            if (!r) break;
+            if (PQntuples(r) == 0) {
+                sl_buf_printf(&e,
+                              "pipeline \"%s\": subject table \"%s\" does not "
+                              "exist (create it first, or let sluice migrate "
+                              "apply sql/base.sql)\n",
+                              p->name, sj->table);
+            } else {
+                const char *cols[4] = {sj->key, sj->status_column,
+                                       sj->progress_column,
+                                       sj->detail_column};
+                for (int k = 0; k < 4; k++) {
+                    if (!cols[k]) continue;
+                    if (find_row(r, 0, cols[k]) < 0)
+                        sl_buf_printf(&e,
+                                      "pipeline \"%s\": subject table \"%s\" "
+                                      "has no column \"%s\"\n",
+                                      p->name, sj->table, cols[k]);
+                }
+                int row = find_row(r, 0, sj->status_column);
+                if (row >= 0 && PQgetvalue(r, row, 2)[0] == 'e') {
+                    for (size_t v = 0; v < sj->nstatus_values; v++)
+                        if (!array_has(PQgetvalue(r, row, 3),
+                                       sj->status_values[v]))
+                            sl_buf_printf(
+                                &e,
+                                "pipeline \"%s\": status value \"%s\" is not "
+                                "a value of %s.%s (type %s)\n",
+                                p->name, sj->status_values[v], sj->table,
+                                sj->status_column, PQgetvalue(r, row, 1));
+                }
+            }
+            PQclear(r);
+        }
+        if (p->rls.enabled && p->rls.table &&
+            !model_has_queue(x, p->rls.table)) {
+            PGresult *r = table_columns(x, p->rls.table);
+            if (!r) break;
+            if (PQntuples(r) == 0)
+                sl_buf_printf(&e,
+                              "pipeline \"%s\": security.inherit table \"%s\" "
+                              "does not exist\n",
+                              p->name, p->rls.table);
+            else if (find_row(r, 0, p->rls.key) < 0)
+                sl_buf_printf(&e,
+                              "pipeline \"%s\": security.inherit table \"%s\" "
+                              "has no column \"%s\"\n",
+                              p->name, p->rls.table, p->rls.key);
+            PQclear(r);
+        }
+        for (size_t j = 0; j < p->nstages && !x->rc; j++) {
+            const sl_stage *st = &p->stages[j];
+            for (size_t k = 0; k < st->ncolumns; k++) {
+                const sl_column *c = &st->columns[k];
+                if (!c->ref_table || model_has_queue(x, c->ref_table))
+                    continue;
+                PGresult *r = table_columns(x, c->ref_table);
+                if (!r) break;
+                if (PQntuples(r) == 0)
+                    sl_buf_printf(&e,
+                                  "queue \"%s\": column \"%s\" references "
+                                  "table \"%s\", which does not exist\n",
+                                  st->queue, c->name, c->ref_table);
+                else if (find_row(r, 0, c->ref_column) < 0)
+                    sl_buf_printf(&e,
+                                  "queue \"%s\": column \"%s\" references "
+                                  "\"%s\".\"%s\", which does not exist\n",
+                                  st->queue, c->name, c->ref_table,
+                                  c->ref_column);
+                PQclear(r);
+            }
+        }
+    }
+    if (!x->rc && e.len) {
+        if (e.s[e.len - 1] == '\n') e.s[--e.len] = '\0';
+        fail(x, -SL_EINVAL, "%s", sl_buf_str(&e));
+    }
+    sl_buf_free(&e);
+}
+
+/* ------------------------------------------------------------ objects */
+
+static const char *kind_name(sl_obj_kind k) {
+    switch (k) {
+    case SL_OBJ_ENUM: return "type";
+    case SL_OBJ_FUNCTION: return "function";
+    case SL_OBJ_TABLE: return "table";
+    case SL_OBJ_INDEX: return "index";
+    case SL_OBJ_TRIGGER: return "trigger";
+    case SL_OBJ_RLS: return "row level security";
+    case SL_OBJ_POLICY: return "policy";
+    case SL_OBJ_GRANT: return "grant";
+    case SL_OBJ_VIEW: return "view";
+    }
+    return "object";
+}
+
+static void plan_enum(mctx *x, const sl_schema_object *o) {
+    char *qn = qident(o->name);
+    const char *params[1] = {qn};
+    PGresult *r = qn ? query(x,
+                             "SELECT t.typtype, ARRAY(SELECT e.enumlabel::text"
+                             " FROM pg_catalog.pg_enum e WHERE e.enumtypid ="
+                             " t.oid ORDER BY e.enumsortorder)"
+                             " FROM pg_catalog.pg_type t"
+                             " WHERE t.oid = to_regtype($1)",
+                             1, params)
+                     : NULL;
+    if (!qn) fail(x, -SL_ENOMEM, "out of memory");
+    sl_buf q;
+    sl_buf_init(&q);
+    if (r && PQntuples(r) == 0) {
+        sl_buf_printf(&q, "CREATE TYPE %s AS ENUM (", qn);
+        for (int i = 0; sl_job_status_values[i]; i++) {
+            if (i) sl_buf_puts(&q, ", ");
+            sl_buf_literal(&q, sl_job_status_values[i]);
+        }
+        sl_buf_puts(&q, ");\n");
+        add_step(x, sl_buf_str(&q), "create type %s", o->name);
+    } else if (r && PQgetvalue(r, 0, 0)[0] != 'e') {
+        fail(x, -SL_EINVAL, "type \"%s\" exists and is not an enum",
+             o->name);
+    } else if (r) {
+        for (int i = 0; sl_job_status_values[i]; i++) {
+            if (array_has(PQgetvalue(r, 0, 1), sl_job_status_values[i]))
+                continue;
+            sl_buf_free(&q);
+            sl_buf_printf(&q, "ALTER TYPE %s ADD VALUE ", qn);
+            sl_buf_literal(&q, sl_job_status_values[i]);
+            sl_buf_puts(&q, ";\n");
+            add_step(x, sl_buf_str(&q), "add value '%s' to type %s",
+                     sl_job_status_values[i], o->name);
+        }
+    }
+    if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
+    sl_buf_free(&q);
+    PQclear(r);
+    free(qn);
+}
+
+/* Objects recognised by their fingerprint comment. An object of that name
+ * without a sluice comment is someone else's: left alone. */
+static void plan_fingerprinted(mctx *x, const sl_schema_object *o) {
+    const char *sql = NULL;
+    char *p1 = NULL;
+    const char *p2 = NULL;
+    sl_buf b;
+    sl_buf_init(&b);
+    sl_buf_ident(&b, o->kind == SL_OBJ_TRIGGER || o->kind == SL_OBJ_POLICY
+                         ? o->table
+                         : o->name);
+    if (o->kind == SL_OBJ_FUNCTION) sl_buf_puts(&b, "()");
+    p1 = sl_buf_steal(&b);
+    if (!p1) {
+        fail(x, -SL_ENOMEM, "out of memory");
+        return;
+    }
+    switch (o->kind) {
+    case SL_OBJ_FUNCTION:
+        sql = "SELECT obj_description(p.oid, 'pg_proc')"
+              " FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($1)";
+        break;
+    case SL_OBJ_INDEX:
+    case SL_OBJ_VIEW:
+        sql = "SELECT obj_description(c.oid, 'pg_class')"
+              " FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)";
+        break;
+    case SL_OBJ_TRIGGER:
+        sql = "SELECT obj_description(t.oid, 'pg_trigger')"
+              " FROM pg_catalog.pg_trigger t"
+              " WHERE t.tgrelid = to_regclass($1) AND t.tgname = $2";
+        p2 = o->name;
+        break;
+    case SL_OBJ_POLICY:
+        sql = "SELECT obj_description(p.oid, 'pg_policy')"
+              " FROM pg_catalog.pg_policy p"
+              " WHERE p.polrelid = to_regclass($1) AND p.polname = $2";
+        p2 = o->name;
+        break;
+    default: break;
+    }
+    int exists;
+    char *comment;
+    object_comment(x, sql, p1, p2, &exists, &comment);
+    free(p1);
+    if (x->rc) return;
+    const char *kind = kind_name(o->kind);
+    char on[200] = "";
+    if (o->kind == SL_OBJ_TRIGGER || o->kind == SL_OBJ_POLICY)
+        snprintf(on, sizeof on, " on %s", o->table);
+    if (!exists) {
+        add_step(x, o->sql, "create %s %s%s", kind, o->name, on);
+    } else if (comment && strncmp(comment, "sluice:", 7) == 0 &&
+               strcmp(comment, o->fingerprint) != 0) {
+        sl_buf q;
+        sl_buf_init(&q);
+        if (o->replace_sql) sl_buf_puts(&q, o->replace_sql);
+        sl_buf_puts(&q, o->sql);
+        if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
+        add_step(x, sl_buf_str(&q), "replace %s %s%s", kind, o->name, on);
+        sl_buf_free(&q);
+    }
+    free(comment);
+}
+
+static void plan_rls(mctx *x, const sl_schema_object *o) {
+    char *qt = qident(o->table);
+    const char *params[1] = {qt};
+    PGresult *r = qt ? query(x,
+                             "SELECT c.relrowsecurity FROM pg_catalog.pg_class"
+                             " c WHERE c.oid = to_regclass($1)",
+                             1, params)
+                     : NULL;
+    if (r && (PQntuples(r) == 0 || PQgetvalue(r, 0, 0)[0] != 't'))
+        add_step(x, o->sql, "enable row level security on %s", o->table);
+    PQclear(r);
+    free(qt);
+}
+
+static int app_role_exists(mctx *x) {
+    PGresult *r = query(x,
+                        "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = "
+                        "'" APP_ROLE "'",
+                        0, NULL);
+    int yes = r && PQntuples(r) > 0;
+    PQclear(r);
+    return yes;
+}
+
+static void plan_grant(mctx *x, const sl_schema_object *o) {
+    if (!app_role_exists(x)) return;
+    char *qt = qident(o->table);
+    if (!qt) {
+        fail(x, -SL_ENOMEM, "out of memory");
+        return;
+    }
+    int missing = 0;
+    char privs[128];
+    snprintf(privs, sizeof privs, "%s", o->privileges);
+    for (char *save = NULL, *p = strtok_r(privs, ", ", &save); p && !missing;
+         p = strtok_r(NULL, ", ", &save)) {
+        const char *params[2] = {qt, p};
+        PGresult *r = query(x,
+                            "SELECT has_table_privilege('" APP_ROLE
+                            "', c.oid, $2) FROM pg_catalog.pg_class c"
+                            " WHERE c.oid = to_regclass($1)",
+                            2, params);
+        if (!r) break;
+        if (PQntuples(r) == 0 || PQgetvalue(r, 0, 0)[0] != 't') missing = 1;
+        PQclear(r);
+    }
+    free(qt);
+    if (missing)
+        add_step(x, o->sql, "grant %s on %s to " APP_ROLE, o->privileges,
+                 o->table);
+}
+
+/* ------------------------------------------------------------ tables */
+
+/* "5", "'-1'::integer", "(-1)" -> the integer. */
+static int parse_int_default(const char *expr, long *v) {
+    const char *p = expr;
+    while (*p == '(' || *p == '\'') p++;
+    char *end;
+    errno = 0;
+    *v = strtol(p, &end, 10);
+    return end != p && errno == 0;
+}
+
+static void plan_foreign_keys(mctx *x, const sl_schema_table *t,
+                              const char *qt, PGresult *cols) {
+    const char *params[1] = {qt};
+    PGresult *r = query(
+        x,
+        "SELECT a.attname, r.relname, ra.attname, c.conname"
+        "  FROM pg_catalog.pg_constraint c"
+        "  JOIN pg_catalog.pg_attribute a"
+        "    ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
+        "  JOIN pg_catalog.pg_class r ON r.oid = c.confrelid"
+        "  JOIN pg_catalog.pg_attribute ra"
+        "    ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]"
+        " WHERE c.conrelid = to_regclass($1) AND c.contype = 'f'"
+        "   AND cardinality(c.conkey) = 1"
+        " ORDER BY c.conname",
+        1, params);
+    if (!r) return;
+    sl_buf q;
+    sl_buf_init(&q);
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        const sl_schema_column *c = &t->columns[i];
+        if (find_row(cols, 0, c->name) < 0) continue; /* added whole */
+        int matched = 0;
+        for (int k = 0; k < PQntuples(r); k++) {
+            if (strcmp(PQgetvalue(r, k, 0), c->name) != 0) continue;
+            if (c->ref_table && !matched &&
+                strcmp(PQgetvalue(r, k, 1), c->ref_table) == 0 &&
+                strcmp(PQgetvalue(r, k, 2), c->ref_column) == 0) {
+                matched = 1;
+                continue;
+            }
+            sl_buf_free(&q);
+            sl_buf_printf(&q, "ALTER TABLE %s DROP CONSTRAINT ", qt);
+            sl_buf_ident(&q, PQgetvalue(r, k, 3));
+            sl_buf_puts(&q, ";\n");
+            add_step(x, sl_buf_str(&q),
+                     "drop foreign key %s.%s -> %s.%s", t->name, c->name,
+                     PQgetvalue(r, k, 1), PQgetvalue(r, k, 2));
+        }
+        if (c->ref_table && !matched) {
+            sl_buf_free(&q);
+            sl_buf_printf(&q, "ALTER TABLE %s ADD FOREIGN KEY (", qt);
+            sl_buf_ident(&q, c->name);
+            sl_buf_puts(&q, ") REFERENCES ");
+            sl_buf_ident(&q, c->ref_table);
+            sl_buf_puts(&q, " (");
+            sl_buf_ident(&q, c->ref_column);
+            sl_buf_puts(&q, ") ON DELETE CASCADE;\n");
+            add_step(x, sl_buf_str(&q), "add foreign key %s.%s -> %s.%s",
+                     t->name, c->name, c->ref_table, c->ref_column);
+        }
+    }
+    if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
+    sl_buf_free(&q);
+    PQclear(r);
+}
+
+static void plan_existing_table(mctx *x, const sl_schema_table *t,
+                                const char *qt, const char *comment) {
+    const char *params[1] = {qt};
+    PGresult *cols = query(
+        x,
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod),"
+        "       a.attnotnull, pg_get_expr(d.adbin, d.adrelid), ty.typname"
+        "  FROM pg_catalog.pg_attribute a"
+        "  JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid"
+        "  LEFT JOIN pg_catalog.pg_attrdef d"
+        "    ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+        " WHERE a.attrelid = to_regclass($1) AND a.attnum > 0"
+        "   AND NOT a.attisdropped ORDER BY a.attnum",
+        1, params);
+    if (!cols) return;
+    sl_buf q;
+    sl_buf_init(&q);
+    for (size_t i = 0; i < t->ncolumns && !x->rc; i++) {
+        const sl_schema_column *c = &t->columns[i];
+        int row = find_row(cols, 0, c->name);
+        sl_buf_free(&q);
+        if (row < 0) {
+            sl_buf_printf(&q, "ALTER TABLE %s ADD COLUMN %s;\n", qt,
+                          c->def_sql);
+            add_step(x, sl_buf_str(&q), "add column %s.%s %s", t->name,
+                     c->name, c->sql_type);
+            continue;
+        }
+        const char *have = PQgetvalue(cols, row, 1);
+        int is_enum = strcmp(c->cat_type, "job_status") == 0;
+        if (is_enum ? strcmp(PQgetvalue(cols, row, 4), c->cat_type) != 0
+                    : strcmp(have, c->cat_type) != 0) {
+            sl_buf_printf(&q, "ALTER TABLE %s ALTER COLUMN ", qt);
+            sl_buf_ident(&q, c->name);
+            sl_buf_printf(&q, " TYPE %s USING ", c->sql_type);
+            sl_buf_ident(&q, c->name);
+            sl_buf_printf(&q, "::%s;\n", c->sql_type);
+            char what[512];
+            snprintf(what, sizeof what,
+                     "change type of column %s.%s from %s to %s (%ld "
+                     "non-null values)",
+                     t->name, c->name, have, c->cat_type,
+                     count_rows(x, t->name, c->name));
+            add_destructive(x, sl_buf_str(&q), what);
+            sl_buf_free(&q);
+        }
+        int has_default = !PQgetisnull(cols, row, 3);
+        long want, got;
+        int default_differs =
+            c->default_sql &&
+            (!has_default ||
+             (strcmp(c->name, "priority") == 0 &&
+              parse_int_default(c->default_sql, &want) &&
+              (!parse_int_default(PQgetvalue(cols, row, 3), &got) ||
+               want != got)));
+        if (default_differs) {
+            sl_buf_printf(&q, "ALTER TABLE %s ALTER COLUMN ", qt);
+            sl_buf_ident(&q, c->name);
+            sl_buf_printf(&q, " SET DEFAULT %s;\n", c->default_sql);
+            add_step(x, sl_buf_str(&q), "set default of %s.%s to %s",
+                     t->name, c->name, c->default_sql);
+            sl_buf_free(&q);
+        }
+        int have_nn = PQgetvalue(cols, row, 2)[0] == 't';
+        if (c->not_null && !have_nn) {
+            /* Engine columns have defaults: old rows take them. */
+            if (c->default_sql) {
+                sl_buf_printf(&q, "UPDATE %s SET ", qt);
+                sl_buf_ident(&q, c->name);
+                sl_buf_puts(&q, " = DEFAULT WHERE ");
+                sl_buf_ident(&q, c->name);
+                sl_buf_puts(&q, " IS NULL;\n");
+            }
+            sl_buf_printf(&q, "ALTER TABLE %s ALTER COLUMN ", qt);
+            sl_buf_ident(&q, c->name);
+            sl_buf_puts(&q, " SET NOT NULL;\n");
+            add_step(x, sl_buf_str(&q), "set not null on %s.%s", t->name,
+                     c->name);
+        } else if (!c->not_null && have_nn) {
+            sl_buf_printf(&q, "ALTER TABLE %s ALTER COLUMN ", qt);
+            sl_buf_ident(&q, c->name);
+            sl_buf_puts(&q, " DROP NOT NULL;\n");
+            add_step(x, sl_buf_str(&q), "drop not null on %s.%s", t->name,
+                     c->name);
+        }
+    }
+    /* Columns the pipelines no longer declare. */
+    for (int k = 0; k < PQntuples(cols) && !x->rc; k++) {
+        const char *name = PQgetvalue(cols, k, 0);
+        int wanted = 0;
+        for (size_t i = 0; i < t->ncolumns; i++)
+            if (strcmp(t->columns[i].name, name) == 0) wanted = 1;
+        if (wanted) continue;
+        sl_buf_free(&q);
+        sl_buf_printf(&q, "ALTER TABLE %s DROP COLUMN ", qt);
+        sl_buf_ident(&q, name);
+        sl_buf_puts(&q, ";\n");
+        char what[512];
+        snprintf(what, sizeof what,
+                 "drop column %s.%s (%ld non-null values)", t->name, name,
+                 count_rows(x, t->name, name));
+        add_destructive(x, sl_buf_str(&q), what);
+    }
+    plan_foreign_keys(x, t, qt, cols);
+    if (!comment || strcmp(comment, t->comment) != 0) {
+        sl_buf_free(&q);
+        sl_buf_printf(&q, "COMMENT ON TABLE %s IS ", qt);
+        sl_buf_literal(&q, t->comment);
+        sl_buf_puts(&q, ";\n");
+        add_step(x, sl_buf_str(&q), "comment on table %s", t->name);
+    }
+    if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
+    sl_buf_free(&q);
+    PQclear(cols);
+}
+
+static void plan_table(mctx *x, const sl_schema_object *o) {
+    const sl_schema_table *t = &x->s->tables[o->table_index];
+    char *qt = qident(t->name);
+    if (!qt) {
+        fail(x, -SL_ENOMEM, "out of memory");
+        return;
+    }
+    const char *params[1] = {qt};
+    PGresult *r = query(x,
+                        "SELECT c.relkind, obj_description(c.oid, 'pg_class')"
+                        " FROM pg_catalog.pg_class c"
+                        " WHERE c.oid = to_regclass($1)",
+                        1, params);
+    if (r && PQntuples(r) == 0) {
+        add_step(x, t->create_sql, "create table %s", t->name);
+    } else if (r) {
+        char kind = PQgetvalue(r, 0, 0)[0];
+        if (kind != 'r' && kind != 'p')
+            fail(x, -SL_EINVAL,
+                 "queue \"%s\": a relation of that name exists and is not "
+                 "a table",
+                 t->name);
+        else
+            plan_existing_table(x, t, qt,
+                                PQgetisnull(r, 0, 1) ? NULL
+                                                     : PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    free(qt);
+}
+
+/* ------------------------------------------------------------ removals */
+
+static int dropping(const mctx *x, const char *table) {
+    for (size_t i = 0; i < x->ndropped; i++)
+        if (strcmp(x->dropped[i], table) == 0) return 1;
+    return 0;
+}
+
+static void note_dropped(mctx *x, const char *table) {
+    if (dropping(x, table)) return;
+    char **d = realloc(x->dropped, (x->ndropped + 1) * sizeof *d);
+    if (!d || !(d[x->ndropped] = strdup(table))) {
+        if (d) x->dropped = d;
+        fail(x, -SL_ENOMEM, "out of memory");
+        return;
+    }
+    x->dropped = d;
+    x->ndropped++;
+}
+
+/* Queue tables that exist but are no longer declared: those with our table
+ * comment in the current schema, and those an earlier migration recorded. */
+static void find_dropped_tables(mctx *x) {
+    PGresult *r = query(x,
+                        "SELECT c.relname FROM pg_catalog.pg_class c"
+                        " WHERE c.relkind IN ('r', 'p')"
+                        "   AND c.relnamespace ="
+                        "       to_regnamespace(current_schema())"
+                        "   AND obj_description(c.oid, 'pg_class') LIKE '"
+                        QUEUE_COMMENT_PREFIX "%'"
+                        " ORDER BY 1",
+                        0, NULL);
+    for (int i = 0; r && i < PQntuples(r); i++)
+        if (!model_has_queue(x, PQgetvalue(r, i, 0)))
+            note_dropped(x, PQgetvalue(r, i, 0));
+    PQclear(r);
+    json_t *tables = json_object_get(x->last_snapshot, "tables");
+    size_t i;
+    json_t *jt;
+    json_array_foreach(tables, i, jt) {
+        const char *name = json_string_value(json_object_get(jt, "name"));
+        if (!name || model_has_queue(x, name) || dropping(x, name)) continue;
+        char *qn = qident(name);
+        const char *params[1] = {qn};
+        PGresult *e = qn ? query(x,
+                                 "SELECT 1 FROM pg_catalog.pg_class c WHERE"
+                                 " c.oid = to_regclass($1)"
+                                 " AND c.relkind IN ('r', 'p')",
+                                 1, params)
+                         : NULL;
+        if (e && PQntuples(e) > 0) note_dropped(x, name);
+        PQclear(e);
+        free(qn);
+    }
+}
+
+static void plan_drop_tables(mctx *x) {
+    for (size_t i = 0; i < x->ndropped && !x->rc; i++) {
+        sl_buf q;
+        sl_buf_init(&q);
+        sl_buf_puts(&q, "DROP TABLE ");
+        sl_buf_ident(&q, x->dropped[i]);
+        sl_buf_puts(&q, ";\n");
+        char what[512];
+        snprintf(what, sizeof what, "drop table %s (%ld rows)",
+                 x->dropped[i], count_rows(x, x->dropped[i], NULL));
+        if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
+        add_destructive(x, sl_buf_str(&q), what);
+        sl_buf_free(&q);
+    }
+}
+
+static int wanted_object(const mctx *x, sl_obj_kind kind, const char *name,
+                         const char *table) {
+    for (size_t i = 0; i < x->s->nobjects; i++) {
+        const sl_schema_object *o = &x->s->objects[i];
+        if (o->kind == kind && strcmp(o->name, name) == 0 &&
+            (!table || (o->table && strcmp(o->table, table) == 0)))
+            return 1;
+    }
+    return 0;
+}
+
+/* Generated objects (recognised by their "sluice:" comment) that the
+ * pipelines no longer imply: a subject trigger whose channel was renamed,
+ * the index of a reference that was removed, the functions of a dropped
+ * queue. Removing them loses no data. `functions` selects the pass:
+ * functions go last, after the triggers that use them. */
+static void plan_stale(mctx *x, int functions) {
+    static const char *const q_triggers =
+        "SELECT c.relname, t.tgname FROM pg_catalog.pg_trigger t"
+        "  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid"
+        " WHERE NOT t.tgisinternal"
+        "   AND c.relnamespace = to_regnamespace(current_schema())"
+        "   AND obj_description(t.oid, 'pg_trigger') LIKE 'sluice:%'"
+        " ORDER BY 1, 2";
+    static const char *const q_policies =
+        "SELECT c.relname, p.polname FROM pg_catalog.pg_policy p"
+        "  JOIN pg_catalog.pg_class c ON c.oid = p.polrelid"
+        " WHERE c.relnamespace = to_regnamespace(current_schema())"
+        "   AND obj_description(p.oid, 'pg_policy') LIKE 'sluice:%'"
+        " ORDER BY 1, 2";
+    static const char *const q_indexes =
+        "SELECT t.relname, c.relname FROM pg_catalog.pg_index i"
+        "  JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
+        "  JOIN pg_catalog.pg_class t ON t.oid = i.indrelid"
+        " WHERE c.relnamespace = to_regnamespace(current_schema())"
+        "   AND obj_description(c.oid, 'pg_class') LIKE 'sluice:%'"
+        " ORDER BY 1, 2";
+    static const char *const q_functions =
+        "SELECT NULL, p.proname FROM pg_catalog.pg_proc p"
+        " WHERE p.pronamespace = to_regnamespace(current_schema())"
+        "   AND obj_description(p.oid, 'pg_proc') LIKE 'sluice:%'"
+        " ORDER BY 2";
+    const char *queries[3] = {q_triggers, q_policies, q_indexes};
+    const sl_obj_kind kinds[3] = {SL_OBJ_TRIGGER, SL_OBJ_POLICY,
+                                  SL_OBJ_INDEX};
+    int from = functions ? 3 : 0, to = functions ? 4 : 3;
+    for (int k = from; k < to && !x->rc; k++) {
+        const char *sql = k == 3 ? q_functions : queries[k];
+        sl_obj_kind kind = k == 3 ? SL_OBJ_FUNCTION : kinds[k];
+        PGresult *r = query(x, sql, 0, NULL);
+        for (int i = 0; r && i < PQntuples(r) && !x->rc; i++) {
+            const char *table = PQgetisnull(r, i, 0) ? NULL
+                                                     : PQgetvalue(r, i, 0);
+            const char *name = PQgetvalue(r, i, 1);
+            if (wanted_object(x, kind, name,
+                              kind == SL_OBJ_INDEX ? NULL : table))
+                continue;
+            if (table && dropping(x, table)) continue; /* goes with it */
+            sl_buf q;
+            sl_buf_init(&q);
+            switch (kind) {
+            case SL_OBJ_TRIGGER:
+            case SL_OBJ_POLICY:
+                sl_buf_printf(&q, "DROP %s IF EXISTS ",
+                              kind == SL_OBJ_TRIGGER ? "TRIGGER" : "POLICY");
+                sl_buf_ident(&q, name);
+                sl_buf_puts(&q, " ON ");
+                sl_buf_ident(&q, table);
+                break;
+            case SL_OBJ_INDEX:
+                sl_buf_puts(&q, "DROP INDEX IF EXISTS ");
+                sl_buf_ident(&q, name);
+                break;
+            default:
+                sl_buf_puts(&q, "DROP FUNCTION IF EXISTS ");
+                sl_buf_ident(&q, name);
+                sl_buf_puts(&q, "()");
+                break;
+            }
+            sl_buf_puts(&q, ";\n");
+            if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
+            if (table)
+                add_step(x, sl_buf_str(&q), "drop stale %s %s on %s",
+                         kind_name(kind), name, table);
+            else
+                add_step(x, sl_buf_str(&q), "drop stale %s %s",
+                         kind_name(kind), name);
+            sl_buf_free(&q);
+        }
+        PQclear(r);
+    }
+}
+
+static void plan_all(mctx *x) {
+    for (size_t i = 0; i < x->s->nobjects && !x->rc; i++) {
+        const sl_schema_object *o = &x->s->objects[i];
+        switch (o->kind) {
+        case SL_OBJ_ENUM: plan_enum(x, o); break;
+        case SL_OBJ_TABLE: plan_table(x, o); break;
+        case SL_OBJ_RLS: plan_rls(x, o); break;
+        case SL_OBJ_GRANT: plan_grant(x, o); break;
+        default: plan_fingerprinted(x, o); break;
+        }
+    }
+    find_dropped_tables(x);
+    plan_stale(x, 0);
+    plan_drop_tables(x);
+    plan_stale(x, 1);
+}
+
+/* ------------------------------------------------------------ apply */
+
+static void apply_steps(mctx *x) {
+    for (size_t i = 0; i < x->nsteps && !x->rc; i++) {
+        char msg[800];
+        if (exec_simple(x->c, x->steps[i].sql, msg, sizeof msg) != 0)
+            fail(x, -SL_EDB, "%s: %s", x->steps[i].summary, msg);
+    }
+}
+
+static void record(mctx *x, const char *ddl, sl_migrate_result *res) {
+    char *snap = sl_schema_snapshot(x->s);
+    if (!snap) {
+        fail(x, -SL_ENOMEM, "out of memory");
+        return;
+    }
+    const char *base = x->o.skip_base ? x->last_base_checksum
+                                      : x->base_checksum;
+    const char *params[4] = {ddl, snap, base,
+                             x->ndestructive ? "true" : "false"};
+    PGresult *r = query(x,
+                        "INSERT INTO sluice.migrations"
+                        " (checksum, ddl, snapshot, base_checksum,"
+                        "  destructive)"
+                        " VALUES (encode(sha256(convert_to($1, 'UTF8')),"
+                        " 'hex'), $1, $2::jsonb, $3, $4::boolean)"
+                        " RETURNING id",
+                        4, params);
+    if (r && PQntuples(r) == 1)
+        res->id = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    free(snap);
+}
+
+void sl_migrate_result_free(sl_migrate_result *r) {
+    if (!r) return;
+    free(r->sql);
+    free(r->summary);
+    free(r->refused);
+    memset(r, 0, sizeof *r);
+}
+
+int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
+               sl_migrate_result *res, char *err, size_t errlen) {
+    memset(res, 0, sizeof *res);
+    if (err && errlen) err[0] = '\0';
+    mctx x;
+    memset(&x, 0, sizeof x);
+    x.c = c;
+    x.m = m;
+    x.err = err;
+    x.errlen = errlen;
+    if (o) x.o = *o;
+    sl_buf_init(&x.refused);
+
+    sl_schema *s = NULL;
+    int rc = sl_schema_build(m, &s, err, errlen);
+    if (rc) return rc;
+    x.s = s;
+
+    char msg[600];
+    if (PQtransactionStatus(c) != PQTRANS_IDLE) {
+        fail(&x, -SL_EDB, "the connection is %s",
+             PQstatus(c) == CONNECTION_OK ? "inside a transaction"
+                                          : "not connected");
+        goto out_schema;
+    }
+    if (exec_simple(c, "BEGIN", msg, sizeof msg) != 0) {
+        fail(&x, -SL_EDB, "BEGIN: %s", msg);
+        goto out_schema;
+    }
+    /* Notices ("relation exists, skipping") are noise for the caller. */
+    if (exec_simple(c, "SET LOCAL client_min_messages = warning", msg,
+                    sizeof msg) != 0 ||
+        exec_simple(c,
+                    "SELECT pg_advisory_xact_lock(" LOCK_CLASS ", " LOCK_OBJ
+                    ")",
+                    msg, sizeof msg) != 0) {
+        fail(&x, -SL_EDB, "taking the migration lock: %s", msg);
+        goto out_rollback;
+    }
+    ensure_history(&x);
+    plan_base(&x);
+    check_references(&x);
+    plan_all(&x);
+    if (x.rc) goto out_rollback;
+
+    if (x.ndestructive && !x.o.allow_destructive) {
+        res->refused = sl_buf_steal(&x.refused);
+        fail(&x, -SL_EREFUSED,
+             "refusing %d destructive change%s (rerun with "
+             "--allow-destructive to apply):\n%s",
+             x.ndestructive, x.ndestructive == 1 ? "" : "s",
+             res->refused ? res->refused : "");
+        if (err && errlen) {
+            size_t n = strlen(err);
+            if (n && err[n - 1] == '\n') err[n - 1] = '\0';
+        }
+        goto out_rollback;
+    }
+    if (!x.base_applied && x.nsteps == 0) goto out_rollback; /* up to date */
+
+    apply_steps(&x);
+    if (x.rc) goto out_rollback;
+
+    sl_buf sql, sum;
+    sl_buf_init(&sql);
+    sl_buf_init(&sum);
+    if (x.base_applied) {
+        sl_buf_puts(&sql, "-- apply sql/base.sql\n");
+        sl_buf_puts(&sql, sl_base_sql);
+        sl_buf_puts(&sum, "apply sql/base.sql\n");
+    }
+    for (size_t i = 0; i < x.nsteps; i++) {
+        sl_buf_printf(&sql, "%s-- %s\n%s", sql.len ? "\n" : "",
+                      x.steps[i].summary, x.steps[i].sql);
+        sl_buf_printf(&sum, "%s\n", x.steps[i].summary);
+    }
+    int failed = sl_buf_failed(&sql) || sl_buf_failed(&sum);
+    res->sql = sl_buf_steal(&sql);
+    res->summary = sl_buf_steal(&sum);
+    if (failed || !res->sql || !res->summary) {
+        fail(&x, -SL_ENOMEM, "out of memory");
+        goto out_rollback;
+    }
+    res->changed = 1;
+    if (x.o.dry_run) goto out_rollback;
+    record(&x, res->sql, res);
+    if (x.rc) goto out_rollback;
+    if (exec_simple(c, "COMMIT", msg, sizeof msg) != 0) {
+        fail(&x, -SL_EDB, "COMMIT: %s", msg);
+        res->id = 0;
+    }
+    goto out_schema;
+
+out_rollback:
+    if (PQtransactionStatus(c) != PQTRANS_IDLE)
+        exec_simple(c, "ROLLBACK", NULL, 0);
+    if (x.rc && x.rc != -SL_EREFUSED) res->changed = 0;
+out_schema:
+    for (size_t i = 0; i < x.nsteps; i++) {
+        free(x.steps[i].summary);
+        free(x.steps[i].sql);
+    }
+    free(x.steps);
+    for (size_t i = 0; i < x.ndropped; i++) free(x.dropped[i]);
+    free(x.dropped);
+    sl_buf_free(&x.refused);
+    json_decref(x.last_snapshot);
+    free(x.last_base_checksum);
+    free(x.base_checksum);
+    sl_schema_free(s);
+    return x.rc;
+}
+
+/* ------------------------------------------------------------ --write */
+
+/* mkdir -p. */
+static int make_dirs(const char *dir) {
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) return -1;
+        *s = '/';
+    }
+    if (mkdir(p, 0777) != 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+int sl_migrate_write(const char *dir, const sl_model *m, const char *sql,
+                     char *path, size_t pathlen, char *err, size_t errlen) {
+    if (make_dirs(dir) != 0) {
+        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+        return -SL_EIO;
+    }
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char stamp[32], when[64];
+    strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    snprintf(path, pathlen, "%s/%s_sluice.sql", dir, stamp);
+    FILE *f = fopen(path, "wx");
+    if (!f) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -SL_EIO;
+    }
+    fprintf(f, "-- Migration generated by `sluice migrate --write` at %s\n",
+            when);
+    fprintf(f, "-- for the pipelines:");
+    for (size_t i = 0; m && i < m->npipelines; i++)
+        fprintf(f, " %s", m->pipelines[i].name);
+    fprintf(f, "\n\n%s", sql);
+    if (fclose(f) != 0) {
+        snprintf(err, errlen, "writing %s: %s", path, strerror(errno));
+        return -SL_EIO;
+    }
+    return 0;
+}

@@ -1,0 +1,64 @@
+/* migrate.h - bringing a database up to the schema the pipelines imply.
+ *
+ * sl_migrate() takes a transaction-scoped advisory lock, applies
+ * sql/base.sql (embedded in the binary) when it changed or its objects are
+ * missing, compares the catalog with sl_schema_build()'s objects and runs
+ * only what is missing or changed, all in ONE transaction, and records the
+ * SQL it ran with a snapshot of the model in sluice.migrations. Additive
+ * changes (new queues, columns, indexes, triggers, a changed channel) are
+ * applied; destructive ones (a queue table or column the pipelines no
+ * longer declare, a changed column type) are refused unless
+ * allow_destructive is set. docs/schema.md describes the rules.
+ */
+#ifndef SL_MIGRATE_H
+#define SL_MIGRATE_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#include "model.h"
+
+typedef struct sl_migrate_opts {
+    int allow_destructive; /* apply drops and type changes */
+    int dry_run;   /* run everything, then roll back: res->sql is what a
+                      real run would execute */
+    int skip_base; /* leave sql/base.sql out (the app owns those tables) */
+} sl_migrate_opts;
+
+/* What a migration did. Every string is malloc'd and owned by the result:
+ * free with sl_migrate_result_free(). */
+typedef struct sl_migrate_result {
+    int changed;   /* 0: the database was already up to date */
+    char *sql;     /* the SQL run (or, dry run, that would run); NULL when
+                      nothing changed */
+    char *summary; /* one line per change, e.g. "add column
+                      upload_jobs.external_url"; NULL when nothing */
+    char *refused; /* the destructive changes that were refused, one per
+                      line; NULL unless sl_migrate returned -SL_EREFUSED */
+    long id;       /* the sluice.migrations row recorded, 0 when none */
+} sl_migrate_result;
+
+/* Migrates the database behind c (an idle connection, no transaction
+ * open; the caller keeps ownership) to model m. Returns 0 on success (see
+ * res->changed), -SL_EREFUSED when destructive changes were refused (the
+ * database is unchanged; err and res->refused name every table/column),
+ * -SL_EINVAL when the database lacks what the pipelines reference (a
+ * subject table or column, a referenced table), -SL_EDB on an SQL error
+ * (rolled back; err names the step), -SL_ENOMEM. res is always
+ * initialised; o may be NULL for the defaults. */
+int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
+               sl_migrate_result *res, char *err, size_t errlen);
+
+void sl_migrate_result_free(sl_migrate_result *r);
+
+/* The embedded text of sql/base.sql (static storage). */
+const char *sl_migrate_base_sql(void);
+
+/* Writes sql to DIR/YYYYMMDDHHMMSS_sluice.sql (UTC; DIR is created when
+ * missing) with a header comment naming the pipelines of m, as `sluice
+ * migrate --write` does. Fails rather than overwrite an existing file.
+ * Returns 0 with the path in path (pathlen bytes), or -SL_EIO with err. */
+int sl_migrate_write(const char *dir, const sl_model *m, const char *sql,
+                     char *path, size_t pathlen, char *err, size_t errlen);
+
+#endif

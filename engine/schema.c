@@ -1,0 +1,1063 @@
+/* schema.c - DDL generation from the pipeline model (schema.h).
+ *
+ * Everything spliced into SQL is either a constant of this file or an
+ * identifier of the model that passed sl_schema_ident_ok(); identifiers go
+ * through sl_buf_ident() (double quotes) and the few that must appear as
+ * string constants (NOTIFY channel names, queue names in the statistics
+ * view) through sl_buf_literal(). Column types come from the whitelist
+ * below, never from the model's string.
+ */
+#include "schema.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+#include "error.h"
+
+const char *const sl_job_status_values[] = {
+    "pending", "in_progress", "done", "error", "retry", "cancelled", NULL};
+
+/* The role the app uses; grants go to it where it exists (sql/base.sql
+ * creates it). */
+#define APP_ROLE "sluice_app"
+#define STATS_VIEW "sluice_statistics"
+#define ENUM_NAME "job_status"
+#define TOUCH_FN "sluice_set_updated_at"
+#define POLICY_NAME "sluice_inherit"
+#define TRANSITION "new_rows"
+/* The dollar quote of generated function bodies; identifiers cannot
+ * contain '$', so no body can end it early. */
+#define DQ "$sluice$"
+
+/* ------------------------------------------------------------ small tools */
+
+static const struct {
+    const char *in, *sql, *cat;
+} types[] = {
+    {"text", "text", "text"},
+    {"bytea", "bytea", "bytea"},
+    {"jsonb", "jsonb", "jsonb"},
+    {"json", "json", "json"},
+    {"uuid", "uuid", "uuid"},
+    {"boolean", "boolean", "boolean"},
+    {"bool", "boolean", "boolean"},
+    {"smallint", "smallint", "smallint"},
+    {"int2", "smallint", "smallint"},
+    {"integer", "integer", "integer"},
+    {"int", "integer", "integer"},
+    {"int4", "integer", "integer"},
+    {"bigint", "bigint", "bigint"},
+    {"int8", "bigint", "bigint"},
+    {"real", "real", "real"},
+    {"float4", "real", "real"},
+    {"double precision", "double precision", "double precision"},
+    {"float8", "double precision", "double precision"},
+    {"numeric", "numeric", "numeric"},
+    {"timestamptz", "timestamptz", "timestamp with time zone"},
+    {"timestamp with time zone", "timestamptz", "timestamp with time zone"},
+    {"date", "date", "date"},
+    {"text[]", "text[]", "text[]"},
+    {"integer[]", "integer[]", "integer[]"},
+    {"int[]", "integer[]", "integer[]"},
+    {"int4[]", "integer[]", "integer[]"},
+};
+#define NTYPES (sizeof types / sizeof types[0])
+
+static int type_index(const char *type) {
+    for (size_t i = 0; type && i < NTYPES; i++)
+        if (strcasecmp(types[i].in, type) == 0) return (int)i;
+    return -1;
+}
+
+const char *sl_schema_type_canonical(const char *type) {
+    int i = type_index(type);
+    return i < 0 ? NULL : types[i].cat;
+}
+
+int sl_schema_ident_ok(const char *s) {
+    if (!s || !*s || strlen(s) > 63) return 0;
+    if (!((*s >= 'a' && *s <= 'z') || *s == '_')) return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '_'))
+            return 0;
+    return 1;
+}
+
+static uint64_t fnv64(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* base + "_" + suffix, shortened to 63 bytes with a hash of base when it
+ * would be longer, so distinct bases stay distinct. */
+static void derive_name(char out[64], const char *base, const char *suffix) {
+    size_t bl = strlen(base), sl = strlen(suffix);
+    if (sl > 40) sl = 40; /* suffixes are short; keep the bound obvious */
+    size_t n = 0;
+    if (bl + 1 + sl <= 63) {
+        memcpy(out, base, bl);
+        n = bl;
+    } else {
+        size_t keep = 63 - 1 - 8 - 1 - sl;
+        char hex[9];
+        snprintf(hex, sizeof hex, "%08x",
+                 (unsigned)(fnv64(base) & 0xffffffffu));
+        memcpy(out, base, keep);
+        out[keep] = '_';
+        memcpy(out + keep + 1, hex, 8);
+        n = keep + 9;
+    }
+    out[n++] = '_';
+    memcpy(out + n, suffix, sl);
+    out[n + sl] = '\0';
+}
+
+/* ------------------------------------------------------------ the builder */
+
+typedef struct gen_name {
+    char *ns, *name, *what;
+} gen_name;
+
+typedef struct builder {
+    sl_schema *s;
+    size_t cap_tables, cap_objects;
+    gen_name *names;
+    size_t nnames, cap_names;
+    char *err;
+    size_t errlen;
+    int rc; /* first error; later steps do nothing once set */
+} builder;
+
+static void fail(builder *b, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(builder *b, int rc, const char *fmt, ...) {
+    if (b->rc) return;
+    b->rc = rc;
+    if (b->err && b->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(b->err, b->errlen, fmt, ap);
+        va_end(ap);
+    }
+}
+
+static char *dup(builder *b, const char *s) {
+    if (!s) return NULL;
+    char *d = strdup(s);
+    if (!d) fail(b, -SL_ENOMEM, "out of memory");
+    return d;
+}
+
+/* Takes the buffer's string (NULL and an error on allocation failure). */
+static char *take(builder *b, sl_buf *buf) {
+    int failed = sl_buf_failed(buf);
+    char *s = sl_buf_steal(buf);
+    if (failed || !s) {
+        free(s);
+        fail(b, -SL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    return s;
+}
+
+static void check_ident(builder *b, const char *s, const char *what,
+                        const char *where) {
+    if (b->rc) return;
+    if (!sl_schema_ident_ok(s))
+        fail(b, -SL_EINVAL,
+             "%s: %s \"%s\" is not a valid SQL identifier "
+             "([a-z_][a-z0-9_]*, at most 63 bytes)",
+             where, what, s ? s : "(missing)");
+}
+
+/* Registers a generated name in namespace ns ("relation", "function",
+ * "trigger on x", "policy on x"); fails on a collision. */
+static void claim_name(builder *b, const char *ns, const char *name,
+                       const char *what) {
+    if (b->rc) return;
+    for (size_t i = 0; i < b->nnames; i++)
+        if (strcmp(b->names[i].ns, ns) == 0 &&
+            strcmp(b->names[i].name, name) == 0) {
+            fail(b, -SL_EINVAL,
+                 "generated name \"%s\" (%s) collides with %s; rename one "
+                 "of the queues",
+                 name, what, b->names[i].what);
+            return;
+        }
+    if (b->nnames == b->cap_names) {
+        size_t cap = b->cap_names ? b->cap_names * 2 : 32;
+        gen_name *n = realloc(b->names, cap * sizeof *n);
+        if (!n) {
+            fail(b, -SL_ENOMEM, "out of memory");
+            return;
+        }
+        b->names = n;
+        b->cap_names = cap;
+    }
+    gen_name *g = &b->names[b->nnames];
+    g->ns = dup(b, ns);
+    g->name = dup(b, name);
+    g->what = dup(b, what);
+    b->nnames++;
+}
+
+/* Appends an object. `create` is its idempotent SQL; when comment_on is
+ * set ("INDEX \"x\""), a fingerprint of `create` is recorded as the
+ * object's comment. The strings are copied. */
+static void add_object(builder *b, sl_obj_kind kind, const char *name,
+                       const char *table, int table_index, const char *create,
+                       const char *comment_on, const char *replace) {
+    if (b->rc) return;
+    sl_schema *s = b->s;
+    if (s->nobjects == b->cap_objects) {
+        size_t cap = b->cap_objects ? b->cap_objects * 2 : 32;
+        sl_schema_object *o = realloc(s->objects, cap * sizeof *o);
+        if (!o) {
+            fail(b, -SL_ENOMEM, "out of memory");
+            return;
+        }
+        s->objects = o;
+        b->cap_objects = cap;
+    }
+    sl_schema_object *o = &s->objects[s->nobjects++];
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    o->table_index = table_index;
+    o->name = dup(b, name);
+    o->table = dup(b, table);
+    o->replace_sql = dup(b, replace);
+    sl_buf sql;
+    sl_buf_init(&sql);
+    sl_buf_puts(&sql, create);
+    if (comment_on) {
+        char fp[32];
+        snprintf(fp, sizeof fp, "sluice:%016llx",
+                 (unsigned long long)fnv64(create));
+        o->fingerprint = dup(b, fp);
+        sl_buf_printf(&sql, "COMMENT ON %s IS ", comment_on);
+        sl_buf_literal(&sql, fp);
+        sl_buf_puts(&sql, ";\n");
+    }
+    o->sql = take(b, &sql);
+}
+
+/* ------------------------------------------------------------ pieces */
+
+static void build_enum(builder *b) {
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "DO " DQ "\nBEGIN\n  IF to_regtype(");
+    sl_buf q2;
+    sl_buf_init(&q2);
+    sl_buf_ident(&q2, ENUM_NAME);
+    sl_buf_literal(&q, sl_buf_str(&q2));
+    sl_buf_free(&q2);
+    sl_buf_puts(&q, ") IS NULL THEN\n    CREATE TYPE ");
+    sl_buf_ident(&q, ENUM_NAME);
+    sl_buf_puts(&q, " AS ENUM (");
+    for (int i = 0; sl_job_status_values[i]; i++) {
+        if (i) sl_buf_puts(&q, ", ");
+        sl_buf_literal(&q, sl_job_status_values[i]);
+    }
+    sl_buf_puts(&q, ");\n  END IF;\nEND\n" DQ ";\n");
+    /* A database made from the reference design's five-value enum gains
+     * the values it lacks. */
+    for (int i = 0; sl_job_status_values[i]; i++) {
+        sl_buf_puts(&q, "ALTER TYPE ");
+        sl_buf_ident(&q, ENUM_NAME);
+        sl_buf_puts(&q, " ADD VALUE IF NOT EXISTS ");
+        sl_buf_literal(&q, sl_job_status_values[i]);
+        sl_buf_puts(&q, ";\n");
+    }
+    char *sql = take(b, &q);
+    if (sql) add_object(b, SL_OBJ_ENUM, ENUM_NAME, NULL, -1, sql, NULL, NULL);
+    free(sql);
+}
+
+/* CREATE OR REPLACE FUNCTION "name"() RETURNS trigger ... body. */
+static void add_function(builder *b, const char *name, const char *body) {
+    sl_buf q, on;
+    sl_buf_init(&q);
+    sl_buf_init(&on);
+    sl_buf_puts(&q, "CREATE OR REPLACE FUNCTION ");
+    sl_buf_ident(&q, name);
+    sl_buf_puts(&q, "() RETURNS trigger\n  LANGUAGE plpgsql\nAS " DQ "\n");
+    sl_buf_puts(&q, body);
+    sl_buf_puts(&q, DQ ";\n");
+    sl_buf_puts(&on, "FUNCTION ");
+    sl_buf_ident(&on, name);
+    sl_buf_puts(&on, "()");
+    char *sql = take(b, &q), *target = take(b, &on);
+    if (sql && target)
+        add_object(b, SL_OBJ_FUNCTION, name, NULL, -1, sql, target, NULL);
+    free(sql);
+    free(target);
+}
+
+static void build_touch_function(builder *b) {
+    claim_name(b, "function", TOUCH_FN, "the updated_at trigger function");
+    sl_buf body;
+    sl_buf_init(&body);
+    sl_buf_puts(&body, "BEGIN\n  NEW.");
+    sl_buf_ident(&body, "updated_at");
+    sl_buf_puts(&body, " := now();\n  RETURN NEW;\nEND\n");
+    char *s = take(b, &body);
+    if (s) add_function(b, TOUCH_FN, s);
+    free(s);
+}
+
+/* A column of the table being built. */
+static void add_column(builder *b, sl_schema_table *t, size_t *cap,
+                       const char *name, int type_idx, int is_enum,
+                       int not_null, const char *default_sql,
+                       const char *ref_table, const char *ref_column,
+                       int engine) {
+    if (b->rc) return;
+    for (size_t k = 0; k < t->ncolumns; k++)
+        if (strcmp(t->columns[k].name, name) == 0) {
+            fail(b, -SL_EINVAL,
+                 "queue \"%s\": column \"%s\" is declared twice or uses a "
+                 "name the engine reserves",
+                 t->name, name);
+            return;
+        }
+    if (t->ncolumns == *cap) {
+        size_t nc = *cap ? *cap * 2 : 32;
+        sl_schema_column *c = realloc(t->columns, nc * sizeof *c);
+        if (!c) {
+            fail(b, -SL_ENOMEM, "out of memory");
+            return;
+        }
+        t->columns = c;
+        *cap = nc;
+    }
+    sl_schema_column *c = &t->columns[t->ncolumns++];
+    memset(c, 0, sizeof *c);
+    c->name = dup(b, name);
+    c->not_null = not_null;
+    c->engine = engine;
+    c->default_sql = dup(b, default_sql);
+    c->ref_table = dup(b, ref_table);
+    c->ref_column = dup(b, ref_column);
+    sl_buf d;
+    sl_buf_init(&d);
+    sl_buf_ident(&d, name);
+    sl_buf_putn(&d, " ", 1);
+    if (is_enum) {
+        sl_buf q;
+        sl_buf_init(&q);
+        sl_buf_ident(&q, ENUM_NAME);
+        c->sql_type = take(b, &q);
+        c->cat_type = dup(b, ENUM_NAME);
+        sl_buf_ident(&d, ENUM_NAME);
+    } else {
+        c->sql_type = dup(b, types[type_idx].sql);
+        c->cat_type = dup(b, types[type_idx].cat);
+        sl_buf_puts(&d, types[type_idx].sql);
+    }
+    if (not_null) sl_buf_puts(&d, " NOT NULL");
+    if (default_sql) sl_buf_printf(&d, " DEFAULT %s", default_sql);
+    if (strcmp(name, "id") == 0 && engine) sl_buf_puts(&d, " PRIMARY KEY");
+    if (ref_table) {
+        sl_buf_puts(&d, " REFERENCES ");
+        sl_buf_ident(&d, ref_table);
+        sl_buf_puts(&d, " (");
+        sl_buf_ident(&d, ref_column);
+        sl_buf_puts(&d, ") ON DELETE CASCADE");
+    }
+    c->def_sql = take(b, &d);
+}
+
+/* The engine's columns (docs/schema.md), then the declared ones. */
+static void build_columns(builder *b, sl_schema_table *t,
+                          const sl_pipeline *p, const sl_stage *st) {
+    size_t cap = 0;
+    int uuid = type_index("uuid"), text = type_index("text"),
+        integer = type_index("integer"), tz = type_index("timestamptz"),
+        jsonb = type_index("jsonb");
+    char prio[32];
+    snprintf(prio, sizeof prio, "%d", st->priority);
+
+    add_column(b, t, &cap, "id", uuid, 0, 1, "gen_random_uuid()", NULL, NULL,
+               1);
+    if (p->has_subject)
+        add_column(b, t, &cap, p->subject.fk, uuid, 0, 1, NULL,
+                   p->subject.table, p->subject.key, 1);
+    add_column(b, t, &cap, "status", -1, 1, 1, "'pending'", NULL, NULL, 1);
+    add_column(b, t, &cap, "status_detail", text, 0, 0, NULL, NULL, NULL, 1);
+    add_column(b, t, &cap, "progress", integer, 0, 1, "0", NULL, NULL, 1);
+    add_column(b, t, &cap, "attempts", integer, 0, 1, "0", NULL, NULL, 1);
+    add_column(b, t, &cap, "last_error", text, 0, 0, NULL, NULL, NULL, 1);
+    add_column(b, t, &cap, "error_class", text, 0, 0, NULL, NULL, NULL, 1);
+    add_column(b, t, &cap, "priority", integer, 0, 1, prio, NULL, NULL, 1);
+    add_column(b, t, &cap, "run_at", tz, 0, 1, "now()", NULL, NULL, 1);
+    add_column(b, t, &cap, "locked_by", text, 0, 0, NULL, NULL, NULL, 1);
+    add_column(b, t, &cap, "locked_until", tz, 0, 0, NULL, NULL, NULL, 1);
+    add_column(b, t, &cap, "checkpoint", jsonb, 0, 0, NULL, NULL, NULL, 1);
+    add_column(b, t, &cap, "dedup_key", text, 0, 0, NULL, NULL, NULL, 1);
+    add_column(b, t, &cap, "started_at", tz, 0, 0, NULL, NULL, NULL, 1);
+    add_column(b, t, &cap, "finished_at", tz, 0, 0, NULL, NULL, NULL, 1);
+    add_column(b, t, &cap, "created_at", tz, 0, 1, "now()", NULL, NULL, 1);
+    add_column(b, t, &cap, "updated_at", tz, 0, 1, "now()", NULL, NULL, 1);
+
+    char where[200];
+    snprintf(where, sizeof where, "queue \"%s\"", st->queue);
+    for (size_t i = 0; i < st->ncolumns && !b->rc; i++) {
+        const sl_column *c = &st->columns[i];
+        check_ident(b, c->name, "column", where);
+        int ti = type_index(c->type);
+        if (ti < 0 && !b->rc) {
+            fail(b, -SL_EINVAL,
+                 "%s: column \"%s\" has type \"%s\", which is not one of "
+                 "the allowed column types",
+                 where, c->name, c->type ? c->type : "(missing)");
+            break;
+        }
+        if (c->ref_table || c->ref_column) {
+            check_ident(b, c->ref_table, "referenced table", where);
+            check_ident(b, c->ref_column, "referenced column", where);
+        }
+        add_column(b, t, &cap, c->name, ti, 0, c->not_null, NULL,
+                   c->ref_table, c->ref_column, 0);
+    }
+}
+
+static const sl_schema_column *find_column(const sl_schema_table *t,
+                                           const char *name) {
+    for (size_t i = 0; i < t->ncolumns; i++)
+        if (strcmp(t->columns[i].name, name) == 0) return &t->columns[i];
+    return NULL;
+}
+
+static void build_table_sql(builder *b, sl_schema_table *t) {
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "CREATE TABLE IF NOT EXISTS ");
+    sl_buf_ident(&q, t->name);
+    sl_buf_puts(&q, " (\n");
+    for (size_t i = 0; i < t->ncolumns; i++)
+        sl_buf_printf(&q, "  %s%s\n", t->columns[i].def_sql,
+                      i + 1 < t->ncolumns ? "," : "");
+    sl_buf_puts(&q, ");\nCOMMENT ON TABLE ");
+    sl_buf_ident(&q, t->name);
+    sl_buf_puts(&q, " IS ");
+    sl_buf_literal(&q, t->comment);
+    sl_buf_puts(&q, ";\n");
+    t->create_sql = take(b, &q);
+}
+
+static void add_index(builder *b, const char *table, const char *suffix,
+                      const char *what, int unique, const char *cols_sql,
+                      const char *where_sql) {
+    char name[64];
+    derive_name(name, table, suffix);
+    char desc[200];
+    snprintf(desc, sizeof desc, "%s of queue %s", what, table);
+    claim_name(b, "relation", name, desc);
+    sl_buf q, on, rep;
+    sl_buf_init(&q);
+    sl_buf_init(&on);
+    sl_buf_init(&rep);
+    sl_buf_printf(&q, "CREATE %sINDEX IF NOT EXISTS ", unique ? "UNIQUE " : "");
+    sl_buf_ident(&q, name);
+    sl_buf_puts(&q, " ON ");
+    sl_buf_ident(&q, table);
+    sl_buf_printf(&q, " (%s)", cols_sql);
+    if (where_sql) sl_buf_printf(&q, " WHERE %s", where_sql);
+    sl_buf_puts(&q, ";\n");
+    sl_buf_puts(&on, "INDEX ");
+    sl_buf_ident(&on, name);
+    sl_buf_puts(&rep, "DROP INDEX IF EXISTS ");
+    sl_buf_ident(&rep, name);
+    sl_buf_puts(&rep, ";\n");
+    char *sql = take(b, &q), *target = take(b, &on), *r = take(b, &rep);
+    if (sql && target && r)
+        add_object(b, SL_OBJ_INDEX, name, table, -1, sql, target, r);
+    free(sql);
+    free(target);
+    free(r);
+}
+
+static void build_indexes(builder *b, const sl_schema_table *t,
+                          const sl_pipeline *p) {
+    sl_buf c, w;
+    sl_buf_init(&c);
+    sl_buf_init(&w);
+
+    sl_buf_ident(&c, "priority");
+    sl_buf_puts(&c, " DESC, ");
+    sl_buf_ident(&c, "run_at");
+    sl_buf_ident(&w, "status");
+    sl_buf_puts(&w, " IN ('pending', 'retry')");
+    add_index(b, t->name, "claim_idx", "claim index", 0, sl_buf_str(&c),
+              sl_buf_str(&w));
+    sl_buf_free(&c);
+    sl_buf_free(&w);
+
+    sl_buf_ident(&c, "locked_until");
+    sl_buf_ident(&w, "status");
+    sl_buf_puts(&w, " = 'in_progress'");
+    add_index(b, t->name, "lease_idx", "lease index", 0, sl_buf_str(&c),
+              sl_buf_str(&w));
+    sl_buf_free(&c);
+    sl_buf_free(&w);
+
+    sl_buf_ident(&c, "dedup_key");
+    sl_buf_ident(&w, "dedup_key");
+    sl_buf_puts(&w, " IS NOT NULL");
+    add_index(b, t->name, "dedup_key", "dedup index", 1, sl_buf_str(&c),
+              sl_buf_str(&w));
+    sl_buf_free(&c);
+    sl_buf_free(&w);
+
+    if (p->has_subject) {
+        sl_buf_ident(&c, p->subject.fk);
+        add_index(b, t->name, "subject_idx", "subject index", 0,
+                  sl_buf_str(&c), NULL);
+        sl_buf_free(&c);
+    }
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        const sl_schema_column *col = &t->columns[i];
+        if (col->engine || !col->ref_table) continue;
+        char suffix[80];
+        snprintf(suffix, sizeof suffix, "%s_idx", col->name);
+        sl_buf_ident(&c, col->name);
+        add_index(b, t->name, suffix, "reference index", 0, sl_buf_str(&c),
+                  NULL);
+        sl_buf_free(&c);
+    }
+    if (sl_buf_failed(&c) || sl_buf_failed(&w))
+        fail(b, -SL_ENOMEM, "out of memory");
+}
+
+/* CREATE OR REPLACE TRIGGER name <timing> ON table <rest> EXECUTE FUNCTION
+ * fn(). */
+static void add_trigger(builder *b, const char *name, const char *table,
+                        const char *timing, const char *rest,
+                        const char *fn) {
+    char ns[100];
+    snprintf(ns, sizeof ns, "trigger on %s", table);
+    claim_name(b, ns, name, "a generated trigger");
+    sl_buf q, on;
+    sl_buf_init(&q);
+    sl_buf_init(&on);
+    sl_buf_puts(&q, "CREATE OR REPLACE TRIGGER ");
+    sl_buf_ident(&q, name);
+    sl_buf_printf(&q, "\n  %s ON ", timing);
+    sl_buf_ident(&q, table);
+    sl_buf_printf(&q, "\n  %s\n  EXECUTE FUNCTION ", rest);
+    sl_buf_ident(&q, fn);
+    sl_buf_puts(&q, "();\n");
+    sl_buf_puts(&on, "TRIGGER ");
+    sl_buf_ident(&on, name);
+    sl_buf_puts(&on, " ON ");
+    sl_buf_ident(&on, table);
+    char *sql = take(b, &q), *target = take(b, &on);
+    if (sql && target)
+        add_object(b, SL_OBJ_TRIGGER, name, table, -1, sql, target, NULL);
+    free(sql);
+    free(target);
+}
+
+static void build_triggers(builder *b, const sl_schema_table *t,
+                           const sl_stage *st) {
+    char fn_ins[64], fn_upd[64], tg_touch[64];
+    derive_name(fn_ins, t->name, "notify_insert");
+    derive_name(fn_upd, t->name, "notify_status");
+    derive_name(tg_touch, t->name, "updated_at");
+    char desc[200];
+    snprintf(desc, sizeof desc, "insert NOTIFY function of queue %s",
+             t->name);
+    claim_name(b, "function", fn_ins, desc);
+    snprintf(desc, sizeof desc, "status NOTIFY function of queue %s",
+             t->name);
+    claim_name(b, "function", fn_upd, desc);
+
+    /* Statement level: one NOTIFY per INSERT statement however many rows
+     * it adds, and only when one of them is ready to run. */
+    sl_buf body;
+    sl_buf_init(&body);
+    sl_buf_puts(&body, "BEGIN\n  IF EXISTS (SELECT 1 FROM ");
+    sl_buf_ident(&body, TRANSITION);
+    sl_buf_puts(&body, " WHERE ");
+    sl_buf_ident(&body, "status");
+    sl_buf_puts(&body, " IN ('pending', 'retry') AND ");
+    sl_buf_ident(&body, "run_at");
+    sl_buf_puts(&body, " <= now()) THEN\n    PERFORM pg_notify(");
+    sl_buf_literal(&body, st->channel);
+    sl_buf_puts(&body, ", '');\n  END IF;\n  RETURN NULL;\nEND\n");
+    char *s = take(b, &body);
+    if (s) add_function(b, fn_ins, s);
+    free(s);
+
+    sl_buf_init(&body);
+    sl_buf_puts(&body, "BEGIN\n  PERFORM pg_notify(");
+    sl_buf_literal(&body, st->channel);
+    sl_buf_puts(&body, ", NEW.");
+    sl_buf_ident(&body, "id");
+    sl_buf_puts(&body, "::text);\n  RETURN NULL;\nEND\n");
+    s = take(b, &body);
+    if (s) add_function(b, fn_upd, s);
+    free(s);
+
+    add_trigger(b, tg_touch, t->name, "BEFORE UPDATE", "FOR EACH ROW",
+                TOUCH_FN);
+
+    sl_buf rest;
+    sl_buf_init(&rest);
+    sl_buf_puts(&rest, "REFERENCING NEW TABLE AS ");
+    sl_buf_ident(&rest, TRANSITION);
+    sl_buf_puts(&rest, " FOR EACH STATEMENT");
+    s = take(b, &rest);
+    if (s) add_trigger(b, fn_ins, t->name, "AFTER INSERT", s, fn_ins);
+    free(s);
+
+    sl_buf timing;
+    sl_buf_init(&timing);
+    sl_buf_init(&rest);
+    sl_buf_puts(&timing, "AFTER UPDATE OF ");
+    sl_buf_ident(&timing, "status");
+    sl_buf_puts(&rest, "FOR EACH ROW WHEN (NEW.");
+    sl_buf_ident(&rest, "status");
+    sl_buf_puts(&rest, " IN ('pending', 'retry') AND OLD.");
+    sl_buf_ident(&rest, "status");
+    sl_buf_puts(&rest, " IS DISTINCT FROM NEW.");
+    sl_buf_ident(&rest, "status");
+    sl_buf_puts(&rest, ")");
+    char *tm = take(b, &timing);
+    s = take(b, &rest);
+    if (s && tm) add_trigger(b, fn_upd, t->name, tm, s, fn_upd);
+    free(s);
+    free(tm);
+}
+
+static void add_grant(builder *b, const char *table, const char *privs) {
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "DO " DQ "\nBEGIN\n  IF EXISTS (SELECT 1 FROM "
+                    "pg_catalog.pg_roles WHERE rolname = ");
+    sl_buf_literal(&q, APP_ROLE);
+    sl_buf_printf(&q, ") THEN\n    GRANT %s ON TABLE ", privs);
+    sl_buf_ident(&q, table);
+    sl_buf_puts(&q, " TO ");
+    sl_buf_ident(&q, APP_ROLE);
+    sl_buf_puts(&q, ";\n  END IF;\nEND\n" DQ ";\n");
+    char *sql = take(b, &q);
+    if (sql) add_object(b, SL_OBJ_GRANT, table, table, -1, sql, NULL, NULL);
+    free(sql);
+    if (!b->rc) b->s->objects[b->s->nobjects - 1].privileges = dup(b, privs);
+}
+
+static void build_security(builder *b, const sl_schema_table *t,
+                           const sl_pipeline *p) {
+    char where[200];
+    snprintf(where, sizeof where, "pipeline \"%s\", queue \"%s\"", p->name,
+             t->name);
+    if (!p->rls.enabled) return;
+    check_ident(b, p->rls.table, "security.inherit table", where);
+    check_ident(b, p->rls.column, "security.inherit column", where);
+    check_ident(b, p->rls.key, "security.inherit key", where);
+    if (b->rc) return;
+    if (!find_column(t, p->rls.column)) {
+        fail(b, -SL_EINVAL,
+             "%s: security.inherit column \"%s\" is not a column of the "
+             "queue table",
+             where, p->rls.column);
+        return;
+    }
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "ALTER TABLE ");
+    sl_buf_ident(&q, t->name);
+    sl_buf_puts(&q, " ENABLE ROW LEVEL SECURITY;\n");
+    char *sql = take(b, &q);
+    if (sql) add_object(b, SL_OBJ_RLS, t->name, t->name, -1, sql, NULL, NULL);
+    free(sql);
+
+    /* A queue row is visible exactly when the row it belongs to is: the
+     * sub-select runs under the caller's own policies on that table. */
+    sl_buf cond;
+    sl_buf_init(&cond);
+    sl_buf_puts(&cond, "EXISTS (SELECT 1 FROM ");
+    sl_buf_ident(&cond, p->rls.table);
+    sl_buf_puts(&cond, " ");
+    sl_buf_ident(&cond, "t");
+    sl_buf_puts(&cond, " WHERE ");
+    sl_buf_ident(&cond, "t");
+    sl_buf_puts(&cond, ".");
+    sl_buf_ident(&cond, p->rls.key);
+    sl_buf_puts(&cond, " = ");
+    sl_buf_ident(&cond, t->name);
+    sl_buf_puts(&cond, ".");
+    sl_buf_ident(&cond, p->rls.column);
+    sl_buf_puts(&cond, ")");
+
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "DROP POLICY IF EXISTS ");
+    sl_buf_ident(&q, POLICY_NAME);
+    sl_buf_puts(&q, " ON ");
+    sl_buf_ident(&q, t->name);
+    sl_buf_puts(&q, ";\nCREATE POLICY ");
+    sl_buf_ident(&q, POLICY_NAME);
+    sl_buf_puts(&q, " ON ");
+    sl_buf_ident(&q, t->name);
+    sl_buf_printf(&q, " FOR ALL\n  USING (%s)\n  WITH CHECK (%s);\n",
+                  sl_buf_str(&cond), sl_buf_str(&cond));
+    sl_buf on;
+    sl_buf_init(&on);
+    sl_buf_puts(&on, "POLICY ");
+    sl_buf_ident(&on, POLICY_NAME);
+    sl_buf_puts(&on, " ON ");
+    sl_buf_ident(&on, t->name);
+    sql = take(b, &q);
+    char *target = take(b, &on);
+    if (sl_buf_failed(&cond)) fail(b, -SL_ENOMEM, "out of memory");
+    if (sql && target)
+        add_object(b, SL_OBJ_POLICY, POLICY_NAME, t->name, -1, sql, target,
+                   NULL);
+    free(sql);
+    free(target);
+    sl_buf_free(&cond);
+
+    /* The app role reaches the queue only through the policy; a queue
+     * without RLS is not granted to it at all. */
+    add_grant(b, t->name, "SELECT, INSERT, UPDATE, DELETE");
+}
+
+static void build_queue(builder *b, const sl_pipeline *p,
+                        const sl_stage *st) {
+    char where[200];
+    snprintf(where, sizeof where, "pipeline \"%s\", stage \"%s\"", p->name,
+             st->name ? st->name : "?");
+    check_ident(b, st->queue, "queue", where);
+    check_ident(b, st->channel, "channel", where);
+    if (b->rc) return;
+    claim_name(b, "relation", st->queue, "a queue table");
+
+    sl_schema *s = b->s;
+    if (s->ntables == b->cap_tables) {
+        size_t cap = b->cap_tables ? b->cap_tables * 2 : 8;
+        sl_schema_table *t = realloc(s->tables, cap * sizeof *t);
+        if (!t) {
+            fail(b, -SL_ENOMEM, "out of memory");
+            return;
+        }
+        s->tables = t;
+        b->cap_tables = cap;
+    }
+    int ti = (int)s->ntables++;
+    sl_schema_table *t = &s->tables[ti];
+    memset(t, 0, sizeof *t);
+    t->stage = st;
+    t->name = dup(b, st->queue);
+    char comment[300];
+    snprintf(comment, sizeof comment, "sluice queue %s.%s", p->name,
+             st->name ? st->name : "");
+    t->comment = dup(b, comment);
+    if (b->rc) return;
+    build_columns(b, t, p, st);
+    if (b->rc) return;
+    build_table_sql(b, t);
+    if (b->rc) return;
+    add_object(b, SL_OBJ_TABLE, t->name, t->name, ti, t->create_sql, NULL,
+               NULL);
+    build_indexes(b, t, p);
+    build_triggers(b, t, st);
+    build_security(b, t, p);
+}
+
+/* The NOTIFY a live UI listens to: the subject's status, progress and
+ * detail as JSON, on every update that changes one of them. */
+static void build_subject_channel(builder *b, const sl_pipeline *p) {
+    const sl_subject *sj = &p->subject;
+    char fn[64];
+    derive_name(fn, sj->channel, "notify");
+    char desc[200];
+    snprintf(desc, sizeof desc, "subject NOTIFY function of pipeline %s",
+             p->name);
+    claim_name(b, "function", fn, desc);
+
+    const char *cols[3] = {sj->status_column, sj->progress_column,
+                           sj->detail_column};
+    const char *keys[3] = {"status", "progress", "detail"};
+
+    sl_buf body;
+    sl_buf_init(&body);
+    sl_buf_puts(&body, "BEGIN\n  PERFORM pg_notify(");
+    sl_buf_literal(&body, sj->channel);
+    sl_buf_puts(&body, ", json_build_object('id', NEW.");
+    sl_buf_ident(&body, sj->key);
+    for (int i = 0; i < 3; i++) {
+        if (!cols[i]) continue;
+        sl_buf_printf(&body, ", '%s', NEW.", keys[i]);
+        sl_buf_ident(&body, cols[i]);
+    }
+    sl_buf_puts(&body, ")::text);\n  RETURN NULL;\nEND\n");
+    char *s = take(b, &body);
+    if (s) add_function(b, fn, s);
+    free(s);
+
+    sl_buf rest;
+    sl_buf_init(&rest);
+    sl_buf_puts(&rest, "FOR EACH ROW WHEN (");
+    int first = 1;
+    for (int i = 0; i < 3; i++) {
+        if (!cols[i]) continue;
+        if (!first) sl_buf_puts(&rest, " OR ");
+        first = 0;
+        sl_buf_puts(&rest, "OLD.");
+        sl_buf_ident(&rest, cols[i]);
+        sl_buf_puts(&rest, " IS DISTINCT FROM NEW.");
+        sl_buf_ident(&rest, cols[i]);
+    }
+    sl_buf_puts(&rest, ")");
+    s = take(b, &rest);
+    if (s) add_trigger(b, fn, sj->table, "AFTER UPDATE", s, fn);
+    free(s);
+}
+
+static void build_view(builder *b) {
+    static const char *const counted[] = {"pending", "in_progress", "retry",
+                                          "done",    "error",       "cancelled"};
+    const sl_schema *s = b->s;
+    claim_name(b, "relation", STATS_VIEW, "the statistics view");
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "CREATE OR REPLACE VIEW ");
+    sl_buf_ident(&q, STATS_VIEW);
+    sl_buf_puts(&q, " WITH (security_invoker = true) AS\n");
+    if (s->ntables == 0) {
+        sl_buf_puts(&q, "SELECT NULL::text AS ");
+        sl_buf_ident(&q, "queue");
+        for (size_t k = 0; k < 6; k++) {
+            sl_buf_puts(&q, ", 0::bigint AS ");
+            sl_buf_ident(&q, counted[k]);
+        }
+        sl_buf_puts(&q, ", NULL::interval AS ");
+        sl_buf_ident(&q, "oldest_pending_age");
+        sl_buf_puts(&q, ", NULL::interval AS ");
+        sl_buf_ident(&q, "mean_run_time");
+        sl_buf_puts(&q, "\n WHERE false");
+    }
+    /* Enum values compare as text: a value added to job_status in the same
+     * transaction may not be used as an enum constant yet. */
+    for (size_t i = 0; i < s->ntables; i++) {
+        const char *t = s->tables[i].name;
+        if (i) sl_buf_puts(&q, "\nUNION ALL\n");
+        sl_buf_puts(&q, "SELECT ");
+        sl_buf_literal(&q, t);
+        sl_buf_puts(&q, "::text AS ");
+        sl_buf_ident(&q, "queue");
+        for (size_t k = 0; k < 6; k++) {
+            sl_buf_puts(&q, ",\n       count(*) FILTER (WHERE ");
+            sl_buf_ident(&q, "status");
+            sl_buf_puts(&q, "::text = ");
+            sl_buf_literal(&q, counted[k]);
+            sl_buf_puts(&q, ") AS ");
+            sl_buf_ident(&q, counted[k]);
+        }
+        sl_buf_puts(&q, ",\n       now() - min(");
+        sl_buf_ident(&q, "run_at");
+        sl_buf_puts(&q, ") FILTER (WHERE ");
+        sl_buf_ident(&q, "status");
+        sl_buf_puts(&q, "::text = 'pending' AND ");
+        sl_buf_ident(&q, "run_at");
+        sl_buf_puts(&q, " <= now()) AS ");
+        sl_buf_ident(&q, "oldest_pending_age");
+        sl_buf_puts(&q, ",\n       avg(");
+        sl_buf_ident(&q, "finished_at");
+        sl_buf_puts(&q, " - ");
+        sl_buf_ident(&q, "started_at");
+        sl_buf_puts(&q, ") FILTER (WHERE ");
+        sl_buf_ident(&q, "status");
+        sl_buf_puts(&q, "::text = 'done') AS ");
+        sl_buf_ident(&q, "mean_run_time");
+        sl_buf_puts(&q, "\n  FROM ");
+        sl_buf_ident(&q, t);
+    }
+    sl_buf_puts(&q, ";\n");
+    sl_buf on;
+    sl_buf_init(&on);
+    sl_buf_puts(&on, "VIEW ");
+    sl_buf_ident(&on, STATS_VIEW);
+    char *sql = take(b, &q), *target = take(b, &on);
+    if (sql && target)
+        add_object(b, SL_OBJ_VIEW, STATS_VIEW, NULL, -1, sql, target, NULL);
+    free(sql);
+    free(target);
+    add_grant(b, STATS_VIEW, "SELECT");
+}
+
+/* ------------------------------------------------------------ public API */
+
+int sl_schema_build(const sl_model *m, sl_schema **out, char *err,
+                    size_t errlen) {
+    *out = NULL;
+    if (err && errlen) err[0] = '\0';
+    builder b;
+    memset(&b, 0, sizeof b);
+    b.err = err;
+    b.errlen = errlen;
+    b.s = calloc(1, sizeof *b.s);
+    if (!b.s) {
+        fail(&b, -SL_ENOMEM, "out of memory");
+        return b.rc;
+    }
+    build_enum(&b);
+    build_touch_function(&b);
+    for (size_t i = 0; m && i < m->npipelines && !b.rc; i++) {
+        const sl_pipeline *p = &m->pipelines[i];
+        char where[120];
+        snprintf(where, sizeof where, "pipeline \"%s\"",
+                 p->name ? p->name : "?");
+        check_ident(&b, p->name, "name", where);
+        if (p->has_subject) {
+            const sl_subject *sj = &p->subject;
+            check_ident(&b, sj->table, "subject table", where);
+            check_ident(&b, sj->key, "subject key", where);
+            check_ident(&b, sj->fk, "subject foreign_key", where);
+            check_ident(&b, sj->status_column, "subject status column",
+                        where);
+            if (sj->progress_column)
+                check_ident(&b, sj->progress_column,
+                            "subject progress column", where);
+            if (sj->detail_column)
+                check_ident(&b, sj->detail_column, "subject detail column",
+                            where);
+            if (sj->channel)
+                check_ident(&b, sj->channel, "subject channel", where);
+        }
+        for (size_t j = 0; j < p->nstages && !b.rc; j++)
+            build_queue(&b, p, &p->stages[j]);
+        if (p->has_subject && p->subject.channel && !b.rc)
+            build_subject_channel(&b, p);
+    }
+    build_view(&b);
+    for (size_t i = 0; i < b.nnames; i++) {
+        free(b.names[i].ns);
+        free(b.names[i].name);
+        free(b.names[i].what);
+    }
+    free(b.names);
+    if (b.rc) {
+        sl_schema_free(b.s);
+        return b.rc;
+    }
+    *out = b.s;
+    return 0;
+}
+
+void sl_schema_free(sl_schema *s) {
+    if (!s) return;
+    for (size_t i = 0; i < s->ntables; i++) {
+        sl_schema_table *t = &s->tables[i];
+        for (size_t k = 0; k < t->ncolumns; k++) {
+            sl_schema_column *c = &t->columns[k];
+            free(c->name);
+            free(c->sql_type);
+            free(c->cat_type);
+            free(c->default_sql);
+            free(c->ref_table);
+            free(c->ref_column);
+            free(c->def_sql);
+        }
+        free(t->columns);
+        free(t->name);
+        free(t->comment);
+        free(t->create_sql);
+    }
+    free(s->tables);
+    for (size_t i = 0; i < s->nobjects; i++) {
+        sl_schema_object *o = &s->objects[i];
+        free(o->name);
+        free(o->table);
+        free(o->sql);
+        free(o->replace_sql);
+        free(o->fingerprint);
+        free(o->privileges);
+    }
+    free(s->objects);
+    free(s);
+}
+
+int sl_schema_ddl(const sl_model *m, char **out, char *err, size_t errlen) {
+    *out = NULL;
+    sl_schema *s;
+    int rc = sl_schema_build(m, &s, err, errlen);
+    if (rc) return rc;
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "-- Generated by sluice from the pipelines:");
+    for (size_t i = 0; m && i < m->npipelines; i++)
+        sl_buf_printf(&q, " %s", m->pipelines[i].name);
+    sl_buf_puts(&q, ".\n-- Idempotent; `sluice migrate` applies it with "
+                    "sql/base.sql (docs/schema.md).\n");
+    for (size_t i = 0; i < s->nobjects; i++) {
+        sl_buf_puts(&q, "\n");
+        sl_buf_puts(&q, s->objects[i].sql);
+    }
+    sl_schema_free(s);
+    int failed = sl_buf_failed(&q);
+    *out = sl_buf_steal(&q);
+    if (failed || !*out) {
+        free(*out);
+        *out = NULL;
+        if (err && errlen) snprintf(err, errlen, "out of memory");
+        return -SL_ENOMEM;
+    }
+    return 0;
+}
+
+char *sl_schema_snapshot(const sl_schema *s) {
+    json_t *root = json_object(), *tables = json_array();
+    if (!root || !tables) goto fail;
+    json_object_set_new(root, "format", json_integer(1));
+    json_object_set(root, "tables", tables);
+    for (size_t i = 0; i < s->ntables; i++) {
+        const sl_schema_table *t = &s->tables[i];
+        json_t *jt = json_object(), *cols = json_array();
+        if (!jt || !cols) {
+            json_decref(jt);
+            json_decref(cols);
+            goto fail;
+        }
+        json_object_set_new(jt, "name", json_string(t->name));
+        json_object_set_new(jt, "pipeline",
+                            json_string(t->stage->pipeline
+                                            ? t->stage->pipeline->name
+                                            : ""));
+        json_object_set_new(jt, "stage", json_string(t->stage->name));
+        json_object_set_new(jt, "channel", json_string(t->stage->channel));
+        for (size_t k = 0; k < t->ncolumns; k++) {
+            const sl_schema_column *c = &t->columns[k];
+            json_t *jc = json_pack("{s:s,s:s,s:b}", "name", c->name, "type",
+                                   c->cat_type, "not_null", c->not_null);
+            if (c->ref_table && jc)
+                json_object_set_new(jc, "references",
+                                    json_sprintf("%s.%s", c->ref_table,
+                                                 c->ref_column));
+            json_array_append_new(cols, jc);
+        }
+        json_object_set_new(jt, "columns", cols);
+        json_array_append_new(tables, jt);
+    }
+    char *txt = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(tables);
+    json_decref(root);
+    return txt;
+fail:
+    json_decref(tables);
+    json_decref(root);
+    return NULL;
+}
