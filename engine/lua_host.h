@@ -20,6 +20,7 @@
 #define SL_LUA_HOST_H
 
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <stddef.h>
 
 #include "../stages/stage.h"
@@ -62,6 +63,16 @@ int sl_lua_has(const sl_lua *L, const char *point);
  * raised (e.g. `timeout` from sluice.http.request). */
 int sl_lua_call(sl_lua *L, const char *point, sl_ctx *ctx, const sl_job *job,
                 json_t *args, json_t **ret, sl_result *res);
+
+/* The connection sluice.sql uses when a call has no ctx (tools, tests);
+ * borrowed, NULL to unset. Inside a job sluice.sql uses sl_ctx_conn(ctx). */
+void sl_lua_set_conn(sl_lua *L, PGconn *conn);
+
+/* The table a Lua stage's run(job) receives and sluice.job() returns, as
+ * JSON: {id, subject_id, attempt, input, checkpoint, config, stage,
+ * pipeline}; absent fields are omitted. Returns a new reference, or NULL
+ * when out of memory. */
+json_t *sl_lua_job_json(const sl_job *job);
 
 /* Frees the state. NULL is fine. */
 void sl_lua_close(sl_lua *L);

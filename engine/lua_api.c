@@ -1,0 +1,482 @@
+/* lua_api.c - the `sluice` table that hooks call (docs/lua.md).
+ *
+ * Every function here runs inside a protected call made by the host. C
+ * resources that must survive a Lua allocation (which may raise) are held
+ * in a box (sl_lua__box) that the collector frees if we never get to.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "log.h"
+#include "lua_priv.h"
+
+/* ------------------------------------------------------------------ */
+/* sluice.json                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Pushes the JSON text of the value at idx (a table, string, number...);
+ * raises with `who` in the message when it has no JSON form. */
+static const char *push_encoded(lua_State *L, int idx, size_t flags,
+                                const char *who) {
+    idx = lua_absindex(L, idx);
+    sl_lua__box *b = sl_lua__box_new(L);
+    char err[256];
+    b->json = sl_lua__to_json(L, idx, err, sizeof err);
+    if (!b->json) return (luaL_error(L, "%s: %s", who, err), NULL);
+    b->str = json_dumps(b->json, flags | JSON_ENCODE_ANY);
+    if (!b->str) return (luaL_error(L, "%s: out of memory", who), NULL);
+    lua_pushstring(L, b->str);
+    sl_lua__box_free(b);
+    lua_remove(L, -2);
+    return lua_tostring(L, -1);
+}
+
+/* sluice.json.encode(value [, {pretty = true}]) -> string */
+static int json_encode(lua_State *L) {
+    luaL_checkany(L, 1);
+    size_t flags = JSON_COMPACT | JSON_SORT_KEYS;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "pretty");
+        if (lua_toboolean(L, -1)) flags = JSON_INDENT(2) | JSON_SORT_KEYS;
+        lua_pop(L, 1);
+    }
+    push_encoded(L, 1, flags, "sluice.json.encode");
+    return 1;
+}
+
+/* sluice.json.decode(text) -> value; raises on malformed JSON. */
+static int json_decode(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    sl_lua__box *b = sl_lua__box_new(L);
+    json_error_t je;
+    b->json = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (!b->json)
+        return luaL_error(L, "sluice.json.decode: %s (line %d, column %d)",
+                          je.text, je.line, je.column);
+    sl_lua__push_json(L, b->json);
+    sl_lua__box_free(b);
+    return 1;
+}
+
+/* sluice.json.array([t]) -> t marked as a JSON array (so {} encodes as
+ * [] and a sparse table is not taken for an object). */
+static int json_array_mark(lua_State *L) {
+    if (lua_isnoneornil(L, 1)) lua_newtable(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sl_lua__key_array_mt);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Log, progress, checkpoint, retry                                   */
+/* ------------------------------------------------------------------ */
+
+static const char *job_id(sl_lua *h) {
+    return h->job && h->job->id ? h->job->id : "";
+}
+
+/* sluice.log(level, message [, fields]) */
+static int api_log(lua_State *L) {
+    static const char *const names[] = {"debug", "info", "warn", "error",
+                                        NULL};
+    int level = luaL_checkoption(L, 1, NULL, names);
+    const char *msg = luaL_checkstring(L, 2);
+    const char *kv[17] = {NULL};
+    int n = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_settop(L, 3);
+        luaL_checkstack(L, 40, "sluice.log");
+        lua_pushnil(L);
+        while (n < 16 && lua_next(L, 3) != 0) {
+            int top = lua_gettop(L); /* key at top-1, value at top */
+            if (lua_type(L, top - 1) != LUA_TSTRING) {
+                lua_pop(L, 1);
+                continue;
+            }
+            lua_pushvalue(L, top - 1);
+            kv[n++] = lua_tostring(L, -1);
+            if (lua_istable(L, top))
+                kv[n++] = push_encoded(L, top, JSON_COMPACT | JSON_SORT_KEYS,
+                                       "sluice.log");
+            else
+                kv[n++] = luaL_tolstring(L, top, NULL);
+            /* key, value, kstr, vstr -> kstr, vstr, key: the strings stay
+             * referenced on the stack, the key goes back to lua_next. */
+            lua_rotate(L, top - 1, 2);
+            lua_pop(L, 1);
+        }
+    }
+    sl_lua *h = sl_lua__host(L);
+    sl_log(level, msg, "stage", h->stage && h->stage->name ? h->stage->name : "",
+           "job", job_id(h), "hook", h->point ? h->point : "", kv[0], kv[1],
+           kv[2], kv[3], kv[4], kv[5], kv[6], kv[7], kv[8], kv[9], kv[10],
+           kv[11], kv[12], kv[13], kv[14], kv[15], NULL);
+    return 0;
+}
+
+static sl_ctx *need_ctx(lua_State *L, const char *who) {
+    sl_lua *h = sl_lua__host(L);
+    if (!h->ctx)
+        luaL_error(L, "%s: not inside a job (no job context in this call)",
+                   who);
+    return h->ctx;
+}
+
+/* sluice.progress(pct [, detail]) */
+static int api_progress(lua_State *L) {
+    lua_Number pct = luaL_checknumber(L, 1);
+    const char *detail = luaL_optstring(L, 2, NULL);
+    sl_ctx *ctx = need_ctx(L, "sluice.progress");
+    if (!(pct >= 0)) pct = 0; /* also NaN */
+    if (pct > 100) pct = 100;
+    sl_ctx_progress(ctx, (int)pct, detail);
+    return 0;
+}
+
+/* sluice.checkpoint.get() -> the saved checkpoint or nil */
+static int api_checkpoint_get(lua_State *L) {
+    sl_lua *h = sl_lua__host(L);
+    if (!h->job && !h->ctx)
+        return luaL_error(L, "sluice.checkpoint.get: not inside a job (no "
+                             "job context in this call)");
+    sl_lua__push_json(L, h->checkpoint);
+    return 1;
+}
+
+/* sluice.checkpoint.set(value): saves it at once (committed). */
+static int api_checkpoint_set(lua_State *L) {
+    luaL_checkany(L, 1);
+    sl_ctx *ctx = need_ctx(L, "sluice.checkpoint.set");
+    sl_lua *h = sl_lua__host(L);
+    char err[256];
+    json_t *j = sl_lua__to_json(L, 1, err, sizeof err);
+    if (!j) return luaL_error(L, "sluice.checkpoint.set: %s", err);
+    int rc = sl_ctx_checkpoint(ctx, j);
+    if (rc == -SL_ELEASE) {
+        json_decref(j);
+        return sl_lua__raise(L, SL_EC_LEASE_EXPIRED, 0,
+                             "sluice.checkpoint.set: the lease was lost "
+                             "(another worker owns the job now)");
+    }
+    if (rc < 0) {
+        json_decref(j);
+        return sl_lua__raise(L, SL_EC_CONNECTION, 0,
+                             "sluice.checkpoint.set: could not save the "
+                             "checkpoint: %s",
+                             sl_strerror(rc));
+    }
+    json_decref(h->checkpoint);
+    h->checkpoint = j;
+    return 0;
+}
+
+/* sluice.retry(message [, delay_seconds]): fails the job with class
+ * `retryable`, to run again after the delay (or the policy's backoff). */
+static int api_retry(lua_State *L) {
+    const char *msg = luaL_optstring(L, 1, "retry requested by the hook");
+    lua_Number delay = luaL_optnumber(L, 2, 0);
+    if (!(delay >= 0)) delay = 0;
+    if (delay > 86400.0 * 365) delay = 86400.0 * 365;
+    return sl_lua__raise(L, SL_EC_RETRYABLE, (int64_t)(delay * 1000.0), "%s",
+                         msg);
+}
+
+/* sluice.fail(message [, class]): fails the job with an error class
+ * (default `script`); the stage's retry policy decides what follows. */
+static int api_fail(lua_State *L) {
+    const char *msg = luaL_checkstring(L, 1);
+    const char *name = luaL_optstring(L, 2, "script");
+    int cls = sl_errclass_parse(name);
+    if (cls < 0)
+        return luaL_error(L, "sluice.fail: unknown error class '%s'", name);
+    return sl_lua__raise(L, (sl_errclass)cls, 0, "%s", msg);
+}
+
+/* sluice.should_stop() -> true when the job should return soon. */
+static int api_should_stop(lua_State *L) {
+    sl_lua *h = sl_lua__host(L);
+    lua_pushboolean(L, h->ctx && sl_ctx_should_stop(h->ctx));
+    return 1;
+}
+
+/* sluice.job() -> the job table (as run(job) receives it) or nil. */
+static int api_job(lua_State *L) {
+    sl_lua *h = sl_lua__host(L);
+    if (!h->job) {
+        lua_pushnil(L);
+        return 1;
+    }
+    sl_lua__box *b = sl_lua__box_new(L);
+    b->json = sl_lua_job_json(h->job);
+    if (!b->json) return luaL_error(L, "sluice.job: out of memory");
+    if (h->checkpoint)
+        json_object_set(b->json, "checkpoint", h->checkpoint);
+    sl_lua__push_json(L, b->json);
+    sl_lua__box_free(b);
+    return 1;
+}
+
+/* sluice.config() -> the stage's `with:` table. */
+static int api_config(lua_State *L) {
+    sl_lua *h = sl_lua__host(L);
+    if (h->stage && h->stage->with)
+        sl_lua__push_json(L, h->stage->with);
+    else
+        lua_newtable(L);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* sluice.sql                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Type OIDs from pg_type.h (stable across PostgreSQL versions). */
+enum {
+    OID_BOOL = 16,
+    OID_INT8 = 20,
+    OID_INT2 = 21,
+    OID_INT4 = 23,
+    OID_OID = 26,
+    OID_JSON = 114,
+    OID_FLOAT4 = 700,
+    OID_FLOAT8 = 701,
+    OID_NUMERIC = 1700,
+    OID_JSONB = 3802
+};
+
+static void push_field(lua_State *L, sl_lua__box *b, const char *v, int len,
+                       Oid type) {
+    switch (type) {
+    case OID_BOOL:
+        lua_pushboolean(L, v[0] == 't');
+        return;
+    case OID_INT8:
+    case OID_INT2:
+    case OID_INT4:
+    case OID_OID:
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+    case OID_NUMERIC:
+        if (lua_stringtonumber(L, v) == 0) lua_pushlstring(L, v, (size_t)len);
+        return;
+    case OID_JSON:
+    case OID_JSONB: {
+        json_error_t je;
+        b->json = json_loadb(v, (size_t)len, JSON_DECODE_ANY, &je);
+        if (!b->json) {
+            lua_pushlstring(L, v, (size_t)len);
+            return;
+        }
+        sl_lua__push_json(L, b->json);
+        json_decref(b->json);
+        b->json = NULL;
+        return;
+    }
+    default:
+        lua_pushlstring(L, v, (size_t)len);
+    }
+}
+
+/* Runs a statement that must succeed; on failure leaves the error in
+ * errbuf and returns -1. Uses b->res for the result. */
+static int exec_plain(PGconn *conn, sl_lua__box *b, const char *sql,
+                      char *errbuf, size_t errlen) {
+    b->res = PQexec(conn, sql);
+    int ok = PQresultStatus(b->res) == PGRES_COMMAND_OK;
+    if (!ok) snprintf(errbuf, errlen, "%s", PQerrorMessage(conn));
+    PQclear(b->res);
+    b->res = NULL;
+    return ok ? 0 : -1;
+}
+
+static sl_errclass classify_sql(PGconn *conn, const char *state) {
+    if (PQstatus(conn) != CONNECTION_OK) return SL_EC_CONNECTION;
+    if (!state) return SL_EC_SCRIPT;
+    if (strncmp(state, "08", 2) == 0) return SL_EC_CONNECTION;
+    if (strcmp(state, "57014") == 0) return SL_EC_TIMEOUT;
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+        strcmp(state, "55P03") == 0)
+        return SL_EC_RETRYABLE;
+    return SL_EC_SCRIPT;
+}
+
+/* sluice.sql.query(sql, params...) -> rows, affected
+ *
+ * One statement, parameters bound as $1..$n (nil and sluice.json.null are
+ * SQL NULL, tables are JSON text). It runs in its own transaction: READ
+ * ONLY unless the stage has sql_writes: true, so PostgreSQL itself refuses
+ * writes. Rows come back as an array of tables keyed by column name (SQL
+ * NULL columns are absent); `affected` is the row count of the command. */
+static int sql_query(lua_State *L) {
+    sl_lua *h = sl_lua__host(L);
+    const char *sql = luaL_checkstring(L, 1);
+    int nparams = lua_gettop(L) - 1;
+    if (nparams > 1000)
+        return luaL_error(L, "sluice.sql.query: too many parameters (%d)",
+                          nparams);
+    PGconn *conn = h->ctx ? sl_ctx_conn(h->ctx) : h->conn;
+    if (!conn)
+        return luaL_error(L, "sluice.sql.query: not inside a job (no "
+                             "database connection in this call)");
+    luaL_checkstack(L, nparams + 16, "sluice.sql.query");
+    const char **values =
+        lua_newuserdatauv(L, sizeof(char *) * (size_t)(nparams + 1), 0);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sl_lua__key_null);
+    int null_idx = lua_gettop(L);
+    for (int i = 0; i < nparams; i++) {
+        int idx = i + 2;
+        switch (lua_type(L, idx)) {
+        case LUA_TNIL:
+            values[i] = NULL;
+            break;
+        case LUA_TBOOLEAN:
+            values[i] = lua_toboolean(L, idx) ? "true" : "false";
+            break;
+        case LUA_TNUMBER:
+            values[i] = luaL_tolstring(L, idx, NULL);
+            break;
+        case LUA_TSTRING:
+            values[i] = lua_tostring(L, idx);
+            break;
+        case LUA_TTABLE:
+            values[i] = push_encoded(L, idx, JSON_COMPACT | JSON_SORT_KEYS,
+                                     "sluice.sql.query");
+            break;
+        default:
+            if (lua_rawequal(L, idx, null_idx)) {
+                values[i] = NULL;
+                break;
+            }
+            return luaL_error(L,
+                              "sluice.sql.query: parameter $%d: a %s value "
+                              "cannot be bound",
+                              i + 1, luaL_typename(L, idx));
+        }
+    }
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return luaL_error(L, "sluice.sql.query: the connection is inside a "
+                             "transaction or busy; refusing to run");
+
+    sl_lua__box *b = sl_lua__box_new(L);
+    char err[512];
+    int writes = h->stage && h->stage->sql_writes;
+    if (exec_plain(conn, b, writes ? "BEGIN" : "BEGIN READ ONLY", err,
+                   sizeof err) != 0)
+        return sl_lua__raise(L, classify_sql(conn, NULL), 0,
+                             "sluice.sql.query: %s", err);
+    if (h->stage && h->stage->timeout_ms > 0) {
+        char set[96];
+        snprintf(set, sizeof set, "SET LOCAL statement_timeout = %lld",
+                 (long long)h->stage->timeout_ms);
+        if (exec_plain(conn, b, set, err, sizeof err) != 0) goto rollback;
+    }
+    b->res = PQexecParams(conn, sql, nparams, NULL, values, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(b->res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        const char *prim = PQresultErrorField(b->res, PG_DIAG_MESSAGE_PRIMARY);
+        const char *state = PQresultErrorField(b->res, PG_DIAG_SQLSTATE);
+        char sqlstate[8] = "";
+        if (state) snprintf(sqlstate, sizeof sqlstate, "%s", state);
+        snprintf(err, sizeof err, "%s (SQLSTATE %s)%s",
+                 prim ? prim : PQerrorMessage(conn), sqlstate[0] ? sqlstate : "?",
+                 strcmp(sqlstate, "25006") == 0
+                     ? "; this stage may only read: set `sql_writes: true` "
+                       "on the stage to allow writes"
+                     : "");
+        PQclear(b->res);
+        b->res = NULL;
+        char ignore[64];
+        exec_plain(conn, b, "ROLLBACK", ignore, sizeof ignore);
+        return sl_lua__raise(L, classify_sql(conn, sqlstate[0] ? sqlstate : NULL),
+                             0, "sluice.sql.query: %s", err);
+    }
+    /* Keep the result; commit on the side. */
+    PGresult *res = b->res;
+    b->res = NULL;
+    if (exec_plain(conn, b, "COMMIT", err, sizeof err) != 0) {
+        PQclear(res);
+        return sl_lua__raise(L, classify_sql(conn, NULL), 0,
+                             "sluice.sql.query: commit failed: %s", err);
+    }
+    b->res = res;
+
+    int nrows = PQntuples(res), ncols = PQnfields(res);
+    lua_createtable(L, nrows, 0);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sl_lua__key_array_mt);
+    lua_setmetatable(L, -2);
+    for (int r = 0; r < nrows; r++) {
+        lua_createtable(L, 0, ncols);
+        for (int c = 0; c < ncols; c++) {
+            if (PQgetisnull(res, r, c)) continue;
+            push_field(L, b, PQgetvalue(res, r, c), PQgetlength(res, r, c),
+                       PQftype(res, c));
+            lua_setfield(L, -2, PQfname(res, c));
+        }
+        lua_rawseti(L, -2, r + 1);
+    }
+    const char *affected = PQcmdTuples(res);
+    lua_pushinteger(L, affected && *affected ? strtoll(affected, NULL, 10)
+                                             : (lua_Integer)nrows);
+    sl_lua__box_free(b);
+    return 2;
+
+rollback: {
+    char ignore[64];
+    exec_plain(conn, b, "ROLLBACK", ignore, sizeof ignore);
+    return sl_lua__raise(L, classify_sql(conn, NULL), 0, "sluice.sql.query: %s",
+                         err);
+}
+}
+
+/* ------------------------------------------------------------------ */
+/* Installation                                                       */
+/* ------------------------------------------------------------------ */
+
+static void set_funcs(lua_State *L, const luaL_Reg *fns) {
+    for (; fns->name; fns++) {
+        lua_pushcfunction(L, fns->func);
+        lua_setfield(L, -2, fns->name);
+    }
+}
+
+void sl_lua__open_api(lua_State *L) {
+    static const luaL_Reg top[] = {
+        {"log", api_log},
+        {"progress", api_progress},
+        {"retry", api_retry},
+        {"fail", api_fail},
+        {"should_stop", api_should_stop},
+        {"job", api_job},
+        {"config", api_config},
+        {NULL, NULL}};
+    static const luaL_Reg json[] = {{"encode", json_encode},
+                                    {"decode", json_decode},
+                                    {"array", json_array_mark},
+                                    {NULL, NULL}};
+    static const luaL_Reg checkpoint[] = {{"get", api_checkpoint_get},
+                                          {"set", api_checkpoint_set},
+                                          {NULL, NULL}};
+    static const luaL_Reg sql[] = {{"query", sql_query}, {NULL, NULL}};
+
+    lua_newtable(L);
+    set_funcs(L, top);
+    lua_newtable(L);
+    set_funcs(L, json);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sl_lua__key_null);
+    lua_setfield(L, -2, "null");
+    lua_setfield(L, -2, "json");
+    lua_newtable(L);
+    set_funcs(L, checkpoint);
+    lua_setfield(L, -2, "checkpoint");
+    lua_newtable(L);
+    set_funcs(L, sql);
+    lua_setfield(L, -2, "sql");
+    lua_setglobal(L, "sluice");
+}

@@ -1,0 +1,78 @@
+/* lua_priv.h - internals shared by the Lua host (lua_host.c) and the
+ * `sluice` API it installs (lua_api.c). Nothing outside these two files
+ * includes it. */
+#ifndef SL_LUA_PRIV_H
+#define SL_LUA_PRIV_H
+
+#include <jansson.h>
+#include <lauxlib.h>
+#include <libpq-fe.h>
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lua_host.h"
+
+/* The per-state bookkeeping. The lua_State's extra space holds a pointer
+ * back to it (sl_lua__host). */
+struct sl_lua {
+    lua_State *L;
+    const sl_stage *stage;
+    /* Memory accounting (the allocator). mem_limit 0 = unlimited. */
+    size_t mem_used, mem_limit;
+    int mem_exceeded;
+    /* The instruction budget (the count hook). insn_limit 0 = unlimited. */
+    int64_t insn_limit, insn_used;
+    int insn_exceeded;
+    unsigned ticks;
+    int stopped;
+    /* The job being served, valid during sl_lua_call only. */
+    sl_ctx *ctx;
+    const sl_job *job;
+    const char *point;
+    json_t *checkpoint; /* owned: the job's checkpoint or the last one set */
+    PGconn *conn;       /* sl_lua_set_conn; used when ctx is NULL */
+};
+
+/* Registry keys (their addresses are the keys). */
+extern const char sl_lua__key_null;     /* the sluice.json.null sentinel */
+extern const char sl_lua__key_array_mt; /* metatable marking JSON arrays */
+extern const char sl_lua__key_error_mt; /* metatable of sluice errors */
+extern const char sl_lua__key_box_mt;   /* metatable of sl_lua__box */
+
+/* The host of a Lua state. */
+sl_lua *sl_lua__host(lua_State *L);
+
+/* Raises an engine error carrying an error class (a table with metatable
+ * key_error_mt and fields class, message, delay_ms). Never returns. */
+int sl_lua__raise(lua_State *L, sl_errclass cls, int64_t delay_ms,
+                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Pushes the Lua value of JSON v (borrowed). Raises only on memory
+ * exhaustion. */
+void sl_lua__push_json(lua_State *L, json_t *v);
+
+/* Converts the Lua value at idx to new JSON, or returns NULL with a reason
+ * in err. nil gives JSON null. Never raises. */
+json_t *sl_lua__to_json(lua_State *L, int idx, char *err, size_t errlen);
+
+/* A userdata that frees what it holds when collected, so C resources stay
+ * owned while Lua calls that may raise run. Fields may be set and cleared
+ * freely; sl_lua__box_free releases them at once. */
+typedef struct sl_lua__box {
+    PGresult *res;
+    json_t *json;
+    char *str;
+} sl_lua__box;
+
+sl_lua__box *sl_lua__box_new(lua_State *L); /* pushes it */
+void sl_lua__box_free(sl_lua__box *b);
+
+/* Installs the global table `sluice` (lua_api.c). Runs in protected mode
+ * during sl_lua_open. */
+void sl_lua__open_api(lua_State *L);
+
+/* The message handler used for every call: adds a traceback. */
+int sl_lua__msgh(lua_State *L);
+
+#endif
