@@ -6,9 +6,11 @@
 #include "stage.h"
 
 extern const sl_handler sl_handler_noop;
+extern const sl_handler sl_handler_lua;
 
 static const sl_handler *const handlers[] = {
     &sl_handler_noop,
+    &sl_handler_lua,
 };
 
 #define NHANDLERS (sizeof handlers / sizeof handlers[0])
