@@ -50,4 +50,8 @@ int sl_dsl_load_string(const char *name, const char *text, size_t len,
  * and the milliseconds, or -SL_EINVAL. */
 int sl_duration_parse(const char *s, int64_t *ms);
 
+/* Non-zero when s (lower case) is a PostgreSQL reserved key word, which
+ * the loader refuses as a table, column or channel name. */
+int sl_dsl_reserved_word(const char *s);
+
 #endif

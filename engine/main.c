@@ -11,6 +11,7 @@ static const struct {
     const char *help;
 } commands[] = {
     /* Each subcommand registers one line here. */
+    {"validate", sl_cmd_validate, "check pipeline definitions"},
     {NULL, NULL, NULL},
 };
 
