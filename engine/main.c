@@ -12,6 +12,16 @@ static const struct {
 } commands[] = {
     /* Each subcommand registers one line here. */
     {"validate", sl_cmd_validate, "check pipeline definitions"},
+    {"sql", sl_cmd_sql, "print the DDL the pipelines imply"},
+    {"migrate", sl_cmd_migrate, "apply the schema to the database"},
+    {"run", sl_cmd_run, "run the workers"},
+    {"enqueue", sl_cmd_enqueue, "add a job to a pipeline"},
+    {"status", sl_cmd_status, "show a subject's (or job's) progress"},
+    {"watch", sl_cmd_watch, "follow a subject live until done or failed"},
+    {"jobs", sl_cmd_jobs, "list jobs by queue, status, age"},
+    {"retry", sl_cmd_retry, "run failed or cancelled jobs again"},
+    {"cancel", sl_cmd_cancel, "cancel pending or running jobs"},
+    {"stats", sl_cmd_stats, "per-queue counts and timings"},
     {NULL, NULL, NULL},
 };
 
