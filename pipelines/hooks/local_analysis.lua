@@ -402,9 +402,13 @@ function run(job)
   local start = int(cp.next_chunk, 0)
   if start == 0 then
     -- A fresh analysis replaces what an earlier one of this interview
-    -- left (a re-uploaded transcript may produce fewer rows).
+    -- left (a re-uploaded transcript may produce fewer rows); rows written
+    -- by other analysers (an LLM) are left alone.
     sluice.sql.query([[DELETE FROM insights
       WHERE interview_id = $1 AND data->>'source' = 'local_analysis']],
+      interview)
+    sluice.sql.query([[DELETE FROM personas
+      WHERE interview_id = $1 AND traits->>'method' = 'lexical-heuristic']],
       interview)
   end
 
