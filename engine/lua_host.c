@@ -970,7 +970,11 @@ int sl_lua_call(sl_lua *h, const char *point, sl_ctx *ctx, const sl_job *job,
             sl_fail(res, SL_EC_SCRIPT,
                     "Lua hook '%s': memory limit exceeded (%zu bytes)%s%s",
                     point, h->mem_limit, st != LUA_OK ? ": " : "", msg);
+        } else if (h->insn_exceeded && st != LUA_OK &&
+                   strstr(msg, "instruction limit exceeded")) {
+            sl_fail(res, SL_EC_SCRIPT, "Lua hook '%s': %s", point, msg);
         } else if (h->insn_exceeded) {
+            /* The hook caught the error (or another error followed). */
             sl_fail(res, SL_EC_SCRIPT,
                     "Lua hook '%s': instruction limit exceeded (%lld "
                     "instructions)%s%s",
