@@ -1026,8 +1026,15 @@ json_t *sl_lua_job_json(const sl_job *job) {
     if (job->subject_id)
         json_object_set_new(o, "subject_id", json_string(job->subject_id));
     json_object_set_new(o, "attempt", json_integer(job->attempt));
-    json_object_set_new(o, "input",
-                        job->input ? json_incref(job->input) : json_object());
+    /* SQL NULL columns are left out (nil in Lua), as in sluice.sql rows:
+     * a null sentinel would be truthy and trip `if job.input.x then`. */
+    json_t *in = json_object();
+    const char *k;
+    json_t *v;
+    if (json_is_object(job->input))
+        json_object_foreach(job->input, k, v) if (!json_is_null(v))
+            json_object_set(in, k, v);
+    json_object_set_new(o, "input", in);
     if (job->checkpoint) json_object_set(o, "checkpoint", job->checkpoint);
     if (job->stage) {
         json_object_set_new(o, "config", job->stage->with

@@ -70,7 +70,8 @@ void sl_lua_set_conn(sl_lua *L, PGconn *conn);
 
 /* The table a Lua stage's run(job) receives and sluice.job() returns, as
  * JSON: {id, subject_id, attempt, input, checkpoint, config, stage,
- * pipeline}; absent fields are omitted. Returns a new reference, or NULL
+ * pipeline}; absent fields are omitted, and so are input columns that are
+ * SQL NULL (nil in Lua). Returns a new reference, or NULL
  * when out of memory. */
 json_t *sl_lua_job_json(const sl_job *job);
 
