@@ -183,9 +183,11 @@ static int parse_int(const char *cmd, const char *opt, const char *v,
     return 0;
 }
 
-/* Appends the subject foreign key of stage s as text (or NULL::text). */
-static void fk_text(sl_buf *b, const sl_stage *s) {
+/* Appends the subject foreign key of stage s as text (or NULL::text),
+ * qualified by alias when not NULL. */
+static void fk_text(sl_buf *b, const sl_stage *s, const char *alias) {
     if (s->pipeline->has_subject) {
+        if (alias) sl_buf_printf(b, "%s.", alias);
         sl_buf_ident(b, s->pipeline->subject.fk);
         sl_buf_puts(b, "::text");
     } else {
@@ -718,8 +720,8 @@ static void job_columns(sl_buf *b, const sl_stage *s) {
                    " q.run_at::timestamptz(0)::text,"
                    " CASE WHEN q.status IN ('pending','retry') AND q.run_at >"
                    " now() THEN EXTRACT(EPOCH FROM q.run_at - now())::float8"
-                   " END, q.status_detail, q.progress, q.locked_by, q.");
-    fk_text(b, s);
+                   " END, q.status_detail, q.progress, q.locked_by, ");
+    fk_text(b, s, "q");
     sl_buf_puts(b, " FROM ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " q");
@@ -747,9 +749,11 @@ static void print_job(const PGresult *r, int i, const sl_stage *s) {
     if (V(7)) printf("  finished %s", V(7));
     if (wait[0]) printf("  runs at %s (in %s)", V(9), wait);
     printf("\n");
+    /* A done job keeps the error of an earlier, failed attempt. */
     if (V(3))
-        printf("      last error%s%s%s: %s\n", V(4) ? " (" : "",
-               V(4) ? V(4) : "", V(4) ? ")" : "", V(3));
+        printf("      %s%s%s%s: %s\n",
+               strcmp(status, "done") == 0 ? "earlier error" : "last error",
+               V(4) ? " (" : "", V(4) ? V(4) : "", V(4) ? ")" : "", V(3));
 #undef V
 }
 
@@ -1420,7 +1424,7 @@ int sl_cmd_jobs(int argc, char **argv) {
             sl_buf_puts(&q, "(SELECT ");
             sl_buf_literal(&q, s->queue);
             sl_buf_puts(&q, "::text AS queue, id::text AS id, ");
-            fk_text(&q, s);
+            fk_text(&q, s, NULL);
             sl_buf_printf(&q, " AS subject, status::text AS status,"
                               " attempts::text || '/%d' AS attempts,"
                               " priority, EXTRACT(EPOCH FROM now() -"

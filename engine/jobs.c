@@ -618,7 +618,7 @@ int sl_jobs_enqueue_batch(PGconn *c, const sl_stage *s, const json_t *rows,
         long n = atol(PQgetvalue(r, 0, 0));
         const json_t *row = json_array_get(rows, (size_t)(n - 1));
         snprintf(err, errlen, "row %ld: subject %s not found in table %s "
-                              "(pipeline %s); nothing was inserted",
+                              "(pipeline %s)",
                  n, json_string_value(json_object_get(row, "subject")),
                  s->pipeline->subject.table, s->pipeline->name);
         *bad_row = (size_t)n;
