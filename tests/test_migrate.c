@@ -648,6 +648,32 @@ static void statistics_view_counts_only_the_callers_jobs(void **state) {
                      6);
 }
 
+static void turning_rls_off_drops_the_policy_but_keeps_rows_hidden(
+    void **state) {
+    (void)state;
+    migrate_ok(iv_yaml(NULL));
+    two_tenants();
+    sl_test_exec(conn, "INSERT INTO upload_jobs (interview_id) VALUES ('" IV_A
+                       "')");
+    char yaml[4200];
+    const char *v1 = iv_yaml(NULL);
+    const char *at = strstr(v1, "stages:\n");
+    assert_non_null(at);
+    snprintf(yaml, sizeof yaml, "%.*ssecurity:\n  rls: false\n%s",
+             (int)(at - v1), v1, at);
+    sl_migrate_result res;
+    assert_int_equal(migrate(yaml, 0, &res), 0);
+    assert_contains(res.summary,
+                    "drop stale policy sluice_inherit on upload_jobs");
+    sl_migrate_result_free(&res);
+    assert_int_equal(scalar_long("SELECT count(*) FROM pg_policy WHERE "
+                                 "polrelid = 'upload_jobs'::regclass"),
+                     0);
+    assert_sql_true("SELECT relrowsecurity FROM pg_class WHERE oid = "
+                    "'upload_jobs'::regclass");
+    expect_as(USER_A, "SELECT count(*) FROM upload_jobs", "0");
+}
+
 /* ------------------------------------------------------------ NOTIFY */
 
 static void insert_notifies_the_queue_channel_once_per_statement(
@@ -887,6 +913,7 @@ int main(void) {
         T(tenants_see_only_their_own_interviews_and_jobs),
         T(tenant_cannot_enqueue_a_job_for_another_tenants_interview),
         T(statistics_view_counts_only_the_callers_jobs),
+        T(turning_rls_off_drops_the_policy_but_keeps_rows_hidden),
         T(insert_notifies_the_queue_channel_once_per_statement),
         T(status_change_to_retry_notifies_with_the_job_id),
         T(subject_update_notifies_json_on_the_subject_channel),
