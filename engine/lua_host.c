@@ -851,6 +851,10 @@ int sl_lua_open(const sl_stage *stage, sl_lua **out, char *err,
     if (lua_pcall(L, 0, 0, 1) != LUA_OK) {
         char m[1024];
         error_text(L, m, sizeof m);
+        /* The message names file:line; a traceback of the loader adds
+         * nothing for `sluice validate`. */
+        char *tb = strstr(m, "\nstack traceback:");
+        if (tb) *tb = '\0';
         if (h->mem_exceeded)
             snprintf(err, errlen,
                      "memory limit of %zu bytes exceeded while loading hooks: "
