@@ -473,9 +473,17 @@ static node *parse_yaml(loader *L, const char *text, size_t len) {
                 line = (int)p.problem_mark.line + 1;
                 col = (int)p.problem_mark.column + 1;
             }
-            diag_at(L, L->file, line, col, "YAML syntax error: %s%s%s",
+            char where[80] = "";
+            if (p.context && p.error != YAML_READER_ERROR &&
+                (p.context_mark.line != p.problem_mark.line ||
+                 p.context_mark.column != p.problem_mark.column))
+                snprintf(where, sizeof where,
+                         " (which started at line %d, column %d)",
+                         (int)p.context_mark.line + 1,
+                         (int)p.context_mark.column + 1);
+            diag_at(L, L->file, line, col, "YAML syntax error: %s%s%s%s",
                     p.problem ? p.problem : "unknown problem",
-                    p.context ? " " : "", p.context ? p.context : "");
+                    p.context ? " " : "", p.context ? p.context : "", where);
             ok = 0;
             break;
         }
@@ -2051,13 +2059,16 @@ static void check_graph(loader *L, sl_pipeline *p, stage_aux *ax) {
     if (!g.color || !g.stack || !g.order) goto out;
     dfs(&g, 0);
     for (size_t i = 1; i < n; i++)
-        if (g.color[i] == 0 && p->stages[i].name)
+        if (g.color[i] == 0 && p->stages[i].name &&
+            find_stage(p, p->stages[i].name) == &p->stages[i])
             diag(L, ax[i].key,
                  "stage '%s' is not reachable from the entry stage '%s' (the "
                  "first stage)",
                  p->stages[i].name,
                  p->stages[0].name ? p->stages[0].name : "?");
-    /* The rest of the graph, for the cycle check only. */
+    /* A stage whose name repeats an earlier one was reported as a
+     * duplicate key; it is not also called unreachable. The rest of the
+     * graph is walked for the cycle check only. */
     for (size_t i = 1; i < n; i++)
         if (g.color[i] == 0) dfs(&g, i);
     if (!g.cyclic) check_progress(&g);

@@ -1,0 +1,3 @@
+function post(job, out)
+  return out
+end
