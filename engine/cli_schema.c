@@ -10,13 +10,13 @@
 #include "schema.h"
 
 static void sql_usage(FILE *f) {
-    fprintf(f,
-            "usage: sluice sql [-p PATH]... [--base]\n"
-            "\n"
-            "Prints the DDL the pipelines imply (idempotent, deterministic).\n"
-            "  -p, --pipelines PATH  pipeline file or directory (repeatable;\n"
-            "                        default $SLUICE_PIPELINES or ./pipelines)\n"
-            "  --base                print sql/base.sql first\n");
+    fprintf(
+        f, "usage: sluice sql [-p PATH]... [--base]\n"
+           "\n"
+           "Prints the DDL the pipelines imply (idempotent, deterministic).\n"
+           "  -p, --pipelines PATH  pipeline file or directory (repeatable;\n"
+           "                        default $SLUICE_PIPELINES or ./pipelines)\n"
+           "  --base                print sql/base.sql first\n");
 }
 
 int sl_cmd_sql(int argc, char **argv) {
@@ -173,8 +173,8 @@ int sl_cmd_migrate(int argc, char **argv) {
         printf("\n-- dry run: %d changes, nothing was applied\n",
                count_lines(res.summary));
     } else {
-        printf("sluice migrate: applied migration %ld (%d changes):\n",
-               res.id, count_lines(res.summary));
+        printf("sluice migrate: applied migration %ld (%d changes):\n", res.id,
+               count_lines(res.summary));
         print_lines(stdout, res.summary);
     }
     sl_migrate_result_free(&res);

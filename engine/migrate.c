@@ -28,7 +28,9 @@
 
 extern const char sl_base_sql[]; /* generated from sql/base.sql */
 
-const char *sl_migrate_base_sql(void) { return sl_base_sql; }
+const char *sl_migrate_base_sql(void) {
+    return sl_base_sql;
+}
 
 /* pg_advisory_xact_lock(LOCK_CLASS, LOCK_OBJ): 'sluc', 1. */
 #define LOCK_CLASS "1936487779"
@@ -57,7 +59,7 @@ typedef struct mctx {
     int base_applied;
     step *steps;
     size_t nsteps, cap;
-    sl_buf refused;  /* destructive changes, one per line */
+    sl_buf refused; /* destructive changes, one per line */
     int ndestructive;
     char **dropped; /* tables the plan drops */
     size_t ndropped;
@@ -152,7 +154,8 @@ static int exec_simple(PGconn *c, const char *sql, char *msg, size_t len) {
     if (!ok && msg) {
         snprintf(msg, len, "%s", PQresultErrorMessage(r));
         size_t n = strlen(msg);
-        while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = 0;
+        while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+            msg[--n] = 0;
     }
     PQclear(r);
     return ok ? 0 : -1;
@@ -194,19 +197,19 @@ static long count_rows(mctx *x, const char *table, const char *column) {
 /* ------------------------------------------------------------ base.sql */
 
 static int base_objects_present(mctx *x) {
-    PGresult *r = query(
-        x,
-        "SELECT to_regclass('public.accounts') IS NOT NULL"
-        " AND to_regclass('public.account_members') IS NOT NULL"
-        " AND to_regclass('public.projects') IS NOT NULL"
-        " AND to_regclass('public.interviews') IS NOT NULL"
-        " AND to_regclass('public.insights') IS NOT NULL"
-        " AND to_regclass('public.personas') IS NOT NULL"
-        " AND to_regtype('public.interview_status') IS NOT NULL"
-        " AND to_regprocedure('auth.uid()') IS NOT NULL"
-        " AND to_regprocedure('public.sluice_is_account_member(uuid)')"
-        " IS NOT NULL",
-        0, NULL);
+    PGresult *r =
+        query(x,
+              "SELECT to_regclass('public.accounts') IS NOT NULL"
+              " AND to_regclass('public.account_members') IS NOT NULL"
+              " AND to_regclass('public.projects') IS NOT NULL"
+              " AND to_regclass('public.interviews') IS NOT NULL"
+              " AND to_regclass('public.insights') IS NOT NULL"
+              " AND to_regclass('public.personas') IS NOT NULL"
+              " AND to_regtype('public.interview_status') IS NOT NULL"
+              " AND to_regprocedure('auth.uid()') IS NOT NULL"
+              " AND to_regprocedure('public.sluice_is_account_member(uuid)')"
+              " IS NOT NULL",
+              0, NULL);
     int ok = r && PQntuples(r) && PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
     return ok;
@@ -348,8 +351,7 @@ static void check_references(mctx *x) {
                               p->name, sj->table);
             } else {
                 const char *cols[4] = {sj->key, sj->status_column,
-                                       sj->progress_column,
-                                       sj->detail_column};
+                                       sj->progress_column, sj->detail_column};
                 for (int k = 0; k < 4; k++) {
                     if (!cols[k]) continue;
                     if (find_row(r, 0, cols[k]) < 0)
@@ -393,8 +395,7 @@ static void check_references(mctx *x) {
             const sl_stage *st = &p->stages[j];
             for (size_t k = 0; k < st->ncolumns; k++) {
                 const sl_column *c = &st->columns[k];
-                if (!c->ref_table || model_has_queue(x, c->ref_table))
-                    continue;
+                if (!c->ref_table || model_has_queue(x, c->ref_table)) continue;
                 PGresult *r = table_columns(x, c->ref_table);
                 if (!r) break;
                 if (PQntuples(r) == 0)
@@ -459,8 +460,7 @@ static void plan_enum(mctx *x, const sl_schema_object *o) {
         sl_buf_puts(&q, ");\n");
         add_step(x, sl_buf_str(&q), "create type %s", o->name);
     } else if (r && PQgetvalue(r, 0, 0)[0] != 'e') {
-        fail(x, -SL_EINVAL, "type \"%s\" exists and is not an enum",
-             o->name);
+        fail(x, -SL_EINVAL, "type \"%s\" exists and is not an enum", o->name);
     } else if (r) {
         for (int i = 0; sl_job_status_values[i]; i++) {
             if (array_has(PQgetvalue(r, 0, 1), sl_job_status_values[i]))
@@ -601,29 +601,30 @@ static void plan_grant(mctx *x, const sl_schema_object *o) {
 /* "5", "'-1'::integer", "(-1)" -> the integer. */
 static int parse_int_default(const char *expr, long *v) {
     const char *p = expr;
-    while (*p == '(' || *p == '\'') p++;
+    while (*p == '(' || *p == '\'')
+        p++;
     char *end;
     errno = 0;
     *v = strtol(p, &end, 10);
     return end != p && errno == 0;
 }
 
-static void plan_foreign_keys(mctx *x, const sl_schema_table *t,
-                              const char *qt, PGresult *cols) {
+static void plan_foreign_keys(mctx *x, const sl_schema_table *t, const char *qt,
+                              PGresult *cols) {
     const char *params[1] = {qt};
-    PGresult *r = query(
-        x,
-        "SELECT a.attname, r.relname, ra.attname, c.conname"
-        "  FROM pg_catalog.pg_constraint c"
-        "  JOIN pg_catalog.pg_attribute a"
-        "    ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
-        "  JOIN pg_catalog.pg_class r ON r.oid = c.confrelid"
-        "  JOIN pg_catalog.pg_attribute ra"
-        "    ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]"
-        " WHERE c.conrelid = to_regclass($1) AND c.contype = 'f'"
-        "   AND cardinality(c.conkey) = 1"
-        " ORDER BY c.conname",
-        1, params);
+    PGresult *r =
+        query(x,
+              "SELECT a.attname, r.relname, ra.attname, c.conname"
+              "  FROM pg_catalog.pg_constraint c"
+              "  JOIN pg_catalog.pg_attribute a"
+              "    ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
+              "  JOIN pg_catalog.pg_class r ON r.oid = c.confrelid"
+              "  JOIN pg_catalog.pg_attribute ra"
+              "    ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]"
+              " WHERE c.conrelid = to_regclass($1) AND c.contype = 'f'"
+              "   AND cardinality(c.conkey) = 1"
+              " ORDER BY c.conname",
+              1, params);
     if (!r) return;
     sl_buf q;
     sl_buf_init(&q);
@@ -643,9 +644,9 @@ static void plan_foreign_keys(mctx *x, const sl_schema_table *t,
             sl_buf_printf(&q, "ALTER TABLE %s DROP CONSTRAINT ", qt);
             sl_buf_ident(&q, PQgetvalue(r, k, 3));
             sl_buf_puts(&q, ";\n");
-            add_step(x, sl_buf_str(&q),
-                     "drop foreign key %s.%s -> %s.%s", t->name, c->name,
-                     PQgetvalue(r, k, 1), PQgetvalue(r, k, 2));
+            add_step(x, sl_buf_str(&q), "drop foreign key %s.%s -> %s.%s",
+                     t->name, c->name, PQgetvalue(r, k, 1),
+                     PQgetvalue(r, k, 2));
         }
         if (c->ref_table && !matched) {
             sl_buf_free(&q);
@@ -668,17 +669,17 @@ static void plan_foreign_keys(mctx *x, const sl_schema_table *t,
 static void plan_existing_table(mctx *x, const sl_schema_table *t,
                                 const char *qt, const char *comment) {
     const char *params[1] = {qt};
-    PGresult *cols = query(
-        x,
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod),"
-        "       a.attnotnull, pg_get_expr(d.adbin, d.adrelid), ty.typname"
-        "  FROM pg_catalog.pg_attribute a"
-        "  JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid"
-        "  LEFT JOIN pg_catalog.pg_attrdef d"
-        "    ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
-        " WHERE a.attrelid = to_regclass($1) AND a.attnum > 0"
-        "   AND NOT a.attisdropped ORDER BY a.attnum",
-        1, params);
+    PGresult *cols =
+        query(x,
+              "SELECT a.attname, format_type(a.atttypid, a.atttypmod),"
+              "       a.attnotnull, pg_get_expr(d.adbin, d.adrelid), ty.typname"
+              "  FROM pg_catalog.pg_attribute a"
+              "  JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid"
+              "  LEFT JOIN pg_catalog.pg_attrdef d"
+              "    ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+              " WHERE a.attrelid = to_regclass($1) AND a.attnum > 0"
+              "   AND NOT a.attisdropped ORDER BY a.attnum",
+              1, params);
     if (!cols) return;
     sl_buf q;
     sl_buf_init(&q);
@@ -689,8 +690,8 @@ static void plan_existing_table(mctx *x, const sl_schema_table *t,
         if (row < 0) {
             sl_buf_printf(&q, "ALTER TABLE %s ADD COLUMN %s;\n", qt,
                           c->def_sql);
-            add_step(x, sl_buf_str(&q), "add column %s.%s %s", t->name,
-                     c->name, c->sql_type);
+            add_step(x, sl_buf_str(&q), "add column %s.%s %s", t->name, c->name,
+                     c->sql_type);
             continue;
         }
         const char *have = PQgetvalue(cols, row, 1);
@@ -724,8 +725,8 @@ static void plan_existing_table(mctx *x, const sl_schema_table *t,
             sl_buf_printf(&q, "ALTER TABLE %s ALTER COLUMN ", qt);
             sl_buf_ident(&q, c->name);
             sl_buf_printf(&q, " SET DEFAULT %s;\n", c->default_sql);
-            add_step(x, sl_buf_str(&q), "set default of %s.%s to %s",
-                     t->name, c->name, c->default_sql);
+            add_step(x, sl_buf_str(&q), "set default of %s.%s to %s", t->name,
+                     c->name, c->default_sql);
             sl_buf_free(&q);
         }
         int have_nn = PQgetvalue(cols, row, 2)[0] == 't';
@@ -763,9 +764,8 @@ static void plan_existing_table(mctx *x, const sl_schema_table *t,
         sl_buf_ident(&q, name);
         sl_buf_puts(&q, ";\n");
         char what[512];
-        snprintf(what, sizeof what,
-                 "drop column %s.%s (%ld non-null values)", t->name, name,
-                 count_rows(x, t->name, name));
+        snprintf(what, sizeof what, "drop column %s.%s (%ld non-null values)",
+                 t->name, name, count_rows(x, t->name, name));
         add_destructive(x, sl_buf_str(&q), what);
     }
     plan_foreign_keys(x, t, qt, cols);
@@ -804,9 +804,8 @@ static void plan_table(mctx *x, const sl_schema_object *o) {
                  "a table",
                  t->name);
         else
-            plan_existing_table(x, t, qt,
-                                PQgetisnull(r, 0, 1) ? NULL
-                                                     : PQgetvalue(r, 0, 1));
+            plan_existing_table(
+                x, t, qt, PQgetisnull(r, 0, 1) ? NULL : PQgetvalue(r, 0, 1));
     }
     PQclear(r);
     free(qt);
@@ -835,15 +834,16 @@ static void note_dropped(mctx *x, const char *table) {
 /* Queue tables that exist but are no longer declared: those with our table
  * comment in the current schema, and those an earlier migration recorded. */
 static void find_dropped_tables(mctx *x) {
-    PGresult *r = query(x,
-                        "SELECT c.relname FROM pg_catalog.pg_class c"
-                        " WHERE c.relkind IN ('r', 'p')"
-                        "   AND c.relnamespace ="
-                        "       to_regnamespace(current_schema())"
-                        "   AND obj_description(c.oid, 'pg_class') LIKE '"
-                        QUEUE_COMMENT_PREFIX "%'"
-                        " ORDER BY 1",
-                        0, NULL);
+    PGresult *r = query(
+        x,
+        "SELECT c.relname FROM pg_catalog.pg_class c"
+        " WHERE c.relkind IN ('r', 'p')"
+        "   AND c.relnamespace ="
+        "       to_regnamespace(current_schema())"
+        "   AND obj_description(c.oid, 'pg_class') LIKE '" QUEUE_COMMENT_PREFIX
+        "%'"
+        " ORDER BY 1",
+        0, NULL);
     for (int i = 0; r && i < PQntuples(r); i++)
         if (!model_has_queue(x, PQgetvalue(r, i, 0)))
             note_dropped(x, PQgetvalue(r, i, 0));
@@ -876,8 +876,8 @@ static void plan_drop_tables(mctx *x) {
         sl_buf_ident(&q, x->dropped[i]);
         sl_buf_puts(&q, ";\n");
         char what[512];
-        snprintf(what, sizeof what, "drop table %s (%ld rows)",
-                 x->dropped[i], count_rows(x, x->dropped[i], NULL));
+        snprintf(what, sizeof what, "drop table %s (%ld rows)", x->dropped[i],
+                 count_rows(x, x->dropped[i], NULL));
         if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
         add_destructive(x, sl_buf_str(&q), what);
         sl_buf_free(&q);
@@ -927,16 +927,15 @@ static void plan_stale(mctx *x, int functions) {
         "   AND obj_description(p.oid, 'pg_proc') LIKE 'sluice:%'"
         " ORDER BY 2";
     const char *queries[3] = {q_triggers, q_policies, q_indexes};
-    const sl_obj_kind kinds[3] = {SL_OBJ_TRIGGER, SL_OBJ_POLICY,
-                                  SL_OBJ_INDEX};
+    const sl_obj_kind kinds[3] = {SL_OBJ_TRIGGER, SL_OBJ_POLICY, SL_OBJ_INDEX};
     int from = functions ? 3 : 0, to = functions ? 4 : 3;
     for (int k = from; k < to && !x->rc; k++) {
         const char *sql = k == 3 ? q_functions : queries[k];
         sl_obj_kind kind = k == 3 ? SL_OBJ_FUNCTION : kinds[k];
         PGresult *r = query(x, sql, 0, NULL);
         for (int i = 0; r && i < PQntuples(r) && !x->rc; i++) {
-            const char *table = PQgetisnull(r, i, 0) ? NULL
-                                                     : PQgetvalue(r, i, 0);
+            const char *table =
+                PQgetisnull(r, i, 0) ? NULL : PQgetvalue(r, i, 0);
             const char *name = PQgetvalue(r, i, 1);
             if (wanted_object(x, kind, name,
                               kind == SL_OBJ_INDEX ? NULL : table))
@@ -969,8 +968,8 @@ static void plan_stale(mctx *x, int functions) {
                 add_step(x, sl_buf_str(&q), "drop stale %s %s on %s",
                          kind_name(kind), name, table);
             else
-                add_step(x, sl_buf_str(&q), "drop stale %s %s",
-                         kind_name(kind), name);
+                add_step(x, sl_buf_str(&q), "drop stale %s %s", kind_name(kind),
+                         name);
             sl_buf_free(&q);
         }
         PQclear(r);
@@ -1010,8 +1009,8 @@ static void record(mctx *x, const char *ddl, sl_migrate_result *res) {
         fail(x, -SL_ENOMEM, "out of memory");
         return;
     }
-    const char *base = x->o.skip_base ? x->last_base_checksum
-                                      : x->base_checksum;
+    const char *base =
+        x->o.skip_base ? x->last_base_checksum : x->base_checksum;
     const char *params[4] = {ddl, snap, base,
                              x->ndestructive ? "true" : "false"};
     PGresult *r = query(x,
@@ -1022,8 +1021,7 @@ static void record(mctx *x, const char *ddl, sl_migrate_result *res) {
                         " 'hex'), $1, $2::jsonb, $3, $4::boolean)"
                         " RETURNING id",
                         4, params);
-    if (r && PQntuples(r) == 1)
-        res->id = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    if (r && PQntuples(r) == 1) res->id = strtol(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     free(snap);
 }
@@ -1068,10 +1066,9 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
     /* Notices ("relation exists, skipping") are noise for the caller. */
     if (exec_simple(c, "SET LOCAL client_min_messages = warning", msg,
                     sizeof msg) != 0 ||
-        exec_simple(c,
-                    "SELECT pg_advisory_xact_lock(" LOCK_CLASS ", " LOCK_OBJ
-                    ")",
-                    msg, sizeof msg) != 0) {
+        exec_simple(
+            c, "SELECT pg_advisory_xact_lock(" LOCK_CLASS ", " LOCK_OBJ ")",
+            msg, sizeof msg) != 0) {
         fail(&x, -SL_EDB, "taking the migration lock: %s", msg);
         goto out_rollback;
     }
@@ -1139,7 +1136,8 @@ out_schema:
         free(x.steps[i].sql);
     }
     free(x.steps);
-    for (size_t i = 0; i < x.ndropped; i++) free(x.dropped[i]);
+    for (size_t i = 0; i < x.ndropped; i++)
+        free(x.dropped[i]);
     free(x.dropped);
     sl_buf_free(&x.refused);
     json_decref(x.last_snapshot);

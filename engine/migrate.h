@@ -20,8 +20,8 @@
 
 typedef struct sl_migrate_opts {
     int allow_destructive; /* apply drops and type changes */
-    int dry_run;   /* run everything, then roll back: res->sql is what a
-                      real run would execute */
+    int dry_run;           /* run everything, then roll back: res->sql is what a
+                              real run would execute */
     int skip_base; /* leave sql/base.sql out (the app owns those tables) */
 } sl_migrate_opts;
 

@@ -380,8 +380,8 @@ static void add_column(builder *b, sl_schema_table *t, size_t *cap,
 }
 
 /* The engine's columns (docs/schema.md), then the declared ones. */
-static void build_columns(builder *b, sl_schema_table *t,
-                          const sl_pipeline *p, const sl_stage *st) {
+static void build_columns(builder *b, sl_schema_table *t, const sl_pipeline *p,
+                          const sl_stage *st) {
     size_t cap = 0;
     int uuid = type_index("uuid"), text = type_index("text"),
         integer = type_index("integer"), tz = type_index("timestamptz"),
@@ -428,8 +428,8 @@ static void build_columns(builder *b, sl_schema_table *t,
             check_ident(b, c->ref_table, "referenced table", where);
             check_ident(b, c->ref_column, "referenced column", where);
         }
-        add_column(b, t, &cap, c->name, ti, 0, c->not_null, NULL,
-                   c->ref_table, c->ref_column, 0);
+        add_column(b, t, &cap, c->name, ti, 0, c->not_null, NULL, c->ref_table,
+                   c->ref_column, 0);
     }
 }
 
@@ -523,8 +523,8 @@ static void build_indexes(builder *b, const sl_schema_table *t,
 
     if (p->has_subject) {
         sl_buf_ident(&c, p->subject.fk);
-        add_index(b, t->name, "subject_idx", "subject index", 0,
-                  sl_buf_str(&c), NULL);
+        add_index(b, t->name, "subject_idx", "subject index", 0, sl_buf_str(&c),
+                  NULL);
         sl_buf_free(&c);
     }
     for (size_t i = 0; i < t->ncolumns; i++) {
@@ -544,8 +544,7 @@ static void build_indexes(builder *b, const sl_schema_table *t,
 /* CREATE OR REPLACE TRIGGER name <timing> ON table <rest> EXECUTE FUNCTION
  * fn(). */
 static void add_trigger(builder *b, const char *name, const char *table,
-                        const char *timing, const char *rest,
-                        const char *fn) {
+                        const char *timing, const char *rest, const char *fn) {
     char ns[100];
     snprintf(ns, sizeof ns, "trigger on %s", table);
     claim_name(b, ns, name, "a generated trigger");
@@ -577,11 +576,9 @@ static void build_triggers(builder *b, const sl_schema_table *t,
     derive_name(fn_upd, t->name, "notify_status");
     derive_name(tg_touch, t->name, "updated_at");
     char desc[200];
-    snprintf(desc, sizeof desc, "insert NOTIFY function of queue %s",
-             t->name);
+    snprintf(desc, sizeof desc, "insert NOTIFY function of queue %s", t->name);
     claim_name(b, "function", fn_ins, desc);
-    snprintf(desc, sizeof desc, "status NOTIFY function of queue %s",
-             t->name);
+    snprintf(desc, sizeof desc, "status NOTIFY function of queue %s", t->name);
     claim_name(b, "function", fn_upd, desc);
 
     /* Statement level: one NOTIFY per INSERT statement however many rows
@@ -735,8 +732,7 @@ static void build_security(builder *b, const sl_schema_table *t,
     add_grant(b, t->name, "SELECT, INSERT, UPDATE, DELETE");
 }
 
-static void build_queue(builder *b, const sl_pipeline *p,
-                        const sl_stage *st) {
+static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
     char where[200];
     snprintf(where, sizeof where, "pipeline \"%s\", stage \"%s\"", p->name,
              st->name ? st->name : "?");
@@ -828,8 +824,8 @@ static void build_subject_channel(builder *b, const sl_pipeline *p) {
 }
 
 static void build_view(builder *b) {
-    static const char *const counted[] = {"pending", "in_progress", "retry",
-                                          "done",    "error",       "cancelled"};
+    static const char *const counted[] = {
+        "pending", "in_progress", "retry", "done", "error", "cancelled"};
     const sl_schema *s = b->s;
     claim_name(b, "relation", STATS_VIEW, "the statistics view");
     sl_buf q;
@@ -927,11 +923,10 @@ int sl_schema_build(const sl_model *m, sl_schema **out, char *err,
             check_ident(&b, sj->table, "subject table", where);
             check_ident(&b, sj->key, "subject key", where);
             check_ident(&b, sj->fk, "subject foreign_key", where);
-            check_ident(&b, sj->status_column, "subject status column",
-                        where);
+            check_ident(&b, sj->status_column, "subject status column", where);
             if (sj->progress_column)
-                check_ident(&b, sj->progress_column,
-                            "subject progress column", where);
+                check_ident(&b, sj->progress_column, "subject progress column",
+                            where);
             if (sj->detail_column)
                 check_ident(&b, sj->detail_column, "subject detail column",
                             where);
@@ -1033,10 +1028,9 @@ char *sl_schema_snapshot(const sl_schema *s) {
             goto fail;
         }
         json_object_set_new(jt, "name", json_string(t->name));
-        json_object_set_new(jt, "pipeline",
-                            json_string(t->stage->pipeline
-                                            ? t->stage->pipeline->name
-                                            : ""));
+        json_object_set_new(
+            jt, "pipeline",
+            json_string(t->stage->pipeline ? t->stage->pipeline->name : ""));
         json_object_set_new(jt, "stage", json_string(t->stage->name));
         json_object_set_new(jt, "channel", json_string(t->stage->channel));
         for (size_t k = 0; k < t->ncolumns; k++) {
@@ -1044,9 +1038,9 @@ char *sl_schema_snapshot(const sl_schema *s) {
             json_t *jc = json_pack("{s:s,s:s,s:b}", "name", c->name, "type",
                                    c->cat_type, "not_null", c->not_null);
             if (c->ref_table && jc)
-                json_object_set_new(jc, "references",
-                                    json_sprintf("%s.%s", c->ref_table,
-                                                 c->ref_column));
+                json_object_set_new(
+                    jc, "references",
+                    json_sprintf("%s.%s", c->ref_table, c->ref_column));
             json_array_append_new(cols, jc);
         }
         json_object_set_new(jt, "columns", cols);

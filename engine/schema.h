@@ -44,14 +44,14 @@ typedef enum {
 /* A column of a queue table. */
 typedef struct sl_schema_column {
     char *name;
-    char *sql_type;  /* as written in the DDL ("timestamptz", "job_status") */
-    char *cat_type;  /* as format_type() spells it ("timestamp with time
-                        zone"), for comparison with the catalog */
+    char *sql_type; /* as written in the DDL ("timestamptz", "job_status") */
+    char *cat_type; /* as format_type() spells it ("timestamp with time
+                       zone"), for comparison with the catalog */
     int not_null;
-    char *default_sql;           /* DEFAULT expression, or NULL */
+    char *default_sql;            /* DEFAULT expression, or NULL */
     char *ref_table, *ref_column; /* foreign key target, or NULL */
-    int engine;                  /* 1: engine column, 0: declared in YAML */
-    char *def_sql;               /* the full column definition, quoted */
+    int engine;                   /* 1: engine column, 0: declared in YAML */
+    char *def_sql;                /* the full column definition, quoted */
 } sl_schema_column;
 
 /* A queue table. `stage` points into the model (borrowed). */

@@ -21,17 +21,17 @@ static PGconn *conn;
 
 /* ------------------------------------------------------------ pipelines */
 
-#define UPLOAD_COLS                                                          \
-    "      media_file: bytea\n"                                              \
-    "      external_url: text\n"                                             \
+#define UPLOAD_COLS                                                            \
+    "      media_file: bytea\n"                                                \
+    "      external_url: text\n"                                               \
     "      score: integer\n"
 
-#define ANALYZE_STAGE                                                        \
-    "    next: analyze\n"                                                    \
-    "  analyze:\n"                                                           \
-    "    queue: analysis_jobs\n"                                             \
-    "    handler: noop\n"                                                    \
-    "    columns:\n"                                                         \
+#define ANALYZE_STAGE                                                          \
+    "    next: analyze\n"                                                      \
+    "  analyze:\n"                                                             \
+    "    queue: analysis_jobs\n"                                               \
+    "    handler: noop\n"                                                      \
+    "    columns:\n"                                                           \
     "      transcript: text\n"
 
 typedef struct ivopts {
@@ -110,8 +110,7 @@ enum { ALLOW = 1, DRY = 2, NOBASE = 4 };
 static char err[8192];
 
 /* Migrates to the model of yaml; res must be freed by the caller. */
-static int migrate_model(const sl_model *m, int flags,
-                         sl_migrate_result *res) {
+static int migrate_model(const sl_model *m, int flags, sl_migrate_result *res) {
     sl_migrate_opts o = {0};
     o.allow_destructive = !!(flags & ALLOW);
     o.dry_run = !!(flags & DRY);
@@ -134,7 +133,9 @@ static void migrate_ok(const char *yaml) {
     sl_migrate_result_free(&res);
 }
 
-static long scalar_long(const char *sql) { return sl_test_long(conn, sql); }
+static long scalar_long(const char *sql) {
+    return sl_test_long(conn, sql);
+}
 
 static void assert_sql_true(const char *sql) {
     char *v = sl_test_scalar(conn, sql);
@@ -151,12 +152,12 @@ static void assert_sql_str(const char *sql, const char *want) {
     free(v);
 }
 
-#define assert_contains(hay, needle)                                          \
-    do {                                                                      \
-        const char *h_ = (hay);                                               \
-        if (!h_ || !strstr(h_, (needle)))                                     \
-            fail_msg("expected to find \"%s\" in:\n%s", (needle),             \
-                     h_ ? h_ : "(null)");                                     \
+#define assert_contains(hay, needle)                                           \
+    do {                                                                       \
+        const char *h_ = (hay);                                                \
+        if (!h_ || !strstr(h_, (needle)))                                      \
+            fail_msg("expected to find \"%s\" in:\n%s", (needle),              \
+                     h_ ? h_ : "(null)");                                      \
     } while (0)
 
 #define ACC_A "00000000-0000-0000-0000-00000000000a"
@@ -168,20 +169,18 @@ static void assert_sql_str(const char *sql, const char *want) {
 
 /* Two accounts with one member and one interview each. */
 static void two_tenants(void) {
-    sl_test_exec(conn,
-                 "INSERT INTO accounts (id, name) VALUES"
-                 " ('" ACC_A "', 'A'), ('" ACC_B "', 'B');"
-                 "INSERT INTO account_members (account_id, user_id, role)"
-                 " VALUES ('" ACC_A "', '" USER_A "', 'owner'),"
-                 "        ('" ACC_B "', '" USER_B "', 'owner');"
-                 "INSERT INTO interviews (id, account_id, title) VALUES"
-                 " ('" IV_A "', '" ACC_A "', 'interview of A'),"
-                 " ('" IV_B "', '" ACC_B "', 'interview of B');");
+    sl_test_exec(conn, "INSERT INTO accounts (id, name) VALUES"
+                       " ('" ACC_A "', 'A'), ('" ACC_B "', 'B');"
+                       "INSERT INTO account_members (account_id, user_id, role)"
+                       " VALUES ('" ACC_A "', '" USER_A "', 'owner'),"
+                       "        ('" ACC_B "', '" USER_B "', 'owner');"
+                       "INSERT INTO interviews (id, account_id, title) VALUES"
+                       " ('" IV_A "', '" ACC_A "', 'interview of A'),"
+                       " ('" IV_B "', '" ACC_B "', 'interview of B');");
 }
 
 /* Notifications received on channel since the last call. */
-static int drain_notifies(const char *channel, char *payload,
-                          size_t paylen) {
+static int drain_notifies(const char *channel, char *payload, size_t paylen) {
     int n = 0;
     assert_int_equal(PQconsumeInput(conn), 1);
     PGnotify *nf;
@@ -243,8 +242,7 @@ static int teardown(void **state) {
 
 /* ------------------------------------------------------------ C API */
 
-static void migrate_creates_base_and_queues_on_a_fresh_database(
-    void **state) {
+static void migrate_creates_base_and_queues_on_a_fresh_database(void **state) {
     (void)state;
     sl_migrate_result res;
     int rc = migrate(iv_yaml(NULL), 0, &res);
@@ -254,14 +252,13 @@ static void migrate_creates_base_and_queues_on_a_fresh_database(
     assert_contains(res.summary, "apply sql/base.sql\n");
     assert_contains(res.summary, "create table upload_jobs\n");
     assert_contains(res.summary, "create table transcription_jobs\n");
-    const char *rels[] = {"accounts",   "account_members",   "projects",
-                          "interviews", "insights",          "personas",
-                          "upload_jobs", "transcription_jobs",
-                          "sluice_statistics"};
+    const char *rels[] = {
+        "accounts",    "account_members",    "projects",
+        "interviews",  "insights",           "personas",
+        "upload_jobs", "transcription_jobs", "sluice_statistics"};
     for (size_t i = 0; i < sizeof rels / sizeof rels[0]; i++) {
         char q[200];
-        snprintf(q, sizeof q, "SELECT to_regclass('%s') IS NOT NULL",
-                 rels[i]);
+        snprintf(q, sizeof q, "SELECT to_regclass('%s') IS NOT NULL", rels[i]);
         assert_sql_true(q);
     }
     assert_sql_str("SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder)"
@@ -269,8 +266,7 @@ static void migrate_creates_base_and_queues_on_a_fresh_database(
                    "pending,in_progress,done,error,retry,cancelled");
     assert_sql_true("SELECT to_regprocedure('auth.uid()') IS NOT NULL");
     /* What was applied is recorded, with its checksum and snapshot. */
-    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"),
-                     1);
+    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"), 1);
     assert_sql_true("SELECT checksum = encode(sha256(convert_to(ddl, "
                     "'UTF8')), 'hex') AND ddl LIKE '%CREATE TABLE%'"
                     " FROM sluice.migrations");
@@ -294,8 +290,7 @@ static void second_migration_is_a_no_op(void **state) {
     sl_migrate_result_free(&res);
     char *after = catalog_fingerprint();
     assert_string_equal(before, after);
-    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"),
-                     1);
+    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"), 1);
     free(before);
     free(after);
 }
@@ -344,14 +339,12 @@ static void new_stage_and_new_pipeline_are_added(void **state) {
     sl_model_free(m);
     sl_diags_free(&d);
     assert_int_equal(scalar_long("SELECT count(*) FROM upload_jobs"), 1);
-    assert_int_equal(scalar_long("SELECT count(*) FROM sluice_statistics"),
-                     4);
+    assert_int_equal(scalar_long("SELECT count(*) FROM sluice_statistics"), 4);
     assert_sql_str("SELECT string_agg(queue, ',' ORDER BY queue) FROM "
                    "sluice_statistics",
                    "analysis_jobs,generation_jobs,transcription_jobs,"
                    "upload_jobs");
-    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"),
-                     2);
+    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"), 2);
 }
 
 static void changed_channels_move_the_notifications(void **state) {
@@ -383,8 +376,7 @@ static void changed_channels_move_the_notifications(void **state) {
     sl_migrate_result_free(&res);
 }
 
-static void dropped_column_is_refused_then_applied_when_allowed(
-    void **state) {
+static void dropped_column_is_refused_then_applied_when_allowed(void **state) {
     (void)state;
     migrate_ok(iv_yaml(NULL));
     two_tenants();
@@ -402,8 +394,7 @@ static void dropped_column_is_refused_then_applied_when_allowed(
     sl_migrate_result_free(&res);
     /* Nothing changed. */
     assert_sql_str("SELECT external_url FROM upload_jobs", "http://precious");
-    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"),
-                     1);
+    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"), 1);
 
     assert_int_equal(migrate(iv_yaml(&o), ALLOW, &res), 0);
     assert_contains(res.summary, "drop column upload_jobs.external_url");
@@ -444,8 +435,7 @@ static void changed_type_is_refused_then_applied_when_allowed(void **state) {
     assert_int_equal(scalar_long("SELECT score FROM upload_jobs"), 42);
 }
 
-static void dropped_queue_is_refused_then_applied_when_allowed(
-    void **state) {
+static void dropped_queue_is_refused_then_applied_when_allowed(void **state) {
     (void)state;
     ivopts with = {.extra = ANALYZE_STAGE};
     migrate_ok(iv_yaml(&with));
@@ -457,16 +447,14 @@ static void dropped_queue_is_refused_then_applied_when_allowed(
     assert_contains(err, "drop table analysis_jobs (1 rows)");
     sl_migrate_result_free(&res);
     assert_int_equal(scalar_long("SELECT count(*) FROM analysis_jobs"), 1);
-    assert_int_equal(scalar_long("SELECT count(*) FROM sluice_statistics"),
-                     3);
+    assert_int_equal(scalar_long("SELECT count(*) FROM sluice_statistics"), 3);
 
     assert_int_equal(migrate(iv_yaml(NULL), ALLOW, &res), 0);
     sl_migrate_result_free(&res);
     assert_sql_true("SELECT to_regclass('analysis_jobs') IS NULL");
     assert_sql_true("SELECT to_regprocedure('analysis_jobs_notify_insert()')"
                     " IS NULL");
-    assert_int_equal(scalar_long("SELECT count(*) FROM sluice_statistics"),
-                     2);
+    assert_int_equal(scalar_long("SELECT count(*) FROM sluice_statistics"), 2);
 }
 
 static void dry_run_reports_the_sql_and_changes_nothing(void **state) {
@@ -534,8 +522,8 @@ static void reference_design_tables_are_upgraded_in_place(void **state) {
 
 /* Runs sql as sluice_app with the JWT subject user (NULL: anonymous) and
  * returns the first value (malloc'd) or NULL; *ok tells whether it ran. */
-static char *as_user(const char *user, const char *sql, int *ok,
-                     char *msg, size_t msglen) {
+static char *as_user(const char *user, const char *sql, int *ok, char *msg,
+                     size_t msglen) {
     sl_test_exec(conn, "BEGIN; SET LOCAL ROLE sluice_app");
     if (user) {
         char q[200];
@@ -562,8 +550,8 @@ static void expect_as(const char *user, const char *sql, const char *want) {
     char *v = as_user(user, sql, &ok, msg, sizeof msg);
     if (!ok) fail_msg("as %s: %s failed: %s", user, sql, msg);
     if (!v || strcmp(v, want) != 0)
-        fail_msg("as %s: %s\n  expected %s, got %s", user ? user : "anon",
-                 sql, want, v ? v : "NULL");
+        fail_msg("as %s: %s\n  expected %s, got %s", user ? user : "anon", sql,
+                 want, v ? v : "NULL");
     free(v);
 }
 
@@ -600,21 +588,19 @@ static void tenants_see_only_their_own_interviews_and_jobs(void **state) {
               " SELECT count(*) FROM u",
               "1");
     assert_int_equal(
-        scalar_long("SELECT count(*) FROM upload_jobs WHERE priority = 9"),
-        1);
+        scalar_long("SELECT count(*) FROM upload_jobs WHERE priority = 9"), 1);
 }
 
-static void tenant_cannot_enqueue_a_job_for_another_tenants_interview(
-    void **state) {
+static void
+tenant_cannot_enqueue_a_job_for_another_tenants_interview(void **state) {
     (void)state;
     migrate_ok(iv_yaml(NULL));
     two_tenants();
     int ok;
     char msg[512] = "";
-    char *v = as_user(USER_A,
-                      "INSERT INTO upload_jobs (interview_id) VALUES ('" IV_B
-                      "')",
-                      &ok, msg, sizeof msg);
+    char *v = as_user(
+        USER_A, "INSERT INTO upload_jobs (interview_id) VALUES ('" IV_B "')",
+        &ok, msg, sizeof msg);
     free(v);
     assert_false(ok);
     assert_contains(msg, "row-level security");
@@ -631,10 +617,10 @@ static void statistics_view_counts_only_the_callers_jobs(void **state) {
     (void)state;
     migrate_ok(iv_yaml(NULL));
     two_tenants();
-    sl_test_exec(conn, "INSERT INTO upload_jobs (interview_id) SELECT '" IV_B
-                       "' FROM generate_series(1, 5);"
-                       "INSERT INTO upload_jobs (interview_id) VALUES ('" IV_A
-                       "')");
+    sl_test_exec(conn,
+                 "INSERT INTO upload_jobs (interview_id) SELECT '" IV_B
+                 "' FROM generate_series(1, 5);"
+                 "INSERT INTO upload_jobs (interview_id) VALUES ('" IV_A "')");
     expect_as(USER_A,
               "SELECT pending FROM sluice_statistics WHERE queue = "
               "'upload_jobs'",
@@ -648,13 +634,13 @@ static void statistics_view_counts_only_the_callers_jobs(void **state) {
                      6);
 }
 
-static void turning_rls_off_drops_the_policy_but_keeps_rows_hidden(
-    void **state) {
+static void
+turning_rls_off_drops_the_policy_but_keeps_rows_hidden(void **state) {
     (void)state;
     migrate_ok(iv_yaml(NULL));
     two_tenants();
-    sl_test_exec(conn, "INSERT INTO upload_jobs (interview_id) VALUES ('" IV_A
-                       "')");
+    sl_test_exec(conn,
+                 "INSERT INTO upload_jobs (interview_id) VALUES ('" IV_A "')");
     char yaml[4200];
     const char *v1 = iv_yaml(NULL);
     const char *at = strstr(v1, "stages:\n");
@@ -676,8 +662,7 @@ static void turning_rls_off_drops_the_policy_but_keeps_rows_hidden(
 
 /* ------------------------------------------------------------ NOTIFY */
 
-static void insert_notifies_the_queue_channel_once_per_statement(
-    void **state) {
+static void insert_notifies_the_queue_channel_once_per_statement(void **state) {
     (void)state;
     migrate_ok(iv_yaml(NULL));
     two_tenants();
@@ -687,9 +672,8 @@ static void insert_notifies_the_queue_channel_once_per_statement(
     char payload[256] = "x";
     sl_test_exec(conn, "INSERT INTO upload_jobs (interview_id) VALUES "
                        "('" IV_A "')");
-    assert_int_equal(wait_notifies("upload_jobs_channel", 1000, payload,
-                                   sizeof payload),
-                     1);
+    assert_int_equal(
+        wait_notifies("upload_jobs_channel", 1000, payload, sizeof payload), 1);
     assert_string_equal(payload, "");
 
     /* A bulk insert: one notification, not one per row. */
@@ -722,24 +706,22 @@ static void status_change_to_retry_notifies_with_the_job_id(void **state) {
     assert_int_equal(wait_notifies("upload_jobs_channel", 300, NULL, 0), 0);
     char payload[256] = "";
     sl_test_exec(conn, "UPDATE upload_jobs SET status = 'retry'");
-    assert_int_equal(wait_notifies("upload_jobs_channel", 1000, payload,
-                                   sizeof payload),
-                     1);
+    assert_int_equal(
+        wait_notifies("upload_jobs_channel", 1000, payload, sizeof payload), 1);
     assert_string_equal(payload, "cccccccc-0000-0000-0000-000000000001");
     /* updated_at follows every update. */
     assert_sql_true("SELECT updated_at > created_at FROM upload_jobs");
 }
 
-static void subject_update_notifies_json_on_the_subject_channel(
-    void **state) {
+static void subject_update_notifies_json_on_the_subject_channel(void **state) {
     (void)state;
     migrate_ok(iv_yaml(NULL));
     two_tenants();
     sl_test_exec(conn, "LISTEN interviews_status");
     char payload[512] = "";
-    sl_test_exec(conn, "UPDATE interviews SET status = 'uploaded', progress "
-                       "= 20, status_detail = 'File uploaded' WHERE id = '" IV_A
-                       "'");
+    sl_test_exec(conn,
+                 "UPDATE interviews SET status = 'uploaded', progress "
+                 "= 20, status_detail = 'File uploaded' WHERE id = '" IV_A "'");
     assert_int_equal(
         wait_notifies("interviews_status", 1000, payload, sizeof payload), 1);
     json_t *j = json_loads(payload, 0, NULL);
@@ -777,12 +759,10 @@ static void cli_migrate_applies_then_reports_up_to_date(void **state) {
     assert_contains(sh_out, "create table upload_jobs");
     assert_int_equal(sluice(args), 0);
     assert_contains(sh_out, "up to date");
-    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"),
-                     1);
+    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"), 1);
 }
 
-static void cli_migrate_refuses_destructive_changes_with_exit_1(
-    void **state) {
+static void cli_migrate_refuses_destructive_changes_with_exit_1(void **state) {
     (void)state;
     migrate_ok(iv_yaml(NULL));
     ivopts o = {.upload_cols = "      media_file: bytea\n"};
@@ -814,8 +794,7 @@ static void cli_dry_run_prints_sql_and_changes_nothing(void **state) {
     assert_sql_true("SELECT to_regclass('upload_jobs') IS NULL");
 }
 
-static void cli_write_saves_a_timestamped_migration_that_applies(
-    void **state) {
+static void cli_write_saves_a_timestamped_migration_that_applies(void **state) {
     (void)state;
     const char *f = sl_test_file("iv.yaml", iv_yaml(NULL));
     char dir[512], args[2048];
@@ -838,13 +817,15 @@ static void cli_write_saves_a_timestamped_migration_that_applies(
     closedir(d);
     assert_int_equal(files, 1);
     assert_int_equal(strlen(name), strlen("20250101120000_sluice.sql"));
-    for (int i = 0; i < 14; i++) assert_true(name[i] >= '0' && name[i] <= '9');
+    for (int i = 0; i < 14; i++)
+        assert_true(name[i] >= '0' && name[i] <= '9');
     assert_string_equal(name + 14, "_sluice.sql");
 
     /* The file is a migration any tool can apply. */
     char *out = NULL;
-    int rc = sl_test_sh(&out, "psql -X -q -v ON_ERROR_STOP=1 -1 -d '%s' -f "
-                              "'%s/%s' 2>&1",
+    int rc = sl_test_sh(&out,
+                        "psql -X -q -v ON_ERROR_STOP=1 -1 -d '%s' -f "
+                        "'%s/%s' 2>&1",
                         conninfo, dir, name);
     if (rc != 0) fail_msg("psql: %s", out ? out : "");
     free(out);
@@ -859,22 +840,21 @@ static void concurrent_migrations_serialise_on_the_lock(void **state) {
     const char *f = sl_test_file("iv.yaml", iv_yaml(NULL));
     char *out = NULL;
     const char *dir = sl_test_tmpdir();
-    int rc = sl_test_sh(
-        &out,
-        "export DATABASE_URL='%s';"
-        " (%s migrate -p %s > %s/m1.out 2>&1; echo $? > %s/m1.rc) &"
-        " (%s migrate -p %s > %s/m2.out 2>&1; echo $? > %s/m2.rc) &"
-        " wait; cat %s/m1.rc %s/m2.rc %s/m1.out %s/m2.out",
-        conninfo, sl_test_bin(), f, dir, dir, sl_test_bin(), f, dir, dir, dir,
-        dir, dir, dir);
+    int rc =
+        sl_test_sh(&out,
+                   "export DATABASE_URL='%s';"
+                   " (%s migrate -p %s > %s/m1.out 2>&1; echo $? > %s/m1.rc) &"
+                   " (%s migrate -p %s > %s/m2.out 2>&1; echo $? > %s/m2.rc) &"
+                   " wait; cat %s/m1.rc %s/m2.rc %s/m1.out %s/m2.out",
+                   conninfo, sl_test_bin(), f, dir, dir, sl_test_bin(), f, dir,
+                   dir, dir, dir, dir, dir);
     assert_int_equal(rc, 0);
     assert_non_null(out);
     if (strncmp(out, "0\n0\n", 4) != 0) fail_msg("exit codes:\n%s", out);
     assert_contains(out, "applied migration 1");
     assert_contains(out, "up to date");
     free(out);
-    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"),
-                     1);
+    assert_int_equal(scalar_long("SELECT count(*) FROM sluice.migrations"), 1);
 }
 
 static void cli_sql_prints_the_generated_ddl(void **state) {
@@ -891,9 +871,9 @@ static void cli_sql_prints_the_generated_ddl(void **state) {
     free(out);
     sl_model_free(m);
     const char *bad = sl_test_file("bad.yaml", "pipeline: [\n");
-    assert_int_equal(sl_test_sh(NULL, "%s sql -p %s 2>/dev/null",
-                                sl_test_bin(), bad),
-                     SL_EXIT_INVALID);
+    assert_int_equal(
+        sl_test_sh(NULL, "%s sql -p %s 2>/dev/null", sl_test_bin(), bad),
+        SL_EXIT_INVALID);
 }
 
 int main(void) {

@@ -74,8 +74,8 @@ static sl_model *load_yaml(const char *name, const char *yaml) {
  * name, by noop's functions; a registered one is used as it is. */
 static void know_shipped_handlers(void) {
     static const char *const names[] = {"assemblyai.upload",
-                                        "assemblyai.transcribe",
-                                        "llm.analyze", "llm.generate"};
+                                        "assemblyai.transcribe", "llm.analyze",
+                                        "llm.generate"};
     static sl_handler standin[4];
     const sl_handler *noop = sl_handler_find("noop");
     assert_non_null(noop);
@@ -109,16 +109,16 @@ static char *ddl_of(const sl_model *m) {
     return out;
 }
 
-#define assert_contains(hay, needle)                                          \
-    do {                                                                      \
-        if (!strstr((hay), (needle)))                                         \
-            fail_msg("expected the DDL to contain:\n  %s", (needle));         \
+#define assert_contains(hay, needle)                                           \
+    do {                                                                       \
+        if (!strstr((hay), (needle)))                                          \
+            fail_msg("expected the DDL to contain:\n  %s", (needle));          \
     } while (0)
 
-#define assert_not_contains(hay, needle)                                      \
-    do {                                                                      \
-        if (strstr((hay), (needle)))                                          \
-            fail_msg("expected the DDL not to contain:\n  %s", (needle));     \
+#define assert_not_contains(hay, needle)                                       \
+    do {                                                                       \
+        if (strstr((hay), (needle)))                                           \
+            fail_msg("expected the DDL not to contain:\n  %s", (needle));      \
     } while (0)
 
 /* ------------------------------------------------------------ a tiny lexer */
@@ -132,25 +132,31 @@ static void each_bare_word(const char *sql, word_fn fn, void *arg) {
     const char *p = sql;
     while (*p) {
         if (p[0] == '-' && p[1] == '-') {
-            while (*p && *p != '\n') p++;
+            while (*p && *p != '\n')
+                p++;
         } else if (*p == '\'') {
             p++;
-            while (*p && !(*p == '\'' && p[1] != '\'')) p += *p == '\'' ? 2 : 1;
+            while (*p && !(*p == '\'' && p[1] != '\''))
+                p += *p == '\'' ? 2 : 1;
             if (*p) p++;
         } else if (*p == '"') {
             p++;
-            while (*p && !(*p == '"' && p[1] != '"')) p += *p == '"' ? 2 : 1;
+            while (*p && !(*p == '"' && p[1] != '"'))
+                p += *p == '"' ? 2 : 1;
             if (*p) p++;
         } else if (*p == '$') {
             p++;
-            while (*p && *p != '$') p++; /* the tag */
+            while (*p && *p != '$')
+                p++; /* the tag */
             if (*p) p++;
         } else if (isalpha((unsigned char)*p) || *p == '_') {
             const char *s = p;
-            while (isalnum((unsigned char)*p) || *p == '_') p++;
+            while (isalnum((unsigned char)*p) || *p == '_')
+                p++;
             fn(s, (size_t)(p - s), arg);
         } else if (isdigit((unsigned char)*p)) {
-            while (isalnum((unsigned char)*p)) p++;
+            while (isalnum((unsigned char)*p))
+                p++;
         } else {
             p++;
         }
@@ -194,21 +200,55 @@ static void every_identifier_is_quoted(void **state) {
     char *ddl1 = ddl_of(m), *ddl2 = ddl_of(g);
     /* Every name that comes from the model or that the generator derives
      * from it, and the engine's column names. */
-    const char *names[] = {
-        "interviews", "id", "interview_id", "status", "progress",
-        "status_detail", "interviews_status", "upload_jobs",
-        "transcription_jobs", "upload_jobs_channel",
-        "transcription_jobs_channel", "media_file", "external_url",
-        "upload_url", "transcript", "generation_jobs", "projects",
-        "accounts", "project_id", "account_id", "payload", "result",
-        "attempts", "last_error", "error_class", "priority", "run_at",
-        "locked_by", "locked_until", "checkpoint", "dedup_key",
-        "started_at", "finished_at", "created_at", "updated_at",
-        "job_status", "new_rows", "sluice_app", "sluice_statistics",
-        "sluice_inherit", "sluice_set_updated_at",
-        "upload_jobs_claim_idx", "upload_jobs_notify_insert",
-        "upload_jobs_notify_status", "upload_jobs_updated_at",
-        "interviews_status_notify", "queue", "pending", "t"};
+    const char *names[] = {"interviews",
+                           "id",
+                           "interview_id",
+                           "status",
+                           "progress",
+                           "status_detail",
+                           "interviews_status",
+                           "upload_jobs",
+                           "transcription_jobs",
+                           "upload_jobs_channel",
+                           "transcription_jobs_channel",
+                           "media_file",
+                           "external_url",
+                           "upload_url",
+                           "transcript",
+                           "generation_jobs",
+                           "projects",
+                           "accounts",
+                           "project_id",
+                           "account_id",
+                           "payload",
+                           "result",
+                           "attempts",
+                           "last_error",
+                           "error_class",
+                           "priority",
+                           "run_at",
+                           "locked_by",
+                           "locked_until",
+                           "checkpoint",
+                           "dedup_key",
+                           "started_at",
+                           "finished_at",
+                           "created_at",
+                           "updated_at",
+                           "job_status",
+                           "new_rows",
+                           "sluice_app",
+                           "sluice_statistics",
+                           "sluice_inherit",
+                           "sluice_set_updated_at",
+                           "upload_jobs_claim_idx",
+                           "upload_jobs_notify_insert",
+                           "upload_jobs_notify_status",
+                           "upload_jobs_updated_at",
+                           "interviews_status_notify",
+                           "queue",
+                           "pending",
+                           "t"};
     forbidden f = {names, sizeof names / sizeof names[0], ""};
     each_bare_word(ddl1, check_word, &f);
     each_bare_word(ddl2, check_word, &f);
@@ -224,8 +264,8 @@ static void every_identifier_is_quoted(void **state) {
     sl_model_free(g);
 }
 
-static void interview_pipeline_has_the_seeds_tables_columns_and_channels(
-    void **state) {
+static void
+interview_pipeline_has_the_seeds_tables_columns_and_channels(void **state) {
     (void)state;
     sl_model *m = load_file(SL_SOURCE_DIR "/pipelines/interview.yaml");
     char *ddl = ddl_of(m);
@@ -314,8 +354,7 @@ static void rls_policy_inherits_visibility_from_the_subject(void **state) {
     sl_model_free(m);
 }
 
-static void standalone_queue_gets_its_references_and_no_subject(
-    void **state) {
+static void standalone_queue_gets_its_references_and_no_subject(void **state) {
     (void)state;
     sl_model *m = load_yaml("g.yaml", GENERATION_YAML);
     char *ddl = ddl_of(m);
@@ -388,8 +427,7 @@ static void stage_priority_is_the_column_default(void **state) {
     sl_model_free(m);
 }
 
-static void subject_channel_notifies_status_progress_and_detail(
-    void **state) {
+static void subject_channel_notifies_status_progress_and_detail(void **state) {
     (void)state;
     sl_model *m = load_yaml("i.yaml", INTERVIEW_YAML);
     char *ddl = ddl_of(m);
@@ -579,8 +617,7 @@ static void colliding_generated_names_are_rejected(void **state) {
     assert_non_null(strstr(err, "collides"));
 }
 
-static void long_queue_names_get_distinct_names_within_63_bytes(
-    void **state) {
+static void long_queue_names_get_distinct_names_within_63_bytes(void **state) {
     (void)state;
     char q1[64], q2[64];
     memset(q1, 'a', 63);
@@ -604,8 +641,7 @@ static void long_queue_names_get_distinct_names_within_63_bytes(
                 s->objects[i].kind != SL_OBJ_GRANT &&
                 s->objects[i].kind != SL_OBJ_RLS &&
                 s->objects[i].kind != SL_OBJ_POLICY)
-                assert_string_not_equal(s->objects[i].name,
-                                        s->objects[k].name);
+                assert_string_not_equal(s->objects[i].name, s->objects[k].name);
     }
     sl_schema_free(s);
 }
