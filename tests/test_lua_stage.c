@@ -48,7 +48,8 @@ static const char *const HOOK =
     "end\n";
 
 /* A pipeline over rtlib's `items` subject with one Lua stage. */
-static const char *yaml(int sql_writes, int log_steps) {
+static const char *yaml(int sql_writes, int log_steps, long long instructions,
+                        const char *timeout) {
     static char buf[2048];
     snprintf(buf, sizeof buf,
              "pipeline: luat\n"
@@ -65,7 +66,7 @@ static const char *yaml(int sql_writes, int log_steps) {
              "max_delay: 1s, jitter: 0}\n"
              "  lease: 1500ms\n"
              "  heartbeat: 300ms\n"
-             "  timeout: 30s\n"
+             "  timeout: %s\n"
              "stages:\n"
              "  step:\n"
              "    queue: luat_jobs\n"
@@ -79,23 +80,31 @@ static const char *yaml(int sql_writes, int log_steps) {
              "      steps_done: integer\n"
              "      resumed_from: integer\n"
              "    hooks:\n"
-             "      run: {file: luat.lua, instructions: 1000000}\n"
+             "      run: {file: luat.lua, instructions: %lld}\n"
              "    status:\n"
              "      on_start: {status: working, progress: 10}\n"
              "      progress: {status: working, from: 10, to: 90}\n"
              "      on_done: {status: done, progress: 100}\n"
              "      on_error: {status: failed}\n",
-             sql_writes ? "true" : "false", log_steps ? "true" : "false");
+             timeout, sql_writes ? "true" : "false",
+             log_steps ? "true" : "false", instructions);
     return buf;
+}
+
+static sl_model *setup_with(const char *db, int sql_writes, int log_steps,
+                            long long instructions, const char *timeout,
+                            PGconn **c) {
+    sl_test_file("luat.lua", HOOK);
+    sl_model *m =
+        rt_setup(db, yaml(sql_writes, log_steps, instructions, timeout), c);
+    sl_test_exec(*c, "CREATE TABLE lua_steps (job uuid, step int, attempt int,"
+                     " at timestamptz DEFAULT clock_timestamp())");
+    return m;
 }
 
 static sl_model *setup_db(const char *db, int sql_writes, int log_steps,
                           PGconn **c) {
-    sl_test_file("luat.lua", HOOK);
-    sl_model *m = rt_setup(db, yaml(sql_writes, log_steps), c);
-    sl_test_exec(*c, "CREATE TABLE lua_steps (job uuid, step int, attempt int,"
-                     " at timestamptz DEFAULT clock_timestamp())");
-    return m;
+    return setup_with(db, sql_writes, log_steps, 1000000, "30s", c);
 }
 
 /* Inserts a subject and a job; returns the job id (static buffer). */
@@ -304,6 +313,25 @@ static void worker_keeps_serving_after_sandbox_violations(void **s) {
     sl_model_free(m);
 }
 
+static void lua_stage_past_its_timeout_is_stopped_and_the_worker_goes_on(
+    void **s) {
+    (void)s;
+    PGconn *c;
+    /* A budget far beyond the timeout: only the timeout can stop it. */
+    sl_model *m = setup_with("sluice_test_lua_stage_timeout", 0, 0,
+                             100000000000LL, "1s", &c);
+    const char *spin = enqueue(c, "spin", 0);
+    const char *ok = enqueue(c, "after", 0);
+    int64_t t0 = sl_test_now_ms();
+    rt_run_until_idle(m, 1, 1);
+    assert_true(sl_test_now_ms() - t0 < 15000);
+    assert_job(c, spin, "error_class", "timeout");
+    assert_job(c, ok, "status::text", "done");
+    assert_job(c, ok, "result", "AFTER");
+    PQfinish(c);
+    sl_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lua_stage_completes_and_writes_outputs_to_its_columns),
@@ -312,6 +340,8 @@ int main(void) {
         cmocka_unit_test(lua_stage_retry_runs_the_job_again),
         cmocka_unit_test(lua_script_error_fails_the_job_at_once_with_a_traceback),
         cmocka_unit_test(worker_keeps_serving_after_sandbox_violations),
+        cmocka_unit_test(
+            lua_stage_past_its_timeout_is_stopped_and_the_worker_goes_on),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
