@@ -20,6 +20,9 @@
 
 #include <jansson.h>
 
+#include "dsl.h"
+#include "error.h"
+#include "jobs.h"
 #include "testlib.h"
 
 #define DB "cli_jobs"
@@ -796,6 +799,135 @@ static void stats_counts_match_the_queues(void **state) {
     free(out);
 }
 
+/* ---- the C API (jobs.h) --------------------------------------------------------- */
+
+static sl_model *load_model(void) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/pipelines", sl_test_tmpdir());
+    const char *paths[1] = {dir};
+    sl_model *m = NULL;
+    sl_diags d = {0};
+    if (sl_dsl_load(paths, 1, &m, &d) != 0) {
+        char *msg = sl_diags_format(&d);
+        fail_msg("load: %s", msg);
+    }
+    sl_diags_free(&d);
+    return m;
+}
+
+static void check_value_accepts_only_values_of_the_column_type(void **state) {
+    (void)state;
+    char err[256];
+    sl_column n = {.name = "n", .type = "integer"};
+    sl_column j = {.name = "meta", .type = "jsonb"};
+    sl_column t = {.name = "tags", .type = "text[]"};
+    sl_column u = {.name = "ref", .type = "uuid"};
+    json_t *v;
+#define CHECK(col, json, want)                                              \
+    v = json_loads(json, JSON_DECODE_ANY, NULL);                            \
+    assert_non_null(v);                                                     \
+    assert_int_equal(sl_jobs_check_value(&col, v, err, sizeof err), want);  \
+    json_decref(v)
+    CHECK(n, "12", 0);
+    CHECK(n, "\"-12\"", 0);
+    CHECK(n, "\"12a\"", -SL_EINVAL);
+    CHECK(n, "{\"a\": 1}", -SL_EINVAL);
+    CHECK(n, "null", 0);
+    CHECK(j, "{\"a\": [1, 2]}", 0);
+    CHECK(j, "\"text\"", 0);
+    CHECK(t, "[\"a\", \"b\"]", 0);
+    CHECK(t, "\"{a,b}\"", 0);
+    CHECK(t, "7", -SL_EINVAL);
+    CHECK(u, "\"6d1c1a3e-0000-4000-8000-000000000001\"", 0);
+    CHECK(u, "\"6d1c1a3e\"", -SL_EINVAL);
+#undef CHECK
+    assert_non_null(strstr(err, "column ref (uuid)"));
+}
+
+static void batch_rejects_a_bad_row_before_sending_anything(void **state) {
+    (void)state;
+    ready();
+    sl_model *m = load_model();
+    const sl_stage *s = sl_model_stage_by_queue(m, "td_jobs");
+    assert_non_null(s);
+    json_t *rows = json_loads("[{\"columns\": {\"note\": \"ok\"}},"
+                              " {\"columns\": {\"nope\": 1}}]",
+                              0, NULL);
+    long before = sl_test_long(db, "SELECT count(*) FROM td_jobs");
+    long n = -1;
+    size_t bad = 0;
+    char err[512];
+    assert_int_equal(sl_jobs_enqueue_batch(db, s, rows, &n, &bad, err,
+                                           sizeof err),
+                     -SL_EINVAL);
+    assert_int_equal(bad, 2);
+    assert_int_equal(n, 0);
+    assert_string_equal(err, "row 2: stage later (queue td_jobs) declares no"
+                             " column nope");
+    assert_int_equal(sl_test_long(db, "SELECT count(*) FROM td_jobs"), before);
+    json_decref(rows);
+    sl_model_free(m);
+}
+
+static void library_enqueues_cancels_and_retries_without_the_cli(
+    void **state) {
+    (void)state;
+    ready();
+    sl_model *m = load_model();
+    const sl_stage *s = sl_model_stage_by_queue(m, "td_jobs");
+    char err[512], id[40], id2[40];
+    long n = 0;
+    json_t *rows = json_loads(
+        "[{\"columns\": {\"note\": \"b1\"}, \"run_at\": \"2031-01-01"
+        " 00:00+00\"}, {\"columns\": {\"note\": \"b2\"}, \"priority\": 9,"
+        " \"run_at\": \"2031-01-01 00:00+00\"}]",
+        0, NULL);
+    assert_int_equal(sl_jobs_enqueue_batch(db, s, rows, &n, NULL, err,
+                                           sizeof err),
+                     0);
+    assert_int_equal(n, 2);
+    json_decref(rows);
+    assert_int_equal(sl_test_long(db, "SELECT count(*) FROM td_jobs WHERE"
+                                      " note = 'b2' AND priority = 9 AND"
+                                      " run_at = '2031-01-01 00:00+00'"),
+                     1);
+
+    sl_enqueue_opts o = {.delay_ms = 3600000, .has_priority = 1,
+                         .priority = 3};
+    json_t *cols = json_pack("{s:s}", "note", "single");
+    assert_int_equal(sl_jobs_enqueue(db, s, NULL, cols, &o, id, err,
+                                     sizeof err),
+                     0);
+    json_decref(cols);
+    /* A subject id for a standalone queue is refused. */
+    assert_int_equal(sl_jobs_enqueue(db, s,
+                                     "6d1c1a3e-0000-4000-8000-000000000001",
+                                     NULL, NULL, id2, err, sizeof err),
+                     -SL_EINVAL);
+
+    sl_job_ref ref;
+    assert_int_equal(sl_jobs_cancel(db, m, id, &ref, err, sizeof err), 0);
+    assert_ptr_equal(ref.stage, s);
+    assert_string_equal(ref.status, "pending");
+    assert_int_equal(ref.changed, 1);
+    expect_q("cancelled", "SELECT status FROM td_jobs WHERE id = '%s'", id);
+    /* Retry brings a cancelled job back; cancel it again to leave the
+     * queue idle. */
+    assert_int_equal(sl_jobs_retry(db, m, id, &ref, err, sizeof err), 0);
+    assert_string_equal(ref.status, "cancelled");
+    assert_int_equal(ref.changed, 1);
+    expect_q("retry", "SELECT status FROM td_jobs WHERE id = '%s'", id);
+    assert_int_equal(sl_jobs_cancel(db, m, id, &ref, err, sizeof err), 0);
+    assert_int_equal(ref.changed, 1);
+    assert_int_equal(sl_jobs_find(db, m, "6d1c1a3e-0000-4000-8000-00000000000f",
+                                  &ref, err, sizeof err),
+                     0);
+    assert_null(ref.stage);
+    assert_int_equal(sl_jobs_find(db, m, "nope", &ref, err, sizeof err),
+                     -SL_EINVAL);
+    sl_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(enqueue_file_stores_the_exact_bytes),
@@ -829,6 +961,9 @@ int main(void) {
         cmocka_unit_test(watch_of_an_unknown_subject_fails),
         cmocka_unit_test(jobs_filters_by_queue_and_status),
         cmocka_unit_test(stats_counts_match_the_queues),
+        cmocka_unit_test(check_value_accepts_only_values_of_the_column_type),
+        cmocka_unit_test(batch_rejects_a_bad_row_before_sending_anything),
+        cmocka_unit_test(library_enqueues_cancels_and_retries_without_the_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
