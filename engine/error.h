@@ -16,7 +16,8 @@
     X(REFUSED, 7, "refused")                              \
     X(HTTP, 8, "HTTP error")                              \
     X(LUA, 9, "Lua error")                                \
-    X(STOP, 10, "stopped")
+    X(STOP, 10, "stopped")                                \
+    X(CONN, 11, "database connection lost")
 
 enum {
 #define SL_E_ENUM(sym, num, msg) SL_E##sym = num,

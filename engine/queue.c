@@ -495,20 +495,35 @@ char *sl_queue_statement_sql(const sl_stage *s, const char *op) {
 
 /* ---- execution -------------------------------------------------------------- */
 
-static PGresult *exec(PGconn *c, const sl_stage *s, int op, int n,
-                      const char *const *vals, ExecStatusType want, char *err,
-                      size_t errlen) {
+/* Connection trouble, as opposed to an error in the statement: libpq's own
+ * errors carry no SQLSTATE; the server's say 08xxx (connection exception)
+ * or 57P0x (admin shutdown, crash shutdown, cannot connect now). */
+static int conn_error(PGconn *c, const PGresult *r) {
+    if (PQstatus(c) != CONNECTION_OK) return 1;
+    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    return !st || strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0;
+}
+
+/* Runs prepared statement `op` of stage s. Returns 0 with *out set (the
+ * caller clears it), -SL_ECONN when the connection is the problem, or
+ * -SL_EDB for an error in the statement; err says which. */
+static int exec(PGconn *c, const sl_stage *s, int op, int n,
+                const char *const *vals, ExecStatusType want, PGresult **out,
+                char *err, size_t errlen) {
     char name[64];
     stmt_name(s, op, name, sizeof name);
     PGresult *r = PQexecPrepared(c, name, n, vals, NULL, NULL, 0);
+    *out = NULL;
     if (PQresultStatus(r) != want) {
         char what[128];
+        int lost = conn_error(c, r);
         snprintf(what, sizeof what, "%s on %s", op_names[op], s->queue);
         set_err(err, errlen, what, c, r);
         PQclear(r);
-        return NULL;
+        return lost ? -SL_ECONN : -SL_EDB;
     }
-    return r;
+    *out = r;
+    return 0;
 }
 
 void sl_queue_job_clear(sl_qjob *j) {
@@ -531,8 +546,9 @@ int sl_queue_claim(PGconn *c, const sl_stage *s, const char *owner, int max,
         nv += mapping_values(&s->pipeline->subject, &s->status.on_start,
                              vals + 3, prog);
     *n = 0;
-    PGresult *r = exec(c, s, OP_CLAIM, nv, vals, PGRES_TUPLES_OK, err, errlen);
-    if (!r) return -SL_EDB;
+    PGresult *r;
+    int rc = exec(c, s, OP_CLAIM, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
     int rows = PQntuples(r);
     for (int i = 0; i < rows && i < max; i++) {
         sl_qjob *j = &jobs[i];
@@ -578,10 +594,11 @@ int sl_queue_complete(PGconn *c, const sl_stage *s, const char *owner,
     if (has_mapping(s, &s->status.on_done))
         nv += mapping_values(&s->pipeline->subject, &s->status.on_done,
                              vals + 2, prog);
-    PGresult *r =
-        exec(c, s, OP_COMPLETE, nv, vals, PGRES_TUPLES_OK, err, errlen);
+    PGresult *r;
+    int rc = exec(c, s, OP_COMPLETE, nv, vals, PGRES_TUPLES_OK, &r, err,
+                  errlen);
     free(payload);
-    if (!r) return -SL_EDB;
+    if (rc < 0) return rc;
     for (int i = 0; i < PQntuples(r); i++) {
         const char *id = PQgetvalue(r, i, 0);
         for (int k = 0; k < n; k++)
@@ -616,15 +633,17 @@ int sl_queue_fail(PGconn *c, const sl_stage *s, const char *owner,
     if (has_mapping(s, &s->status.on_error))
         nv += mapping_values(&s->pipeline->subject, &s->status.on_error,
                              vals + 7, prog);
-    PGresult *r = exec(c, s, OP_FAIL, nv, vals, PGRES_TUPLES_OK, err, errlen);
-    if (!r) return -SL_EDB;
+    PGresult *r;
+    int rc = exec(c, s, OP_FAIL, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
     return count_result(r) == 1 ? 0 : -SL_ELEASE;
 }
 
 static int exec_fenced(PGconn *c, const sl_stage *s, int op, int nv,
                        const char *const *vals, char *err, size_t errlen) {
-    PGresult *r = exec(c, s, op, nv, vals, PGRES_COMMAND_OK, err, errlen);
-    if (!r) return -SL_EDB;
+    PGresult *r;
+    int rc = exec(c, s, op, nv, vals, PGRES_COMMAND_OK, &r, err, errlen);
+    if (rc < 0) return rc;
     int rows = atoi(PQcmdTuples(r));
     PQclear(r);
     return rows == 1 ? 0 : -SL_ELEASE;
@@ -674,9 +693,9 @@ int sl_queue_progress(PGconn *c, const sl_stage *s, const char *owner,
     const char *st = m->on_progress_status ? m->on_progress_status
                                            : m->on_start.status;
     const char *vals[7] = {j->id, owner, att, jp, detail, st, sp};
-    PGresult *r =
-        exec(c, s, OP_PROGRESS, 7, vals, PGRES_TUPLES_OK, err, errlen);
-    if (!r) return -SL_EDB;
+    PGresult *r;
+    int rc = exec(c, s, OP_PROGRESS, 7, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
     return count_result(r) == 1 ? 0 : -SL_ELEASE;
 }
 
@@ -695,10 +714,11 @@ int sl_queue_heartbeat(PGconn *c, const sl_stage *s, const char *owner,
     sl_buf_puts(&arr, "}");
     snprintf(lease, sizeof lease, "%lld", (long long)s->lease_ms);
     const char *vals[3] = {sl_buf_str(&arr), owner, lease};
-    PGresult *r =
-        exec(c, s, OP_HEARTBEAT, 3, vals, PGRES_TUPLES_OK, err, errlen);
+    PGresult *r;
+    int rc = exec(c, s, OP_HEARTBEAT, 3, vals, PGRES_TUPLES_OK, &r, err,
+                  errlen);
     sl_buf_free(&arr);
-    if (!r) return -SL_EDB;
+    if (rc < 0) return rc;
     for (int i = 0; i < PQntuples(r); i++)
         for (int k = 0; k < n; k++)
             if (strcmp(ids[k], PQgetvalue(r, i, 0)) == 0) still_owned[k] = 1;
@@ -718,16 +738,18 @@ int sl_queue_rescue(PGconn *c, const sl_stage *s, int *rescued, char *err,
     if (has_mapping(s, &s->status.on_error))
         nv += mapping_values(&s->pipeline->subject, &s->status.on_error,
                              vals + 2, prog);
-    PGresult *r = exec(c, s, OP_RESCUE, nv, vals, PGRES_TUPLES_OK, err, errlen);
-    if (!r) return -SL_EDB;
+    PGresult *r;
+    int rc = exec(c, s, OP_RESCUE, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
     *rescued = count_result(r);
     return 0;
 }
 
 int sl_queue_next_due(PGconn *c, const sl_stage *s, int64_t *ms, char *err,
                       size_t errlen) {
-    PGresult *r = exec(c, s, OP_NEXT_DUE, 0, NULL, PGRES_TUPLES_OK, err, errlen);
-    if (!r) return -SL_EDB;
+    PGresult *r;
+    int rc = exec(c, s, OP_NEXT_DUE, 0, NULL, PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
     *ms = PQgetisnull(r, 0, 0) ? -1 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return 0;
@@ -738,17 +760,18 @@ int sl_queue_reannounce(PGconn *c, const sl_stage *s, int *stale, char *err,
     char age[24];
     snprintf(age, sizeof age, "%lld", (long long)s->pipeline->sweep_age_ms);
     const char *vals[2] = {age, s->channel};
-    PGresult *r = exec(c, s, OP_STALE, 2, vals, PGRES_TUPLES_OK, err, errlen);
-    if (!r) return -SL_EDB;
+    PGresult *r;
+    int rc = exec(c, s, OP_STALE, 2, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
     *stale = count_result(r);
     return 0;
 }
 
 int sl_queue_unfinished(PGconn *c, const sl_stage *s, long *n, char *err,
                         size_t errlen) {
-    PGresult *r =
-        exec(c, s, OP_UNFINISHED, 0, NULL, PGRES_TUPLES_OK, err, errlen);
-    if (!r) return -SL_EDB;
+    PGresult *r;
+    int rc = exec(c, s, OP_UNFINISHED, 0, NULL, PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
     *n = count_result(r);
     return 0;
 }

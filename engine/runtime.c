@@ -152,6 +152,11 @@ static PGconn *connect_worker(runtime *rt, const char *who) {
 
 static int conn_lost(PGconn *c) { return !c || PQstatus(c) != CONNECTION_OK; }
 
+/* Whether rc (from queue.h) means the connection must be re-established. */
+static int need_reconnect(PGconn *c, int rc) {
+    return rc == -SL_ECONN || (rc < 0 && conn_lost(c));
+}
+
 static void reconnect(worker *w) {
     if (w->conn) PQfinish(w->conn);
     w->conn = connect_worker(w->rt, w->owner);
@@ -197,7 +202,7 @@ int sl_ctx_checkpoint(sl_ctx *ctx, json_t *checkpoint) {
     int rc = sl_queue_checkpoint(w->conn, w->st->s, w->owner,
                                  &w->jobs[ctx->idx], checkpoint, err,
                                  sizeof err);
-    if (rc == -SL_EDB && conn_lost(w->conn)) {
+    if (need_reconnect(w->conn, rc)) {
         reconnect(w);
         if (w->conn)
             rc = sl_queue_checkpoint(w->conn, w->st->s, w->owner,
@@ -231,7 +236,7 @@ void sl_ctx_progress(sl_ctx *ctx, int pct, const char *detail) {
                                &w->jobs[ctx->idx], pct, detail, err,
                                sizeof err);
     if (rc == -SL_ELEASE) atomic_store(&w->stop_job[ctx->idx], 1);
-    else if (rc < 0 && conn_lost(w->conn)) reconnect(w);
+    else if (need_reconnect(w->conn, rc)) reconnect(w);
 }
 
 int sl_ctx_should_stop(sl_ctx *ctx) {
@@ -281,14 +286,18 @@ static void log_job(int level, const char *msg, const sl_stage *s,
            "attempt", att, "duration_ms", dur, k1, v1, k2, v2, NULL);
 }
 
-/* Runs `op` again after a reconnect when the connection was lost. */
+/* Runs `call` again after each reconnect while the connection is what
+ * fails (a server restarting can drop a fresh connection again). Fencing
+ * makes repeating a queue write safe. */
 #define WITH_RECONNECT(w, rc, call)                                           \
     do {                                                                      \
         rc = (call);                                                          \
-        if (rc == -SL_EDB && conn_lost((w)->conn) &&                          \
-            !atomic_load(&stop_now)) {                                        \
+        for (int tries_ = 0; need_reconnect((w)->conn, rc) && tries_ < 20 &&  \
+                             !atomic_load(&stop_now);                         \
+             tries_++) {                                                      \
             reconnect(w);                                                     \
-            if ((w)->conn) rc = (call);                                       \
+            if (!(w)->conn) break;                                            \
+            rc = (call);                                                      \
         }                                                                     \
     } while (0)
 
@@ -331,7 +340,7 @@ static void release_job(worker *w, const sl_qjob *j, int64_t delay) {
     int rc;
     WITH_RECONNECT(w, rc, sl_queue_snooze(w->conn, w->st->s, w->owner, j,
                                           delay, err, sizeof err));
-    if (rc == -SL_EDB)
+    if (rc < 0 && rc != -SL_ELEASE)
         sl_log(SL_LOG_ERROR, "release failed", "job", j->id, "error", err,
                NULL);
 }
@@ -347,13 +356,13 @@ static void complete_jobs(worker *w, sl_qdone *done, int n, int64_t *ms,
     if (n == 0) return;
     WITH_RECONNECT(w, rc, sl_queue_complete(w->conn, s, w->owner, done, n,
                                             err, sizeof err));
-    if (rc < 0 && n > 1 && !conn_lost(w->conn)) {
+    if (rc == -SL_EDB && n > 1) {
         for (int i = 0; i < n; i++) complete_jobs(w, &done[i], 1, &ms[i], seed);
         return;
     }
     for (int i = 0; i < n; i++) {
         if (rc < 0) {
-            if (conn_lost(w->conn)) {
+            if (rc != -SL_EDB) {
                 log_job(SL_LOG_ERROR, "completion lost with the connection",
                         s, done[i].job, ms[i], "error", err, NULL, NULL);
                 continue;
@@ -500,7 +509,7 @@ static void *worker_main(void *arg) {
         int rc = sl_queue_claim(w->conn, s, w->owner, batch, w->jobs, &n, err,
                                 sizeof err);
         if (rc < 0) {
-            if (conn_lost(w->conn)) {
+            if (need_reconnect(w->conn, rc)) {
                 sl_log(SL_LOG_WARN, "connection lost", "worker", w->owner,
                        NULL);
                 reconnect(w);
@@ -577,8 +586,10 @@ static PGconn *control_connect(runtime *rt) {
     }
 }
 
-static void heartbeat(runtime *rt, PGconn *c) {
+/* Returns non-zero when the connection failed. */
+static int heartbeat(runtime *rt, PGconn *c) {
     char err[512];
+    int lost = 0;
     int64_t t = now_ms();
     for (size_t i = 0; i < rt->nworkers; i++) {
         worker *w = &rt->workers[i];
@@ -593,24 +604,31 @@ static void heartbeat(runtime *rt, PGconn *c) {
             atomic_store(&w->timed_out, 1);
             atomic_store(&w->stop_job[w->running], 1);
         }
-        if (n > 0 &&
-            sl_queue_heartbeat(c, s, w->owner, ids, n, owned, err,
-                               sizeof err) == 0) {
+        int rc = n > 0 && !lost ? sl_queue_heartbeat(c, s, w->owner, ids, n,
+                                                   owned, err, sizeof err)
+                                : -1;
+        if (rc == 0) {
             for (int k = 0; k < n; k++)
                 if (!owned[k]) atomic_store(&w->stop_job[k], 1);
+        } else if (need_reconnect(c, rc) && n > 0) {
+            lost = 1;
         }
         pthread_mutex_unlock(&w->mu);
     }
+    return lost;
 }
 
-static void sweep(runtime *rt, PGconn *c) {
+/* Returns non-zero when the connection failed. */
+static int sweep(runtime *rt, PGconn *c) {
     char err[512], num[16];
     for (size_t i = 0; i < rt->nstages; i++) {
         const sl_stage *s = rt->stages[i].s;
         int rescued = 0, stale = 0;
-        if (sl_queue_rescue(c, s, &rescued, err, sizeof err) < 0) {
+        int rc = sl_queue_rescue(c, s, &rescued, err, sizeof err);
+        if (rc < 0) {
             sl_log(SL_LOG_WARN, "sweep failed", "queue", s->queue, "error",
                    err, NULL);
+            if (need_reconnect(c, rc)) return 1;
             continue;
         }
         if (rescued > 0) {
@@ -626,6 +644,7 @@ static void sweep(runtime *rt, PGconn *c) {
             stage_broadcast(&rt->stages[i]);
         }
     }
+    return 0;
 }
 
 static int all_idle(runtime *rt, PGconn *c) {
@@ -708,15 +727,16 @@ static void control_loop(runtime *rt) {
             PQfreemem(nf);
         }
         t = now_ms();
+        int lost = 0;
         if (t >= next_hb) {
-            heartbeat(rt, c);
+            lost |= heartbeat(rt, c);
             next_hb = t + hb_every;
         }
-        if (t >= next_sweep) {
-            sweep(rt, c);
+        if (t >= next_sweep && !lost) {
+            lost |= sweep(rt, c);
             next_sweep = t + rt->sweep_ms;
         }
-        if (conn_lost(c)) {
+        if (lost || conn_lost(c)) {
             PQfinish(c);
             c = control_connect(rt);
             for (size_t i = 0; i < rt->nstages; i++)
