@@ -102,7 +102,11 @@ static void say_db(const char *cmd, PGconn *c, const PGresult *r,
     const char *m = r ? PQresultErrorMessage(r) : "";
     if (!m || !*m) m = PQerrorMessage(c);
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    say(cmd, "%s: %s%s", what, m,
+    char msg[2048];
+    snprintf(msg, sizeof msg, "%s", m);
+    size_t l = strlen(msg);
+    while (l > 0 && (msg[l - 1] == '\n' || msg[l - 1] == ' ')) msg[--l] = 0;
+    say(cmd, "%s: %s%s", what, msg,
         state && strcmp(state, "42P01") == 0
             ? "\n(hint: run `sluice migrate` to create the queue tables)"
             : "");
