@@ -1336,12 +1336,15 @@ static const char *normalise_type(const char *t) {
     char buf[64];
     size_t o = 0;
     int space = 0;
-    for (const char *p = t; *p && o < sizeof buf - 1; p++) {
+    for (const char *p = t; *p; p++) {
         if (isspace((unsigned char)*p)) {
             space = o > 0;
             continue;
         }
-        if (space && o < sizeof buf - 1) buf[o++] = ' ';
+        /* Room for a space, the character and the NUL; longer is no
+         * type of the whitelist. */
+        if (o + 3 > sizeof buf) return NULL;
+        if (space) buf[o++] = ' ';
         space = 0;
         buf[o++] = (char)tolower((unsigned char)*p);
     }

@@ -253,6 +253,10 @@ INVALID(subject_foreign_key_as_declared_column_is_refused,
 INVALID(unsupported_column_type_is_refused,
         HEAD STAGE_A "    columns:\n      note: varchar\n", 8, 13,
         "column 'note': unsupported type 'varchar'")
+INVALID(overlong_column_type_is_refused,
+        HEAD STAGE_A "    columns:\n      note: t<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<"
+                     "<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<ext\n",
+        8, 13, "column 'note': unsupported type 't<<<")
 INVALID(malformed_references_is_refused,
         HEAD STAGE_A "    columns:\n      owner: {type: uuid, references: a.b.c}\n",
         8, 39, "references: expected table.column")
@@ -1274,6 +1278,7 @@ int main(void) {
         cmocka_unit_test(engine_managed_column_name_is_refused),
         cmocka_unit_test(subject_foreign_key_as_declared_column_is_refused),
         cmocka_unit_test(unsupported_column_type_is_refused),
+        cmocka_unit_test(overlong_column_type_is_refused),
         cmocka_unit_test(malformed_references_is_refused),
         cmocka_unit_test(unknown_handler_suggests_the_nearest),
         cmocka_unit_test(unknown_handler_lists_the_registered_ones),
