@@ -373,6 +373,38 @@ static void same_queue_in_two_files_is_refused(void **state) {
     expect_file_error(paths, 2, b, 5, 12, msg);
 }
 
+/* A handler whose validate hook wants `with: {model: ...}`. */
+static int strict_validate(const sl_stage *stage, char *err, size_t errlen) {
+    if (!json_is_string(json_object_get(stage->with, "model"))) {
+        snprintf(err, errlen, "with.model is required (a string)");
+        return -1;
+    }
+    return 0;
+}
+
+static void strict_run(sl_ctx *ctx, const sl_job *job, void *st,
+                       sl_result *res) {
+    (void)ctx;
+    (void)job;
+    (void)st;
+    sl_done(res, json_object());
+}
+
+static void handler_validate_hook_reports_at_the_stage(void **state) {
+    (void)state;
+    static const sl_handler strict = {.name = "test.strict",
+                                      .validate = strict_validate,
+                                      .run = strict_run};
+    if (!sl_handler_find("test.strict")) sl_handler_register(&strict);
+    expect_error(HEAD "  a:\n    queue: a_jobs\n    handler: test.strict\n"
+                      "    with: {model: 3}\n",
+                 4, 3,
+                 "stage 'a': handler 'test.strict': with.model is required");
+    sl_model *m = load_ok(HEAD "  a:\n    queue: a_jobs\n    handler: "
+                               "test.strict\n    with: {model: \"x\"}\n");
+    sl_model_free(m);
+}
+
 static void every_error_is_collected_in_one_run(void **state) {
     (void)state;
     const char *yaml = HEAD "  a:\n    queue: Bad\n    handler: nope\n"
@@ -1299,6 +1331,7 @@ int main(void) {
         cmocka_unit_test(same_pipeline_name_in_two_files_is_refused),
         cmocka_unit_test(same_queue_in_two_files_is_refused),
         cmocka_unit_test(rls_column_must_be_declared_by_every_standalone_stage),
+        cmocka_unit_test(handler_validate_hook_reports_at_the_stage),
         cmocka_unit_test(every_error_is_collected_in_one_run),
         cmocka_unit_test(diagnostics_format_as_file_line_col_message),
         cmocka_unit_test(minimal_stage_gets_the_engine_defaults),
