@@ -1,5 +1,6 @@
 #include "rtlib.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,4 +229,81 @@ int rt_wait_for(PGconn *c, const char *sql, long want, int64_t timeout_ms) {
         usleep(20000);
     }
     return 0;
+}
+
+/* ---- helpers for the reliability suites ---------------------------------- */
+
+pid_t rt_spawn_logged(const sl_model *m, int concurrency, int batch,
+                      int exit_when_idle, int64_t drain_ms,
+                      const char *log_path, int min_level) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        sl_log_init(SL_LOGFMT, min_level);
+        sl_runtime_opts o = opts(concurrency, batch, exit_when_idle, drain_ms);
+        char err[512];
+        sl_runtime_install_signals();
+        int rc = sl_runtime_run(m, &o, err, sizeof err);
+        if (rc != 0) fprintf(stderr, "worker: %s\n", err);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    return pid;
+}
+
+int rt_alive(pid_t pid, int *status) {
+    int st = 0;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == 0) return 1;
+    if (status) *status = st;
+    return 0;
+}
+
+long rt_rss_kb(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1) break;
+    fclose(f);
+    return kb;
+}
+
+long rt_env_long(const char *name, long dflt) {
+    const char *v = getenv(name);
+    char *end;
+    if (!v || !*v) return dflt;
+    long n = strtol(v, &end, 10);
+    return *end ? dflt : n;
+}
+
+char *rt_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0, k;
+    char *buf = malloc(cap);
+    while (buf && (k = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += k;
+        if (cap - n - 1 == 0) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (!buf) return NULL;
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
 }

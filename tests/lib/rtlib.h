@@ -53,4 +53,27 @@ int rt_wait_for(PGconn *c, const char *sql, long want, int64_t timeout_ms);
 /* The conninfo of the current test database. */
 const char *rt_conninfo(void);
 
+/* ---- helpers for the reliability suites (tests/test_chaos.c, ...) ---- */
+
+/* Like rt_spawn, but the worker's log lines (stderr) are appended to
+ * log_path and logged from min_level up (SL_LOG_DEBUG..SL_LOG_ERROR). */
+pid_t rt_spawn_logged(const sl_model *m, int concurrency, int batch,
+                      int exit_when_idle, int64_t drain_ms,
+                      const char *log_path, int min_level);
+
+/* 1 while pid (a child of this process) is running, 0 once it exited (it
+ * is then reaped; *status gets its wait status when status is not NULL). */
+int rt_alive(pid_t pid, int *status);
+
+/* The resident set size of process pid in KiB (VmRSS), or -1. */
+long rt_rss_kb(pid_t pid);
+
+/* An integer from the environment, or dflt when unset or not a number
+ * (lets scripts/chaos and scripts/load run the CI tests longer). */
+long rt_env_long(const char *name, long dflt);
+
+/* Reads a whole file into a malloc'd NUL-terminated string (caller frees);
+ * NULL when it cannot be read. *len gets its length when len is not NULL. */
+char *rt_read_file(const char *path, size_t *len);
+
 #endif
