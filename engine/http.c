@@ -599,3 +599,9 @@ int sl_http_with_url(const json_t *with, const char *dflt_base,
     }
     return 0;
 }
+
+int sl_http_stop_check(void *ctx, int64_t sent, int64_t total) {
+    (void)sent;
+    (void)total;
+    return sl_ctx_should_stop(ctx);
+}

@@ -45,6 +45,11 @@ typedef struct sl_http sl_http; /* opaque; one per thread */
  * sl_ctx_should_stop() says so. */
 typedef int (*sl_http_progress_fn)(void *arg, int64_t sent, int64_t total);
 
+/* A progress callback for handlers: arg is the job's sl_ctx; aborts the
+ * transfer once sl_ctx_should_stop() says so (cancelled, lease lost,
+ * stage timeout, shutdown). */
+int sl_http_stop_check(void *ctx, int64_t sent, int64_t total);
+
 typedef struct sl_http_req {
     const char *what;   /* operation for messages ("AssemblyAI upload");
                            NULL = "HTTP request" */

@@ -1,0 +1,377 @@
+/* assemblyai_transcribe.c - handler "assemblyai.transcribe": submits an
+ * audio URL to AssemblyAI's POST /v2/transcript, then polls
+ * GET /v2/transcript/{id} until it is completed (docs/stages.md).
+ *
+ * No thread waits for AssemblyAI: the first run submits and saves the
+ * transcript id as the checkpoint; every run after that polls once and,
+ * while the transcript is queued or processing, snoozes the job for
+ * with.poll_interval (the worker serves other jobs meanwhile; a snooze does
+ * not use an attempt). A retry or a worker that died finds the id in the
+ * checkpoint and resumes polling: a transcript is never submitted twice.
+ *
+ * On completed the outputs are the transcript text (by default one line
+ * per utterance, "Speaker A: ..."), the transcript id and audio duration,
+ * and the utterances / words arrays when the stage declares columns of
+ * those names. An AssemblyAI `error` status is a permanent failure of
+ * class `provider` carrying AssemblyAI's message.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../engine/buf.h"
+#include "../engine/error.h"
+#include "../engine/http.h"
+#include "../engine/log.h"
+#include "stage.h"
+
+#define AAI_DEFAULT_BASE "https://api.assemblyai.com"
+#define POLL_DEFAULT_MS 3000
+#define MAX_WAIT_DEFAULT_MS (6LL * 3600 * 1000)
+
+/* The stage's configuration, read from `with` (borrowed strings). */
+typedef struct tx_cfg {
+    char submit_url[512];
+    const char *key;
+    sl_http_req limits;
+    int64_t poll_ms, max_wait_ms;
+    const char *audio_column, *text_column, *subject_column;
+    int speaker_lines;
+} tx_cfg;
+
+static const char *opt_str(const json_t *with, const char *key,
+                           const char *dflt) {
+    json_t *v = json_object_get(with, key);
+    return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+static int valid_ident(const char *s) {
+    size_t n = 0;
+    if (!s || !((*s >= 'a' && *s <= 'z') || *s == '_')) return 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') ||
+              s[n] == '_'))
+            return 0;
+    return n <= 63;
+}
+
+static int tx_config(const json_t *with, tx_cfg *c, char *err,
+                     size_t errlen) {
+    memset(c, 0, sizeof *c);
+    if (sl_http_with_url(with, AAI_DEFAULT_BASE, "/v2/transcript",
+                         c->submit_url, sizeof c->submit_url, err,
+                         errlen) != 0 ||
+        sl_http_with_key(with, "ASSEMBLYAI_API_KEY", &c->key, err, errlen) ||
+        sl_http_with_limits(with, 60000, &c->limits, err, errlen) ||
+        sl_http_with_duration(with, "poll_interval", POLL_DEFAULT_MS,
+                              &c->poll_ms, err, errlen) ||
+        sl_http_with_duration(with, "max_wait", MAX_WAIT_DEFAULT_MS,
+                              &c->max_wait_ms, err, errlen))
+        return -1;
+    static const char *const strings[] = {
+        "audio_column", "text_column", "subject_column", "language_code",
+        "transcript_format"};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        json_t *v = json_object_get(with, strings[i]);
+        if (v && !json_is_string(v)) {
+            snprintf(err, errlen, "with.%s: expected a string", strings[i]);
+            return -1;
+        }
+    }
+    c->audio_column = opt_str(with, "audio_column", "upload_url");
+    c->text_column = opt_str(with, "text_column", "transcript");
+    c->subject_column = opt_str(with, "subject_column", NULL);
+    if (c->subject_column && !valid_ident(c->subject_column)) {
+        snprintf(err, errlen,
+                 "with.subject_column: '%s' is not a column name "
+                 "([a-z_][a-z0-9_]*)",
+                 c->subject_column);
+        return -1;
+    }
+    const char *fmt = opt_str(with, "transcript_format", "speakers");
+    if (strcmp(fmt, "speakers") != 0 && strcmp(fmt, "text") != 0) {
+        snprintf(err, errlen, "with.transcript_format: speakers or text");
+        return -1;
+    }
+    c->speaker_lines = strcmp(fmt, "speakers") == 0;
+    json_t *sm = json_object_get(with, "speech_models");
+    if (sm) {
+        size_t i;
+        json_t *m;
+        int ok = json_is_array(sm) && json_array_size(sm) > 0;
+        json_array_foreach(sm, i, m) ok = ok && json_is_string(m);
+        if (!ok) {
+            snprintf(err, errlen,
+                     "with.speech_models: expected a list of model names, "
+                     "e.g. [universal-3-pro, universal-2]");
+            return -1;
+        }
+    }
+    json_t *o = json_object_get(with, "options");
+    if (o && !json_is_object(o)) {
+        snprintf(err, errlen, "with.options: expected a mapping of "
+                              "AssemblyAI request fields");
+        return -1;
+    }
+    json_t *b = json_object_get(with, "speaker_labels");
+    if (b && !json_is_boolean(b)) {
+        snprintf(err, errlen, "with.speaker_labels: expected true or false");
+        return -1;
+    }
+    return 0;
+}
+
+static int tx_validate(const sl_stage *stage, char *err, size_t errlen) {
+    tx_cfg c;
+    return tx_config(stage->with, &c, err, errlen);
+}
+
+static int tx_init(const sl_stage *stage, void **state, char *err,
+                   size_t errlen) {
+    (void)stage;
+    sl_http *h = NULL;
+    if (sl_http_new(&h, err, errlen) != 0) return -1;
+    *state = h;
+    return 0;
+}
+
+static void tx_fini(void *state) { sl_http_free(state); }
+
+static int declares(const sl_stage *s, const char *column) {
+    for (size_t i = 0; i < s->ncolumns; i++)
+        if (strcmp(s->columns[i].name, column) == 0) return 1;
+    return 0;
+}
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The request body: audio_url, the model list, speaker labels, language
+ * and with.options merged in. */
+static json_t *submit_body(const json_t *with, const char *audio_url) {
+    json_t *b = json_pack("{s:s}", "audio_url", audio_url);
+    json_t *sm = json_object_get(with, "speech_models");
+    json_object_set_new(b, "speech_models",
+                        sm ? json_deep_copy(sm)
+                           : json_pack("[s,s]", "universal-3-pro",
+                                       "universal-2"));
+    json_t *sl = json_object_get(with, "speaker_labels");
+    json_object_set_new(b, "speaker_labels",
+                        json_boolean(sl ? json_is_true(sl) : 1));
+    const char *lang = opt_str(with, "language_code", NULL);
+    if (lang) json_object_set_new(b, "language_code", json_string(lang));
+    json_t *o = json_object_get(with, "options");
+    if (json_is_object(o)) json_object_update(b, o);
+    json_object_set_new(b, "audio_url", json_string(audio_url));
+    return b;
+}
+
+/* One request with the key; the reply as JSON in *reply. */
+static int call(sl_http *h, const tx_cfg *c, const char *what,
+                const char *method, const char *url, const char *body,
+                sl_ctx *ctx, json_t **reply, sl_result *res) {
+    char auth[1024];
+    const char *headers[] = {auth, "Content-Type: application/json", NULL};
+    sl_http_resp resp;
+    sl_http_req req = c->limits;
+    snprintf(auth, sizeof auth, "Authorization: %s", c->key);
+    req.what = what;
+    req.method = method;
+    req.url = url;
+    req.headers = headers;
+    req.body = body;
+    req.body_len = body ? strlen(body) : 0;
+    req.progress = sl_http_stop_check;
+    req.progress_arg = ctx;
+    int rc = sl_http_do(h, &req, &resp, res);
+    if (rc == 0) rc = sl_http_json(&req, &resp, reply, res);
+    explicit_bzero(auth, sizeof auth);
+    sl_http_resp_clear(&resp);
+    return rc;
+}
+
+/* "Speaker A: ..." lines from the utterances, or NULL when there are none
+ * (caller frees). */
+static char *speaker_text(const json_t *utts) {
+    sl_buf b;
+    size_t i;
+    json_t *u;
+    if (!json_is_array(utts) || json_array_size(utts) == 0) return NULL;
+    sl_buf_init(&b);
+    json_array_foreach(utts, i, u) {
+        const char *sp = json_string_value(json_object_get(u, "speaker"));
+        const char *tx = json_string_value(json_object_get(u, "text"));
+        if (!tx) continue;
+        if (!sp || !*sp) sl_buf_printf(&b, "%s\n", tx);
+        else if (strlen(sp) <= 2) sl_buf_printf(&b, "Speaker %s: %s\n", sp, tx);
+        else sl_buf_printf(&b, "%s: %s\n", sp, tx);
+    }
+    return sl_buf_steal(&b);
+}
+
+/* Stores the text on the subject row too (with.subject_column). */
+static int store_on_subject(sl_ctx *ctx, const sl_job *job, const char *col,
+                            const char *text, sl_result *res) {
+    const sl_pipeline *p = job->stage->pipeline;
+    if (!p->has_subject || !job->subject_id) return 0;
+    char sql[512];
+    snprintf(sql, sizeof sql, "UPDATE \"%s\" SET \"%s\" = $1 WHERE \"%s\" = "
+                              "$2::uuid",
+             p->subject.table, col, p->subject.key);
+    const char *params[2] = {text, job->subject_id};
+    PGresult *r = PQexecParams(sl_ctx_conn(ctx), sql, 2, NULL, params, NULL,
+                               NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        sl_fail(res,
+                PQstatus(sl_ctx_conn(ctx)) == CONNECTION_OK ? SL_EC_INTERNAL
+                                                            : SL_EC_RETRYABLE,
+                "assemblyai.transcribe: storing the transcript on %s.%s: %s",
+                p->subject.table, col, PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+static void completed(sl_ctx *ctx, const sl_job *job, const tx_cfg *c,
+                      json_t *reply, const char *id, sl_result *res) {
+    const sl_stage *s = job->stage;
+    json_t *utts = json_object_get(reply, "utterances");
+    const char *plain = json_string_value(json_object_get(reply, "text"));
+    if (!plain) {
+        sl_fail(res, SL_EC_INVALID_RESPONSE,
+                "AssemblyAI transcript %s: completed without text", id);
+        return;
+    }
+    char *lines = c->speaker_lines ? speaker_text(utts) : NULL;
+    const char *text = lines ? lines : plain;
+    if (c->subject_column &&
+        store_on_subject(ctx, job, c->subject_column, text, res) != 0) {
+        free(lines);
+        return;
+    }
+    json_t *out = json_object();
+    json_object_set_new(out, c->text_column, json_string(text));
+    json_object_set_new(out, "transcript_id", json_string(id));
+    json_t *dur = json_object_get(reply, "audio_duration");
+    if (json_is_number(dur)) json_object_set(out, "audio_duration", dur);
+    if (declares(s, "utterances"))
+        json_object_set(out, "utterances", utts ? utts : json_null());
+    if (declares(s, "words")) {
+        json_t *w = json_object_get(reply, "words");
+        json_object_set(out, "words", w ? w : json_null());
+    }
+    free(lines);
+    sl_done(res, out);
+}
+
+static void tx_run(sl_ctx *ctx, const sl_job *job, void *state,
+                   sl_result *res) {
+    sl_http *h = state;
+    tx_cfg c;
+    char err[512], url[1024];
+    json_t *reply = NULL;
+    char *body = NULL;
+    if (tx_config(job->stage->with, &c, err, sizeof err) != 0) {
+        sl_fail(res, SL_EC_INVALID_INPUT, "assemblyai.transcribe: %s", err);
+        return;
+    }
+    if (!c.key) {
+        sl_fail(res, SL_EC_INVALID_INPUT,
+                "assemblyai.transcribe: no API key: set %s in the worker's "
+                "environment",
+                opt_str(job->stage->with, "api_key_env",
+                        "ASSEMBLYAI_API_KEY"));
+        return;
+    }
+    const char *id = json_string_value(json_object_get(job->checkpoint,
+                                                       "transcript_id"));
+    json_t *at = json_object_get(job->checkpoint, "submitted_at");
+    int64_t submitted = json_is_integer(at) ? json_integer_value(at) : 0;
+
+    if (!id) {
+        const char *audio = json_string_value(
+            json_object_get(job->input, c.audio_column));
+        if (!audio || !*audio) {
+            sl_fail(res, SL_EC_INVALID_INPUT,
+                    "assemblyai.transcribe: the job has no %s",
+                    c.audio_column);
+            return;
+        }
+        json_t *b = submit_body(job->stage->with, audio);
+        body = b ? json_dumps(b, JSON_COMPACT) : NULL;
+        json_decref(b);
+        if (!body) {
+            sl_fail(res, SL_EC_RETRYABLE, "assemblyai.transcribe: out of "
+                                          "memory");
+            return;
+        }
+        if (call(h, &c, "AssemblyAI transcript", "POST", c.submit_url, body,
+                 ctx, &reply, res) != 0)
+            goto out;
+        id = json_string_value(json_object_get(reply, "id"));
+        if (!id || !*id || strchr(id, '/') || strchr(id, '?')) {
+            sl_fail(res, SL_EC_INVALID_RESPONSE,
+                    "AssemblyAI transcript: the reply has no usable id");
+            goto out;
+        }
+        submitted = wall_ms();
+        json_t *cp = json_pack("{s:s, s:I}", "transcript_id", id,
+                               "submitted_at", (json_int_t)submitted);
+        int rc = sl_ctx_checkpoint(ctx, cp);
+        json_decref(cp);
+        if (rc != 0) {
+            sl_fail(res, SL_EC_RETRYABLE,
+                    "assemblyai.transcribe: could not save the transcript "
+                    "id %s",
+                    id);
+            goto out;
+        }
+        sl_ctx_progress(ctx, 0, "Transcribing (queued)");
+        sl_snooze(res, c.poll_ms);
+        goto out;
+    }
+
+    snprintf(url, sizeof url, "%s/%s", c.submit_url, id);
+    if (call(h, &c, "AssemblyAI transcript status", "GET", url, NULL, ctx,
+             &reply, res) != 0)
+        goto out;
+    const char *status = json_string_value(json_object_get(reply, "status"));
+    if (!status) {
+        sl_fail(res, SL_EC_INVALID_RESPONSE,
+                "AssemblyAI transcript %s: the reply has no status", id);
+    } else if (strcmp(status, "completed") == 0) {
+        completed(ctx, job, &c, reply, id, res);
+    } else if (strcmp(status, "error") == 0) {
+        const char *msg = json_string_value(json_object_get(reply, "error"));
+        sl_fail(res, SL_EC_PROVIDER, "AssemblyAI transcription failed: %s",
+                msg ? msg : "(no message)");
+    } else if (strcmp(status, "queued") == 0 ||
+               strcmp(status, "processing") == 0) {
+        if (submitted > 0 && wall_ms() - submitted > c.max_wait_ms) {
+            sl_fail(res, SL_EC_TIMEOUT,
+                    "AssemblyAI transcript %s still %s after %lld s "
+                    "(max_wait)",
+                    id, status, (long long)(c.max_wait_ms / 1000));
+        } else {
+            char detail[64];
+            snprintf(detail, sizeof detail, "Transcribing (%s)", status);
+            sl_ctx_progress(ctx, strcmp(status, "queued") == 0 ? 0 : 50,
+                            detail);
+            sl_snooze(res, c.poll_ms);
+        }
+    } else {
+        sl_fail(res, SL_EC_INVALID_RESPONSE,
+                "AssemblyAI transcript %s: unknown status '%.40s'", id,
+                status);
+    }
+out:
+    free(body);
+    json_decref(reply);
+}
+
+const sl_handler sl_handler_assemblyai_transcribe = {
+    "assemblyai.transcribe", tx_validate, tx_init, tx_fini, tx_run};
