@@ -7,10 +7,12 @@
 
 extern const sl_handler sl_handler_noop;
 extern const sl_handler sl_handler_lua;
+extern const sl_handler sl_handler_local_transcribe;
 
 static const sl_handler *const handlers[] = {
     &sl_handler_noop,
     &sl_handler_lua,
+    &sl_handler_local_transcribe,
 };
 
 #define NHANDLERS (sizeof handlers / sizeof handlers[0])
