@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "http.h"
 #include "log.h"
 #include "lua_priv.h"
 
@@ -436,6 +437,177 @@ rollback: {
 }
 
 /* ------------------------------------------------------------------ */
+/* sluice.http                                                        */
+/* ------------------------------------------------------------------ */
+
+static int http_progress(void *arg, int64_t sent, int64_t total) {
+    (void)sent;
+    (void)total;
+    sl_lua *h = arg;
+    return h->ctx && sl_ctx_should_stop(h->ctx);
+}
+
+static sl_http *need_http(lua_State *L, sl_lua *h) {
+    if (!h->http) {
+        char err[256];
+        if (sl_http_new(&h->http, err, sizeof err) != 0)
+            luaL_error(L, "sluice.http.request: %s", err);
+    }
+    return h->http;
+}
+
+static int64_t opt_ms(lua_State *L, int t, const char *field) {
+    int64_t ms = 0;
+    if (lua_getfield(L, t, field) != LUA_TNIL) {
+        lua_Number sec = lua_tonumber(L, -1);
+        if (!(sec > 0) || sec > 86400)
+            luaL_error(L, "sluice.http.request: %s must be seconds in "
+                          "(0, 86400]",
+                       field);
+        ms = (int64_t)(sec * 1000.0);
+    }
+    lua_pop(L, 1);
+    return ms;
+}
+
+/* sluice.http.request{method, url, headers, body, timeout, ...} -> response
+ *
+ * Goes through the engine's HTTP client (engine/http.h): its timeouts,
+ * size cap and error classes. A failed transfer or a non-2xx status raises
+ * an error of the class http.h assigns (so the stage's retry policy
+ * applies) unless `errors = "return"`, which returns the response of a
+ * non-2xx status instead (transport failures still raise). The response
+ * is {status, body, content_type, json (when the body is JSON), error,
+ * class (on a non-2xx status)}. */
+static int http_request(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    sl_lua *h = sl_lua__host(L);
+    sl_http_req req;
+    memset(&req, 0, sizeof req);
+    req.what = "sluice.http.request";
+
+    lua_getfield(L, 1, "url"); /* 2 */
+    req.url = lua_tostring(L, 2);
+    if (!req.url) return luaL_error(L, "sluice.http.request: url is required");
+    lua_getfield(L, 1, "method"); /* 3 */
+    req.method = lua_isnil(L, 3) ? "GET" : luaL_checkstring(L, 3);
+
+    /* The body: a string as is, a table as JSON. */
+    int json_body = 0;
+    lua_getfield(L, 1, "body"); /* 4 */
+    if (lua_istable(L, 4)) {
+        push_encoded(L, 4, JSON_COMPACT, "sluice.http.request: body");
+        lua_replace(L, 4);
+        json_body = 1;
+    }
+    if (!lua_isnil(L, 4)) {
+        size_t n;
+        req.body = luaL_checklstring(L, 4, &n);
+        req.body_len = n;
+    }
+
+    /* Headers: {["Name"] = "value"} or {"Name: value", ...}. */
+    lua_getfield(L, 1, "headers"); /* 5 */
+    const char **hdrs = lua_newuserdatauv(L, sizeof(char *) * 66, 0); /* 6 */
+    int nh = 0, has_ct = 0;
+    if (lua_istable(L, 5)) {
+        lua_pushnil(L);
+        while (lua_next(L, 5) != 0) {
+            if (nh >= 64)
+                return luaL_error(L, "sluice.http.request: too many headers");
+            int top = lua_gettop(L); /* key at top - 1, value at top */
+            const char *line;
+            if (lua_type(L, top - 1) == LUA_TSTRING) {
+                const char *v = luaL_tolstring(L, top, NULL);
+                line = lua_pushfstring(L, "%s: %s", lua_tostring(L, top - 1),
+                                       v);
+                lua_remove(L, top + 1);
+            } else {
+                line = luaL_tolstring(L, top, NULL);
+            }
+            /* key, value, line -> line, key: the line stays referenced
+             * below the key that lua_next needs. */
+            lua_rotate(L, top - 1, 1);
+            lua_pop(L, 1);
+            if (strchr(line, '\r') || strchr(line, '\n'))
+                return luaL_error(L, "sluice.http.request: a header contains "
+                                     "a line break");
+            if (strncasecmp(line, "content-type:", 13) == 0) has_ct = 1;
+            hdrs[nh++] = line;
+        }
+    }
+    if (json_body && !has_ct) hdrs[nh++] = "Content-Type: application/json";
+    hdrs[nh] = NULL;
+    req.headers = hdrs;
+
+    req.timeout_ms = opt_ms(L, 1, "timeout");
+    req.connect_timeout_ms = opt_ms(L, 1, "connect_timeout");
+    lua_getfield(L, 1, "max_bytes");
+    if (!lua_isnil(L, -1)) req.max_response = (size_t)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "follow_redirects");
+    req.follow_redirects = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "errors");
+    int return_errors = lua_isstring(L, -1) &&
+                        strcmp(lua_tostring(L, -1), "return") == 0;
+    lua_pop(L, 1);
+    req.progress = http_progress;
+    req.progress_arg = h;
+
+    sl_http *client = need_http(L, h);
+    sl_lua__box *b = sl_lua__box_new(L);
+    sl_http_resp resp;
+    memset(&resp, 0, sizeof resp);
+    sl_result res;
+    memset(&res, 0, sizeof res);
+    int rc = sl_http_do(client, &req, &resp, &res);
+    /* The box owns the body from here on. */
+    b->str = resp.body;
+    resp.body = NULL;
+    if (rc != 0 && !(return_errors && resp.status >= 300)) {
+        sl_lua__box_free(b);
+        sl_http_resp_clear(&resp);
+        return sl_lua__raise(L, res.errclass, res.delay_ms, "%s",
+                             res.message);
+    }
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, resp.status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, b->str ? b->str : "", b->str ? resp.body_len : 0);
+    lua_setfield(L, -2, "body");
+    lua_pushstring(L, resp.content_type);
+    lua_setfield(L, -2, "content_type");
+    if (resp.retry_after_ms >= 0) {
+        lua_pushnumber(L, (lua_Number)resp.retry_after_ms / 1000.0);
+        lua_setfield(L, -2, "retry_after");
+    }
+    if (rc != 0) {
+        lua_pushstring(L, res.message);
+        lua_setfield(L, -2, "error");
+        lua_pushstring(L, sl_errclass_name(res.errclass));
+        lua_setfield(L, -2, "class");
+    }
+    if (b->str && strstr(resp.content_type, "json")) {
+        json_error_t je;
+        b->json = json_loadb(b->str, resp.body_len, JSON_DECODE_ANY, &je);
+        if (b->json) {
+            sl_lua__push_json(L, b->json);
+            lua_setfield(L, -2, "json");
+        }
+    }
+    sl_lua__box_free(b);
+    sl_http_resp_clear(&resp);
+    return 1;
+}
+
+void sl_lua__close_api(sl_lua *h) {
+    sl_http_free(h->http);
+    h->http = NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* Installation                                                       */
 /* ------------------------------------------------------------------ */
 
@@ -464,6 +636,7 @@ void sl_lua__open_api(lua_State *L) {
                                           {"set", api_checkpoint_set},
                                           {NULL, NULL}};
     static const luaL_Reg sql[] = {{"query", sql_query}, {NULL, NULL}};
+    static const luaL_Reg http[] = {{"request", http_request}, {NULL, NULL}};
 
     lua_newtable(L);
     set_funcs(L, top);
@@ -478,5 +651,8 @@ void sl_lua__open_api(lua_State *L) {
     lua_newtable(L);
     set_funcs(L, sql);
     lua_setfield(L, -2, "sql");
+    lua_newtable(L);
+    set_funcs(L, http);
+    lua_setfield(L, -2, "http");
     lua_setglobal(L, "sluice");
 }

@@ -1019,6 +1019,7 @@ int sl_lua_call(sl_lua *h, const char *point, sl_ctx *ctx, const sl_job *job,
 void sl_lua_close(sl_lua *h) {
     if (!h) return;
     lua_close(h->L);
+    sl_lua__close_api(h);
     json_decref(h->checkpoint);
     free(h);
 }

@@ -32,6 +32,7 @@ struct sl_lua {
     const char *point;
     json_t *checkpoint; /* owned: the job's checkpoint or the last one set */
     PGconn *conn;       /* sl_lua_set_conn; used when ctx is NULL */
+    struct sl_http *http; /* sluice.http's client, created on first use */
 };
 
 /* Registry keys (their addresses are the keys). */
@@ -71,6 +72,9 @@ void sl_lua__box_free(sl_lua__box *b);
 /* Installs the global table `sluice` (lua_api.c). Runs in protected mode
  * during sl_lua_open. */
 void sl_lua__open_api(lua_State *L);
+
+/* Frees what the API keeps per state (the HTTP client). */
+void sl_lua__close_api(sl_lua *h);
 
 /* The message handler used for every call: adds a traceback. */
 int sl_lua__msgh(lua_State *L);
