@@ -8,11 +8,21 @@
 extern const sl_handler sl_handler_noop;
 extern const sl_handler sl_handler_lua;
 extern const sl_handler sl_handler_local_transcribe;
+extern const sl_handler sl_handler_assemblyai_upload;
+extern const sl_handler sl_handler_assemblyai_transcribe;
+extern const sl_handler sl_handler_llm_analyze;
+extern const sl_handler sl_handler_llm_generate;
+extern const sl_handler sl_handler_http;
 
 static const sl_handler *const handlers[] = {
     &sl_handler_noop,
     &sl_handler_lua,
     &sl_handler_local_transcribe,
+    &sl_handler_assemblyai_upload,
+    &sl_handler_assemblyai_transcribe,
+    &sl_handler_llm_analyze,
+    &sl_handler_llm_generate,
+    &sl_handler_http,
 };
 
 #define NHANDLERS (sizeof handlers / sizeof handlers[0])
