@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "http.h"
+#include "llm.h"
 #include "log.h"
 #include "lua_priv.h"
 
@@ -538,6 +539,37 @@ static int http_request(lua_State *L) {
         }
     }
     if (json_body && !has_ct) hdrs[nh++] = "Content-Type: application/json";
+    /* auth = "bearer" | "raw": the key named by the stage's
+     * with.api_key_env, added here so that Lua never sees it. */
+    lua_getfield(L, 1, "auth");
+    if (!lua_isnil(L, -1)) {
+        const char *scheme = luaL_checkstring(L, -1);
+        int bearer = strcmp(scheme, "bearer") == 0;
+        if (!bearer && strcmp(scheme, "raw") != 0)
+            return luaL_error(L, "sluice.http.request: auth is \"bearer\" "
+                                 "or \"raw\"");
+        const json_t *with = h->stage ? h->stage->with : NULL;
+        const char *key = NULL;
+        char err[256];
+        if (!json_is_string(json_object_get(with, "api_key_env")))
+            return luaL_error(L, "sluice.http.request: auth needs "
+                                 "with.api_key_env on the stage (the "
+                                 "environment variable holding the key)");
+        if (sl_http_with_key(with, "", &key, err, sizeof err) != 0)
+            return luaL_error(L, "sluice.http.request: %s", err);
+        if (!key)
+            return luaL_error(L, "sluice.http.request: the environment "
+                                 "variable %s is not set",
+                              json_string_value(json_object_get(
+                                  with, "api_key_env")));
+        sl_lua__box *kb = sl_lua__box_new(L);
+        size_t kl = strlen(key) + 32;
+        kb->str = malloc(kl);
+        if (!kb->str) return luaL_error(L, "sluice.http.request: out of memory");
+        snprintf(kb->str, kl, "Authorization: %s%s", bearer ? "Bearer " : "",
+                 key);
+        hdrs[nh++] = kb->str;
+    }
     hdrs[nh] = NULL;
     req.headers = hdrs;
 
@@ -602,6 +634,98 @@ static int http_request(lua_State *L) {
     return 1;
 }
 
+/* ------------------------------------------------------------------ */
+/* sluice.llm                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Call options that may override the stage's `with:`. The endpoint and the
+ * key (base_url, api_key_env) come from YAML only. */
+static const char *const llm_overrides[] = {
+    "model", "temperature", "max_tokens", "response_format",
+    "request_timeout", NULL};
+
+/* sluice.llm.chat{messages = {...} [, schema = {...}, schema_name = "x",
+ * model = ..., temperature = ..., max_tokens = ...]} -> reply
+ *
+ * One chat completion through the engine's LLM client (engine/llm.h),
+ * configured by the stage's `with:` (base_url, model, api_key_env, ...).
+ * With a schema the reply is the validated JSON as a table; without it is
+ * the reply text. Failures raise with the client's error class. */
+static int llm_chat(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    sl_lua *h = sl_lua__host(L);
+    char err[256];
+    sl_lua__box *cfgbox = sl_lua__box_new(L); /* 2 */
+    cfgbox->json = h->stage && h->stage->with ? json_deep_copy(h->stage->with)
+                                              : json_object();
+    if (!cfgbox->json) return luaL_error(L, "sluice.llm.chat: out of memory");
+    for (int i = 0; llm_overrides[i]; i++) {
+        if (lua_getfield(L, 1, llm_overrides[i]) != LUA_TNIL) {
+            json_t *v = sl_lua__to_json(L, -1, err, sizeof err);
+            if (!v)
+                return luaL_error(L, "sluice.llm.chat: %s: %s",
+                                  llm_overrides[i], err);
+            json_object_set_new(cfgbox->json, llm_overrides[i], v);
+        }
+        lua_pop(L, 1);
+    }
+    sl_llm_cfg cfg;
+    if (sl_llm_cfg_from_with(cfgbox->json, &cfg, err, sizeof err) != 0)
+        return luaL_error(L, "sluice.llm.chat: %s", err);
+
+    sl_lua__box *msgbox = sl_lua__box_new(L); /* 3 */
+    lua_getfield(L, 1, "messages");
+    msgbox->json = sl_lua__to_json(L, -1, err, sizeof err);
+    lua_pop(L, 1);
+    if (!msgbox->json || !json_is_array(msgbox->json) ||
+        json_array_size(msgbox->json) == 0)
+        return luaL_error(L, "sluice.llm.chat: messages must be a non-empty "
+                             "list of {role = ..., content = ...}%s%s",
+                          msgbox->json ? "" : ": ", msgbox->json ? "" : err);
+
+    sl_lua__box *schemabox = sl_lua__box_new(L); /* 4 */
+    if (lua_getfield(L, 1, "schema") != LUA_TNIL) {
+        schemabox->json = sl_lua__to_json(L, -1, err, sizeof err);
+        if (!json_is_object(schemabox->json))
+            return luaL_error(L, "sluice.llm.chat: schema must be a JSON "
+                                 "Schema table%s%s",
+                              schemabox->json ? "" : ": ",
+                              schemabox->json ? "" : err);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "schema_name");
+    const char *schema_name = luaL_optstring(L, -1, "response");
+
+    sl_http *client = need_http(L, h);
+    sl_lua__box *outbox = sl_lua__box_new(L);
+    sl_result res;
+    memset(&res, 0, sizeof res);
+    int rc = sl_llm_chat(client, &cfg, msgbox->json, schemabox->json,
+                         schema_name, &outbox->json, http_progress, h, &res);
+    if (rc != 0)
+        return sl_lua__raise(L, res.errclass, res.delay_ms, "%s", res.message);
+    sl_lua__push_json(L, outbox->json);
+    sl_lua__box_free(outbox);
+    sl_lua__box_free(schemabox);
+    sl_lua__box_free(msgbox);
+    sl_lua__box_free(cfgbox);
+    return 1;
+}
+
+/* sluice.llm.available() -> true when the stage's `with:` configures a
+ * model and the API key's environment variable is set. */
+static int llm_available(lua_State *L) {
+    sl_lua *h = sl_lua__host(L);
+    sl_llm_cfg cfg;
+    char err[256];
+    int ok = h->stage && h->stage->with &&
+             sl_llm_cfg_from_with(h->stage->with, &cfg, err, sizeof err) == 0 &&
+             cfg.api_key != NULL;
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
 void sl_lua__close_api(sl_lua *h) {
     sl_http_free(h->http);
     h->http = NULL;
@@ -637,6 +761,9 @@ void sl_lua__open_api(lua_State *L) {
                                           {NULL, NULL}};
     static const luaL_Reg sql[] = {{"query", sql_query}, {NULL, NULL}};
     static const luaL_Reg http[] = {{"request", http_request}, {NULL, NULL}};
+    static const luaL_Reg llm[] = {{"chat", llm_chat},
+                                   {"available", llm_available},
+                                   {NULL, NULL}};
 
     lua_newtable(L);
     set_funcs(L, top);
@@ -654,5 +781,8 @@ void sl_lua__open_api(lua_State *L) {
     lua_newtable(L);
     set_funcs(L, http);
     lua_setfield(L, -2, "http");
+    lua_newtable(L);
+    set_funcs(L, llm);
+    lua_setfield(L, -2, "llm");
     lua_setglobal(L, "sluice");
 }

@@ -34,18 +34,23 @@ static const char *const HOOKS =
     "    errors = 'return'}\n"
     "  return {status = r.status, class = r.class, error = r.error}\n"
     "end\n"
+    "function chat_auth(base)\n"
+    "  return sluice.http.request{method = 'POST', auth = 'bearer',\n"
+    "    url = base .. '/v1/chat/completions',\n"
+    "    body = {model = 'm1', messages = {{role = 'user', content = 'k'}}}}.status\n"
+    "end\n"
     "function header_injection(base)\n"
     "  return sluice.http.request{url = base .. '/_stats',\n"
     "    headers = {['X-A'] = 'a\\r\\nX-Evil: 1'}}\n"
     "end\n";
 
 static const char *const POINTS[] = {"get", "chat", "chat_returning_errors",
-                                     "header_injection", NULL};
+                                     "header_injection", "chat_auth", NULL};
 
 typedef struct fixture {
     fake_cloud fake;
     sl_stage stage;
-    sl_hook hooks[4];
+    sl_hook hooks[5];
     sl_lua *L;
 } fixture;
 
@@ -57,9 +62,9 @@ static int setup(void **state) {
         f->hooks[i] = (sl_hook){.point = POINTS[i], .file = file,
                                 .function = POINTS[i]};
     f->stage.name = "http";
-    f->stage.with = json_object();
+    f->stage.with = json_pack("{s:s}", "api_key_env", "LUA_HTTP_TEST_KEY");
     f->stage.hooks = f->hooks;
-    f->stage.nhooks = 4;
+    f->stage.nhooks = 5;
     char err[512];
     if (sl_lua_open(&f->stage, &f->L, err, sizeof err) != 0)
         fail_msg("open: %s", err);
@@ -173,6 +178,21 @@ static void header_with_a_line_break_is_refused(void **state) {
     assert_non_null(strstr(res.message, "line break"));
 }
 
+static void auth_adds_the_key_named_by_the_stage(void **state) {
+    fixture *f = *state;
+    json_t *ret = NULL;
+    sl_result res;
+    unsetenv("LUA_HTTP_TEST_KEY");
+    assert_int_equal(call(f, "chat_auth", NULL, &ret, &res), -SL_ELUA);
+    assert_non_null(strstr(res.message, "LUA_HTTP_TEST_KEY is not set"));
+    setenv("LUA_HTTP_TEST_KEY", "sk-test-lua-123", 1);
+    int rc = call(f, "chat_auth", NULL, &ret, &res);
+    if (rc != 0) fail_msg("%s", res.message);
+    assert_int_equal(json_integer_value(ret), 200);
+    json_decref(ret);
+    unsetenv("LUA_HTTP_TEST_KEY");
+}
+
 int main(void) {
 #define T(n) cmocka_unit_test_setup_teardown(n, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -183,6 +203,7 @@ int main(void) {
         T(rate_limit_raises_rate_limited_with_retry_after),
         T(errors_return_gives_the_response_instead),
         T(header_with_a_line_break_is_refused),
+        T(auth_adds_the_key_named_by_the_stage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
