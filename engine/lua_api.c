@@ -85,8 +85,7 @@ static const char *job_id(sl_lua *h) {
 
 /* sluice.log(level, message [, fields]) */
 static int api_log(lua_State *L) {
-    static const char *const names[] = {"debug", "info", "warn", "error",
-                                        NULL};
+    static const char *const names[] = {"debug", "info", "warn", "error", NULL};
     int level = luaL_checkoption(L, 1, NULL, names);
     const char *msg = luaL_checkstring(L, 2);
     const char *kv[17] = {NULL};
@@ -116,10 +115,11 @@ static int api_log(lua_State *L) {
         }
     }
     sl_lua *h = sl_lua__host(L);
-    sl_log(level, msg, "stage", h->stage && h->stage->name ? h->stage->name : "",
-           "job", job_id(h), "hook", h->point ? h->point : "", kv[0], kv[1],
-           kv[2], kv[3], kv[4], kv[5], kv[6], kv[7], kv[8], kv[9], kv[10],
-           kv[11], kv[12], kv[13], kv[14], kv[15], NULL);
+    sl_log(level, msg, "stage",
+           h->stage && h->stage->name ? h->stage->name : "", "job", job_id(h),
+           "hook", h->point ? h->point : "", kv[0], kv[1], kv[2], kv[3], kv[4],
+           kv[5], kv[6], kv[7], kv[8], kv[9], kv[10], kv[11], kv[12], kv[13],
+           kv[14], kv[15], NULL);
     return 0;
 }
 
@@ -218,8 +218,7 @@ static int api_job(lua_State *L) {
     sl_lua__box *b = sl_lua__box_new(L);
     b->json = sl_lua_job_json(h->job);
     if (!b->json) return luaL_error(L, "sluice.job: out of memory");
-    if (h->checkpoint)
-        json_object_set(b->json, "checkpoint", h->checkpoint);
+    if (h->checkpoint) json_object_set(b->json, "checkpoint", h->checkpoint);
     sl_lua__push_json(L, b->json);
     sl_lua__box_free(b);
     return 1;
@@ -256,9 +255,7 @@ enum {
 static void push_field(lua_State *L, sl_lua__box *b, const char *v, int len,
                        Oid type) {
     switch (type) {
-    case OID_BOOL:
-        lua_pushboolean(L, v[0] == 't');
-        return;
+    case OID_BOOL: lua_pushboolean(L, v[0] == 't'); return;
     case OID_INT8:
     case OID_INT2:
     case OID_INT4:
@@ -281,8 +278,7 @@ static void push_field(lua_State *L, sl_lua__box *b, const char *v, int len,
         b->json = NULL;
         return;
     }
-    default:
-        lua_pushlstring(L, v, (size_t)len);
+    default: lua_pushlstring(L, v, (size_t)len);
     }
 }
 
@@ -335,18 +331,12 @@ static int sql_query(lua_State *L) {
     for (int i = 0; i < nparams; i++) {
         int idx = i + 2;
         switch (lua_type(L, idx)) {
-        case LUA_TNIL:
-            values[i] = NULL;
-            break;
+        case LUA_TNIL: values[i] = NULL; break;
         case LUA_TBOOLEAN:
             values[i] = lua_toboolean(L, idx) ? "true" : "false";
             break;
-        case LUA_TNUMBER:
-            values[i] = luaL_tolstring(L, idx, NULL);
-            break;
-        case LUA_TSTRING:
-            values[i] = lua_tostring(L, idx);
-            break;
+        case LUA_TNUMBER: values[i] = luaL_tolstring(L, idx, NULL); break;
+        case LUA_TSTRING: values[i] = lua_tostring(L, idx); break;
         case LUA_TTABLE:
             values[i] = push_encoded(L, idx, JSON_COMPACT | JSON_SORT_KEYS,
                                      "sluice.sql.query");
@@ -387,7 +377,8 @@ static int sql_query(lua_State *L) {
         char sqlstate[8] = "";
         if (state) snprintf(sqlstate, sizeof sqlstate, "%s", state);
         snprintf(err, sizeof err, "%s (SQLSTATE %s)%s",
-                 prim ? prim : PQerrorMessage(conn), sqlstate[0] ? sqlstate : "?",
+                 prim ? prim : PQerrorMessage(conn),
+                 sqlstate[0] ? sqlstate : "?",
                  strcmp(sqlstate, "25006") == 0
                      ? "; this stage may only read: set `sql_writes: true` "
                        "on the stage to allow writes"
@@ -396,7 +387,8 @@ static int sql_query(lua_State *L) {
         b->res = NULL;
         char ignore[64];
         exec_plain(conn, b, "ROLLBACK", ignore, sizeof ignore);
-        return sl_lua__raise(L, classify_sql(conn, sqlstate[0] ? sqlstate : NULL),
+        return sl_lua__raise(L,
+                             classify_sql(conn, sqlstate[0] ? sqlstate : NULL),
                              0, "sluice.sql.query: %s", err);
     }
     /* Keep the result; commit on the side. */
@@ -429,7 +421,7 @@ static int sql_query(lua_State *L) {
     sl_lua__box_free(b);
     return 2;
 
-rollback: {
+rollback : {
     char ignore[64];
     exec_plain(conn, b, "ROLLBACK", ignore, sizeof ignore);
     return sl_lua__raise(L, classify_sql(conn, NULL), 0, "sluice.sql.query: %s",
@@ -462,8 +454,9 @@ static int64_t opt_ms(lua_State *L, int t, const char *field) {
     if (lua_getfield(L, t, field) != LUA_TNIL) {
         lua_Number sec = lua_tonumber(L, -1);
         if (!(sec > 0) || sec > 86400)
-            luaL_error(L, "sluice.http.request: %s must be seconds in "
-                          "(0, 86400]",
+            luaL_error(L,
+                       "sluice.http.request: %s must be seconds in "
+                       "(0, 86400]",
                        field);
         ms = (int64_t)(sec * 1000.0);
     }
@@ -509,7 +502,7 @@ static int http_request(lua_State *L) {
     }
 
     /* Headers: {["Name"] = "value"} or {"Name: value", ...}. */
-    lua_getfield(L, 1, "headers"); /* 5 */
+    lua_getfield(L, 1, "headers");                                    /* 5 */
     const char **hdrs = lua_newuserdatauv(L, sizeof(char *) * 66, 0); /* 6 */
     int nh = 0, has_ct = 0;
     if (lua_istable(L, 5)) {
@@ -521,8 +514,8 @@ static int http_request(lua_State *L) {
             const char *line;
             if (lua_type(L, top - 1) == LUA_TSTRING) {
                 const char *v = luaL_tolstring(L, top, NULL);
-                line = lua_pushfstring(L, "%s: %s", lua_tostring(L, top - 1),
-                                       v);
+                line =
+                    lua_pushfstring(L, "%s: %s", lua_tostring(L, top - 1), v);
                 lua_remove(L, top + 1);
             } else {
                 line = luaL_tolstring(L, top, NULL);
@@ -558,14 +551,16 @@ static int http_request(lua_State *L) {
         if (sl_http_with_key(with, "", &key, err, sizeof err) != 0)
             return luaL_error(L, "sluice.http.request: %s", err);
         if (!key)
-            return luaL_error(L, "sluice.http.request: the environment "
-                                 "variable %s is not set",
-                              json_string_value(json_object_get(
-                                  with, "api_key_env")));
+            return luaL_error(
+                L,
+                "sluice.http.request: the environment "
+                "variable %s is not set",
+                json_string_value(json_object_get(with, "api_key_env")));
         sl_lua__box *kb = sl_lua__box_new(L);
         size_t kl = strlen(key) + 32;
         kb->str = malloc(kl);
-        if (!kb->str) return luaL_error(L, "sluice.http.request: out of memory");
+        if (!kb->str)
+            return luaL_error(L, "sluice.http.request: out of memory");
         snprintf(kb->str, kl, "Authorization: %s%s", bearer ? "Bearer " : "",
                  key);
         hdrs[nh++] = kb->str;
@@ -582,8 +577,8 @@ static int http_request(lua_State *L) {
     req.follow_redirects = lua_toboolean(L, -1);
     lua_pop(L, 1);
     lua_getfield(L, 1, "errors");
-    int return_errors = lua_isstring(L, -1) &&
-                        strcmp(lua_tostring(L, -1), "return") == 0;
+    int return_errors =
+        lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "return") == 0;
     lua_pop(L, 1);
     req.progress = http_progress;
     req.progress_arg = h;
@@ -601,8 +596,7 @@ static int http_request(lua_State *L) {
     if (rc != 0 && !(return_errors && resp.status >= 300)) {
         sl_lua__box_free(b);
         sl_http_resp_clear(&resp);
-        return sl_lua__raise(L, res.errclass, res.delay_ms, "%s",
-                             res.message);
+        return sl_lua__raise(L, res.errclass, res.delay_ms, "%s", res.message);
     }
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, resp.status);
@@ -641,8 +635,8 @@ static int http_request(lua_State *L) {
 /* Call options that may override the stage's `with:`. The endpoint and the
  * key (base_url, api_key_env) come from YAML only. */
 static const char *const llm_overrides[] = {
-    "model", "temperature", "max_tokens", "response_format",
-    "request_timeout", NULL};
+    "model",           "temperature",     "max_tokens",
+    "response_format", "request_timeout", NULL};
 
 /* sluice.llm.chat{messages = {...} [, schema = {...}, schema_name = "x",
  * model = ..., temperature = ..., max_tokens = ...]} -> reply
@@ -680,16 +674,18 @@ static int llm_chat(lua_State *L) {
     lua_pop(L, 1);
     if (!msgbox->json || !json_is_array(msgbox->json) ||
         json_array_size(msgbox->json) == 0)
-        return luaL_error(L, "sluice.llm.chat: messages must be a non-empty "
-                             "list of {role = ..., content = ...}%s%s",
+        return luaL_error(L,
+                          "sluice.llm.chat: messages must be a non-empty "
+                          "list of {role = ..., content = ...}%s%s",
                           msgbox->json ? "" : ": ", msgbox->json ? "" : err);
 
     sl_lua__box *schemabox = sl_lua__box_new(L); /* 4 */
     if (lua_getfield(L, 1, "schema") != LUA_TNIL) {
         schemabox->json = sl_lua__to_json(L, -1, err, sizeof err);
         if (!json_is_object(schemabox->json))
-            return luaL_error(L, "sluice.llm.chat: schema must be a JSON "
-                                 "Schema table%s%s",
+            return luaL_error(L,
+                              "sluice.llm.chat: schema must be a JSON "
+                              "Schema table%s%s",
                               schemabox->json ? "" : ": ",
                               schemabox->json ? "" : err);
     }
@@ -743,27 +739,24 @@ static void set_funcs(lua_State *L, const luaL_Reg *fns) {
 }
 
 void sl_lua__open_api(lua_State *L) {
-    static const luaL_Reg top[] = {
-        {"log", api_log},
-        {"progress", api_progress},
-        {"retry", api_retry},
-        {"fail", api_fail},
-        {"should_stop", api_should_stop},
-        {"job", api_job},
-        {"config", api_config},
-        {NULL, NULL}};
+    static const luaL_Reg top[] = {{"log", api_log},
+                                   {"progress", api_progress},
+                                   {"retry", api_retry},
+                                   {"fail", api_fail},
+                                   {"should_stop", api_should_stop},
+                                   {"job", api_job},
+                                   {"config", api_config},
+                                   {NULL, NULL}};
     static const luaL_Reg json[] = {{"encode", json_encode},
                                     {"decode", json_decode},
                                     {"array", json_array_mark},
                                     {NULL, NULL}};
-    static const luaL_Reg checkpoint[] = {{"get", api_checkpoint_get},
-                                          {"set", api_checkpoint_set},
-                                          {NULL, NULL}};
+    static const luaL_Reg checkpoint[] = {
+        {"get", api_checkpoint_get}, {"set", api_checkpoint_set}, {NULL, NULL}};
     static const luaL_Reg sql[] = {{"query", sql_query}, {NULL, NULL}};
     static const luaL_Reg http[] = {{"request", http_request}, {NULL, NULL}};
-    static const luaL_Reg llm[] = {{"chat", llm_chat},
-                                   {"available", llm_available},
-                                   {NULL, NULL}};
+    static const luaL_Reg llm[] = {
+        {"chat", llm_chat}, {"available", llm_available}, {NULL, NULL}};
 
     lua_newtable(L);
     set_funcs(L, top);

@@ -197,18 +197,10 @@ static void push_json_depth(lua_State *L, json_t *v, int depth) {
     case JSON_INTEGER:
         lua_pushinteger(L, (lua_Integer)json_integer_value(v));
         break;
-    case JSON_REAL:
-        lua_pushnumber(L, json_real_value(v));
-        break;
-    case JSON_TRUE:
-        lua_pushboolean(L, 1);
-        break;
-    case JSON_FALSE:
-        lua_pushboolean(L, 0);
-        break;
-    case JSON_NULL:
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &sl_lua__key_null);
-        break;
+    case JSON_REAL: lua_pushnumber(L, json_real_value(v)); break;
+    case JSON_TRUE: lua_pushboolean(L, 1); break;
+    case JSON_FALSE: lua_pushboolean(L, 0); break;
+    case JSON_NULL: lua_rawgetp(L, LUA_REGISTRYINDEX, &sl_lua__key_null); break;
     }
 }
 
@@ -263,10 +255,8 @@ static json_t *to_json_depth(lua_State *L, int idx, int depth, char *err,
         return NULL;
     }
     switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-        return json_null();
-    case LUA_TBOOLEAN:
-        return json_boolean(lua_toboolean(L, idx));
+    case LUA_TNIL: return json_null();
+    case LUA_TBOOLEAN: return json_boolean(lua_toboolean(L, idx));
     case LUA_TNUMBER:
         if (lua_isinteger(L, idx))
             return json_integer((json_int_t)lua_tointeger(L, idx));
@@ -348,11 +338,9 @@ static json_t *to_json_depth(lua_State *L, int idx, int depth, char *err,
         }
         return o;
     }
-    default:
-        break;
+    default: break;
     }
-    snprintf(err, errlen, "a %s value has no JSON form",
-             luaL_typename(L, idx));
+    snprintf(err, errlen, "a %s value has no JSON form", luaL_typename(L, idx));
     return NULL;
 nomem:
     snprintf(err, errlen, "out of memory");
@@ -394,8 +382,8 @@ sl_lua__box *sl_lua__box_new(lua_State *L) {
 /* ------------------------------------------------------------------ */
 
 static const char *const unavailable[] = {
-    "io", "debug", "package", "dofile", "loadfile", "coroutine", "_G",
-    "require", "loadstring", "setfenv", "getfenv", NULL};
+    "io", "debug",   "package",    "dofile",  "loadfile", "coroutine",
+    "_G", "require", "loadstring", "setfenv", "getfenv",  NULL};
 
 /* __index of the locked global table: a miss is an error. */
 static int locked_index(lua_State *L) {
@@ -462,9 +450,8 @@ static int sb_load(lua_State *L) {
     const char *mode = luaL_optstring(L, 3, "t");
     if (strchr(mode, 'b') || (len > 0 && s[0] == LUA_SIGNATURE[0])) {
         luaL_pushfail(L);
-        lua_pushliteral(L,
-                        "sandbox: load of a binary chunk is not allowed "
-                        "(only text chunks)");
+        lua_pushliteral(L, "sandbox: load of a binary chunk is not allowed "
+                           "(only text chunks)");
         return 2;
     }
     if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
@@ -816,8 +803,7 @@ static void error_text(lua_State *L, char *buf, size_t len) {
     snprintf(buf, len, "%s", m ? m : "(error object is not a string)");
 }
 
-int sl_lua_open(const sl_stage *stage, sl_lua **out, char *err,
-                size_t errlen) {
+int sl_lua_open(const sl_stage *stage, sl_lua **out, char *err, size_t errlen) {
     int rc = 0;
     *out = NULL;
     sl_lua *h = calloc(1, sizeof *h);
@@ -937,8 +923,10 @@ int sl_lua_call(sl_lua *h, const char *point, sl_ctx *ctx, const sl_job *job,
         return -SL_ENOTFOUND;
     }
     if (args && !json_is_array(args)) {
-        sl_fail(res, SL_EC_INTERNAL, "Lua hook '%s': arguments must be a "
-                                     "JSON array", point);
+        sl_fail(res, SL_EC_INTERNAL,
+                "Lua hook '%s': arguments must be a "
+                "JSON array",
+                point);
         return -SL_EINVAL;
     }
     lua_State *L = h->L;
@@ -948,7 +936,8 @@ int sl_lua_call(sl_lua *h, const char *point, sl_ctx *ctx, const sl_job *job,
     h->ctx = ctx;
     h->job = job;
     h->point = point;
-    h->checkpoint = job && job->checkpoint ? json_incref(job->checkpoint) : NULL;
+    h->checkpoint =
+        job && job->checkpoint ? json_incref(job->checkpoint) : NULL;
     h->stopped = 0;
     h->mem_limit = hook_memory(k);
     h->mem_exceeded = 0;
@@ -982,8 +971,8 @@ int sl_lua_call(sl_lua *h, const char *point, sl_ctx *ctx, const sl_job *job,
             sl_fail(res, SL_EC_SCRIPT,
                     "Lua hook '%s': instruction limit exceeded (%lld "
                     "instructions)%s%s",
-                    point, (long long)h->insn_limit,
-                    st != LUA_OK ? ": " : "", msg);
+                    point, (long long)h->insn_limit, st != LUA_OK ? ": " : "",
+                    msg);
         } else if (is_sluice_error(L, -1)) {
             lua_getfield(L, -1, "class");
             int cls = sl_errclass_parse(lua_tostring(L, -1));
@@ -1042,8 +1031,8 @@ json_t *sl_lua_job_json(const sl_job *job) {
     json_object_set_new(o, "input", in);
     if (job->checkpoint) json_object_set(o, "checkpoint", job->checkpoint);
     if (job->stage) {
-        json_object_set_new(o, "config", job->stage->with
-                                             ? json_incref(job->stage->with)
+        json_object_set_new(o, "config",
+                            job->stage->with ? json_incref(job->stage->with)
                                              : json_object());
         if (job->stage->name)
             json_object_set_new(o, "stage", json_string(job->stage->name));

@@ -34,8 +34,7 @@ typedef struct sl_lua sl_lua; /* opaque; owned by whoever opened it */
  * syntax error, a missing file or function, an error raised while loading)
  * with "file:line: message" in err, and *out = NULL. A stage without hooks
  * gives a usable state with no hook points. */
-int sl_lua_open(const sl_stage *stage, sl_lua **out, char *err,
-                size_t errlen);
+int sl_lua_open(const sl_stage *stage, sl_lua **out, char *err, size_t errlen);
 
 /* Loads and compiles the stage's hooks and closes the state again: what
  * `sluice validate` calls. Same return and err as sl_lua_open. */

@@ -30,8 +30,8 @@ struct sl_lua {
     sl_ctx *ctx;
     const sl_job *job;
     const char *point;
-    json_t *checkpoint; /* owned: the job's checkpoint or the last one set */
-    PGconn *conn;       /* sl_lua_set_conn; used when ctx is NULL */
+    json_t *checkpoint;   /* owned: the job's checkpoint or the last one set */
+    PGconn *conn;         /* sl_lua_set_conn; used when ctx is NULL */
     struct sl_http *http; /* sluice.http's client, created on first use */
 };
 

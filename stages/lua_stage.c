@@ -46,7 +46,9 @@ static int lua_init(const sl_stage *stage, void **state, char *err,
     return 0;
 }
 
-static void lua_fini(void *state) { sl_lua_close(state); }
+static void lua_fini(void *state) {
+    sl_lua_close(state);
+}
 
 static void lua_run(sl_ctx *ctx, const sl_job *job, void *state,
                     sl_result *res) {

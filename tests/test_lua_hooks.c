@@ -31,14 +31,16 @@ static const char *const HOOKS =
     "end\n"
     "function prompt(chunk, index, count, config)\n"
     "  return {\n"
-    "    {role = 'system', content = 'LUA SYSTEM PROMPT for ' .. config.model},\n"
+    "    {role = 'system', content = 'LUA SYSTEM PROMPT for ' .. "
+    "config.model},\n"
     "    {role = 'user', content = string.format('Lua chunk %d/%d\\n%s',\n"
     "                                            index, count, chunk)},\n"
     "  }\n"
     "end\n"
     "function post(result, index, count)\n"
     "  for _, ins in ipairs(result.insights) do\n"
-    "    ins.content = '[lua ' .. index .. '/' .. count .. '] ' .. ins.content\n"
+    "    ins.content = '[lua ' .. index .. '/' .. count .. '] ' .. "
+    "ins.content\n"
     "  end\n"
     "  return result\n"
     "end\n";
@@ -102,11 +104,11 @@ static void run_analysis(fake_cloud *f, int hooks, const char *db,
     sl_model *m = rt_setup(db, analyze_yaml(f->base, hooks), &c);
     seed(c);
     const char *params[1] = {make_transcript()};
-    PGresult *r = PQexecParams(c,
-                               "INSERT INTO hooked_analysis_jobs "
-                               "(interview_id, transcript) VALUES ('" IV
-                               "', $1)",
-                               1, NULL, params, NULL, NULL, 0);
+    PGresult *r =
+        PQexecParams(c,
+                     "INSERT INTO hooked_analysis_jobs "
+                     "(interview_id, transcript) VALUES ('" IV "', $1)",
+                     1, NULL, params, NULL, NULL, 0);
     assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
     PQclear(r);
     rt_run_until_idle(m, 1, 1);
@@ -166,8 +168,9 @@ static void hooks_decide_the_chunks_and_prompts_the_llm_receives(void **s) {
     assert_int_equal(sl_test_long(c, "SELECT count(*) FROM insights WHERE "
                                      "content LIKE '[lua %/3] %'"),
                      all);
-    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM insights WHERE "
-                                     "content LIKE '[lua 2/3] %' AND chunk = 2"),
+    assert_int_equal(sl_test_long(c,
+                                  "SELECT count(*) FROM insights WHERE "
+                                  "content LIKE '[lua 2/3] %' AND chunk = 2"),
                      sl_test_long(c, "SELECT count(*) FROM insights WHERE "
                                      "chunk = 2"));
     PQfinish(c);
@@ -226,11 +229,11 @@ static int chat_setup(void **state) {
     const char *file = sl_test_file("chat_hooks.lua", CHAT_HOOKS);
     const char *pts[3] = {"ask", "ask_schema", "available"};
     for (int i = 0; i < 3; i++)
-        x->hooks[i] = (sl_hook){.point = pts[i], .file = file,
-                                .function = pts[i]};
+        x->hooks[i] =
+            (sl_hook){.point = pts[i], .file = file, .function = pts[i]};
     x->stage.name = "chat";
-    x->stage.with = json_pack("{s:s, s:s}", "base_url", x->f.base, "model",
-                              "m-lua");
+    x->stage.with =
+        json_pack("{s:s, s:s}", "base_url", x->f.base, "model", "m-lua");
     x->stage.hooks = x->hooks;
     x->stage.nhooks = 3;
     char err[512];
@@ -261,7 +264,8 @@ static void llm_chat_sends_the_stage_model_and_returns_text(void **state) {
     json_decref(ret);
     json_t *bodies = chat_bodies(&x->f);
     json_t *b = json_array_get(bodies, 0);
-    assert_string_equal(json_string_value(json_object_get(b, "model")), "m-lua");
+    assert_string_equal(json_string_value(json_object_get(b, "model")),
+                        "m-lua");
     assert_true(json_real_value(json_object_get(b, "temperature")) == 0.2);
     assert_string_equal(msg(b, 0), "say hi");
     json_decref(bodies);
@@ -300,15 +304,13 @@ static void llm_available_follows_the_key_in_the_environment(void **state) {
     chat_fx *x = *state;
     json_t *ret = NULL;
     sl_result res = {0};
-    assert_int_equal(sl_lua_call(x->L, "available", NULL, NULL, NULL, &ret,
-                                 &res),
-                     0);
+    assert_int_equal(
+        sl_lua_call(x->L, "available", NULL, NULL, NULL, &ret, &res), 0);
     assert_true(json_is_true(ret));
     json_decref(ret);
     unsetenv("OPENAI_API_KEY");
-    assert_int_equal(sl_lua_call(x->L, "available", NULL, NULL, NULL, &ret,
-                                 &res),
-                     0);
+    assert_int_equal(
+        sl_lua_call(x->L, "available", NULL, NULL, NULL, &ret, &res), 0);
     assert_true(json_is_false(ret));
     json_decref(ret);
     setenv("OPENAI_API_KEY", KEY, 1);
@@ -369,8 +371,8 @@ static void report_summaries_come_from_the_llm_when_configured(void **s) {
     /* One LLM call per real topic (the search cluster), none for "Other". */
     json_t *bodies = chat_bodies(&f);
     assert_int_equal(json_array_size(bodies), 1);
-    assert_non_null(strstr(msg(json_array_get(bodies, 0), 1),
-                           "Search is slow."));
+    assert_non_null(
+        strstr(msg(json_array_get(bodies, 0), 1), "Search is slow."));
     json_decref(bodies);
     char *src = sl_test_scalar(c, "SELECT report->'topics'->0->>"
                                   "'summary_source' FROM report_jobs");

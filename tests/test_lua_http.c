@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fakes/fakecloud.h"
 #include "error.h"
+#include "fakes/fakecloud.h"
 #include "lua_host.h"
 #include "testlib.h"
 
@@ -22,7 +22,8 @@ static const char *const HOOKS =
     "    body = {model = 'm1', messages = {{role = 'user',\n"
     "            content = 'hello from lua'}}},\n"
     "    timeout = 10}\n"
-    "  return {status = r.status, content = r.json.choices[1].message.content,\n"
+    "  return {status = r.status, content = "
+    "r.json.choices[1].message.content,\n"
     "          type = r.content_type}\n"
     "end\n"
     "function chat_returning_errors(base, key)\n"
@@ -37,15 +38,17 @@ static const char *const HOOKS =
     "function chat_auth(base)\n"
     "  return sluice.http.request{method = 'POST', auth = 'bearer',\n"
     "    url = base .. '/v1/chat/completions',\n"
-    "    body = {model = 'm1', messages = {{role = 'user', content = 'k'}}}}.status\n"
+    "    body = {model = 'm1', messages = {{role = 'user', content = "
+    "'k'}}}}.status\n"
     "end\n"
     "function header_injection(base)\n"
     "  return sluice.http.request{url = base .. '/_stats',\n"
     "    headers = {['X-A'] = 'a\\r\\nX-Evil: 1'}}\n"
     "end\n";
 
-static const char *const POINTS[] = {"get", "chat", "chat_returning_errors",
-                                     "header_injection", "chat_auth", NULL};
+static const char *const POINTS[] = {
+    "get",       "chat", "chat_returning_errors", "header_injection",
+    "chat_auth", NULL};
 
 typedef struct fixture {
     fake_cloud fake;
@@ -59,8 +62,8 @@ static int setup(void **state) {
     fake_start(&f->fake, "--openai-key sk-test-lua-123");
     const char *file = sl_test_file("http_hooks.lua", HOOKS);
     for (int i = 0; POINTS[i]; i++)
-        f->hooks[i] = (sl_hook){.point = POINTS[i], .file = file,
-                                .function = POINTS[i]};
+        f->hooks[i] =
+            (sl_hook){.point = POINTS[i], .file = file, .function = POINTS[i]};
     f->stage.name = "http";
     f->stage.with = json_pack("{s:s}", "api_key_env", "LUA_HTTP_TEST_KEY");
     f->stage.hooks = f->hooks;
@@ -118,12 +121,14 @@ static void post_sends_headers_and_a_json_body(void **state) {
     json_t *reqs = json_object_get(st, "requests");
     json_t *last = json_array_get(reqs, json_array_size(reqs) - 1);
     json_t *body = json_object_get(last, "body");
-    assert_string_equal(json_string_value(json_object_get(body, "model")), "m1");
+    assert_string_equal(json_string_value(json_object_get(body, "model")),
+                        "m1");
     assert_string_equal(
         json_string_value(json_object_get(
             json_array_get(json_object_get(body, "messages"), 0), "content")),
         "hello from lua");
-    assert_int_equal(json_integer_value(json_object_get(st, "unauthorized")), 0);
+    assert_int_equal(json_integer_value(json_object_get(st, "unauthorized")),
+                     0);
     json_decref(st);
 }
 

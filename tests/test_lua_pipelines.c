@@ -49,19 +49,19 @@ static void copy_hooks(void) {
 #define IV3 "00000000-0000-0000-0000-0000000000c3"
 
 static void seed_project(PGconn *c) {
-    sl_test_exec(c,
-                 "INSERT INTO accounts (id, name) VALUES ('" ACCOUNT "', 'Acme');"
-                 "INSERT INTO projects (id, account_id, name) VALUES"
-                 " ('" PROJECT "', '" ACCOUNT "', 'Research Ops'),"
-                 " ('" OTHER_PROJECT "', '" ACCOUNT "', 'Elsewhere');"
-                 "INSERT INTO interviews (id, account_id, project_id, title,"
-                 " status, created_at) VALUES"
-                 " ('" IV1 "', '" ACCOUNT "', '" PROJECT "', 'Dana', 'ready',"
-                 "  now() - interval '2 hours'),"
-                 " ('" IV2 "', '" ACCOUNT "', '" PROJECT "', 'Sam', 'ready',"
-                 "  now() - interval '1 hour'),"
-                 " ('" IV3 "', '" ACCOUNT "', '" OTHER_PROJECT "', 'Kim',"
-                 "  'ready', now())");
+    sl_test_exec(
+        c, "INSERT INTO accounts (id, name) VALUES ('" ACCOUNT "', 'Acme');"
+           "INSERT INTO projects (id, account_id, name) VALUES"
+           " ('" PROJECT "', '" ACCOUNT "', 'Research Ops'),"
+           " ('" OTHER_PROJECT "', '" ACCOUNT "', 'Elsewhere');"
+           "INSERT INTO interviews (id, account_id, project_id, title,"
+           " status, created_at) VALUES"
+           " ('" IV1 "', '" ACCOUNT "', '" PROJECT "', 'Dana', 'ready',"
+           "  now() - interval '2 hours'),"
+           " ('" IV2 "', '" ACCOUNT "', '" PROJECT "', 'Sam', 'ready',"
+           "  now() - interval '1 hour'),"
+           " ('" IV3 "', '" ACCOUNT "', '" OTHER_PROJECT "', 'Kim',"
+           "  'ready', now())");
 }
 
 static void seed_insights(PGconn *c) {
@@ -107,8 +107,9 @@ static json_t *topic_with_keyword(json_t *report, const char *word) {
     json_array_foreach(json_object_get(report, "topics"), i, t) {
         size_t k;
         json_t *w;
-        json_array_foreach(json_object_get(t, "keywords"), k, w)
-            if (strcmp(json_string_value(w), word) == 0) return t;
+        json_array_foreach(json_object_get(t, "keywords"), k,
+                           w) if (strcmp(json_string_value(w), word) ==
+                                  0) return t;
     }
     return NULL;
 }
@@ -137,8 +138,10 @@ static void report_pipeline_builds_topics_from_seeded_insights(void **s) {
 
     json_t *r = report_of(c, job);
     /* Only this project's interviews and insights. */
-    assert_int_equal(json_integer_value(json_object_get(r, "interview_count")), 2);
-    assert_int_equal(json_integer_value(json_object_get(r, "insight_count")), 6);
+    assert_int_equal(json_integer_value(json_object_get(r, "interview_count")),
+                     2);
+    assert_int_equal(json_integer_value(json_object_get(r, "insight_count")),
+                     6);
     /* Search (3 insights over both interviews) is the biggest topic, export
      * the next (2); the pricing remark shares no keywords: "Other". */
     json_t *topics = json_object_get(r, "topics");
@@ -147,36 +150,39 @@ static void report_pipeline_builds_topics_from_seeded_insights(void **s) {
     assert_non_null(search);
     assert_ptr_equal(search, json_array_get(topics, 0));
     assert_int_equal(json_integer_value(json_object_get(search, "size")), 3);
-    assert_int_equal(json_integer_value(json_object_get(search, "interviews")), 2);
+    assert_int_equal(json_integer_value(json_object_get(search, "interviews")),
+                     2);
     json_t *exp = json_array_get(topics, 1);
     assert_int_equal(json_integer_value(json_object_get(exp, "size")), 2);
-    assert_non_null(strstr(json_string_value(json_object_get(exp, "title")),
-                           "formatting"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(exp, "title")), "formatting"));
     json_t *other = json_array_get(topics, 2);
     assert_string_equal(json_string_value(json_object_get(other, "title")),
                         "Other insights");
-    assert_non_null(strstr(json_string_value(json_object_get(
-                               json_array_get(json_object_get(other, "insights"), 0),
-                               "content")),
-                           "Pricing"));
-    assert_string_equal(json_string_value(json_object_get(search, "summary_source")),
-                        "extractive");
+    assert_non_null(strstr(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(other, "insights"), 0), "content")),
+        "Pricing"));
+    assert_string_equal(
+        json_string_value(json_object_get(search, "summary_source")),
+        "extractive");
     /* Personas of the project only. */
     json_t *personas = json_object_get(r, "personas");
     assert_int_equal(json_array_size(personas), 1);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_array_get(personas, 0), "name")),
-                        "Dana");
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(personas, 0), "name")),
+        "Dana");
     json_decref(r);
 
-    snprintf(sql, sizeof sql, "SELECT markdown FROM report_jobs WHERE id = '%s'",
-             job);
+    snprintf(sql, sizeof sql,
+             "SELECT markdown FROM report_jobs WHERE id = '%s'", job);
     char *md = sl_test_scalar(c, sql);
     assert_non_null(md);
     assert_non_null(strstr(md, "# Research report: Research Ops"));
     assert_non_null(strstr(md, "### 1. "));
     assert_non_null(strstr(md, "### 3. Other insights"));
-    assert_non_null(strstr(md, "> \"the search never finds the quote\" - Dana"));
+    assert_non_null(
+        strstr(md, "> \"the search never finds the quote\" - Dana"));
     assert_non_null(strstr(md, "## Personas"));
     assert_null(strstr(md, "Kim"));
     free(md);
@@ -245,7 +251,9 @@ static const char *const TRANSCRIPT =
     "Interviewer: What works well?\n"
     "Dana: I love how fast the tagging is, it's simple and intuitive.\n";
 
-static long count(PGconn *c, const char *sql) { return sl_test_long(c, sql); }
+static long count(PGconn *c, const char *sql) {
+    return sl_test_long(c, sql);
+}
 
 static void local_analysis_writes_insights_and_personas(void **s) {
     (void)s;

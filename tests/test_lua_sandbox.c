@@ -50,13 +50,15 @@ static const char *const HOOKS =
     "function dofile_call() return dofile('/etc/passwd') end\n"
     "function runtime_error() local t = nil; return t.field end\n"
     "function retry_later() sluice.retry('upstream busy', 7) end\n"
-    "function fail_invalid() sluice.fail('bad transcript', 'invalid_input') end\n"
+    "function fail_invalid() sluice.fail('bad transcript', 'invalid_input') "
+    "end\n"
     "function progress() sluice.progress(50, 'half') end\n"
     "function checkpoint_get() return sluice.checkpoint.get() end\n"
     "function sql_read(v) return sluice.sql.query('SELECT $1::int + 1 AS n, "
     "NULL::text AS gone, true AS b, $2::jsonb AS j', v, {a = {1, 2}}) end\n"
     "function sql_write(v)\n"
-    "  local rows, n = sluice.sql.query('INSERT INTO lua_t (v) VALUES ($1)', v)\n"
+    "  local rows, n = sluice.sql.query('INSERT INTO lua_t (v) VALUES ($1)', "
+    "v)\n"
     "  return n\n"
     "end\n"
     "function echo(...) return {...} end\n"
@@ -77,15 +79,42 @@ static const char *const HELPER =
 
 /* Hook points of the stage; every one is bound to the function of the
  * same name. */
-static const char *const POINTS[] = {
-    "ok", "io_open", "os_execute", "os_getenv", "require_arbitrary",
-    "require_parent", "require_local", "load_binary", "load_text",
-    "memory_bomb", "table_bomb", "infinite_loop", "loop_that_catches",
-    "deep_recursion", "write_global", "read_global", "unlock_env",
-    "dofile_call", "runtime_error", "retry_later", "fail_invalid",
-    "progress", "checkpoint_get", "sql_read", "sql_write", "echo",
-    "identity", "is_null", "encode", "decode", "empty_array", "empty_table",
-    "bad_return", "log_it", "config", NULL};
+static const char *const POINTS[] = {"ok",
+                                     "io_open",
+                                     "os_execute",
+                                     "os_getenv",
+                                     "require_arbitrary",
+                                     "require_parent",
+                                     "require_local",
+                                     "load_binary",
+                                     "load_text",
+                                     "memory_bomb",
+                                     "table_bomb",
+                                     "infinite_loop",
+                                     "loop_that_catches",
+                                     "deep_recursion",
+                                     "write_global",
+                                     "read_global",
+                                     "unlock_env",
+                                     "dofile_call",
+                                     "runtime_error",
+                                     "retry_later",
+                                     "fail_invalid",
+                                     "progress",
+                                     "checkpoint_get",
+                                     "sql_read",
+                                     "sql_write",
+                                     "echo",
+                                     "identity",
+                                     "is_null",
+                                     "encode",
+                                     "decode",
+                                     "empty_array",
+                                     "empty_table",
+                                     "bad_return",
+                                     "log_it",
+                                     "config",
+                                     NULL};
 
 #define NPOINTS (sizeof POINTS / sizeof POINTS[0] - 1)
 
@@ -103,8 +132,7 @@ static const char *hook_file(void) {
         mkdir(dir, 0755);
         sl_test_file("helpers/text.lua", HELPER);
         sl_test_file("secret.lua", "return 'secret'\n");
-        snprintf(path, sizeof path, "%s",
-                 sl_test_file("hooks.lua", HOOKS));
+        snprintf(path, sizeof path, "%s", sl_test_file("hooks.lua", HOOKS));
     }
     return path;
 }
@@ -216,7 +244,8 @@ static void syntax_error_fails_open_with_file_and_line(void **state) {
     (void)state;
     fixture f;
     init_stage(&f, 0);
-    const char *bad = sl_test_file("bad.lua", "function run()\n  x = = 1\nend\n");
+    const char *bad =
+        sl_test_file("bad.lua", "function run()\n  x = = 1\nend\n");
     sl_hook h = {.point = "run", .file = bad, .function = "run"};
     f.stage.hooks = &h;
     f.stage.nhooks = 1;
@@ -314,7 +343,8 @@ static void require_of_a_module_in_the_hook_directory_works(void **state) {
 }
 
 static void load_of_a_binary_chunk_is_refused(void **state) {
-    assert_refused(*state, "load_binary", "load of a binary chunk is not allowed");
+    assert_refused(*state, "load_binary",
+                   "load of a binary chunk is not allowed");
 }
 
 static void load_of_a_text_chunk_works(void **state) {
@@ -327,7 +357,8 @@ static void load_of_a_text_chunk_works(void **state) {
 }
 
 static void string_rep_memory_bomb_is_stopped(void **state) {
-    assert_refused(*state, "memory_bomb", "memory limit exceeded (16777216 bytes)");
+    assert_refused(*state, "memory_bomb",
+                   "memory limit exceeded (16777216 bytes)");
 }
 
 static void table_memory_bomb_is_stopped(void **state) {
@@ -407,14 +438,14 @@ static void sql_without_a_connection_is_a_clear_error(void **state) {
 
 static void checkpoint_get_returns_the_jobs_checkpoint(void **state) {
     fixture *f = *state;
-    sl_job job = {.id = "j1", .attempt = 2,
+    sl_job job = {.id = "j1",
+                  .attempt = 2,
                   .checkpoint = json_pack("{s:i}", "next_chunk", 4),
                   .stage = &f->stage};
     json_t *ret = NULL;
     sl_result res = {0};
-    assert_int_equal(sl_lua_call(f->L, "checkpoint_get", NULL, &job, NULL,
-                                 &ret, &res),
-                     0);
+    assert_int_equal(
+        sl_lua_call(f->L, "checkpoint_get", NULL, &job, NULL, &ret, &res), 0);
     assert_int_equal(json_integer_value(json_object_get(ret, "next_chunk")), 4);
     json_decref(ret);
     json_decref(job.checkpoint);
@@ -483,18 +514,16 @@ static void json_encode_and_decode_match_jansson(void **state) {
     fixture *f = *state;
     json_t *ret = NULL;
     sl_result res;
-    assert_int_equal(
-        call(f, "encode", json_loads("[{\"b\": [], \"a\": null}]", 0, NULL),
-             &ret, &res),
-        0);
-    assert_string_equal(json_string_value(ret), "{\"a\":null,\"b\":[]}");
-    json_decref(ret);
-    assert_int_equal(call(f, "decode", json_pack("[s]", "{\"x\": [1, {}]}"),
+    assert_int_equal(call(f, "encode",
+                          json_loads("[{\"b\": [], \"a\": null}]", 0, NULL),
                           &ret, &res),
                      0);
-    assert_int_equal(json_integer_value(json_array_get(
-                         json_object_get(ret, "x"), 0)),
-                     1);
+    assert_string_equal(json_string_value(ret), "{\"a\":null,\"b\":[]}");
+    json_decref(ret);
+    assert_int_equal(
+        call(f, "decode", json_pack("[s]", "{\"x\": [1, {}]}"), &ret, &res), 0);
+    assert_int_equal(
+        json_integer_value(json_array_get(json_object_get(ret, "x"), 0)), 1);
     json_decref(ret);
     assert_int_equal(call(f, "decode", json_pack("[s]", "{oops"), &ret, &res),
                      -SL_ELUA);
@@ -537,8 +566,9 @@ static void sql_write_is_refused_by_postgres_when_not_allowed(void **state) {
     fixture *f = *state;
     PGconn *c = sql_db();
     sl_lua_set_conn(f->L, c);
-    assert_refused(f, "sql_write", "cannot execute INSERT in a read-only "
-                                   "transaction");
+    assert_refused(f, "sql_write",
+                   "cannot execute INSERT in a read-only "
+                   "transaction");
     json_t *ret = NULL;
     sl_result res;
     call(f, "sql_write", json_pack("[i]", 5), &ret, &res);

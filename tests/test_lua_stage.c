@@ -313,8 +313,8 @@ static void worker_keeps_serving_after_sandbox_violations(void **s) {
     sl_model_free(m);
 }
 
-static void lua_stage_past_its_timeout_is_stopped_and_the_worker_goes_on(
-    void **s) {
+static void
+lua_stage_past_its_timeout_is_stopped_and_the_worker_goes_on(void **s) {
     (void)s;
     PGconn *c;
     /* A budget far beyond the timeout: only the timeout can stop it. */
@@ -338,7 +338,8 @@ int main(void) {
         cmocka_unit_test(lua_stage_progress_is_mapped_onto_the_subject),
         cmocka_unit_test(lua_stage_resumes_from_its_checkpoint_after_a_kill),
         cmocka_unit_test(lua_stage_retry_runs_the_job_again),
-        cmocka_unit_test(lua_script_error_fails_the_job_at_once_with_a_traceback),
+        cmocka_unit_test(
+            lua_script_error_fails_the_job_at_once_with_a_traceback),
         cmocka_unit_test(worker_keeps_serving_after_sandbox_violations),
         cmocka_unit_test(
             lua_stage_past_its_timeout_is_stopped_and_the_worker_goes_on),
