@@ -423,7 +423,7 @@ class Handler(BaseHTTPRequestHandler):
         data, complete = self.read_body(slow)
         if complete and not self.authorized("assemblyai"):
             return
-        self.st.log({"peer_port": self.client_address[1],
+        self.st.log({"peer_port": self.client_address[1], "at": time.time(),
                      "route": "upload", "bytes": len(data), "complete": complete,
                      "fault": fault})
         if not complete:
@@ -452,7 +452,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self.send(400, {"error": "Invalid JSON body"})
             return
-        self.st.log({"peer_port": self.client_address[1],
+        self.st.log({"peer_port": self.client_address[1], "at": time.time(),
                      "route": "transcript", "body": req, "fault": fault})
         if not isinstance(req.get("audio_url"), str):
             self.send(400, {"error": "audio_url is required"})
@@ -483,7 +483,7 @@ class Handler(BaseHTTPRequestHandler):
             if t is not None:
                 t["polls"] += 1
                 self.st.stats["polls"] += 1
-        self.st.log({"peer_port": self.client_address[1],
+        self.st.log({"peer_port": self.client_address[1], "at": time.time(),
                      "route": "poll", "id": tid, "fault": fault})
         if t is None:
             self.send(404, {"error": "Transcript not found"})
@@ -538,7 +538,7 @@ class Handler(BaseHTTPRequestHandler):
             if chunk:
                 byc = self.st.stats["chat_by_chunk"]
                 byc[chunk] = byc.get(chunk, 0) + 1
-        self.st.log({"peer_port": self.client_address[1],
+        self.st.log({"peer_port": self.client_address[1], "at": time.time(),
                      "route": "chat", "chunk": chunk, "fault": fault, "body": req})
 
         rf = req.get("response_format") or {}
