@@ -29,7 +29,8 @@ static int load_paths(const char **paths, size_t npaths, sl_model **out) {
         if (env && *env) {
             env_copy = strdup(env);
             size_t n = 1;
-            for (const char *p = env; *p; p++) n += *p == ':';
+            for (const char *p = env; *p; p++)
+                n += *p == ':';
             env_paths = calloc(n, sizeof *env_paths);
             if (!env_copy || !env_paths) {
                 free(env_copy);
@@ -60,7 +61,8 @@ static int load_paths(const char **paths, size_t npaths, sl_model **out) {
 
 /* Removes argv[i .. i+n-1], keeping argv NULL-terminated. */
 static void drop_args(int *argc, char **argv, int i, int n) {
-    for (int j = i; j + n <= *argc; j++) argv[j] = argv[j + n];
+    for (int j = i; j + n <= *argc; j++)
+        argv[j] = argv[j + n];
     *argc -= n;
 }
 
@@ -110,15 +112,14 @@ int sl_cli_load(int *argc, char **argv, sl_model **out) {
 }
 
 static void validate_usage(FILE *f) {
-    fprintf(f,
-            "usage: sluice validate [-q] [-p PATH]... [FILE|DIR]...\n"
-            "Loads and checks pipeline definitions; prints every error as "
-            "file:line:col: message.\n"
-            "Without paths: $SLUICE_PIPELINES (colon-separated), else "
-            "./pipelines.\n"
-            "  -q, --quiet   print nothing when the definitions are valid\n"
-            "exit codes: 0 valid, 2 invalid definitions, 1 a file or "
-            "directory could not be read, 64 usage\n");
+    fprintf(f, "usage: sluice validate [-q] [-p PATH]... [FILE|DIR]...\n"
+               "Loads and checks pipeline definitions; prints every error as "
+               "file:line:col: message.\n"
+               "Without paths: $SLUICE_PIPELINES (colon-separated), else "
+               "./pipelines.\n"
+               "  -q, --quiet   print nothing when the definitions are valid\n"
+               "exit codes: 0 valid, 2 invalid definitions, 1 a file or "
+               "directory could not be read, 64 usage\n");
 }
 
 int sl_cmd_validate(int argc, char **argv) {

@@ -216,8 +216,7 @@ static void vdiag_at(loader *L, const char *file, int line, int col,
     char msg[1024];
     if (d->n + 1 >= MAX_DIAGS) {
         L->full = 1;
-        snprintf(msg, sizeof msg, "too many errors (%d); stopping",
-                 MAX_DIAGS);
+        snprintf(msg, sizeof msg, "too many errors (%d); stopping", MAX_DIAGS);
     } else {
         vsnprintf(msg, sizeof msg, fmt, ap);
     }
@@ -289,8 +288,8 @@ static const char *describe(const node *n) {
     static int k;
     if (n->kind == N_MAP) return "a mapping";
     if (n->kind == N_SEQ) return "a list";
-    if (n->plain && (n->len == 0 || strcmp(n->s, "~") == 0 ||
-                     strcmp(n->s, "null") == 0))
+    if (n->plain &&
+        (n->len == 0 || strcmp(n->s, "~") == 0 || strcmp(n->s, "null") == 0))
         return "an empty value";
     char *b = buf[k++ & 3];
     snprintf(b, sizeof buf[0], "'%s'", show(n->s));
@@ -305,7 +304,8 @@ static size_t edit_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 64 || lb > 64) return SIZE_MAX;
     size_t row[65];
-    for (size_t j = 0; j <= lb; j++) row[j] = j;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
     for (size_t i = 1; i <= la; i++) {
         size_t prev = row[0];
         row[0] = i;
@@ -322,8 +322,7 @@ static size_t edit_distance(const char *a, const char *b) {
 }
 
 /* The candidate closest to s, or NULL when none is close enough. */
-static const char *nearest(const char *s, const char *const *cands,
-                           size_t n) {
+static const char *nearest(const char *s, const char *const *cands, size_t n) {
     const char *best = NULL;
     size_t bestd = SIZE_MAX;
     for (size_t i = 0; i < n && cands[i]; i++) {
@@ -341,7 +340,8 @@ static const char *nearest(const char *s, const char *const *cands,
 
 static size_t count_list(const char *const *l) {
     size_t n = 0;
-    while (l[n]) n++;
+    while (l[n])
+        n++;
     return n;
 }
 
@@ -435,13 +435,13 @@ static void check_duplicates(loader *L, node *m) {
     if (!refs) return;
     size_t k = 0;
     for (size_t i = 0; i < m->n; i++)
-        if (m->keys[i]->kind == N_SCALAR)
-            refs[k++] = (key_ref){m->keys[i], i};
+        if (m->keys[i]->kind == N_SCALAR) refs[k++] = (key_ref){m->keys[i], i};
     qsort(refs, k, sizeof *refs, key_ref_cmp);
     for (size_t i = 1; i < k; i++) {
         size_t first = i - 1;
         while (i < k && strcmp(refs[i].key->s, refs[first].key->s) == 0) {
-            diag(L, refs[i].key, "duplicate key '%s' (first defined at line %d)",
+            diag(L, refs[i].key,
+                 "duplicate key '%s' (first defined at line %d)",
                  show(refs[i].key->s), refs[first].key->line);
             i++;
         }
@@ -515,8 +515,8 @@ static node *parse_yaml(loader *L, const char *text, size_t len) {
             if (!n) break;
             n->len = ev.data.scalar.length;
             n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-            n->s = arena_strndup(L->t, (const char *)ev.data.scalar.value,
-                                 n->len);
+            n->s =
+                arena_strndup(L->t, (const char *)ev.data.scalar.value, n->len);
             if (n->s && strlen(n->s) != n->len) {
                 diag(L, n, "a NUL character in a value");
                 n->len = strlen(n->s);
@@ -539,8 +539,7 @@ static node *parse_yaml(loader *L, const char *text, size_t len) {
                 if (done->kind == N_MAP) check_duplicates(L, done);
             }
             break;
-        default:
-            break;
+        default: break;
         }
         if (ok && anchor) {
             diag_at(L, L->file, (int)ev.start_mark.line + 1,
@@ -557,9 +556,9 @@ static node *parse_yaml(loader *L, const char *text, size_t len) {
                     "it a string)",
                     show((const char *)tag));
         }
-        if (ok && (type == YAML_SCALAR_EVENT ||
-                   type == YAML_MAPPING_START_EVENT ||
-                   type == YAML_SEQUENCE_START_EVENT)) {
+        if (ok &&
+            (type == YAML_SCALAR_EVENT || type == YAML_MAPPING_START_EVENT ||
+             type == YAML_SEQUENCE_START_EVENT)) {
             if (!n) {
                 diag_at(L, L->file, 0, 0, "out of memory");
                 ok = 0;
@@ -651,7 +650,9 @@ static void check_keys(loader *L, const node *m, const char *where,
 static int expect_kind(loader *L, const node *n, int kind, const char *what) {
     if (n->kind == kind) return 1;
     diag(L, n, "%s: expected %s, got %s", what,
-         kind == N_MAP ? "a mapping" : kind == N_SEQ ? "a list" : "a value",
+         kind == N_MAP   ? "a mapping"
+         : kind == N_SEQ ? "a list"
+                         : "a value",
          describe(n));
     return 0;
 }
@@ -659,22 +660,108 @@ static int expect_kind(loader *L, const node *n, int kind, const char *what) {
 static const char *const sql_reserved[] = {
     /* PostgreSQL reserved key words (PostgreSQL 15 documentation, appendix
      * C: "reserved" and "reserved (can be function or type)"). */
-    "all", "analyse", "analyze", "and", "any", "array", "as", "asc",
-    "asymmetric", "authorization", "binary", "both", "case", "cast",
-    "check", "collate", "collation", "column", "concurrently", "constraint",
-    "create", "cross", "current_catalog", "current_date", "current_role",
-    "current_schema", "current_time", "current_timestamp", "current_user",
-    "default", "deferrable", "desc", "distinct", "do", "else", "end",
-    "except", "false", "fetch", "for", "foreign", "freeze", "from", "full",
-    "grant", "group", "having", "ilike", "in", "initially", "inner",
-    "intersect", "into", "is", "isnull", "join", "lateral", "leading",
-    "left", "like", "limit", "localtime", "localtimestamp", "natural", "not",
-    "notnull", "null", "offset", "on", "only", "or", "order", "outer",
-    "overlaps", "placing", "primary", "references", "returning", "right",
-    "select", "session_user", "similar", "some", "symmetric", "system_user",
-    "table", "tablesample", "then", "to", "trailing", "true", "union",
-    "unique", "user", "using", "variadic", "verbose", "when", "where",
-    "window", "with", NULL};
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "binary",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "intersect",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "natural",
+    "not",
+    "notnull",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "overlaps",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "some",
+    "symmetric",
+    "system_user",
+    "table",
+    "tablesample",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+    NULL};
 
 /* Non-zero when s is a PostgreSQL reserved key word. */
 int sl_dsl_reserved_word(const char *s) {
@@ -710,8 +797,8 @@ static int check_ident(loader *L, const node *at, const char *s,
         return -1;
     }
     if (len > MAX_IDENT) {
-        diag(L, at, "%s '%s' is too long: %zu bytes, at most %d", what,
-             show(s), len, MAX_IDENT);
+        diag(L, at, "%s '%s' is too long: %zu bytes, at most %d", what, show(s),
+             len, MAX_IDENT);
         return -1;
     }
     if (sql && sl_dsl_reserved_word(s)) {
@@ -761,7 +848,8 @@ static char *interpolate(loader *L, const node *at, const char *s) {
             if (q[0] == ':' && q[1] == '-') {
                 dflt = q + 2;
                 const char *e = strchr(dflt, '}');
-                if (!e) q = dflt + strlen(dflt);
+                if (!e)
+                    q = dflt + strlen(dflt);
                 else {
                     dlen = (size_t)(e - dflt);
                     q = e;
@@ -801,7 +889,8 @@ static char *interpolate(loader *L, const node *at, const char *s) {
             p++;
         }
         if (len + plen + 1 > cap) {
-            while (len + plen + 1 > cap) cap *= 2;
+            while (len + plen + 1 > cap)
+                cap *= 2;
             char *o2 = realloc(out, cap);
             if (!o2) {
                 free(out);
@@ -858,8 +947,8 @@ static int read_int(loader *L, const node *n, const char *what, long long lo,
         if (hi >= INT_MAX)
             diag(L, n, "%s: must be >= %lld, got %lld", what, lo, x);
         else
-            diag(L, n, "%s: must be between %lld and %lld, got %lld", what,
-                 lo, hi, x);
+            diag(L, n, "%s: must be between %lld and %lld, got %lld", what, lo,
+                 hi, x);
         return -1;
     }
     *out = (int)x;
@@ -918,12 +1007,18 @@ int sl_duration_parse(const char *s, int64_t *ms) {
         p++;
     }
     int64_t mult;
-    if (strcmp(p, "ms") == 0) mult = 1;
-    else if (strcmp(p, "s") == 0) mult = 1000;
-    else if (strcmp(p, "m") == 0) mult = 60 * 1000;
-    else if (strcmp(p, "h") == 0) mult = 3600 * 1000;
-    else if (strcmp(p, "d") == 0) mult = 86400 * 1000;
-    else return -SL_EINVAL;
+    if (strcmp(p, "ms") == 0)
+        mult = 1;
+    else if (strcmp(p, "s") == 0)
+        mult = 1000;
+    else if (strcmp(p, "m") == 0)
+        mult = 60 * 1000;
+    else if (strcmp(p, "h") == 0)
+        mult = 3600 * 1000;
+    else if (strcmp(p, "d") == 0)
+        mult = 86400 * 1000;
+    else
+        return -SL_EINVAL;
     /* At most ten years: anything longer is a typo. */
     if (v > (int64_t)3650 * 86400 * 1000 / mult) return -SL_EINVAL;
     *ms = v * mult;
@@ -954,8 +1049,7 @@ static int read_duration(loader *L, const node *n, const char *what,
 }
 
 /* Sizes: an integer with an optional unit B, KB, MB, GB (powers of 1024). */
-static int read_size(loader *L, const node *n, const char *what,
-                     size_t *out) {
+static int read_size(loader *L, const node *n, const char *what, size_t *out) {
     const char *v = read_value(L, n, what);
     if (!v) return -1;
     const char *p = v;
@@ -966,10 +1060,14 @@ static int read_size(loader *L, const node *n, const char *what,
         x = x * 10 + (unsigned)(*p++ - '0');
     }
     unsigned long long mult = 0;
-    if (!*p || !strcmp(p, "B")) mult = 1;
-    else if (!strcmp(p, "KB")) mult = 1024;
-    else if (!strcmp(p, "MB")) mult = 1024 * 1024;
-    else if (!strcmp(p, "GB")) mult = 1024ull * 1024 * 1024;
+    if (!*p || !strcmp(p, "B"))
+        mult = 1;
+    else if (!strcmp(p, "KB"))
+        mult = 1024;
+    else if (!strcmp(p, "MB"))
+        mult = 1024 * 1024;
+    else if (!strcmp(p, "GB"))
+        mult = 1024ull * 1024 * 1024;
     if (!ok || !mult) {
         diag(L, n, "%s: expected a size such as 64MB, 512KB or 1GB, got '%s'",
              what, show(v));
@@ -1009,7 +1107,8 @@ static int looks_float(const char *s) {
         p++;
         if (*p == '+' || *p == '-') p++;
         if (!isdigit((unsigned char)*p)) return 0;
-        while (isdigit((unsigned char)*p)) p++;
+        while (isdigit((unsigned char)*p))
+            p++;
     }
     return *p == '\0';
 }
@@ -1036,8 +1135,7 @@ static json_t *to_json(loader *L, const node *n) {
             return json_null();
         if (!strcmp(v, "true") || !strcmp(v, "True") || !strcmp(v, "TRUE"))
             return json_true();
-        if (!strcmp(v, "false") || !strcmp(v, "False") ||
-            !strcmp(v, "FALSE"))
+        if (!strcmp(v, "false") || !strcmp(v, "False") || !strcmp(v, "FALSE"))
             return json_false();
         long long x;
         if (looks_int(v) && parse_ll(v, &x) == 0) return json_integer(x);
@@ -1055,7 +1153,8 @@ static json_t *to_json(loader *L, const node *n) {
     return str;
 }
 
-/* ---- Lua hooks ------------------------------------------------------------ */
+/* ---- Lua hooks ------------------------------------------------------------
+ */
 
 /* Compiles a hook file (text chunks only: precompiled bytecode is
  * refused) in a fresh Lua state. Returns NULL when it compiles, else a
@@ -1080,9 +1179,10 @@ static const char *compile_lua(loader *L, const char *abs, const char *shown) {
         goto fail;
     }
     if (st.st_size > (off_t)MAX_FILE_BYTES) {
-        snprintf(msg, sizeof msg, "Lua file '%s' is too large (%lld bytes, "
-                 "at most %u)", show(shown), (long long)st.st_size,
-                 MAX_FILE_BYTES);
+        snprintf(msg, sizeof msg,
+                 "Lua file '%s' is too large (%lld bytes, "
+                 "at most %u)",
+                 show(shown), (long long)st.st_size, MAX_FILE_BYTES);
         goto fail;
     }
     f = fopen(abs, "rb");
@@ -1182,8 +1282,10 @@ static int read_classes(loader *L, const node *n, const char *what,
             errclass_names[i] = sl_errclass_name((sl_errclass)i);
     const node *one = n;
     size_t cnt = 1;
-    if (n->kind == N_SEQ) cnt = n->n;
-    else if (!expect_kind(L, n, N_SCALAR, what)) return -1;
+    if (n->kind == N_SEQ)
+        cnt = n->n;
+    else if (!expect_kind(L, n, N_SCALAR, what))
+        return -1;
     uint32_t m = 0;
     int bad = 0;
     for (size_t i = 0; i < cnt; i++) {
@@ -1206,13 +1308,12 @@ static int read_classes(loader *L, const node *n, const char *what,
     return 0;
 }
 
-static const char *const retry_keys[] = {"max_attempts", "backoff", "initial",
-                                         "factor",       "max_delay",
-                                         "jitter",       "on",
-                                         "fail_on",      NULL};
-static const char *const defaults_keys[] = {
-    "retry", "timeout", "lease", "heartbeat", "concurrency", "batch",
-    "priority", "sql_writes", NULL};
+static const char *const retry_keys[] = {"max_attempts", "backoff",   "initial",
+                                         "factor",       "max_delay", "jitter",
+                                         "on",           "fail_on",   NULL};
+static const char *const defaults_keys[] = {"retry",     "timeout",     "lease",
+                                            "heartbeat", "concurrency", "batch",
+                                            "priority",  "sql_writes",  NULL};
 
 /* Reads settings keys present in m over s; `own` collects the nodes set
  * at this level. */
@@ -1224,12 +1325,12 @@ static void read_settings(loader *L, const node *m, settings *s) {
         check_keys(L, n, "retry", retry_keys);
         const node *v;
         if ((v = mget(n, "max_attempts")))
-            read_int(L, v, "max_attempts", 1, INT_MAX,
-                     &s->retry.max_attempts);
+            read_int(L, v, "max_attempts", 1, INT_MAX, &s->retry.max_attempts);
         if ((v = mget(n, "backoff"))) {
             const char *b = read_value(L, v, "backoff");
             static const char *const kinds[] = {"fixed", "exponential", NULL};
-            if (b && !strcmp(b, "fixed")) s->retry.backoff = SL_BACKOFF_FIXED;
+            if (b && !strcmp(b, "fixed"))
+                s->retry.backoff = SL_BACKOFF_FIXED;
             else if (b && !strcmp(b, "exponential"))
                 s->retry.backoff = SL_BACKOFF_EXPONENTIAL;
             else if (b)
@@ -1276,7 +1377,8 @@ static void read_settings(loader *L, const node *m, settings *s) {
     if ((n = mget(m, "batch"))) read_int(L, n, "batch", 1, 1000, &s->batch);
     if ((n = mget(m, "priority")))
         read_int(L, n, "priority", -1000000, 1000000, &s->priority);
-    if ((n = mget(m, "sql_writes"))) read_bool(L, n, "sql_writes", &s->sql_writes);
+    if ((n = mget(m, "sql_writes")))
+        read_bool(L, n, "sql_writes", &s->sql_writes);
 
     /* Heartbeat against timeout and lease, reported where a value was set
      * at this level (values inherited unchanged were checked there). */
@@ -1320,15 +1422,29 @@ typedef struct stage_aux {
     const node *run_hook_at;
 } stage_aux;
 
-static const char *const column_types[] = {
-    "text", "bytea", "jsonb", "json", "uuid", "boolean", "smallint",
-    "integer", "bigint", "real", "double precision", "numeric",
-    "timestamptz", "date", "text[]", "integer[]", NULL};
+static const char *const column_types[] = {"text",
+                                           "bytea",
+                                           "jsonb",
+                                           "json",
+                                           "uuid",
+                                           "boolean",
+                                           "smallint",
+                                           "integer",
+                                           "bigint",
+                                           "real",
+                                           "double precision",
+                                           "numeric",
+                                           "timestamptz",
+                                           "date",
+                                           "text[]",
+                                           "integer[]",
+                                           NULL};
 
 static const char *const engine_columns[] = {
-    "id", "status", "status_detail", "progress", "attempts", "last_error",
-    "error_class", "priority", "run_at", "locked_by", "locked_until",
-    "checkpoint", "dedup_key", "started_at", "finished_at", "created_at",
+    "id",         "status",     "status_detail", "progress",
+    "attempts",   "last_error", "error_class",   "priority",
+    "run_at",     "locked_by",  "locked_until",  "checkpoint",
+    "dedup_key",  "started_at", "finished_at",   "created_at",
     "updated_at", NULL};
 
 /* The normalised type (static string) or NULL. */
@@ -1351,8 +1467,8 @@ static const char *normalise_type(const char *t) {
     buf[o] = '\0';
     static const struct {
         const char *alias, *type;
-    } aliases[] = {{"bool", "boolean"},  {"int", "integer"},
-                   {"int4", "integer"},  {"int8", "bigint"},
+    } aliases[] = {{"bool", "boolean"},    {"int", "integer"},
+                   {"int4", "integer"},    {"int8", "bigint"},
                    {"int[]", "integer[]"}, {"int4[]", "integer[]"}};
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
         if (!strcmp(buf, aliases[i].alias)) return aliases[i].type;
@@ -1361,8 +1477,8 @@ static const char *normalise_type(const char *t) {
     return NULL;
 }
 
-static void read_column(loader *L, const node *k, const node *v,
-                        sl_column *c, const char *fk) {
+static void read_column(loader *L, const node *k, const node *v, sl_column *c,
+                        const char *fk) {
     c->line = k->line;
     c->col = k->col;
     c->name = read_ident(L, k, "column", ID_SQL);
@@ -1385,7 +1501,9 @@ static void read_column(loader *L, const node *k, const node *v,
                                            NULL};
         check_keys(L, v, "a column", keys);
         tn = mget(v, "type");
-        if (!tn) diag(L, v, "column '%s': missing required key 'type'", show(key_name(k)));
+        if (!tn)
+            diag(L, v, "column '%s': missing required key 'type'",
+                 show(key_name(k)));
         const node *r = mget(v, "references");
         if (r && expect_kind(L, r, N_SCALAR, "references")) {
             const char *dot = strchr(r->s, '.');
@@ -1393,8 +1511,10 @@ static void read_column(loader *L, const node *k, const node *v,
             const char *col = dot ? dot + 1 : "id";
             size_t tl = dot ? (size_t)(dot - r->s) : strlen(r->s);
             if (tl >= sizeof tbl || !*col || strchr(col, '.') || tl == 0) {
-                diag(L, r, "references: expected table.column (e.g. "
-                           "projects.id), got '%s'", show(r->s));
+                diag(L, r,
+                     "references: expected table.column (e.g. "
+                     "projects.id), got '%s'",
+                     show(r->s));
             } else {
                 memcpy(tbl, r->s, tl);
                 tbl[tl] = '\0';
@@ -1441,7 +1561,9 @@ static void read_hook(loader *L, const node *k, const node *v, sl_hook *h) {
                                            "memory", NULL};
         check_keys(L, v, "a hook", keys);
         fn = mget(v, "file");
-        if (!fn) diag(L, v, "hook '%s': missing required key 'file'", show(key_name(k)));
+        if (!fn)
+            diag(L, v, "hook '%s': missing required key 'file'",
+                 show(key_name(k)));
         const node *f = mget(v, "function");
         if (f && expect_kind(L, f, N_SCALAR, "function")) {
             if (!is_lua_name(f->s))
@@ -1454,18 +1576,22 @@ static void read_hook(loader *L, const node *k, const node *v, sl_hook *h) {
         if (ins) {
             const char *iv = read_value(L, ins, "instructions");
             long long x;
-            if (iv && (parse_ll(iv, &x) != 0 || x < 1000 ||
-                       x > 1000000000000LL))
-                diag(L, ins, "instructions: expected an integer between 1000 "
-                             "and 1000000000000, got '%s'", show(iv));
+            if (iv &&
+                (parse_ll(iv, &x) != 0 || x < 1000 || x > 1000000000000LL))
+                diag(L, ins,
+                     "instructions: expected an integer between 1000 "
+                     "and 1000000000000, got '%s'",
+                     show(iv));
             else if (iv)
                 h->instruction_limit = x;
         }
         const node *mem = mget(v, "memory");
         if (mem) read_size(L, mem, "memory", &h->memory_limit);
     } else if (v->kind != N_SCALAR) {
-        diag(L, v, "hook '%s': expected a file name or a mapping with file "
-                   "and function, got %s", show(key_name(k)), describe(v));
+        diag(L, v,
+             "hook '%s': expected a file name or a mapping with file "
+             "and function, got %s",
+             show(key_name(k)), describe(v));
         return;
     }
     if (!fn) return;
@@ -1513,9 +1639,9 @@ static void read_mapping(loader *L, const node *n, const char *what,
 }
 
 static const char *const stage_keys[] = {
-    "queue",      "channel", "handler", "with",   "columns",     "hooks",
-    "sql_writes", "status",  "next",    "retry",  "timeout",     "lease",
-    "heartbeat",  "concurrency", "batch", "priority", NULL};
+    "queue",      "channel",     "handler", "with",     "columns", "hooks",
+    "sql_writes", "status",      "next",    "retry",    "timeout", "lease",
+    "heartbeat",  "concurrency", "batch",   "priority", NULL};
 
 static void read_status(loader *L, const node *n, sl_stage *st,
                         const sl_pipeline *p, stage_aux *ax) {
@@ -1525,8 +1651,10 @@ static void read_status(loader *L, const node *n, sl_stage *st,
     if (!n) return;
     if (!expect_kind(L, n, N_MAP, "status")) return;
     if (!p->has_subject) {
-        diag(L, n, "status: a status mapping needs a subject, and pipeline "
-                   "'%s' has none", p->name ? p->name : "?");
+        diag(L, n,
+             "status: a status mapping needs a subject, and pipeline "
+             "'%s' has none",
+             p->name ? p->name : "?");
         return;
     }
     static const char *const keys[] = {"on_start", "progress", "on_done",
@@ -1575,7 +1703,8 @@ static void read_next(loader *L, const node *n, sl_stage *st, stage_aux *ax) {
             diag(L, n, "next: at most %d entries, got %zu", MAX_NEXT, n->n);
             return;
         }
-        for (size_t i = 0; i < n->n; i++) items[cnt++] = n->vals[i];
+        for (size_t i = 0; i < n->n; i++)
+            items[cnt++] = n->vals[i];
     } else {
         diag(L, n, "next: expected a stage name or a list of them, got %s",
              describe(n));
@@ -1613,15 +1742,17 @@ static void read_next(loader *L, const node *n, sl_stage *st, stage_aux *ax) {
                 nx->map = arena_alloc(L->a, map->n * sizeof *nx->map);
                 ax->to_at[st->nnext] =
                     arena_alloc(L->t, map->n * sizeof *ax->to_at[0]);
-                for (size_t j = 0; nx->map && ax->to_at[st->nnext] && j < map->n;
-                     j++) {
-                    const char *to = read_ident(L, map->keys[j], "map column",
-                                                ID_SQL);
+                for (size_t j = 0;
+                     nx->map && ax->to_at[st->nnext] && j < map->n; j++) {
+                    const char *to =
+                        read_ident(L, map->keys[j], "map column", ID_SQL);
                     const node *fv = map->vals[j];
                     if (!expect_kind(L, fv, N_SCALAR, "map source")) continue;
                     if (!fv->s[0] || strstr(fv->s, "${")) {
-                        diag(L, fv, "map source: expected an output field "
-                                    "name, got %s", describe(fv));
+                        diag(L, fv,
+                             "map source: expected an output field "
+                             "name, got %s",
+                             describe(fv));
                         continue;
                     }
                     if (!to) continue;
@@ -1636,9 +1767,9 @@ static void read_next(loader *L, const node *n, sl_stage *st, stage_aux *ax) {
     }
 }
 
-static void read_stage(loader *L, sl_pipeline *p, const node *k,
-                       const node *v, const settings *defaults, sl_stage *st,
-                       stage_aux *ax, stage_pos *pos) {
+static void read_stage(loader *L, sl_pipeline *p, const node *k, const node *v,
+                       const settings *defaults, sl_stage *st, stage_aux *ax,
+                       stage_pos *pos) {
     settings s = *defaults;
     ax->key = k;
     st->line = k->line;
@@ -1658,8 +1789,10 @@ static void read_stage(loader *L, sl_pipeline *p, const node *k,
     const node *n;
 
     if (!(n = mget(v, "queue")))
-        diag(L, k, "stage '%s': missing required key 'queue' (the queue "
-                   "table)", sname);
+        diag(L, k,
+             "stage '%s': missing required key 'queue' (the queue "
+             "table)",
+             sname);
     else {
         st->queue = read_ident(L, n, "queue", ID_SQL);
         pos->qline = n->line;
@@ -1676,7 +1809,8 @@ static void read_stage(loader *L, sl_pipeline *p, const node *k,
         if (strlen(st->queue) + strlen("_channel") > MAX_IDENT)
             diag(L, mget(v, "queue"),
                  "the default channel '%s_channel' would be longer than %d "
-                 "bytes; set 'channel'", st->queue, MAX_IDENT);
+                 "bytes; set 'channel'",
+                 st->queue, MAX_IDENT);
         else
             st->channel = arena_printf(L->a, "%s_channel", st->queue);
     }
@@ -1685,8 +1819,10 @@ static void read_stage(loader *L, sl_pipeline *p, const node *k,
         diag(L, k, "stage '%s': missing required key 'handler'", sname);
     else if (expect_kind(L, n, N_SCALAR, "handler")) {
         if (strstr(n->s, "${"))
-            diag(L, n, "handler '%s': ${...} interpolation is not allowed in "
-                       "handler names", show(n->s));
+            diag(L, n,
+                 "handler '%s': ${...} interpolation is not allowed in "
+                 "handler names",
+                 show(n->s));
         else {
             st->handler = arena_strdup(L->a, n->s);
             h = sl_handler_find(n->s);
@@ -1722,7 +1858,8 @@ static void read_stage(loader *L, sl_pipeline *p, const node *k,
         } else if (n->n) {
             st->columns = arena_alloc(L->a, n->n * sizeof *st->columns);
             for (size_t i = 0; st->columns && i < n->n; i++)
-                read_column(L, n->keys[i], n->vals[i], &st->columns[st->ncolumns++],
+                read_column(L, n->keys[i], n->vals[i],
+                            &st->columns[st->ncolumns++],
                             p->has_subject ? p->subject.fk : NULL);
         }
     }
@@ -1741,7 +1878,8 @@ static void read_stage(loader *L, sl_pipeline *p, const node *k,
     if (st->handler && !strcmp(st->handler, "lua") && !ax->run_hook_at)
         diag(L, mget(v, "handler"),
              "stage '%s': handler 'lua' needs a 'run' hook (hooks: {run: "
-             "{file: ..., function: ...}})", sname);
+             "{file: ..., function: ...}})",
+             sname);
     read_status(L, mget(v, "status"), st, p, ax);
     if ((n = mget(v, "next"))) read_next(L, n, st, ax);
 
@@ -1749,9 +1887,9 @@ static void read_stage(loader *L, sl_pipeline *p, const node *k,
     apply_settings(&s, st);
 }
 
-static const char *const subject_keys[] = {"table",    "key",    "foreign_key",
-                                           "status",   "progress", "detail",
-                                           "channel",  NULL};
+static const char *const subject_keys[] = {"table",   "key",      "foreign_key",
+                                           "status",  "progress", "detail",
+                                           "channel", NULL};
 
 /* interviews -> interview_id; categories -> category_id; boxes -> box_id;
  * classes -> class_id. Anything subtler: set foreign_key. */
@@ -1762,10 +1900,9 @@ static char *default_fk(arena *a, const char *table) {
     memcpy(buf, table, n + 1);
     if (n > 3 && !strcmp(buf + n - 3, "ies")) {
         strcpy(buf + n - 3, "y");
-    } else if (n > 4 && (!strcmp(buf + n - 4, "sses") ||
-                         !strcmp(buf + n - 3, "xes") ||
-                         !strcmp(buf + n - 4, "ches") ||
-                         !strcmp(buf + n - 4, "shes"))) {
+    } else if (n > 4 &&
+               (!strcmp(buf + n - 4, "sses") || !strcmp(buf + n - 3, "xes") ||
+                !strcmp(buf + n - 4, "ches") || !strcmp(buf + n - 4, "shes"))) {
         buf[n - 2] = '\0';
     } else if (n > 1 && buf[n - 1] == 's' && buf[n - 2] != 's') {
         buf[n - 1] = '\0';
@@ -1774,8 +1911,7 @@ static char *default_fk(arena *a, const char *table) {
     return arena_strdup(a, buf);
 }
 
-static void read_subject(loader *L, const node *n, sl_pipeline *p,
-                         draft *dr) {
+static void read_subject(loader *L, const node *n, sl_pipeline *p, draft *dr) {
     if (!expect_kind(L, n, N_MAP, "subject")) return;
     p->has_subject = 1;
     sl_subject *s = &p->subject;
@@ -1794,7 +1930,8 @@ static void read_subject(loader *L, const node *n, sl_pipeline *p,
         if (s->fk && strlen(s->fk) > MAX_IDENT) {
             diag(L, mget(n, "table"),
                  "the default foreign_key '%s' is longer than %d bytes; set "
-                 "'foreign_key'", show(s->fk), MAX_IDENT);
+                 "'foreign_key'",
+                 show(s->fk), MAX_IDENT);
             s->fk = NULL;
         }
     }
@@ -1803,7 +1940,8 @@ static void read_subject(loader *L, const node *n, sl_pipeline *p,
             if (!strcmp(s->fk, engine_columns[i]))
                 diag(L, mget(n, "foreign_key") ? mget(n, "foreign_key") : n,
                      "foreign_key '%s' is a column the engine manages; choose "
-                     "another name", s->fk);
+                     "another name",
+                     s->fk);
     s->status_column = "status";
     if (!(v = mget(n, "status"))) {
         diag(L, n, "subject: missing required key 'status' (with 'values')");
@@ -1816,8 +1954,9 @@ static void read_subject(loader *L, const node *n, sl_pipeline *p,
             diag(L, v, "subject.status: missing required key 'values'");
         } else if (expect_kind(L, vals, N_SEQ, "subject.status.values")) {
             if (vals->n == 0)
-                diag(L, vals, "subject.status.values: expected at least one "
-                              "value");
+                diag(L, vals,
+                     "subject.status.values: expected at least one "
+                     "value");
             else if (vals->n > MAX_STATUS_VALUES)
                 diag(L, vals, "subject.status.values: at most %d values",
                      MAX_STATUS_VALUES);
@@ -1825,15 +1964,17 @@ static void read_subject(loader *L, const node *n, sl_pipeline *p,
                 s->status_values =
                     arena_alloc(L->a, vals->n * sizeof *s->status_values);
                 for (size_t i = 0; s->status_values && i < vals->n; i++) {
-                    const char *sv = read_ident(L, vals->vals[i],
-                                                "status value", ID_NAME);
+                    const char *sv =
+                        read_ident(L, vals->vals[i], "status value", ID_NAME);
                     if (!sv) continue;
                     int dup = 0;
                     for (size_t j = 0; j < s->nstatus_values; j++)
                         if (!strcmp(s->status_values[j], sv)) dup = 1;
                     if (dup)
-                        diag(L, vals->vals[i], "status value '%s' is listed "
-                                               "twice", sv);
+                        diag(L, vals->vals[i],
+                             "status value '%s' is listed "
+                             "twice",
+                             sv);
                     else
                         s->status_values[s->nstatus_values++] = sv;
                 }
@@ -1895,8 +2036,9 @@ static void read_security(loader *L, const node *n, sl_pipeline *p) {
             if (!mget(inh, "table"))
                 diag(L, inh, "security.inherit: missing required key 'table'");
             if (!mget(inh, "column"))
-                diag(L, inh, "security.inherit: missing required key "
-                             "'column'");
+                diag(L, inh,
+                     "security.inherit: missing required key "
+                     "'column'");
         }
     } else if (!p->has_subject && r->enabled && (!inh)) {
         diag_at(L, L->file, p->line, p->col,
@@ -1946,7 +2088,8 @@ static void dfs(graph *g, size_t u) {
         if (g->color[v] == 1) {
             char path[1024];
             size_t o = 0, from = 0;
-            while (g->stack[from] != v) from++;
+            while (g->stack[from] != v)
+                from++;
             path[0] = '\0';
             for (size_t j = from; j < g->depth && o < sizeof path - 80; j++)
                 o += (size_t)snprintf(path + o, sizeof path - o, "%s -> ",
@@ -1974,7 +2117,8 @@ static void check_progress(graph *g) {
     size_t *floor_s = calloc(n, sizeof *floor_s);
     int *floor_f = calloc(n, sizeof *floor_f);
     if (!floor_v || !floor_s || !floor_f) goto out;
-    for (size_t i = 0; i < n; i++) floor_v[i] = -1;
+    for (size_t i = 0; i < n; i++)
+        floor_v[i] = -1;
     static const char *const field[4] = {"on_start progress", "progress.from",
                                          "progress.to", "on_done progress"};
     for (size_t k = g->norder; k-- > 0;) {
@@ -2043,8 +2187,8 @@ static void check_graph(loader *L, sl_pipeline *p, stage_aux *ax) {
             for (size_t m = 0; m < nx->nmap; m++) {
                 if (find_column(t, nx->map[m].to)) continue;
                 diag(L, ax[i].to_at[j][m],
-                     "map: next stage '%s' declares no column '%s'%s",
-                     t->name, nx->map[m].to,
+                     "map: next stage '%s' declares no column '%s'%s", t->name,
+                     nx->map[m].to,
                      cols ? did_you_mean(nx->map[m].to, cols, nc) : "");
             }
             free(cols);
@@ -2081,11 +2225,11 @@ out:
     free(g.order);
 }
 
-/* ---- one file -------------------------------------------------------------- */
+/* ---- one file --------------------------------------------------------------
+ */
 
-static const char *const top_keys[] = {"pipeline", "subject", "security",
-                                       "sweep",    "defaults", "stages",
-                                       NULL};
+static const char *const top_keys[] = {
+    "pipeline", "subject", "security", "sweep", "defaults", "stages", NULL};
 
 static draft *new_draft(loader *L) {
     if (L->ndrafts == L->capdrafts) {
@@ -2102,8 +2246,10 @@ static draft *new_draft(loader *L) {
 
 static void read_pipeline(loader *L, const node *root) {
     if (root->kind != N_MAP) {
-        diag(L, root, "expected a mapping with 'pipeline' and 'stages' at "
-                      "the top level, got %s", describe(root));
+        diag(L, root,
+             "expected a mapping with 'pipeline' and 'stages' at "
+             "the top level, got %s",
+             describe(root));
         return;
     }
     draft *dr = new_draft(L);
@@ -2222,8 +2368,10 @@ static void load_text(loader *L, const char *name, const char *text,
         return;
     }
     char *slash = strrchr(dir, '/');
-    if (slash == dir) slash[1] = '\0';
-    else if (slash) *slash = '\0';
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
     L->abs = abs;
     L->dir = dir;
     L->t = calloc(1, sizeof *L->t);
@@ -2237,8 +2385,9 @@ static void load_text(loader *L, const char *name, const char *text,
     if (nul) {
         int line, col;
         offset_pos(text, len, (size_t)(nul - text), &line, &col);
-        diag_at(L, name, line, col, "a NUL byte: a pipeline file is UTF-8 "
-                                    "text");
+        diag_at(L, name, line, col,
+                "a NUL byte: a pipeline file is UTF-8 "
+                "text");
         goto out;
     }
     node *root = parse_yaml(L, text, len);
@@ -2329,8 +2478,9 @@ static void load_dir(loader *L, const char *path) {
     }
     closedir(d);
     if (n == 0) {
-        diag_at(L, path, 0, 0, "no pipeline files (*.yaml, *.yml) in this "
-                               "directory");
+        diag_at(L, path, 0, 0,
+                "no pipeline files (*.yaml, *.yml) in this "
+                "directory");
         L->io_error = 1;
     }
     qsort(names, n, sizeof *names, str_cmp);
@@ -2341,7 +2491,8 @@ static void load_dir(loader *L, const char *path) {
     free(names);
 }
 
-/* ---- across files ----------------------------------------------------------- */
+/* ---- across files -----------------------------------------------------------
+ */
 
 static void check_unique(loader *L) {
     for (size_t i = 0; i < L->ndrafts; i++) {
@@ -2374,8 +2525,8 @@ static void check_unique(loader *L) {
                                 "queue table '%s' is already used by stage "
                                 "'%s' of pipeline '%s' (%s:%d:%d)",
                                 sa->queue, sb->name ? sb->name : "?",
-                                b->p.name ? b->p.name : "?", b->file,
-                                pb->qline, pb->qcol);
+                                b->p.name ? b->p.name : "?", b->file, pb->qline,
+                                pb->qcol);
                         qdone = 1;
                     }
                     /* A default channel repeats a duplicate queue's
@@ -2387,8 +2538,8 @@ static void check_unique(loader *L) {
                                 "channel '%s' is already used by stage '%s' "
                                 "of pipeline '%s' (%s:%d:%d)",
                                 sa->channel, sb->name ? sb->name : "?",
-                                b->p.name ? b->p.name : "?", b->file,
-                                pb->cline, pb->ccol);
+                                b->p.name ? b->p.name : "?", b->file, pb->cline,
+                                pb->ccol);
                         cdone = 1;
                     }
                 }
@@ -2410,8 +2561,8 @@ static void check_unique(loader *L) {
                     diag_at(L, a->file, pa->cline, pa->ccol,
                             "channel '%s' is already the subject channel of "
                             "pipeline '%s' (%s:%d:%d)",
-                            sa->channel, b->p.name ? b->p.name : "?",
-                            b->file, b->sline, b->scol);
+                            sa->channel, b->p.name ? b->p.name : "?", b->file,
+                            b->sline, b->scol);
                     cdone = 1;
                 }
             }
@@ -2432,7 +2583,8 @@ static void check_unique(loader *L) {
     }
 }
 
-/* ---- the public entry points ------------------------------------------------ */
+/* ---- the public entry points ------------------------------------------------
+ */
 
 static void free_drafts(loader *L) {
     for (size_t i = 0; i < L->ndrafts; i++)
@@ -2487,9 +2639,9 @@ static void sort_diags(sl_diags *all, size_t from) {
         while (j > 0) {
             sl_diag *h = &d->items[j - 1];
             size_t rh = rank[j - 1];
-            int later = rh > r || (rh == r && (h->line > g.line ||
-                                               (h->line == g.line &&
-                                                h->col > g.col)));
+            int later =
+                rh > r || (rh == r && (h->line > g.line ||
+                                       (h->line == g.line && h->col > g.col)));
             if (!later) break;
             d->items[j] = *h;
             rank[j] = rh;
@@ -2551,7 +2703,8 @@ static int finish(loader *L, sl_model **out, size_t diags_before) {
         *out = m;
     }
     L->a = NULL;
-    for (size_t i = 0; i < L->nlua; i++) free(L->lua[i].path);
+    for (size_t i = 0; i < L->nlua; i++)
+        free(L->lua[i].path);
     free(L->lua);
     sort_diags(L->d, diags_before);
     return rc;

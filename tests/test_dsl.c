@@ -41,8 +41,7 @@ static void expect_error_named(const char *name, const char *yaml, int line,
     sl_diags_free(&d);
 }
 
-static void expect_error(const char *yaml, int line, int col,
-                         const char *msg) {
+static void expect_error(const char *yaml, int line, int col, const char *msg) {
     expect_error_named("t.yaml", yaml, line, col, msg);
 }
 
@@ -95,15 +94,15 @@ static sl_model *load_ok(const char *yaml) {
 /* Stage a (lines 4-6); its further keys start at line 7. */
 #define STAGE_A "  a:\n    queue: a_jobs\n    handler: noop\n"
 /* A pipeline with a subject; stage a at lines 7-9, keys from line 10. */
-#define SUBJ                                                                \
-    "pipeline: p\nsubject:\n  table: items\n  status:\n"                   \
-    "    values: [new, busy, done, failed]\nstages:\n"                      \
+#define SUBJ                                                                   \
+    "pipeline: p\nsubject:\n  table: items\n  status:\n"                       \
+    "    values: [new, busy, done, failed]\nstages:\n"                         \
     "  a:\n    queue: a_jobs\n    handler: noop\n"
 
-#define INVALID(name, yaml, line, col, msg)                                 \
-    static void name(void **state) {                                        \
-        (void)state;                                                        \
-        expect_error(yaml, line, col, msg);                                 \
+#define INVALID(name, yaml, line, col, msg)                                    \
+    static void name(void **state) {                                           \
+        (void)state;                                                           \
+        expect_error(yaml, line, col, msg);                                    \
     }
 
 /* ---- refused: YAML itself ------------------------------------------------ */
@@ -116,12 +115,13 @@ INVALID(duplicate_key_names_the_first_definition,
         "duplicate key 'queue' (first defined at line 5)")
 INVALID(yaml_anchor_is_refused, HEAD "  a: &s {queue: a_jobs, handler: noop}\n",
         4, 6, "YAML anchor '&s': anchors and aliases are not supported")
-INVALID(yaml_alias_is_refused, "pipeline: p\nsecurity: {rls: false}\nstages: *s\n",
-        3, 9, "YAML alias '*s'")
+INVALID(yaml_alias_is_refused,
+        "pipeline: p\nsecurity: {rls: false}\nstages: *s\n", 3, 9,
+        "YAML alias '*s'")
 INVALID(yaml_tag_is_refused, "pipeline: !!str p\n", 1, 11,
         "YAML tag 'tag:yaml.org,2002:str' is not supported")
-INVALID(second_yaml_document_is_refused,
-        HEAD STAGE_A "---\npipeline: q\n", 7, 1, "a second YAML document")
+INVALID(second_yaml_document_is_refused, HEAD STAGE_A "---\npipeline: q\n", 7,
+        1, "a second YAML document")
 INVALID(top_level_list_is_refused, "- a\n- b\n", 1, 1,
         "expected a mapping with 'pipeline' and 'stages' at the top level, "
         "got a list")
@@ -129,7 +129,8 @@ INVALID(empty_file_is_refused, "", 1, 1, "the file is empty")
 INVALID(comment_only_file_is_refused, "# nothing here\n\n", 1, 1,
         "the file is empty")
 
-/* ---- refused: keys, types, required fields --------------------------------- */
+/* ---- refused: keys, types, required fields ---------------------------------
+ */
 
 INVALID(unknown_top_level_key_suggests_the_nearest,
         "pipeline: p\nsecurity: {rls: false}\nstage:\n  a: {queue: a_jobs, "
@@ -176,13 +177,15 @@ INVALID(standalone_queue_needs_security_inherit,
         "pipeline: p\nstages:\n  a:\n    queue: a_jobs\n    handler: noop\n", 1,
         11, "has no subject, so it needs security.inherit")
 
-/* ---- refused: ranges and units -------------------------------------------- */
+/* ---- refused: ranges and units --------------------------------------------
+ */
 
 INVALID(max_attempts_below_one_is_refused,
         HEAD STAGE_A "    retry:\n      max_attempts: 0\n", 8, 21,
         "max_attempts: must be >= 1, got 0")
-INVALID(factor_below_one_is_refused, HEAD STAGE_A "    retry:\n      factor: 0.5\n",
-        8, 15, "factor: must be >= 1, got 0.5")
+INVALID(factor_below_one_is_refused,
+        HEAD STAGE_A "    retry:\n      factor: 0.5\n", 8, 15,
+        "factor: must be >= 1, got 0.5")
 INVALID(max_delay_below_initial_is_refused,
         HEAD STAGE_A "    retry:\n      initial: 10s\n      max_delay: 5s\n", 9,
         18, "max_delay 5s must be >= initial 10s")
@@ -204,7 +207,8 @@ INVALID(heartbeat_must_be_shorter_than_lease,
 INVALID(default_heartbeat_must_be_shorter_than_timeout,
         HEAD STAGE_A "    timeout: 2s\n", 7, 14,
         "heartbeat 10s (the default, lease/3) must be shorter than timeout 2s")
-INVALID(duration_without_unit_is_refused, HEAD STAGE_A "    timeout: 30\n", 7, 14,
+INVALID(duration_without_unit_is_refused, HEAD STAGE_A "    timeout: 30\n", 7,
+        14,
         "timeout: expected a duration such as 250ms, 3s, 5m, 2h or 1d, got "
         "'30' (a number needs a unit)")
 INVALID(sweep_pending_age_needs_a_unit,
@@ -225,21 +229,24 @@ INVALID(progress_going_backwards_along_next_is_refused,
         "progress goes backwards: on_done progress 40 of stage 'b' is lower "
         "than on_done progress 50 of stage 'a'")
 
-/* ---- refused: names ----------------------------------------------------------- */
+/* ---- refused: names
+ * ----------------------------------------------------------- */
 
 INVALID(upper_case_identifier_is_refused,
         HEAD "  a:\n    queue: Upload_Jobs\n    handler: noop\n", 5, 12,
         "queue 'Upload_Jobs' is not a valid name")
 INVALID(identifier_longer_than_63_bytes_is_refused,
-        HEAD "  a:\n    queue: "
-             "qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq\n"
-             "    handler: noop\n",
+        HEAD
+        "  a:\n    queue: "
+        "qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq\n"
+        "    handler: noop\n",
         5, 12, "is too long: 64 bytes, at most 63")
 INVALID(sql_reserved_word_is_refused_as_a_table,
         HEAD "  a:\n    queue: select\n    handler: noop\n", 5, 12,
         "queue 'select' is an SQL reserved word")
 INVALID(identifier_with_a_quote_and_semicolon_is_refused,
-        HEAD "  a:\n    queue: \"x\\\"; drop table t; --\"\n    handler: noop\n",
+        HEAD
+        "  a:\n    queue: \"x\\\"; drop table t; --\"\n    handler: noop\n",
         5, 12, "is not a valid name")
 INVALID(interpolation_in_an_identifier_is_refused,
         HEAD "  a:\n    queue: ${QUEUE}\n    handler: noop\n", 5, 12,
@@ -254,14 +261,17 @@ INVALID(unsupported_column_type_is_refused,
         HEAD STAGE_A "    columns:\n      note: varchar\n", 8, 13,
         "column 'note': unsupported type 'varchar'")
 INVALID(overlong_column_type_is_refused,
-        HEAD STAGE_A "    columns:\n      note: t<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<"
-                     "<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<ext\n",
+        HEAD STAGE_A
+        "    columns:\n      note: t<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<"
+        "<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<ext\n",
         8, 13, "column 'note': unsupported type 't<<<")
 INVALID(malformed_references_is_refused,
-        HEAD STAGE_A "    columns:\n      owner: {type: uuid, references: a.b.c}\n",
+        HEAD STAGE_A
+        "    columns:\n      owner: {type: uuid, references: a.b.c}\n",
         8, 39, "references: expected table.column")
 
-/* ---- refused: references between things ------------------------------------------ */
+/* ---- refused: references between things
+ * ------------------------------------------ */
 
 INVALID(unknown_handler_suggests_the_nearest,
         HEAD "  a:\n    queue: a_jobs\n    handler: noopp\n", 6, 14,
@@ -307,9 +317,10 @@ INVALID(same_channel_twice_names_both_places,
         "channel 'ch' is already used by stage 'a' of pipeline 'p' "
         "(t.yaml:6:14)")
 INVALID(map_to_a_column_the_next_stage_lacks_suggests_the_nearest,
-        HEAD STAGE_A "    next:\n      - stage: b\n        map: {upload_ur: url}\n"
-                     "  b:\n    queue: b_jobs\n    handler: noop\n"
-                     "    columns: {upload_url: text}\n",
+        HEAD STAGE_A
+        "    next:\n      - stage: b\n        map: {upload_ur: url}\n"
+        "  b:\n    queue: b_jobs\n    handler: noop\n"
+        "    columns: {upload_url: text}\n",
         9, 15,
         "map: next stage 'b' declares no column 'upload_ur' (did you mean "
         "'upload_url'?)")
@@ -326,9 +337,9 @@ INVALID(missing_lua_hook_file_is_refused,
 static void lua_syntax_error_reports_the_file_and_lua_line(void **state) {
     (void)state;
     sl_test_file("broken.lua", "function post(x)\n  return x +\nend\n");
-    const char *path = sl_test_file(
-        "hooked.yaml",
-        HEAD STAGE_A "    hooks:\n      post: {file: broken.lua}\n");
+    const char *path =
+        sl_test_file("hooked.yaml", HEAD STAGE_A
+                     "    hooks:\n      post: {file: broken.lua}\n");
     const char *paths[] = {path};
     expect_file_error(paths, 1, path, 8, 20,
                       "hook 'post': Lua syntax error: broken.lua:3:");
@@ -337,9 +348,9 @@ static void lua_syntax_error_reports_the_file_and_lua_line(void **state) {
 static void precompiled_lua_bytecode_is_refused(void **state) {
     (void)state;
     sl_test_file("bytecode.lua", "\x1bLua\x54\x00 not really bytecode");
-    const char *path = sl_test_file(
-        "bytecode.yaml",
-        HEAD STAGE_A "    hooks:\n      post: {file: bytecode.lua}\n");
+    const char *path =
+        sl_test_file("bytecode.yaml", HEAD STAGE_A
+                     "    hooks:\n      post: {file: bytecode.lua}\n");
     const char *paths[] = {path};
     expect_file_error(paths, 1, path, 8, 20, "attempt to load a binary chunk");
 }
@@ -392,9 +403,8 @@ static void strict_run(sl_ctx *ctx, const sl_job *job, void *st,
 
 static void handler_validate_hook_reports_at_the_stage(void **state) {
     (void)state;
-    static const sl_handler strict = {.name = "test.strict",
-                                      .validate = strict_validate,
-                                      .run = strict_run};
+    static const sl_handler strict = {
+        .name = "test.strict", .validate = strict_validate, .run = strict_run};
     if (!sl_handler_find("test.strict")) sl_handler_register(&strict);
     expect_error(HEAD "  a:\n    queue: a_jobs\n    handler: test.strict\n"
                       "    with: {model: 3}\n",
@@ -435,7 +445,8 @@ static void diagnostics_format_as_file_line_col_message(void **state) {
     sl_diags_free(&d);
 }
 
-/* ---- accepted: the model ------------------------------------------------------ */
+/* ---- accepted: the model
+ * ------------------------------------------------------ */
 
 static void minimal_stage_gets_the_engine_defaults(void **state) {
     (void)state;
@@ -579,9 +590,9 @@ static void stage_inherits_defaults_and_overrides_field_by_field(void **state) {
     assert_int_equal(first->concurrency, 4);
     /* second: its own timeout/heartbeat, inherited retry. */
     assert_int_equal(second->retry.max_attempts, 3);
-    assert_int_equal(second->retry.retry_mask,
-                     (1u << SL_EC_TIMEOUT) | (1u << SL_EC_HTTP_5XX) |
-                         (1u << SL_EC_RATE_LIMITED));
+    assert_int_equal(second->retry.retry_mask, (1u << SL_EC_TIMEOUT) |
+                                                   (1u << SL_EC_HTTP_5XX) |
+                                                   (1u << SL_EC_RATE_LIMITED));
     assert_int_equal(second->timeout_ms, 30000);
     assert_int_equal(second->heartbeat_ms, 5000);
     assert_int_equal(second->priority, -3);
@@ -699,9 +710,9 @@ static void interpolated_variable_overrides_its_default(void **state) {
     setenv("SLUICE_TEST_URL", "http://example.test", 1);
     sl_model *m = load_ok(HEAD STAGE_A "    with:\n"
                                        "      url: ${SLUICE_TEST_URL:-x}\n");
-    assert_string_equal(
-        json_string_value(json_object_get(m->pipelines[0].stages[0].with, "url")),
-        "http://example.test");
+    assert_string_equal(json_string_value(json_object_get(
+                            m->pipelines[0].stages[0].with, "url")),
+                        "http://example.test");
     unsetenv("SLUICE_TEST_URL");
     sl_model_free(m);
 }
@@ -709,10 +720,11 @@ static void interpolated_variable_overrides_its_default(void **state) {
 static void interpolation_also_applies_to_durations_and_details(void **state) {
     (void)state;
     setenv("SLUICE_TEST_TIMEOUT", "90s", 1);
-    sl_model *m = load_ok(SUBJ "    timeout: ${SLUICE_TEST_TIMEOUT}\n"
-                               "    status:\n"
-                               "      on_done: {detail: \"${SLUICE_TEST_TIMEOUT} "
-                               "later\"}\n");
+    sl_model *m =
+        load_ok(SUBJ "    timeout: ${SLUICE_TEST_TIMEOUT}\n"
+                     "    status:\n"
+                     "      on_done: {detail: \"${SLUICE_TEST_TIMEOUT} "
+                     "later\"}\n");
     assert_int_equal(m->pipelines[0].stages[0].timeout_ms, 90000);
     assert_string_equal(m->pipelines[0].stages[0].status.on_done.detail,
                         "90s later");
@@ -741,8 +753,8 @@ static void default_foreign_key_is_the_singular_table_name(void **state) {
     }
 }
 
-static void standalone_queue_inherits_rls_through_a_declared_column(
-    void **state) {
+static void
+standalone_queue_inherits_rls_through_a_declared_column(void **state) {
     (void)state;
     sl_model *m = load_ok(
         "pipeline: gen\nsecurity:\n  inherit: {table: accounts, column: "
@@ -766,9 +778,9 @@ static void hooks_resolve_relative_to_the_yaml_file(void **state) {
     sl_test_sh(NULL, "mkdir -p '%s/hooks'", sl_test_tmpdir());
     sl_test_file("hooks/h.lua", "function post(x) return x end\n"
                                 "function chunk(x) return x end\n");
-    const char *path = sl_test_file(
-        "hooks_ok.yaml",
-        HEAD STAGE_A "    hooks:\n"
+    const char *path =
+        sl_test_file("hooks_ok.yaml", HEAD STAGE_A
+                     "    hooks:\n"
                      "      post: {file: hooks/h.lua, function: post, "
                      "instructions: 5000, memory: 32MB}\n"
                      "      chunk: hooks/h.lua\n");
@@ -802,9 +814,8 @@ static void hooks_resolve_relative_to_the_yaml_file(void **state) {
 static void directory_loads_every_yaml_file_sorted_by_name(void **state) {
     (void)state;
     sl_test_sh(NULL, "mkdir -p '%s/dir'", sl_test_tmpdir());
-    sl_test_file("dir/b.yml",
-                 "pipeline: bee\nsecurity: {rls: false}\nstages:\n"
-                 "  b: {queue: bee_jobs, handler: noop}\n");
+    sl_test_file("dir/b.yml", "pipeline: bee\nsecurity: {rls: false}\nstages:\n"
+                              "  b: {queue: bee_jobs, handler: noop}\n");
     sl_test_file("dir/a.yaml",
                  "pipeline: ant\nsecurity: {rls: false}\nstages:\n"
                  "  a: {queue: ant_jobs, handler: noop}\n");
@@ -857,8 +868,18 @@ static void durations_parse_with_units(void **state) {
 static void durations_without_a_known_unit_are_refused(void **state) {
     (void)state;
     int64_t ms = 42;
-    const char *bad[] = {"5", "", "s", "5x", "-1s", " 5s", "5s ", "5 s",
-                         "1.5s", "5S", "99999999999999999999ms", "4000d"};
+    const char *bad[] = {"5",
+                         "",
+                         "s",
+                         "5x",
+                         "-1s",
+                         " 5s",
+                         "5s ",
+                         "5 s",
+                         "1.5s",
+                         "5S",
+                         "99999999999999999999ms",
+                         "4000d"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (sl_duration_parse(bad[i], &ms) != -SL_EINVAL)
             fail_msg("'%s' was accepted", bad[i]);
@@ -875,7 +896,8 @@ static void reserved_words_include_postgres_reserved_keywords(void **state) {
     assert_false(sl_dsl_reserved_word("upload_jobs"));
 }
 
-/* ---- the shipped pipelines ---------------------------------------------------- */
+/* ---- the shipped pipelines
+ * ---------------------------------------------------- */
 
 /* Placeholders for handlers not registered yet, so the model checks below
  * run before every handler has landed. Each is registered only while the
@@ -889,8 +911,8 @@ static void placeholder_run(sl_ctx *ctx, const sl_job *job, void *st,
 }
 
 static const char *const shipped_handlers[] = {
-    "assemblyai.upload", "assemblyai.transcribe", "llm.analyze",
-    "llm.generate", NULL};
+    "assemblyai.upload", "assemblyai.transcribe", "llm.analyze", "llm.generate",
+    NULL};
 
 static void register_placeholders(void) {
     static sl_handler ph[8];
@@ -944,8 +966,8 @@ static void interview_pipeline_reproduces_the_reference_design(void **state) {
     assert_string_equal(p->subject.key, "id");
     assert_string_equal(p->subject.fk, "interview_id");
     assert_string_equal(p->subject.status_column, "status");
-    const char *values[] = {"uploading", "uploaded",   "transcribed",
-                            "processing", "ready",     "error"};
+    const char *values[] = {"uploading",  "uploaded", "transcribed",
+                            "processing", "ready",    "error"};
     assert_int_equal(p->subject.nstatus_values, 6);
     for (size_t i = 0; i < 6; i++)
         assert_string_equal(p->subject.status_values[i], values[i]);
@@ -1032,10 +1054,12 @@ static void shipped_provider_settings_come_from_the_environment(void **state) {
     sl_model *m = load_shipped();
     const sl_stage *up = sl_model_stage(m, "interview", "upload");
     const sl_stage *an = sl_model_stage(m, "interview", "analyze");
-    assert_string_equal(json_string_value(json_object_get(up->with, "base_url")),
-                        "https://api.assemblyai.com");
-    assert_string_equal(json_string_value(json_object_get(an->with, "base_url")),
-                        "http://127.0.0.1:9");
+    assert_string_equal(
+        json_string_value(json_object_get(up->with, "base_url")),
+        "https://api.assemblyai.com");
+    assert_string_equal(
+        json_string_value(json_object_get(an->with, "base_url")),
+        "http://127.0.0.1:9");
     assert_string_equal(json_string_value(json_object_get(an->with, "model")),
                         "gpt-4o-mini");
     unsetenv("OPENAI_BASE_URL");
@@ -1072,7 +1096,8 @@ static void generation_pipeline_is_a_standalone_queue(void **state) {
     sl_model_free(m);
 }
 
-/* ---- hostile input ------------------------------------------------------------ */
+/* ---- hostile input
+ * ------------------------------------------------------------ */
 
 /* Loads text of any content; it must fail with a diagnostic and not crash.
  * Returns the first diagnostic's message (caller frees). */
@@ -1093,7 +1118,8 @@ static void ten_megabyte_input_is_refused_by_size(void **state) {
     size_t len = 10u * 1024 * 1024;
     char *big = malloc(len);
     assert_non_null(big);
-    for (size_t i = 0; i < len; i++) big[i] = i % 64 == 63 ? '\n' : 'a';
+    for (size_t i = 0; i < len; i++)
+        big[i] = i % 64 == 63 ? '\n' : 'a';
     char *msg = hostile(big, len);
     assert_non_null(strstr(msg, "the file is too large (10485760 bytes"));
     free(msg);
@@ -1158,8 +1184,10 @@ static void deep_nesting_is_cut_off(void **state) {
     char *deep = malloc(2 * n + 32);
     assert_non_null(deep);
     size_t o = (size_t)sprintf(deep, "pipeline: p\nstages: ");
-    for (size_t i = 0; i < n; i++) deep[o++] = '[';
-    for (size_t i = 0; i < n; i++) deep[o++] = ']';
+    for (size_t i = 0; i < n; i++)
+        deep[o++] = '[';
+    for (size_t i = 0; i < n; i++)
+        deep[o++] = ']';
     deep[o] = '\0';
     char *msg = hostile(deep, o);
     assert_non_null(strstr(msg, "nesting deeper than 64 levels"));
@@ -1197,8 +1225,7 @@ static void very_long_scalar_is_refused_and_quoted_briefly(void **state) {
                                    "  a: {queue: a_jobs, handler: noop}\n");
     sl_model *m = NULL;
     sl_diags d = {0};
-    assert_int_equal(sl_dsl_load_string("l.yaml", text, o, &m, &d),
-                     -SL_EINVAL);
+    assert_int_equal(sl_dsl_load_string("l.yaml", text, o, &m, &d), -SL_EINVAL);
     assert_int_equal(d.n, 1);
     assert_non_null(strstr(d.items[0].message, "is too long: 900000 bytes"));
     assert_true(strlen(d.items[0].message) < 300);
@@ -1217,8 +1244,7 @@ static void many_errors_are_capped(void **state) {
     sl_model *m = NULL;
     sl_diags d = {0};
     int64_t t0 = sl_test_now_ms();
-    assert_int_equal(sl_dsl_load_string("c.yaml", text, o, &m, &d),
-                     -SL_EINVAL);
+    assert_int_equal(sl_dsl_load_string("c.yaml", text, o, &m, &d), -SL_EINVAL);
     assert_true(sl_test_now_ms() - t0 < 5000);
     assert_true(d.n <= 200);
     assert_non_null(strstr(d.items[d.n - 1].message, "too many errors"));
@@ -1233,7 +1259,8 @@ static void thousands_of_stages_are_refused_quickly(void **state) {
     assert_non_null(text);
     size_t o = (size_t)sprintf(text, HEAD);
     for (int i = 0; i < 5000; i++)
-        o += (size_t)sprintf(text + o, "  s%d: {queue: q%d, handler: noop, next: s%d}\n",
+        o += (size_t)sprintf(text + o,
+                             "  s%d: {queue: q%d, handler: noop, next: s%d}\n",
                              i, i, i + 1);
     char *msg = hostile(text, o);
     assert_non_null(strstr(msg, "at most 1000 stages per pipeline"));
@@ -1263,7 +1290,8 @@ static void a_thousand_chained_stages_load(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(yaml_syntax_error_is_reported_where_the_parser_stopped),
+        cmocka_unit_test(
+            yaml_syntax_error_is_reported_where_the_parser_stopped),
         cmocka_unit_test(duplicate_key_names_the_first_definition),
         cmocka_unit_test(yaml_anchor_is_refused),
         cmocka_unit_test(yaml_alias_is_refused),
@@ -1322,7 +1350,8 @@ int main(void) {
         cmocka_unit_test(unreachable_stage_is_refused),
         cmocka_unit_test(same_queue_twice_names_both_places),
         cmocka_unit_test(same_channel_twice_names_both_places),
-        cmocka_unit_test(map_to_a_column_the_next_stage_lacks_suggests_the_nearest),
+        cmocka_unit_test(
+            map_to_a_column_the_next_stage_lacks_suggests_the_nearest),
         cmocka_unit_test(unset_variable_without_default_is_named),
         cmocka_unit_test(malformed_interpolation_is_refused),
         cmocka_unit_test(missing_lua_hook_file_is_refused),
@@ -1344,7 +1373,8 @@ int main(void) {
         cmocka_unit_test(interpolated_variable_overrides_its_default),
         cmocka_unit_test(interpolation_also_applies_to_durations_and_details),
         cmocka_unit_test(default_foreign_key_is_the_singular_table_name),
-        cmocka_unit_test(standalone_queue_inherits_rls_through_a_declared_column),
+        cmocka_unit_test(
+            standalone_queue_inherits_rls_through_a_declared_column),
         cmocka_unit_test(hooks_resolve_relative_to_the_yaml_file),
         cmocka_unit_test(directory_loads_every_yaml_file_sorted_by_name),
         cmocka_unit_test(missing_file_is_an_io_error),

@@ -11,11 +11,11 @@
 #include "error.h"
 #include "stage.h"
 
-#define VALID                                                               \
-    "pipeline: p\nsecurity: {rls: false}\nstages:\n"                       \
+#define VALID                                                                  \
+    "pipeline: p\nsecurity: {rls: false}\nstages:\n"                           \
     "  a: {queue: a_jobs, handler: noop}\n"
-#define INVALID                                                             \
-    "pipeline: p\nsecurity: {rls: false}\nstages:\n"                       \
+#define INVALID                                                                \
+    "pipeline: p\nsecurity: {rls: false}\nstages:\n"                           \
     "  a:\n    queue: a_jobs\n    handler: nop\n    timeout: 5\n"
 
 static int run(char **out, const char *args) {
@@ -114,8 +114,8 @@ static void pipelines_option_and_positional_paths_combine(void **state) {
     free(out);
 }
 
-static void environment_and_default_directory_are_used_without_paths(
-    void **state) {
+static void
+environment_and_default_directory_are_used_without_paths(void **state) {
     (void)state;
     sl_test_sh(NULL, "mkdir -p '%s/envdir' '%s/cwd/pipelines'",
                sl_test_tmpdir(), sl_test_tmpdir());
@@ -168,8 +168,8 @@ static void shipped_pipelines_validate(void **state) {
 static void cli_load_removes_its_options_from_argv(void **state) {
     (void)state;
     const char *path = sl_test_file("argv.yaml", VALID);
-    char *argv[] = {"sql", "--base", "-p", (char *)path, "extra", "--keep",
-                    NULL};
+    char *argv[] = {"sql",   "--base", "-p", (char *)path,
+                    "extra", "--keep", NULL};
     int argc = 6;
     sl_model *m = NULL;
     assert_int_equal(sl_cli_load(&argc, argv, &m), SL_EXIT_OK);
@@ -205,7 +205,8 @@ int main(void) {
         cmocka_unit_test(unknown_option_exits_64),
         cmocka_unit_test(help_exits_0_and_documents_exit_codes),
         cmocka_unit_test(pipelines_option_and_positional_paths_combine),
-        cmocka_unit_test(environment_and_default_directory_are_used_without_paths),
+        cmocka_unit_test(
+            environment_and_default_directory_are_used_without_paths),
         cmocka_unit_test(shipped_pipelines_validate),
         cmocka_unit_test(cli_load_removes_its_options_from_argv),
         cmocka_unit_test(cli_load_reports_invalid_definitions_as_exit_2),

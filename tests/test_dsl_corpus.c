@@ -29,7 +29,8 @@ static void run_case(void **state) {
     int line = 0, col = 0, off = 0;
     if (sscanf(first, "# expect: %d:%d %n", &line, &col, &off) != 2 || !off)
         fail_msg("%s: first line must be '# expect: LINE:COL MESSAGE', got "
-                 "'%s'", path, first);
+                 "'%s'",
+                 path, first);
     const char *msg = first + off;
 
     const char *paths[] = {path};
@@ -46,8 +47,8 @@ static void run_case(void **state) {
             strstr(d.items[i].message, msg) && !strcmp(d.items[i].file, path))
             found = 1;
     if (!found)
-        fail_msg("%s: no diagnostic at %d:%d containing \"%s\"; got:\n%s",
-                 path, line, col, msg, all);
+        fail_msg("%s: no diagnostic at %d:%d containing \"%s\"; got:\n%s", path,
+                 line, col, msg, all);
     free(all);
     sl_diags_free(&d);
 }
@@ -81,8 +82,7 @@ int main(void) {
     qsort(paths, n, sizeof *paths, by_name);
     /* The corpus itself is part of the specification: at least 50 files. */
     if (n < 50) {
-        fprintf(stderr, "tests/dsl holds %zu files, expected at least 50\n",
-                n);
+        fprintf(stderr, "tests/dsl holds %zu files, expected at least 50\n", n);
         return 1;
     }
     struct CMUnitTest *tests = calloc(n, sizeof *tests);
@@ -92,7 +92,8 @@ int main(void) {
         tests[i].initial_state = paths[i];
     }
     int failed = _cmocka_run_group_tests("dsl_corpus", tests, n, NULL, NULL);
-    for (size_t i = 0; i < n; i++) free(paths[i]);
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
     free(paths);
     free(tests);
     return failed;
