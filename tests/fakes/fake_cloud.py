@@ -43,6 +43,10 @@ tokens:
   length       (chat) finish_reason "length" with cut content
   refusal      (chat) a refusal instead of content
 
+POST /echo answers {"received": <the JSON body>, "method", "token_ok":
+whether X-Token carried the OpenAI key} (a webhook receiver for the http
+stage).
+
 GET /_stats returns counters and a log of requests (with the bodies of chat
 requests); POST /_reset clears them. The chosen port is printed on stdout as
 "PORT <n>".
@@ -412,6 +416,8 @@ class Handler(BaseHTTPRequestHandler):
             self.create_transcript()
         elif path == "/v1/chat/completions":
             self.chat()
+        elif path == "/echo":
+            self.echo()
         else:
             self.read_body()
             self.send(404, {"error": "Not found"})
@@ -573,6 +579,25 @@ class Handler(BaseHTTPRequestHandler):
         }
         if fault in ("schema", "length", "refusal") or not self.apply_fault(
                 "openai", "chat", fault, good):
+            self.send(200, good)
+
+
+    def echo(self):
+        """A webhook receiver: answers what it got (never the headers, only
+        whether the expected token came)."""
+        data, _ = self.read_body()
+        fault = self.st.next_fault("echo")
+        token = self.headers.get("X-Token")
+        try:
+            body = json.loads(data) if data else None
+        except ValueError:
+            body = data.decode("utf-8", "replace")
+        self.st.log({"peer_port": self.client_address[1], "at": time.time(),
+                     "route": "echo", "fault": fault, "body": body,
+                     "content_type": self.headers.get("Content-Type")})
+        good = {"received": body, "method": self.command,
+                "token_ok": token is not None and token == self.st.args.openai_key}
+        if not self.apply_fault("openai", "echo", fault, good):
             self.send(200, good)
 
 
