@@ -418,8 +418,11 @@ static void build_rescue(sl_buf *b, const sl_stage *s) {
 }
 
 static void build_next_due(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "SELECT GREATEST(0, ceil(EXTRACT(EPOCH FROM (min(run_at) -"
-                   " clock_timestamp())) * 1000))::bigint FROM ");
+    /* GREATEST ignores NULLs: without the CASE an empty queue reads as
+     * "due now". */
+    sl_buf_puts(b, "SELECT CASE WHEN min(run_at) IS NOT NULL THEN GREATEST(0,"
+                   " ceil(EXTRACT(EPOCH FROM (min(run_at) -"
+                   " clock_timestamp())) * 1000))::bigint END FROM ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " WHERE status IN ('pending','retry')");
 }

@@ -33,6 +33,7 @@
 #include "stage.h"
 
 #define MAX_BATCH 1000
+#define IDLE_SAFETY_MS 30000
 
 static atomic_int stop_requested;
 static atomic_int stop_now;
@@ -522,8 +523,11 @@ static void *worker_main(void *arg) {
             continue;
         }
         if (n == 0) {
+            /* Sleep until the earliest delayed job is due; every insert
+             * and every return to pending/retry NOTIFYs, so nothing else
+             * needs a timer. The long cap is a safety net only. */
             int64_t due = -1;
-            int64_t wait = rt->sweep_ms;
+            int64_t wait = IDLE_SAFETY_MS;
             if (sl_queue_next_due(w->conn, s, &due, err, sizeof err) == 0 &&
                 due >= 0 && due < wait)
                 wait = due > 0 ? due : 1;

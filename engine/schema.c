@@ -589,9 +589,7 @@ static void build_triggers(builder *b, const sl_schema_table *t,
     sl_buf_ident(&body, TRANSITION);
     sl_buf_puts(&body, " WHERE ");
     sl_buf_ident(&body, "status");
-    sl_buf_puts(&body, " IN ('pending', 'retry') AND ");
-    sl_buf_ident(&body, "run_at");
-    sl_buf_puts(&body, " <= now()) THEN\n    PERFORM pg_notify(");
+    sl_buf_puts(&body, " IN ('pending', 'retry')) THEN\n    PERFORM pg_notify(");
     sl_buf_literal(&body, st->channel);
     sl_buf_puts(&body, ", '');\n  END IF;\n  RETURN NULL;\nEND\n");
     char *s = take(b, &body);

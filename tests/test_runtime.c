@@ -553,6 +553,38 @@ static void terminated_connections_are_reestablished(void **state) {
     sl_model_free(m);
 }
 
+static void idle_workers_do_not_poll(void **state) {
+    (void)state;
+    PGconn *c;
+    sl_model *m = rt_setup("rt_idle",
+                           pipeline_yaml(default_retry, "{}", "{}", "30s",
+                                         "5s"),
+                           &c);
+    pid_t w = rt_spawn(m, 4, 1, 0, 1000);
+    usleep(1500000); /* started, queues empty */
+    /* Backends report their counts at most once a second, so measure a
+     * 3 s window. */
+    const char *xacts = "SELECT xact_commit + xact_rollback FROM"
+                        " pg_stat_database WHERE datname = current_database()";
+    sl_test_exec(c, "SELECT pg_stat_clear_snapshot()");
+    long before = sl_test_long(c, xacts);
+    usleep(3000000);
+    sl_test_exec(c, "SELECT pg_stat_clear_snapshot()");
+    long during = sl_test_long(c, xacts) - before;
+    print_message("8 idle worker threads: %ld transactions in 3 s\n", during);
+    /* The sweep runs 2 statements per stage every 200 ms here (60 in 3 s),
+     * plus this test's own queries; a worker polling at the sweep interval
+     * would add 240 more. */
+    assert_true(during < 150);
+    /* And they still wake at once for new work. */
+    add_items(c, 1);
+    assert_true(rt_wait_for(c, "SELECT count(*) FROM done_log", 2, 5000));
+    kill(w, SIGTERM);
+    assert_int_equal(rt_wait(w, 10000), 0);
+    PQfinish(c);
+    sl_model_free(m);
+}
+
 static void backoff_is_exponential_capped_and_jittered(void **state) {
     (void)state;
     sl_retry r = {5, SL_BACKOFF_EXPONENTIAL, 1000, 2.0, 5000, 0.2, 0};
@@ -572,6 +604,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(backoff_is_exponential_capped_and_jittered),
         cmocka_unit_test(fenced_completion_is_refused),
+        cmocka_unit_test(idle_workers_do_not_poll),
         cmocka_unit_test(subject_status_follows_the_mapping),
         cmocka_unit_test(snooze_does_not_use_an_attempt),
         cmocka_unit_test(retry_delays_follow_the_policy),

@@ -315,9 +315,8 @@ static void insert_notify_trigger_is_statement_level(void **state) {
                          "REFERENCING NEW TABLE AS \"new_rows\" FOR EACH "
                          "STATEMENT\n");
     assert_contains(ddl, "IF EXISTS (SELECT 1 FROM \"new_rows\" WHERE "
-                         "\"status\" IN ('pending', 'retry') AND \"run_at\" "
-                         "<= now()) THEN\n    PERFORM "
-                         "pg_notify('upload_jobs_channel', '');");
+                         "\"status\" IN ('pending', 'retry')) THEN\n    "
+                         "PERFORM pg_notify('upload_jobs_channel', '');");
     /* Row level only for a status change back to runnable. */
     assert_contains(ddl, "AFTER UPDATE OF \"status\" ON \"upload_jobs\"\n  "
                          "FOR EACH ROW WHEN (NEW.\"status\" IN ('pending', "

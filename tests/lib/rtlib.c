@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -199,6 +200,9 @@ pid_t rt_spawn(const sl_model *m, int concurrency, int batch,
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
+        /* Never outlive the test: a failed assertion in the parent must
+         * not leave workers holding ctest's output pipe. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         sl_runtime_opts o = opts(concurrency, batch, exit_when_idle, drain_ms);
         char err[512];
         sl_runtime_install_signals();
