@@ -583,7 +583,7 @@ int sl_queue_complete(PGconn *c, const sl_stage *s, const char *owner,
                                              done[i].job->attempts, "o", o));
         done[i].completed = 0;
     }
-    char *payload = json_dumps(arr, JSON_COMPACT);
+    char *payload = json_dumps(arr, JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(arr);
     if (!payload) {
         snprintf(err, errlen, "complete: cannot encode outputs");
