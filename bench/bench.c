@@ -41,7 +41,7 @@ static double scalar_d(const char *sql) {
 
 /* Runs `sluice run` until idle; returns its peak RSS in KiB. */
 static long run_workers(const char *bin, const char *dir, int conc, int batch,
-                        int idle, pid_t *out_pid) {
+                        int idle, pid_t *out_pid, int async) {
     char c[16], b[16];
     snprintf(c, sizeof c, "%d", conc);
     snprintf(b, sizeof b, "%d", batch);
@@ -49,7 +49,8 @@ static long run_workers(const char *bin, const char *dir, int conc, int batch,
     if (pid == 0) {
         if (idle)
             execl(bin, bin, "run", "-p", dir, "-c", c, "-b", b,
-                  "--exit-when-idle", "--log-level", "warn", (char *)NULL);
+                  "--exit-when-idle", "--log-level", "warn",
+                  async ? "--async-commit" : "--exit-when-idle", (char *)NULL);
         else
             execl(bin, bin, "run", "-p", dir, "-c", c, "-b", b, "--log-level",
                   "warn", (char *)NULL);
@@ -66,7 +67,7 @@ static long run_workers(const char *bin, const char *dir, int conc, int batch,
 }
 
 static void processing(const char *bin, const char *dir, const char *label,
-                       int n, int conc, int batch) {
+                       int n, int conc, int batch, int async) {
     exec_ok("TRUNCATE bench_jobs");
     char sql[256];
     snprintf(sql, sizeof sql,
@@ -75,13 +76,13 @@ static void processing(const char *bin, const char *dir, const char *label,
     exec_ok(sql);
     exec_ok("VACUUM ANALYZE bench_jobs");
     double t0 = now_s();
-    long rss = run_workers(bin, dir, conc, batch, 1, NULL);
+    long rss = run_workers(bin, dir, conc, batch, 1, NULL, async);
     double wall = now_s() - t0;
     double span = scalar_d("SELECT extract(epoch FROM max(finished_at) -"
                            " min(started_at)) FROM bench_jobs");
     double done = scalar_d("SELECT count(*) FROM bench_jobs WHERE status ="
                            " 'done'");
-    printf("| process %-27s | %9.0f jobs/s | %6.0f of %d done, %.2fs (process "
+    printf("| process %-30s | %9.0f jobs/s | %6.0f of %d done, %.2fs (process "
            "%.2fs), peak RSS %.1f MiB |\n",
            label, done / span, done, n, span, wall, (double)rss / 1024.0);
 }
@@ -134,14 +135,16 @@ int main(int argc, char **argv) {
     printf("| enqueue bulk                     | %9.0f jobs/s | one INSERT of "
            "%d rows |\n", n_jobs / dt, n_jobs);
 
-    processing(bin, dir, "(default: -c 16 -b 1)", n_jobs, 16, 1);
-    processing(bin, dir, "(tuned: -c 4 -b 100)", n_jobs, 4, 100);
-    processing(bin, dir, "(tuned: -c 16 -b 50)", n_jobs, 16, 50);
+    processing(bin, dir, "(default: -c 16 -b 1)", n_jobs, 16, 1, 0);
+    processing(bin, dir, "(-c 4 -b 100)", n_jobs, 4, 100, 0);
+    processing(bin, dir, "(-c 16 -b 50)", n_jobs, 16, 50, 0);
+    processing(bin, dir, "(-c 16 -b 1 --async-commit)", n_jobs, 16, 1, 1);
+    processing(bin, dir, "(-c 4 -b 100 --async-commit)", n_jobs, 4, 100, 1);
 
     /* Latency: commit of a single enqueue -> the claim that starts it. */
     exec_ok("TRUNCATE bench_jobs");
     pid_t w;
-    run_workers(bin, dir, 16, 1, 0, &w);
+    run_workers(bin, dir, 16, 1, 0, &w, 0);
     usleep(500000);
     int nl = 200;
     double lat[200];

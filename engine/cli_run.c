@@ -24,6 +24,10 @@ static void run_usage(FILE *f) {
             "this long (default 30s)\n"
             "      --exit-when-idle   stop once no job is pending, retrying "
             "or running\n"
+            "      --async-commit     do not wait for WAL flush on completions "
+            "(faster;\n"
+            "                         a server crash may re-run the last "
+            "jobs)\n"
             "      --worker-id ID     name in locked_by (default host:pid)\n"
             "      --log-format F     logfmt (default) or json\n"
             "      --log-level L      debug, info (default), warn, error\n"
@@ -58,6 +62,7 @@ int sl_cmd_run(int argc, char **argv) {
         {"batch", required_argument, 0, 'b'},
         {"drain", required_argument, 0, 'd'},
         {"exit-when-idle", no_argument, 0, 'x'},
+        {"async-commit", no_argument, 0, 'a'},
         {"worker-id", required_argument, 0, 'w'},
         {"log-format", required_argument, 0, 'f'},
         {"log-level", required_argument, 0, 'l'},
@@ -81,6 +86,7 @@ int sl_cmd_run(int argc, char **argv) {
             }
             break;
         case 'x': o.exit_when_idle = 1; break;
+        case 'a': o.async_commit = 1; break;
         case 'w': o.worker_id = optarg; break;
         case 'f':
             if (strcmp(optarg, "json") == 0) fmt = SL_LOGJSON;

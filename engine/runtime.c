@@ -141,6 +141,10 @@ static PGconn *connect_worker(runtime *rt, const char *who) {
     char err[512];
     for (;;) {
         PGconn *c = connect_db(rt->conninfo, err, sizeof err);
+        if (c && rt->o.async_commit) {
+            PGresult *r = PQexec(c, "SET synchronous_commit = off");
+            PQclear(r);
+        }
         if (c && sl_queue_prepare(c, rt->m, err, sizeof err) == 0) return c;
         if (c) PQfinish(c);
         if (atomic_load(&stop_now)) return NULL;

@@ -28,6 +28,10 @@ typedef struct sl_runtime_opts {
     int batch;              /* > 0: overrides every stage's batch size */
     int64_t progress_throttle_ms; /* min interval between progress writes;
                                      0 = default 250 ms */
+    int async_commit;       /* SET synchronous_commit = off on worker
+                               connections: faster completions; a server
+                               crash may undo the last ones (their jobs then
+                               run again: docs/performance.md) */
 } sl_runtime_opts;
 
 /* Runs until stopped. Returns 0 on a clean stop, or a negative SL_E code
