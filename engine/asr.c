@@ -131,7 +131,9 @@ typedef struct run {
     json_t *utterances; /* one object per utterance with words */
     sl_buf text;        /* the transcript */
     int in_utt;
-    int64_t utt_start;  /* sample index of the utterance's frame 0 */
+    int64_t utt_start;  /* sample index of the utterance's first frame */
+    int64_t frame0;     /* the decoder's index of that frame: pocketsphinx
+                           counts frames from the start of the stream */
     int utt_frames;     /* frames fed to the decoder in this utterance */
     int quiet_run;      /* consecutive quiet frames at the end */
     double floor_db;    /* running estimate of the noise floor */
@@ -167,7 +169,10 @@ static void clean_word(const char *w, char *out, size_t cap) {
 static int end_utterance(run *r) {
     sl_asr *a = r->a;
     r->in_utt = 0;
-    if (ps_end_utt(a->ps) < 0) return 0; /* nothing decodable: no words */
+    int ended = ps_end_utt(a->ps);
+    int64_t frame0 = r->frame0;
+    r->frame0 += ps_get_n_frames(a->ps);
+    if (ended < 0) return 0; /* nothing decodable: no words */
     json_t *uw = json_array();
     sl_buf ut;
     sl_buf_init(&ut);
@@ -184,6 +189,10 @@ static int end_utterance(run *r) {
         int sf, ef;
         int32 ascr, lscr, lback;
         ps_seg_frames(seg, &sf, &ef);
+        sf -= (int)frame0;
+        ef -= (int)frame0;
+        if (sf < 0) sf = 0;
+        if (ef < sf) ef = sf;
         double conf = logmath_exp(a->lmath, ps_seg_prob(seg, &ascr, &lscr,
                                                         &lback));
         if (!(conf >= 0)) conf = 0;
@@ -298,7 +307,7 @@ static int frame(run *r, const int16_t *s) {
 }
 
 static void fmt_time(char *out, size_t cap, int64_t ms) {
-    int64_t s = ms / 1000;
+    int64_t s = (ms + 500) / 1000;
     if (s >= 3600)
         snprintf(out, cap, "%d:%02d:%02d", (int)(s / 3600),
                  (int)(s / 60 % 60), (int)(s % 60));
@@ -350,6 +359,7 @@ int sl_asr_transcribe_file(sl_asr *a, const char *path, const sl_asr_cb *cb,
     }
     rc = sl_audio_open(path, &au, err, errlen);
     if (rc != 0) goto out;
+    ps_start_stream(a->ps); /* frame numbers restart at 0 for this file */
     report(r, total_ms, &last_pct);
 
     int16_t partial[FRAME];

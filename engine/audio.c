@@ -210,6 +210,13 @@ static int finish(sl_audio *a, char *err, size_t errlen) {
     if (strncmp(line, a->url, ul) == 0 && line[ul] == ':' &&
         line[ul + 1] == ' ')
         line += ul + 2;
+    /* "[mp3 @ 0x55f3b4c13980] Invalid frame size": the address is noise. */
+    if (line[0] == '[') {
+        const char *at = strstr(line, " @ 0x"), *close = strchr(line, ']');
+        size_t eol = strcspn(line, "\r\n");
+        if (at && close && at < close && close < line + eol && close[1] == ' ')
+            line = close + 2;
+    }
     size_t n = strcspn(line, "\r\n");
     if (n > 300) n = 300;
     if (WIFEXITED(a->status))

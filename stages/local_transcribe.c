@@ -1,13 +1,14 @@
 /* local_transcribe.c - handler "local.transcribe": offline speech
  * recognition with pocketsphinx (engine/asr.h), no network, no key.
  *
- * The audio comes from the job's declared columns: a bytea column (the
- * first one with a value, or `with: {column: NAME}`), written to a
- * temporary file for ffmpeg, or a text column holding a path on the
- * worker's machine (`with: {path_column: NAME, path_root: DIR}`; only
- * files under path_root are read, so a job row cannot make the worker read
- * arbitrary files). Anything ffmpeg decodes is accepted: wav, mp3, ogg,
- * flac, m4a, opus.
+ * The audio comes from the job's declared columns, as for
+ * assemblyai.upload: a bytea column (with.media_column, else the first
+ * bytea column with a value), written to a temporary file for ffmpeg; or,
+ * only when with.path_root is set, a text column holding a path on the
+ * worker's machine (with.path_column, default media_path) that must lie
+ * under path_root, so that a job row cannot make the worker read any file
+ * it can. Anything ffmpeg decodes is accepted: wav, mp3, ogg, flac, m4a,
+ * opus.
  *
  * Outputs have the shape of the AssemblyAI stage's: transcript (text),
  * words and utterances (JSON arrays, times in milliseconds), plus
@@ -15,9 +16,9 @@
  * declared columns of the same names and hands them to the next stage.
  *
  * with: (all optional)
- *   column: media_file       the bytea column with the audio
- *   path_column: audio_path  a text column with a file path instead ...
- *   path_root: /srv/audio    ... which must lie under this directory
+ *   media_column: media_file the bytea column with the audio
+ *   path_root: /srv/audio    allow local files under this directory ...
+ *   path_column: media_path  ... named by this text column
  *   model_dir, hmm, lm, dict pocketsphinx model files (asr.h)
  *   pause_ms: 200            a pause this long ends an utterance
  *   max_utterance_ms: 30000  the longest utterance decoded in one piece
@@ -58,9 +59,9 @@ static const sl_column *find_col(const sl_stage *st, const char *name) {
 }
 
 static int lt_validate(const sl_stage *st, char *err, size_t errlen) {
-    static const char *const strings[] = {"column", "path_column", "path_root",
-                                          "model_dir", "hmm", "lm", "dict",
-                                          "tmp_dir", NULL};
+    static const char *const strings[] = {
+        "media_column", "path_column", "path_root", "model_dir", "hmm",
+        "lm",           "dict",        "tmp_dir",   NULL};
     static const char *const ints[] = {"pause_ms", "max_utterance_ms", NULL};
     const char *k;
     json_t *v;
@@ -88,49 +89,49 @@ static int lt_validate(const sl_stage *st, char *err, size_t errlen) {
             }
         if (!known) {
             snprintf(err, errlen,
-                     "local.transcribe: unknown option with.%s (known: column, "
-                     "path_column, path_root, model_dir, hmm, lm, dict, "
-                     "pause_ms, max_utterance_ms, tmp_dir)",
+                     "local.transcribe: unknown option with.%s (known: "
+                     "media_column, path_column, path_root, model_dir, hmm, "
+                     "lm, dict, pause_ms, max_utterance_ms, tmp_dir)",
                      k);
             return -1;
         }
     }
-    const char *col = str_opt(st, "column");
+    const char *col = str_opt(st, "media_column");
     if (col) {
         const sl_column *c = find_col(st, col);
         if (!c || strcmp(c->type, "bytea") != 0) {
-            snprintf(err, errlen, "local.transcribe: with.column '%s' is not a "
-                                  "declared bytea column of this stage", col);
+            snprintf(err, errlen, "local.transcribe: with.media_column '%s' is "
+                                  "not a declared bytea column of this stage",
+                     col);
             return -1;
         }
     }
+    const char *root = str_opt(st, "path_root");
     const char *pc = str_opt(st, "path_column");
-    if (pc) {
+    if (pc && !root) {
+        snprintf(err, errlen, "local.transcribe: with.path_column needs "
+                              "with.path_root (the directory audio files may "
+                              "be read from)");
+        return -1;
+    }
+    if (root) {
+        if (!pc) pc = "media_path";
         const sl_column *c = find_col(st, pc);
         if (!c || strcmp(c->type, "text") != 0) {
-            snprintf(err, errlen, "local.transcribe: with.path_column '%s' is "
+            snprintf(err, errlen, "local.transcribe: the path column '%s' is "
                                   "not a declared text column of this stage",
                      pc);
             return -1;
         }
-        if (!str_opt(st, "path_root")) {
-            snprintf(err, errlen, "local.transcribe: with.path_column needs "
-                                  "with.path_root (the directory audio files "
-                                  "may be read from)");
-            return -1;
-        }
     }
-    if (!col && !pc) {
-        int has_bytea = 0;
-        for (size_t i = 0; i < st->ncolumns; i++)
-            if (strcmp(st->columns[i].type, "bytea") == 0) has_bytea = 1;
-        if (!has_bytea) {
-            snprintf(err, errlen, "local.transcribe: the stage declares no "
-                                  "bytea column for the audio (e.g. "
-                                  "media_file: bytea), and no "
-                                  "with.path_column");
-            return -1;
-        }
+    int has_bytea = 0;
+    for (size_t i = 0; i < st->ncolumns; i++)
+        if (strcmp(st->columns[i].type, "bytea") == 0) has_bytea = 1;
+    if (!has_bytea && !root) {
+        snprintf(err, errlen, "local.transcribe: the stage declares no bytea "
+                              "column for the audio (e.g. media_file: bytea) "
+                              "and no with.path_root for local files");
+        return -1;
     }
     return 0;
 }
@@ -259,40 +260,24 @@ static void lt_run(sl_ctx *ctx, const sl_job *job, void *state,
     sl_asr *asr = state;
     char tmp[PATH_MAX] = "", path[PATH_MAX], err[1024];
     json_t *out = NULL;
+    const char *root = str_opt(st, "path_root");
     const char *pc = str_opt(st, "path_column");
     int rc;
+    if (!pc) pc = "media_path";
 
-    if (pc) {
-        json_t *v = json_object_get(job->input, pc);
-        if (!json_is_string(v) || !json_string_length(v)) {
-            sl_fail(res, SL_EC_INVALID_INPUT,
-                    "local.transcribe: column %s holds no file path", pc);
-            return;
+    /* The bytes in a bytea column first, else a file under path_root. */
+    const char *col = str_opt(st, "media_column");
+    json_t *v = col ? json_object_get(job->input, col) : NULL;
+    for (size_t i = 0; !col && i < st->ncolumns; i++) {
+        if (strcmp(st->columns[i].type, "bytea") != 0) continue;
+        json_t *c = json_object_get(job->input, st->columns[i].name);
+        if (json_is_string(c)) {
+            col = st->columns[i].name;
+            v = c;
         }
-        rc = checked_path(json_string_value(v), str_opt(st, "path_root"), path,
-                          err, sizeof err);
-        if (rc != 0) {
-            sl_fail(res, SL_EC_INVALID_INPUT, "local.transcribe: %s", err);
-            return;
-        }
-    } else {
-        const char *col = str_opt(st, "column");
-        json_t *v = col ? json_object_get(job->input, col) : NULL;
-        for (size_t i = 0; !col && i < st->ncolumns; i++) {
-            if (strcmp(st->columns[i].type, "bytea") != 0) continue;
-            json_t *c = json_object_get(job->input, st->columns[i].name);
-            if (json_is_string(c)) {
-                col = st->columns[i].name;
-                v = c;
-            }
-        }
-        if (!json_is_string(v) || json_string_length(v) <= 2) {
-            sl_fail(res, SL_EC_INVALID_INPUT,
-                    "local.transcribe: no audio in the job (column %s is "
-                    "empty)",
-                    col ? col : "media_file");
-            return;
-        }
+    }
+    json_t *pv = root ? json_object_get(job->input, pc) : NULL;
+    if (json_is_string(v) && json_string_length(v) > 2) {
         const char *dir = str_opt(st, "tmp_dir");
         if (!dir) dir = getenv("TMPDIR");
         if (!dir || !*dir) dir = "/tmp";
@@ -305,6 +290,18 @@ static void lt_run(sl_ctx *ctx, const sl_job *job, void *state,
             return;
         }
         snprintf(path, sizeof path, "%s", tmp);
+    } else if (json_is_string(pv) && json_string_length(pv) > 0) {
+        rc = checked_path(json_string_value(pv), root, path, err, sizeof err);
+        if (rc != 0) {
+            sl_fail(res, SL_EC_INVALID_INPUT, "local.transcribe: %s", err);
+            return;
+        }
+    } else {
+        sl_fail(res, SL_EC_INVALID_INPUT,
+                "local.transcribe: no audio in the job (column %s is empty%s%s)",
+                col ? col : "media_file", root ? ", and so is " : "",
+                root ? pc : "");
+        return;
     }
 
     sl_ctx_progress(ctx, 0, "decoding audio");
