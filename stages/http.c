@@ -82,7 +82,7 @@ static int hs_check(const json_t *with, sl_http_req *limits, char *err,
 }
 
 static int hs_validate(const sl_stage *stage, char *err, size_t errlen) {
-    sl_http_req r;
+    sl_http_req r = {0};
     return hs_check(stage->with, &r, err, errlen);
 }
 
@@ -109,6 +109,7 @@ static void hs_run(sl_ctx *ctx, const sl_job *job, void *state,
     sl_http_resp resp;
     sl_http_req req;
     memset(&resp, 0, sizeof resp);
+    memset(&req, 0, sizeof req);
     if (hs_check(with, &req, err, sizeof err) != 0) {
         sl_fail(res, SL_EC_INVALID_INPUT, "http: %s", err);
         return;

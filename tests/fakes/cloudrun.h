@@ -31,10 +31,12 @@ static inline void cloud_keys(void) {
 }
 
 /* Starts the fake with fake_args (the keys are added), creates database
- * db, writes yaml as <tmp>/<db>/interview.yaml, migrates it, connects and
- * creates an account. */
-static inline void cloud_setup(cloud_env *e, const char *db,
-                               const char *fake_args, const char *yaml) {
+ * db, writes files (pairs of relative path and content, NULL-terminated;
+ * "hooks/x.lua" creates hooks/) under <tmp>/<db>/, migrates that
+ * directory, connects and creates an account. */
+static inline void cloud_setup_files(cloud_env *e, const char *db,
+                                     const char *fake_args,
+                                     const char *const *files) {
     char args[1024], path[700];
     memset(e, 0, sizeof *e);
     snprintf(args, sizeof args, "--assemblyai-key %s --openai-key %s %s",
@@ -45,11 +47,17 @@ static inline void cloud_setup(cloud_env *e, const char *db,
     setenv("DATABASE_URL", sl_test_db(db), 1);
     snprintf(e->dir, sizeof e->dir, "%s/%s", sl_test_tmpdir(), db);
     mkdir(e->dir, 0755);
-    snprintf(path, sizeof path, "%s/interview.yaml", e->dir);
-    FILE *f = fopen(path, "w");
-    if (!f) fail_msg("cannot write %s", path);
-    fputs(yaml, f);
-    fclose(f);
+    for (const char *const *f = files; f[0]; f += 2) {
+        snprintf(path, sizeof path, "%s/%s", e->dir, f[0]);
+        char *slash = strrchr(path, '/');
+        *slash = '\0';
+        mkdir(path, 0755);
+        *slash = '/';
+        FILE *fp = fopen(path, "w");
+        if (!fp) fail_msg("cannot write %s", path);
+        fputs(f[1], fp);
+        fclose(fp);
+    }
     snprintf(e->log, sizeof e->log, "%s/worker.log", e->dir);
     char *out = NULL;
     int rc = sl_test_sh(&out, "'%s' migrate -p '%s' 2>&1", sl_test_bin(),
@@ -61,6 +69,13 @@ static inline void cloud_setup(cloud_env *e, const char *db,
                                      "('acme') RETURNING id");
     snprintf(e->account, sizeof e->account, "%s", acc);
     free(acc);
+}
+
+/* cloud_setup_files with one file, interview.yaml. */
+static inline void cloud_setup(cloud_env *e, const char *db,
+                               const char *fake_args, const char *yaml) {
+    const char *const files[] = {"interview.yaml", yaml, NULL};
+    cloud_setup_files(e, db, fake_args, files);
 }
 
 static inline void cloud_teardown(cloud_env *e) {
