@@ -5,8 +5,8 @@
  * detector: with pocketsphinx's silence removal on, the frame numbers of
  * its word segments no longer match the audio's timeline, and word times
  * are part of the output. So the decoder runs with -remove_silence no and
- * is only fed speech (plus a little padding), one utterance at a time;
- * each utterance's frame 0 is a known sample of the file.
+ * is only given speech (plus a little padding), one whole utterance at a
+ * time; each utterance's frame 0 is a known sample of the file.
  */
 #include "asr.h"
 
@@ -36,6 +36,8 @@ struct sl_asr {
     logmath_t *lmath; /* borrowed from ps */
     int max_frames;   /* an utterance's longest length, in frames */
     int pause_frames; /* a pause that ends an utterance, in frames */
+    int16_t *utt;     /* the current utterance's samples (max_frames +
+                         PREROLL frames; about 1 MB for 30 s) */
 };
 
 static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
@@ -92,6 +94,12 @@ int sl_asr_new(const sl_asr_opts *o, sl_asr **out, char *err,
     int pause_ms = o->pause_ms > 0 ? o->pause_ms : 200;
     a->max_frames = max_ms / 10 < 100 ? 100 : max_ms / 10;
     a->pause_frames = pause_ms / 10 < 5 ? 5 : pause_ms / 10;
+    a->utt = malloc(sizeof(int16_t) * FRAME * (size_t)(a->max_frames + PREROLL));
+    if (!a->utt) {
+        free(a);
+        snprintf(err, errlen, "out of memory");
+        return -SL_ENOMEM;
+    }
 
     /* Model loading touches pocketsphinx's global state (logging, the
      * configuration parser): one thread at a time. */
@@ -108,6 +116,7 @@ int sl_asr_new(const sl_asr_opts *o, sl_asr **out, char *err,
     if (!a->ps) {
         snprintf(err, errlen, "pocketsphinx could not load the model in %s",
                  dir);
+        free(a->utt);
         free(a);
         return -SL_EINVAL;
     }
@@ -119,6 +128,7 @@ int sl_asr_new(const sl_asr_opts *o, sl_asr **out, char *err,
 void sl_asr_free(sl_asr *a) {
     if (!a) return;
     ps_free(a->ps);
+    free(a->utt);
     free(a);
 }
 
@@ -132,9 +142,7 @@ typedef struct run {
     sl_buf text;        /* the transcript */
     int in_utt;
     int64_t utt_start;  /* sample index of the utterance's first frame */
-    int64_t frame0;     /* the decoder's index of that frame: pocketsphinx
-                           counts frames from the start of the stream */
-    int utt_frames;     /* frames fed to the decoder in this utterance */
+    int utt_frames;     /* frames of this utterance in a->utt */
     int quiet_run;      /* consecutive quiet frames at the end */
     double floor_db;    /* running estimate of the noise floor */
     int16_t pre[PREROLL * FRAME]; /* ring of the last quiet frames */
@@ -165,13 +173,19 @@ static void clean_word(const char *w, char *out, size_t cap) {
     if (out[0] == 'i' && (out[1] == '\0' || out[1] == '\'')) out[0] = 'I';
 }
 
-/* Ends the current utterance and appends its words to the result. */
+/* Decodes the utterance collected in a->utt and appends its words to the
+ * result. The whole utterance goes to the decoder at once so that its
+ * cepstral mean is the utterance's own (batch CMN, as the model was
+ * trained): results do not depend on what the decoder heard before. */
 static int end_utterance(run *r) {
     sl_asr *a = r->a;
     r->in_utt = 0;
-    int ended = ps_end_utt(a->ps);
-    int64_t frame0 = r->frame0;
-    r->frame0 += ps_get_n_frames(a->ps);
+    int ended = -1;
+    if (ps_start_utt(a->ps) == 0) {
+        ps_process_raw(a->ps, a->utt, (size_t)r->utt_frames * FRAME, FALSE,
+                       TRUE);
+        ended = ps_end_utt(a->ps);
+    }
     if (ended < 0) return 0; /* nothing decodable: no words */
     json_t *uw = json_array();
     sl_buf ut;
@@ -188,9 +202,8 @@ static int end_utterance(run *r) {
         if (!w || is_filler(w)) continue;
         int sf, ef;
         int32 ascr, lscr, lback;
+        /* Decoded as a whole utterance, frame 0 is the utterance's first. */
         ps_seg_frames(seg, &sf, &ef);
-        sf -= (int)frame0;
-        ef -= (int)frame0;
         if (sf < 0) sf = 0;
         if (ef < sf) ef = sf;
         double conf = logmath_exp(a->lmath, ps_seg_prob(seg, &ascr, &lscr,
@@ -244,7 +257,6 @@ static int end_utterance(run *r) {
 }
 
 static void start_utterance(run *r) {
-    ps_start_utt(r->a->ps);
     r->in_utt = 1;
     r->utt_frames = 0;
     r->quiet_run = 0;
@@ -252,7 +264,8 @@ static void start_utterance(run *r) {
     r->utt_start = r->pos - (int64_t)r->npre * FRAME;
     for (int i = 0; i < r->npre; i++) {
         int k = (r->pre_head + i) % PREROLL;
-        ps_process_raw(r->a->ps, r->pre + k * FRAME, FRAME, FALSE, FALSE);
+        memcpy(r->a->utt + (size_t)r->utt_frames * FRAME, r->pre + k * FRAME,
+               sizeof(int16_t) * FRAME);
         r->utt_frames++;
     }
     r->npre = 0;
@@ -295,13 +308,13 @@ static int frame(run *r, const int16_t *s) {
             return 0;
         }
     }
-    ps_process_raw(a->ps, s, FRAME, FALSE, FALSE);
+    memcpy(a->utt + (size_t)r->utt_frames * FRAME, s, sizeof(int16_t) * FRAME);
     r->utt_frames++;
     r->quiet_run = speech ? 0 : r->quiet_run + 1;
     r->pos += FRAME;
     if (r->quiet_run >= a->pause_frames ||
         (r->utt_frames >= a->max_frames * 2 / 3 && r->quiet_run >= 10) ||
-        r->utt_frames >= a->max_frames)
+        r->utt_frames >= a->max_frames + PREROLL)
         return end_utterance(r);
     return 0;
 }
@@ -359,7 +372,9 @@ int sl_asr_transcribe_file(sl_asr *a, const char *path, const sl_asr_cb *cb,
     }
     rc = sl_audio_open(path, &au, err, errlen);
     if (rc != 0) goto out;
-    ps_start_stream(a->ps); /* frame numbers restart at 0 for this file */
+    /* The front end's noise estimate starts afresh: a file's transcript
+     * does not depend on the files decoded before it. */
+    ps_start_stream(a->ps);
     report(r, total_ms, &last_pct);
 
     int16_t partial[FRAME];
@@ -414,8 +429,6 @@ nomem:
     rc = -SL_ENOMEM;
 out:
     if (r) {
-        /* A file abandoned half-way leaves the decoder mid-utterance. */
-        if (r->in_utt) ps_end_utt(a->ps);
         json_decref(r->words);
         json_decref(r->utterances);
         sl_buf_free(&r->text);

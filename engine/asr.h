@@ -18,8 +18,11 @@
  *    "provider": "pocketsphinx"}
  *
  * Memory stays flat whatever the length: samples are read in small
- * blocks and only the current utterance's decoder state is kept; the
- * result grows with the number of words only. The transcript gets a full
+ * blocks and only the current utterance is held (at most
+ * max_utterance_ms of samples, ~1 MB for 30 s, allocated once) and
+ * decoded as a whole, with its own cepstral mean; the result grows with
+ * the number of words only. The same file gives the same transcript
+ * whatever the decoder heard before. The transcript gets a full
  * stop at each pause and a capital letter after it: punctuation is
  * guessed from pauses, not recognised.
  */
