@@ -8,6 +8,7 @@
  */
 #include "queue.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +28,15 @@ enum {
     OP_NEXT_DUE,
     OP_STALE,
     OP_UNFINISHED,
+    OP_CLAIM_BARE,
+    OP_INPUT,
     OP__COUNT
 };
 
 static const char *const op_names[OP__COUNT] = {
     "claim",     "complete", "fail",    "snooze",  "checkpoint", "progress",
-    "heartbeat", "rescue",   "nextdue", "stale",   "unfinished"};
+    "heartbeat", "rescue",   "nextdue", "stale",   "unfinished",
+    "claimbare", "input"};
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -156,8 +160,34 @@ static void subject_cte(sl_buf *b, const sl_stage *s, const sl_mapping *m,
 
 /* ---- statement builders --------------------------------------------------- */
 
-/* $1 owner, $2 max, $3 lease ms, then the on_start mapping. */
-static void build_claim(sl_buf *b, const sl_stage *s) {
+/* The job's declared columns as one jsonb value (alias q). */
+static void input_expr(sl_buf *b, const sl_stage *s) {
+    if (s->ncolumns == 0) {
+        sl_buf_puts(b, "NULL::jsonb");
+        return;
+    }
+    sl_buf_puts(b, "jsonb_build_object(");
+    for (size_t i = 0; i < s->ncolumns; i++) {
+        sl_buf_puts(b, i ? ", " : "");
+        sl_buf_literal(b, s->columns[i].name);
+        sl_buf_puts(b, ", q.");
+        sl_buf_ident(b, s->columns[i].name);
+    }
+    sl_buf_puts(b, ")");
+}
+
+/* $1 job id. */
+static void build_input(sl_buf *b, const sl_stage *s) {
+    sl_buf_puts(b, "SELECT ");
+    input_expr(b, s);
+    sl_buf_puts(b, " FROM ");
+    sl_buf_ident(b, s->queue);
+    sl_buf_puts(b, " q WHERE q.id = $1");
+}
+
+/* $1 owner, $2 max, $3 lease ms, then the on_start mapping. The bare
+ * variant leaves the input out (read per job with OP_INPUT). */
+static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
     const char *fk = s->pipeline->has_subject ? s->pipeline->subject.fk : NULL;
     int param = 4;
     sl_buf_puts(b, "WITH c AS (SELECT id FROM ");
@@ -178,18 +208,11 @@ static void build_claim(sl_buf *b, const sl_stage *s) {
         sl_buf_puts(b, "NULL::uuid");
     }
     sl_buf_puts(b, " AS subject, q.attempts, q.checkpoint, ");
-    if (s->ncolumns == 0) {
-        sl_buf_puts(b, "NULL::jsonb AS input");
-    } else {
-        sl_buf_puts(b, "jsonb_build_object(");
-        for (size_t i = 0; i < s->ncolumns; i++) {
-            sl_buf_puts(b, i ? ", " : "");
-            sl_buf_literal(b, s->columns[i].name);
-            sl_buf_puts(b, ", q.");
-            sl_buf_ident(b, s->columns[i].name);
-        }
-        sl_buf_puts(b, ") AS input");
-    }
+    if (bare)
+        sl_buf_puts(b, "NULL::jsonb");
+    else
+        input_expr(b, s);
+    sl_buf_puts(b, " AS input");
     if (fk) {
         sl_buf_puts(b, ", q.");
         sl_buf_ident(b, fk);
@@ -197,6 +220,14 @@ static void build_claim(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, ")");
     subject_cte(b, s, &s->status.on_start, "s", "j", NULL, &param);
     sl_buf_puts(b, " SELECT id, subject, attempts, checkpoint, input FROM j");
+}
+
+static void build_claim(sl_buf *b, const sl_stage *s) {
+    build_claim_any(b, s, 0);
+}
+
+static void build_claim_bare(sl_buf *b, const sl_stage *s) {
+    build_claim_any(b, s, 1);
 }
 
 /* The value handed to next-stage column `to` (type `type`) from field
@@ -447,7 +478,8 @@ typedef void (*builder)(sl_buf *, const sl_stage *);
 static const builder builders[OP__COUNT] = {
     build_claim,     build_complete, build_fail,      build_snooze,
     build_checkpoint, build_progress, build_heartbeat, build_rescue,
-    build_next_due,  build_stale,    build_unfinished};
+    build_next_due,  build_stale,    build_unfinished, build_claim_bare,
+    build_input};
 
 int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen) {
     for (size_t pi = 0; pi < m->npipelines; pi++) {
@@ -507,9 +539,21 @@ static int conn_error(PGconn *c, const PGresult *r) {
     return !st || strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0;
 }
 
+/* The values did not fit the statement: a data exception (class 22, such
+ * as an output that is not a valid integer) or an integrity violation
+ * (class 23), or a value past a limit (class 54). Anything else (a statement timeout, a deadlock, lack of
+ * resources) says nothing about the job and is worth repeating. */
+static int data_error(const PGresult *r) {
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* 54: program limit exceeded, e.g. an input too large for jsonb. */
+    return st && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 ||
+                  strncmp(st, "54", 2) == 0);
+}
+
 /* Runs prepared statement `op` of stage s. Returns 0 with *out set (the
- * caller clears it), -SL_ECONN when the connection is the problem, or
- * -SL_EDB for an error in the statement; err says which. */
+ * caller clears it), -SL_ECONN when the connection is the problem,
+ * -SL_EINVAL when the bound values do not fit, or -SL_EDB for another
+ * (usually passing) error; err says which. */
 static int exec(PGconn *c, const sl_stage *s, int op, int n,
                 const char *const *vals, ExecStatusType want, PGresult **out,
                 char *err, size_t errlen) {
@@ -519,11 +563,13 @@ static int exec(PGconn *c, const sl_stage *s, int op, int n,
     *out = NULL;
     if (PQresultStatus(r) != want) {
         char what[128];
-        int lost = conn_error(c, r);
+        int rc = conn_error(c, r) ? -SL_ECONN
+                 : data_error(r)  ? -SL_EINVAL
+                                  : -SL_EDB;
         snprintf(what, sizeof what, "%s on %s", op_names[op], s->queue);
         set_err(err, errlen, what, c, r);
         PQclear(r);
-        return lost ? -SL_ECONN : -SL_EDB;
+        return rc;
     }
     *out = r;
     return 0;
@@ -535,8 +581,35 @@ void sl_queue_job_clear(sl_qjob *j) {
     memset(j, 0, sizeof *j);
 }
 
-int sl_queue_claim(PGconn *c, const sl_stage *s, const char *owner, int max,
-                   sl_qjob *jobs, int *n, char *err, size_t errlen) {
+/* Non-zero when JSON text holds a number a double cannot represent
+ * (overflow or underflow: strtod's ERANGE). jansson rejects overflow but
+ * reads an underflowing number as 0 without a word; a handler must never
+ * see its input altered, so such a job fails instead. */
+static int json_numbers_lossy(const char *t) {
+    const char *p = t;
+    while (*p) {
+        if (*p == '"') { /* skip the string, escapes included */
+            for (p++; *p && *p != '"'; p++)
+                if (*p == '\\' && p[1]) p++;
+            if (*p) p++;
+            continue;
+        }
+        if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            char *end;
+            errno = 0;
+            double v = strtod(p, &end);
+            (void)v;
+            if (errno == ERANGE) return 1;
+            p = end > p ? end : p + 1;
+            continue;
+        }
+        p++;
+    }
+    return 0;
+}
+
+static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
+                 int max, sl_qjob *jobs, int *n, char *err, size_t errlen) {
     const char *vals[8];
     char maxs[16], lease[24], prog[12];
     snprintf(maxs, sizeof maxs, "%d", max);
@@ -550,7 +623,7 @@ int sl_queue_claim(PGconn *c, const sl_stage *s, const char *owner, int max,
                              vals + 3, prog);
     *n = 0;
     PGresult *r;
-    int rc = exec(c, s, OP_CLAIM, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    int rc = exec(c, s, op, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
     if (rc < 0) return rc;
     int rows = PQntuples(r);
     for (int i = 0; i < rows && i < max; i++) {
@@ -560,14 +633,70 @@ int sl_queue_claim(PGconn *c, const sl_stage *s, const char *owner, int max,
         if (!PQgetisnull(r, i, 1))
             snprintf(j->subject, sizeof j->subject, "%s", PQgetvalue(r, i, 1));
         j->attempts = atoi(PQgetvalue(r, i, 2));
-        if (!PQgetisnull(r, i, 3))
+        json_error_t je;
+        if (!PQgetisnull(r, i, 3)) {
             j->checkpoint = json_loads(PQgetvalue(r, i, 3), JSON_DECODE_ANY,
-                                       NULL);
-        if (!PQgetisnull(r, i, 4))
-            j->input = json_loads(PQgetvalue(r, i, 4), 0, NULL);
-        if (!j->input) j->input = json_object();
+                                       &je);
+            if (!j->checkpoint)
+                snprintf(j->undecodable, sizeof j->undecodable,
+                         "checkpoint cannot be decoded: %.150s", je.text);
+        }
+        if (!PQgetisnull(r, i, 4)) {
+            const char *text = PQgetvalue(r, i, 4);
+            j->input = json_loads(text, 0, &je);
+            if (j->input && json_numbers_lossy(text)) {
+                json_decref(j->input);
+                j->input = NULL;
+                snprintf(je.text, sizeof je.text,
+                         "a number is out of the range of a double");
+            }
+            if (!j->input) {
+                snprintf(j->undecodable, sizeof j->undecodable,
+                         "input cannot be decoded: %.150s", je.text);
+                j->input = json_object();
+            }
+        }
+        if (!j->input && op == OP_CLAIM) j->input = json_object();
         (*n)++;
     }
+    PQclear(r);
+    return 0;
+}
+
+int sl_queue_claim(PGconn *c, const sl_stage *s, const char *owner, int max,
+                   sl_qjob *jobs, int *n, char *err, size_t errlen) {
+    return claim(c, s, OP_CLAIM, owner, max, jobs, n, err, errlen);
+}
+
+int sl_queue_claim_bare(PGconn *c, const sl_stage *s, const char *owner,
+                        int max, sl_qjob *jobs, int *n, char *err,
+                        size_t errlen) {
+    return claim(c, s, OP_CLAIM_BARE, owner, max, jobs, n, err, errlen);
+}
+
+int sl_queue_input(PGconn *c, const sl_stage *s, sl_qjob *j, char *err,
+                   size_t errlen) {
+    const char *vals[1] = {j->id};
+    PGresult *r;
+    int rc = exec(c, s, OP_INPUT, 1, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
+    json_decref(j->input);
+    j->input = NULL;
+    if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) {
+        json_error_t je;
+        const char *text = PQgetvalue(r, 0, 0);
+        j->input = json_loads(text, 0, &je);
+        if (j->input && json_numbers_lossy(text)) {
+            json_decref(j->input);
+            j->input = NULL;
+            snprintf(je.text, sizeof je.text,
+                     "a number is out of the range of a double");
+        }
+        if (!j->input)
+            snprintf(j->undecodable, sizeof j->undecodable,
+                     "input cannot be decoded: %.150s", je.text);
+    }
+    if (!j->input) j->input = json_object();
     PQclear(r);
     return 0;
 }

@@ -4,6 +4,12 @@
  * prepared once per connection (sl_queue_prepare). Values are always bound
  * parameters; identifiers come from the validated model and are quoted.
  *
+ * Errors: every operation returns 0, -SL_ECONN when the connection was
+ * lost (reconnect and repeat), -SL_EINVAL when the values do not fit the
+ * table (SQLSTATE class 22/23: say, an output that is not a valid integer),
+ * -SL_ELEASE when fenced off (see below), or -SL_EDB for any other server
+ * error (a statement timeout, a deadlock: usually worth repeating).
+ *
  * Fencing: a claimed job is owned by (locked_by, attempts). Every write a
  * worker makes to a job it claimed carries both; when another worker has
  * rescued the job, or it was cancelled, the write matches no row and is
@@ -27,6 +33,9 @@ typedef struct sl_qjob {
     int attempts;     /* after the claim: 1 on the first attempt */
     json_t *input;    /* declared columns as JSON (owned) */
     json_t *checkpoint; /* owned, NULL when none */
+    char undecodable[200]; /* non-empty: the input or checkpoint could not
+                              be decoded without loss (the reason); the
+                              job must fail, never run on altered data */
 } sl_qjob;
 
 void sl_queue_job_clear(sl_qjob *j);
@@ -41,6 +50,18 @@ int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen);
  * statement. Fills jobs[0..*n). Returns 0 or -SL_EDB. */
 int sl_queue_claim(PGconn *c, const sl_stage *s, const char *owner, int max,
                    sl_qjob *jobs, int *n, char *err, size_t errlen);
+
+/* The same claim without reading the inputs (input = NULL), for when the
+ * full claim fails with -SL_EINVAL because one job's input cannot be built
+ * (say, larger than jsonb can hold): the worker then reads each input with
+ * sl_queue_input and fails only the job whose input is unreadable. */
+int sl_queue_claim_bare(PGconn *c, const sl_stage *s, const char *owner,
+                        int max, sl_qjob *jobs, int *n, char *err,
+                        size_t errlen);
+
+/* Reads job j's declared columns into j->input. */
+int sl_queue_input(PGconn *c, const sl_stage *s, sl_qjob *j, char *err,
+                   size_t errlen);
 
 /* One finished job for sl_queue_complete. */
 typedef struct sl_qdone {

@@ -291,17 +291,24 @@ static void log_job(int level, const char *msg, const sl_stage *s,
            "attempt", att, "duration_ms", dur, k1, v1, k2, v2, NULL);
 }
 
-/* Runs `call` again after each reconnect while the connection is what
- * fails (a server restarting can drop a fresh connection again). Fencing
- * makes repeating a queue write safe. */
-#define WITH_RECONNECT(w, rc, call)                                           \
+/* Runs `call` again while it fails for reasons outside the job: after a
+ * reconnect when the connection was lost (a restarting server can drop a
+ * fresh connection again), after a short pause on other server errors
+ * (statement timeout, deadlock). Fencing makes repeating a queue write
+ * safe. Data errors (-SL_EINVAL) and fencing (-SL_ELEASE) are final. */
+#define RETRYING(w, rc, call)                                                 \
     do {                                                                      \
         rc = (call);                                                          \
-        for (int tries_ = 0; need_reconnect((w)->conn, rc) && tries_ < 20 &&  \
-                             !atomic_load(&stop_now);                         \
+        for (int tries_ = 0; tries_ < 20 && !atomic_load(&stop_now);          \
              tries_++) {                                                      \
-            reconnect(w);                                                     \
-            if (!(w)->conn) break;                                            \
+            if (need_reconnect((w)->conn, rc)) {                              \
+                reconnect(w);                                                 \
+                if (!(w)->conn) break;                                        \
+            } else if (rc == -SL_EDB && tries_ < 5) {                         \
+                sleep_ms(50LL << tries_);                                     \
+            } else {                                                          \
+                break;                                                        \
+            }                                                                 \
             rc = (call);                                                      \
         }                                                                     \
     } while (0)
@@ -322,7 +329,7 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
                                                     : "handler failed");
     sl_redact(msg, sizeof msg);
     int rc;
-    WITH_RECONNECT(w, rc,
+    RETRYING(w, rc,
                    sl_queue_fail(w->conn, s, w->owner, j, retry, delay,
                                  sl_errclass_name(res->errclass), msg, err,
                                  sizeof err));
@@ -343,40 +350,43 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
 static void release_job(worker *w, const sl_qjob *j, int64_t delay) {
     char err[512];
     int rc;
-    WITH_RECONNECT(w, rc, sl_queue_snooze(w->conn, w->st->s, w->owner, j,
+    RETRYING(w, rc, sl_queue_snooze(w->conn, w->st->s, w->owner, j,
                                           delay, err, sizeof err));
     if (rc < 0 && rc != -SL_ELEASE)
         sl_log(SL_LOG_ERROR, "release failed", "job", j->id, "error", err,
                NULL);
 }
 
-/* Completes the DONE jobs; on a statement error (say an output that does
- * not fit its column) completes them one by one so one bad job cannot
- * block the others, failing the bad one with the server's message. */
+/* Completes the DONE jobs in one statement. When the values of one job do
+ * not fit (say an output that is not a valid integer) the batch is
+ * completed one by one, so that job alone fails, with the server's
+ * message. A completion that cannot be recorded at all (server errors
+ * past the retries) is left to the lease: the job is rescued and runs
+ * again, which fencing keeps safe. */
 static void complete_jobs(worker *w, sl_qdone *done, int n, int64_t *ms,
                           unsigned *seed) {
     const sl_stage *s = w->st->s;
     char err[512];
     int rc;
     if (n == 0) return;
-    WITH_RECONNECT(w, rc, sl_queue_complete(w->conn, s, w->owner, done, n,
-                                            err, sizeof err));
-    if (rc == -SL_EDB && n > 1) {
+    RETRYING(w, rc, sl_queue_complete(w->conn, s, w->owner, done, n, err,
+                                      sizeof err));
+    if (rc == -SL_EINVAL && n > 1) {
         for (int i = 0; i < n; i++) complete_jobs(w, &done[i], 1, &ms[i], seed);
         return;
     }
     for (int i = 0; i < n; i++) {
-        if (rc < 0) {
-            if (rc != -SL_EDB) {
-                log_job(SL_LOG_ERROR, "completion lost with the connection",
-                        s, done[i].job, ms[i], "error", err, NULL, NULL);
-                continue;
-            }
+        if (rc == -SL_EINVAL) {
             sl_result res;
             memset(&res, 0, sizeof res);
             sl_fail(&res, SL_EC_INVALID_INPUT, "cannot store outputs: %s",
                     err);
             fail_job(w, done[i].job, &res, seed, ms[i]);
+        } else if (rc < 0) {
+            log_job(SL_LOG_ERROR,
+                    "completion not recorded; the job will run again after "
+                    "its lease expires",
+                    s, done[i].job, ms[i], "error", err, NULL, NULL);
         } else if (!done[i].completed) {
             log_job(SL_LOG_WARN, "completion refused: lease lost (fenced)", s,
                     done[i].job, ms[i], NULL, NULL, NULL, NULL);
@@ -413,6 +423,28 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
             /* Cancelled or rescued before it started: never run it. */
             log_job(SL_LOG_INFO, "job skipped: no longer ours", s, j, 0,
                     NULL, NULL, NULL, NULL);
+            continue;
+        }
+        if (!j->input) {
+            /* Claimed bare (the batch's inputs could not be built in one
+             * statement): read this one alone; if it cannot be read, this
+             * job fails and the others go on. */
+            char err[512];
+            int rc;
+            RETRYING(w, rc, sl_queue_input(w->conn, s, j, err, sizeof err));
+            if (rc < 0) {
+                sl_fail(res,
+                        rc == -SL_EINVAL ? SL_EC_INVALID_INPUT
+                                         : SL_EC_RETRYABLE,
+                        "input cannot be read: %s", err);
+                fail_job(w, j, res, seed, 0);
+                continue;
+            }
+        }
+        if (j->undecodable[0]) {
+            /* Never run a handler on an input it would see altered. */
+            sl_fail(res, SL_EC_INVALID_INPUT, "%s", j->undecodable);
+            fail_job(w, j, res, seed, 0);
             continue;
         }
         sl_ctx ctx = {.w = w, .idx = i, .last_progress = 0};
@@ -467,7 +499,7 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
         if (res->outcome == SL_OUT_SNOOZE) {
             char err[512];
             int rc;
-            WITH_RECONNECT(w, rc, sl_queue_snooze(w->conn, s, w->owner, j,
+            RETRYING(w, rc, sl_queue_snooze(w->conn, s, w->owner, j,
                                                   res->delay_ms, err,
                                                   sizeof err));
             if (rc < 0)
@@ -513,6 +545,12 @@ static void *worker_main(void *arg) {
         int n = 0;
         int rc = sl_queue_claim(w->conn, s, w->owner, batch, w->jobs, &n, err,
                                 sizeof err);
+        if (rc == -SL_EINVAL) {
+            sl_log(SL_LOG_WARN, "claim could not read inputs; claiming bare",
+                   "stage", s->name, "error", err, NULL);
+            rc = sl_queue_claim_bare(w->conn, s, w->owner, batch, w->jobs, &n,
+                                     err, sizeof err);
+        }
         if (rc < 0) {
             if (need_reconnect(w->conn, rc)) {
                 sl_log(SL_LOG_WARN, "connection lost", "worker", w->owner,

@@ -379,9 +379,10 @@ static void fenced_completion_is_refused(void **state) {
     sl_qdone d = {&j1, NULL, 0};
     assert_int_equal(sl_queue_complete(c, a, "w1", &d, 1, err, sizeof err), 0);
     assert_int_equal(d.completed, 0);
-    assert_int_equal(sl_queue_checkpoint(c, a, "w1", &j1, json_object(), err,
-                                         sizeof err),
+    json_t *cp = json_object();
+    assert_int_equal(sl_queue_checkpoint(c, a, "w1", &j1, cp, err, sizeof err),
                      -SL_ELEASE);
+    json_decref(cp);
     assert_int_equal(sl_test_long(c, "SELECT count(*) FROM b_jobs"), 0);
     /* w2 completes. */
     sl_qdone d2 = {&j2, NULL, 0};
