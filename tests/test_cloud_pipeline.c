@@ -436,7 +436,7 @@ static void random_faults_on_every_route_still_reach_ready_exactly_once(
     void **state) {
     (void)state;
     cloud_setup(&env, "cloud_chaos",
-                "--fault-rate 0.3 --seed 7 --fault-kinds "
+                "--fault-rate 0.4 --seed 7 --fault-kinds "
                 "500,503,429ms,reset,truncated,malformed,schema,length",
                 cloud_yaml((cloud_opts){.max_attempts = 12}));
     char *ivs[3];
@@ -450,7 +450,7 @@ static void random_faults_on_every_route_still_reach_ready_exactly_once(
     json_object_foreach(json_object_get(s, "faults"), k, v) faults +=
         (long)json_integer_value(v);
     json_decref(s);
-    assert_true(faults >= 5); /* the run really was disturbed */
+    assert_true(faults >= 3); /* the run really was disturbed */
     for (int i = 0; i < 3; i++) {
         assert_ready(ivs[i]);
         assert_analysis(ivs[i]);
