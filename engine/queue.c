@@ -197,6 +197,7 @@ static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
                    " FOR UPDATE SKIP LOCKED), j AS (UPDATE ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " q SET status = 'in_progress', attempts = q.attempts + 1,"
+                   " updated_at = now(),"
                    " locked_by = $1, locked_until = now() + $3::bigint *"
                    " interval '1 millisecond', started_at = now(),"
                    " finished_at = NULL FROM c WHERE q.id = c.id"
@@ -254,6 +255,7 @@ static void build_complete(sl_buf *b, const sl_stage *s) {
                    " FROM jsonb_array_elements($2::jsonb) e), d AS (UPDATE ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " j SET status = 'done', finished_at = now(),"
+                   " updated_at = now(),"
                    " locked_by = NULL, locked_until = NULL, progress = 100");
     for (size_t i = 0; i < s->ncolumns; i++) {
         const sl_column *col = &s->columns[i];
@@ -331,7 +333,8 @@ static void build_fail(sl_buf *b, const sl_stage *s) {
     int param = 8;
     sl_buf_puts(b, "WITH f AS (UPDATE ");
     sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " SET status = $4::job_status, run_at = now() +"
+    sl_buf_puts(b, " SET status = $4::job_status, updated_at = now(),"
+                   " run_at = now() +"
                    " $5::bigint * interval '1 millisecond', last_error = $6,"
                    " error_class = $7, locked_by = NULL, locked_until = NULL,"
                    " finished_at = CASE WHEN $4::job_status = 'error' THEN"
@@ -352,6 +355,7 @@ static void build_snooze(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, "UPDATE ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " SET status = 'pending', attempts = attempts - 1,"
+                   " updated_at = now(),"
                    " run_at = now() + $4::bigint * interval '1 millisecond',"
                    " locked_by = NULL, locked_until = NULL WHERE id = $1 AND"
                    " locked_by = $2 AND attempts = $3 AND"
@@ -362,7 +366,8 @@ static void build_snooze(sl_buf *b, const sl_stage *s) {
 static void build_checkpoint(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, "UPDATE ");
     sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " SET checkpoint = $4::jsonb, locked_until = now() +"
+    sl_buf_puts(b, " SET checkpoint = $4::jsonb, updated_at = now(),"
+                   " locked_until = now() +"
                    " $5::bigint * interval '1 millisecond' WHERE id = $1 AND"
                    " locked_by = $2 AND attempts = $3 AND"
                    " status = 'in_progress'");
@@ -376,7 +381,8 @@ static void build_progress(sl_buf *b, const sl_stage *s) {
     int mapped = p->has_subject && s->status.progress_from >= 0;
     sl_buf_puts(b, "WITH p AS (UPDATE ");
     sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " SET progress = $4::int, status_detail ="
+    sl_buf_puts(b, " SET progress = $4::int, updated_at = now(),"
+                   " status_detail ="
                    " COALESCE($5::text, status_detail) WHERE id = $1 AND"
                    " locked_by = $2 AND attempts = $3 AND"
                    " status = 'in_progress' RETURNING ");
@@ -416,7 +422,8 @@ static void build_progress(sl_buf *b, const sl_stage *s) {
 static void build_heartbeat(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, "UPDATE ");
     sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " SET locked_until = now() + $3::bigint * interval"
+    sl_buf_puts(b, " SET updated_at = now(), locked_until = now() +"
+                   " $3::bigint * interval"
                    " '1 millisecond' WHERE id = ANY($1::uuid[]) AND"
                    " locked_by = $2 AND status = 'in_progress' RETURNING id");
 }
@@ -427,7 +434,8 @@ static void build_rescue(sl_buf *b, const sl_stage *s) {
     int param = 3;
     sl_buf_puts(b, "WITH r AS (UPDATE ");
     sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " q SET status = CASE WHEN $2::bool AND q.attempts < $1::int"
+    sl_buf_puts(b, " q SET updated_at = now(), status = CASE WHEN $2::bool"
+                   " AND q.attempts < $1::int"
                    " THEN 'retry'::job_status ELSE 'error'::job_status END,"
                    " run_at = now(), last_error = 'lease expired: worker ' ||"
                    " COALESCE(q.locked_by, '?') || ' stopped renewing it',"

@@ -606,7 +606,11 @@ static void build_triggers(builder *b, const sl_schema_table *t,
     if (s) add_function(b, fn_upd, s);
     free(s);
 
-    add_trigger(b, tg_touch, t->name, "BEFORE UPDATE", "FOR EACH ROW",
+    /* Only for updates that did not set updated_at themselves: the
+     * engine's own statements do, so the hot path calls no PL/pgSQL. */
+    add_trigger(b, tg_touch, t->name, "BEFORE UPDATE",
+                "FOR EACH ROW WHEN (NEW.\"updated_at\" IS NOT DISTINCT FROM"
+                " OLD.\"updated_at\")",
                 TOUCH_FN);
 
     sl_buf rest;
