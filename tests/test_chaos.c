@@ -134,9 +134,8 @@ static void print_kill_figures(PGconn *c, long *max_rescue) {
     print_message("rescue after SIGKILL (kill -> job back in the queue): max"
                   " %s ms, median %s ms, min %s ms (bound: lease %d ms +"
                   " sweep %d ms = %d ms)\n",
-                  PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
-                  PQgetvalue(r, 0, 4), LEASE_MS, SWEEP_MS,
-                  LEASE_MS + SWEEP_MS);
+                  PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4),
+                  LEASE_MS, SWEEP_MS, LEASE_MS + SWEEP_MS);
     print_message("re-run after SIGKILL (kill -> next attempt's handler"
                   " started, includes waiting behind the backlog): max %s ms,"
                   " median %s ms\n",
@@ -166,7 +165,8 @@ static void killed_workers_lose_no_job_and_complete_none_twice(void **state) {
     sl_test_exec(c, sql);
 
     pid_t w[MAX_WORKERS];
-    for (long i = 0; i < nworkers; i++) w[i] = rt_spawn(m, 2, 1, 0, 1000);
+    for (long i = 0; i < nworkers; i++)
+        w[i] = rt_track(rt_spawn(m, 2, 1, 0, 1000));
     int64_t t0 = sl_test_now_ms();
     int64_t deadline = t0 + timeout_s * 1000;
     int64_t next_kill = t0 + kill_ms;
@@ -184,7 +184,7 @@ static void killed_workers_lose_no_job_and_complete_none_twice(void **state) {
             int st;
             waitpid(w[v], &st, 0);
             assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-            w[v] = rt_spawn(m, 2, 1, 0, 1000);
+            w[v] = rt_track(rt_spawn(m, 2, 1, 0, 1000));
             kills++;
             next_kill += kill_ms;
         }
@@ -193,8 +193,10 @@ static void killed_workers_lose_no_job_and_complete_none_twice(void **state) {
     int64_t elapsed = sl_test_now_ms() - t0;
     /* Every worker survived to the end on its own: none exited or
      * crashed between kills. */
-    for (long i = 0; i < nworkers; i++) assert_true(rt_alive(w[i], NULL));
-    for (long i = 0; i < nworkers; i++) kill(w[i], SIGTERM);
+    for (long i = 0; i < nworkers; i++)
+        assert_true(rt_alive(w[i], NULL));
+    for (long i = 0; i < nworkers; i++)
+        kill(w[i], SIGTERM);
     for (long i = 0; i < nworkers; i++)
         assert_int_equal(rt_wait(w[i], 30000), 0);
 
@@ -243,9 +245,9 @@ static void killed_workers_lose_no_job_and_complete_none_twice(void **state) {
     print_kill_figures(c, &max_rescue);
     /* Jobs rescued from a live worker (its heartbeats fell behind the
      * lease): fencing keeps them correct, but they should be rare. */
-    long false_rescues = sl_test_long(
-        c, "SELECT count(*) FROM rescue_log WHERE " OWNER_PID
-           " NOT IN (SELECT pid FROM chaos_kills)");
+    long false_rescues =
+        sl_test_long(c, "SELECT count(*) FROM rescue_log WHERE " OWNER_PID
+                        " NOT IN (SELECT pid FROM chaos_kills)");
     print_message("rescues of jobs whose worker was alive: %ld\n",
                   false_rescues);
     /* A dead worker's job is back in the queue within lease + sweep
@@ -256,9 +258,17 @@ static void killed_workers_lose_no_job_and_complete_none_twice(void **state) {
     sl_model_free(m);
 }
 
+/* A failed assertion skips a test's own cleanup: end its workers here. */
+static int kill_workers(void **state) {
+    (void)state;
+    rt_kill_tracked();
+    return 0;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(killed_workers_lose_no_job_and_complete_none_twice),
+        cmocka_unit_test_teardown(
+            killed_workers_lose_no_job_and_complete_none_twice, kill_workers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -311,3 +311,29 @@ char *rt_read_file(const char *path, size_t *len) {
     if (len) *len = n;
     return buf;
 }
+
+#define RT_MAX_TRACKED 64
+static pid_t tracked[RT_MAX_TRACKED];
+static int ntracked;
+
+pid_t rt_track(pid_t pid) {
+    if (ntracked == RT_MAX_TRACKED) { /* forget the ones already reaped */
+        int k = 0;
+        for (int i = 0; i < ntracked; i++)
+            if (kill(tracked[i], 0) == 0) tracked[k++] = tracked[i];
+        ntracked = k;
+    }
+    if (ntracked < RT_MAX_TRACKED) tracked[ntracked++] = pid;
+    return pid;
+}
+
+void rt_kill_tracked(void) {
+    for (int i = 0; i < ntracked; i++) {
+        if (tracked[i] > 0 && kill(tracked[i], 0) == 0 &&
+            waitpid(tracked[i], NULL, WNOHANG) == 0) {
+            kill(tracked[i], SIGKILL);
+            waitpid(tracked[i], NULL, 0);
+        }
+    }
+    ntracked = 0;
+}

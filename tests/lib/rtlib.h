@@ -76,4 +76,12 @@ long rt_env_long(const char *name, long dflt);
  * NULL when it cannot be read. *len gets its length when len is not NULL. */
 char *rt_read_file(const char *path, size_t *len);
 
+/* Remembers a worker pid so that rt_kill_tracked() can end it when a test
+ * fails half-way (cmocka then skips the test's own cleanup). Returns pid. */
+pid_t rt_track(pid_t pid);
+
+/* SIGKILLs and reaps every tracked worker still running; forgets them.
+ * Use as (part of) a cmocka teardown. */
+void rt_kill_tracked(void);
+
 #endif
