@@ -3,10 +3,10 @@
 #include "http.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +34,9 @@ struct sl_http {
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_OK;
 
-static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_ALL); }
+static void global_init(void) {
+    global_rc = curl_global_init(CURL_GLOBAL_ALL);
+}
 
 int sl_http_new(sl_http **out, char *err, size_t errlen) {
     *out = NULL;
@@ -94,7 +96,8 @@ static size_t on_write(char *data, size_t size, size_t n, void *arg) {
     }
     if (r->body_len + len + 1 > x->cap) {
         size_t cap = x->cap ? x->cap : 4096;
-        while (cap < r->body_len + len + 1) cap *= 2;
+        while (cap < r->body_len + len + 1)
+            cap *= 2;
         char *nb = realloc(r->body, cap);
         if (!nb) return 0;
         r->body = nb;
@@ -113,8 +116,10 @@ static int header_value(const char *line, size_t len, const char *name,
     if (len <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
         return 0;
     const char *v = line + nl + 1, *end = line + len;
-    while (v < end && (*v == ' ' || *v == '\t')) v++;
-    while (end > v && isspace((unsigned char)end[-1])) end--;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && isspace((unsigned char)end[-1]))
+        end--;
     size_t vl = (size_t)(end - v);
     if (vl >= outlen) vl = outlen - 1;
     memcpy(out, v, vl);
@@ -151,7 +156,7 @@ static size_t on_read(char *buf, size_t size, size_t n, void *arg) {
 static int on_seek(void *arg, curl_off_t off, int origin) {
     xfer *x = arg;
     return fseeko(x->fp, (off_t)off, origin) == 0 ? CURL_SEEKFUNC_OK
-                                                   : CURL_SEEKFUNC_FAIL;
+                                                  : CURL_SEEKFUNC_FAIL;
 }
 
 static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
@@ -177,13 +182,15 @@ int sl_http_classify(long status, const char *body) {
 
 int64_t sl_http_parse_retry_after(const char *value, int64_t now) {
     if (!value) return -1;
-    while (*value == ' ') value++;
+    while (*value == ' ')
+        value++;
     if (!*value) return -1;
     if (isdigit((unsigned char)*value)) {
         char *end;
         errno = 0;
         double s = strtod(value, &end);
-        while (*end == ' ') end++;
+        while (*end == ' ')
+            end++;
         if (errno || *end || s < 0) return -1;
         if (s * 1000.0 > (double)MAX_RETRY_AFTER_MS) return MAX_RETRY_AFTER_MS;
         return (int64_t)(s * 1000.0);
@@ -200,7 +207,8 @@ static int64_t parse_retry_after_ms(const char *value) {
     if (!*value) return -1;
     errno = 0;
     double ms = strtod(value, &end);
-    while (*end == ' ') end++;
+    while (*end == ' ')
+        end++;
     if (errno || *end || ms < 0) return -1;
     return ms > (double)MAX_RETRY_AFTER_MS ? MAX_RETRY_AFTER_MS : (int64_t)ms;
 }
@@ -224,15 +232,18 @@ void sl_http_error_text(const char *body, size_t body_len, char *buf,
     const char *msg = NULL;
     if (json_is_object(j)) {
         json_t *e = json_object_get(j, "error");
-        if (json_is_string(e)) msg = json_string_value(e);
+        if (json_is_string(e))
+            msg = json_string_value(e);
         else if (json_is_object(e) &&
                  json_is_string(json_object_get(e, "message")))
             msg = json_string_value(json_object_get(e, "message"));
         else if (json_is_string(json_object_get(j, "message")))
             msg = json_string_value(json_object_get(j, "message"));
     }
-    if (msg) printable(msg, strlen(msg), buf, len);
-    else printable(body, body_len > 300 ? 300 : body_len, buf, len);
+    if (msg)
+        printable(msg, strlen(msg), buf, len);
+    else
+        printable(body, body_len > 300 ? 300 : body_len, buf, len);
     json_decref(j);
 }
 
@@ -299,13 +310,14 @@ static int setup(sl_http *h, const sl_http_req *req, xfer *x,
     curl_easy_setopt(c, CURLOPT_USERAGENT, "sluice/1");
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)(req->connect_timeout_ms > 0 ? req->connect_timeout_ms
-                                                        : DEFAULT_CONNECT_MS));
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
-                     (long)(req->timeout_ms > 0 ? req->timeout_ms
-                                                : DEFAULT_TIMEOUT_MS));
-    int64_t low_ms = req->low_speed_ms > 0 ? req->low_speed_ms
-                                           : DEFAULT_LOW_SPEED_MS;
+                     (long)(req->connect_timeout_ms > 0
+                                ? req->connect_timeout_ms
+                                : DEFAULT_CONNECT_MS));
+    curl_easy_setopt(
+        c, CURLOPT_TIMEOUT_MS,
+        (long)(req->timeout_ms > 0 ? req->timeout_ms : DEFAULT_TIMEOUT_MS));
+    int64_t low_ms =
+        req->low_speed_ms > 0 ? req->low_speed_ms : DEFAULT_LOW_SPEED_MS;
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)((low_ms + 999) / 1000));
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT,
                      req->low_speed_bps > 0 ? req->low_speed_bps : 1L);
@@ -351,8 +363,8 @@ static int setup(sl_http *h, const sl_http_req *req, xfer *x,
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     } else {
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        if (is_post) curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
-                                      (curl_off_t)0);
+        if (is_post)
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
     }
 
     /* No "Expect: 100-continue" round trip before a body. */
@@ -400,8 +412,8 @@ int sl_http_do(sl_http *h, const sl_http_req *req, sl_http_resp *resp,
         if (!x.fp || fstat(fileno(x.fp), &st) != 0 || !S_ISREG(st.st_mode)) {
             int e = x.fp ? EINVAL : errno;
             fail_req(res, req, SL_EC_INVALID_INPUT, 0,
-                     "cannot read the request body from %s: %s",
-                     req->body_file, strerror(e));
+                     "cannot read the request body from %s: %s", req->body_file,
+                     strerror(e));
             rc = -SL_EIO;
             goto out;
         }
@@ -422,7 +434,8 @@ int sl_http_do(sl_http *h, const sl_http_req *req, sl_http_resp *resp,
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
 
     int64_t ra = parse_retry_after_ms(x.retry_after_ms);
-    if (ra < 0) ra = sl_http_parse_retry_after(x.retry_after, (int64_t)time(NULL));
+    if (ra < 0)
+        ra = sl_http_parse_retry_after(x.retry_after, (int64_t)time(NULL));
     resp->retry_after_ms = ra;
 
     if (cc != CURLE_OK) {
@@ -434,8 +447,7 @@ int sl_http_do(sl_http *h, const sl_http_req *req, sl_http_resp *resp,
             fail_req(res, req, SL_EC_RETRYABLE, 0, "aborted");
         } else if (cc == CURLE_READ_ERROR && x.fp) {
             fail_req(res, req, SL_EC_RETRYABLE, 0,
-                     "reading the request body from %s failed",
-                     req->body_file);
+                     "reading the request body from %s failed", req->body_file);
         } else {
             fail_req(res, req, curl_class(cc), 0, "%s",
                      h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc));
@@ -446,10 +458,9 @@ int sl_http_do(sl_http *h, const sl_http_req *req, sl_http_resp *resp,
     if (cls >= 0) {
         char text[400];
         sl_http_error_text(resp->body, resp->body_len, text, sizeof text);
-        int64_t delay = ra > 0 && (cls == SL_EC_RATE_LIMITED ||
-                                   cls == SL_EC_HTTP_5XX)
-                            ? ra
-                            : 0;
+        int64_t delay =
+            ra > 0 && (cls == SL_EC_RATE_LIMITED || cls == SL_EC_HTTP_5XX) ? ra
+                                                                           : 0;
         if (delay > 0)
             fail_req(res, req, (sl_errclass)cls, delay,
                      "HTTP %ld (retry after %lld ms)%s%s", resp->status,
@@ -467,8 +478,8 @@ out:
 
 /* ---- JSON --------------------------------------------------------------- */
 
-int sl_http_json(const sl_http_req *req, const sl_http_resp *resp,
-                 json_t **out, sl_result *res) {
+int sl_http_json(const sl_http_req *req, const sl_http_resp *resp, json_t **out,
+                 sl_result *res) {
     json_error_t je;
     *out = NULL;
     if (!resp->body || resp->body_len == 0) {
@@ -485,8 +496,8 @@ int sl_http_json(const sl_http_req *req, const sl_http_resp *resp,
         fail_req(res, req, SL_EC_INVALID_RESPONSE, 0,
                  "%s JSON in the response (%zu bytes): %s at line %d "
                  "column %d",
-                 truncated ? "truncated" : "malformed", resp->body_len,
-                 je.text, je.line, je.column);
+                 truncated ? "truncated" : "malformed", resp->body_len, je.text,
+                 je.line, je.column);
         return -SL_EHTTP;
     }
     if (!json_is_object(j)) {
@@ -500,6 +511,37 @@ int sl_http_json(const sl_http_req *req, const sl_http_resp *resp,
 }
 
 /* ---- a handler's `with:` ------------------------------------------------ */
+
+const char *sl_http_with_str(const json_t *with, const char *key,
+                             const char *dflt) {
+    json_t *v = json_object_get(with, key);
+    return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+int sl_http_with_strings(const json_t *with, const char *const *keys, char *err,
+                         size_t errlen) {
+    for (; *keys; keys++) {
+        json_t *v = json_object_get(with, *keys);
+        if (v && !json_is_string(v)) {
+            snprintf(err, errlen, "with.%s: expected a string", *keys);
+            return -SL_EINVAL;
+        }
+    }
+    return 0;
+}
+
+int sl_http_state_init(const sl_stage *stage, void **state, char *err,
+                       size_t errlen) {
+    (void)stage;
+    sl_http *h = NULL;
+    if (sl_http_new(&h, err, errlen) != 0) return -1;
+    *state = h;
+    return 0;
+}
+
+void sl_http_state_fini(void *state) {
+    sl_http_free(state);
+}
 
 int sl_http_with_duration(const json_t *with, const char *key, int64_t dflt,
                           int64_t *ms, char *err, size_t errlen) {
@@ -524,9 +566,9 @@ int sl_http_with_limits(const json_t *with, int64_t dflt_timeout_ms,
                                     &req->connect_timeout_ms, err, errlen)) ||
         (rc = sl_http_with_duration(with, "request_timeout", dflt_timeout_ms,
                                     &req->timeout_ms, err, errlen)) ||
-        (rc = sl_http_with_duration(with, "low_speed_time",
-                                    DEFAULT_LOW_SPEED_MS, &req->low_speed_ms,
-                                    err, errlen)))
+        (rc =
+             sl_http_with_duration(with, "low_speed_time", DEFAULT_LOW_SPEED_MS,
+                                   &req->low_speed_ms, err, errlen)))
         return rc;
     json_t *v = json_object_get(with, "max_response");
     req->max_response = DEFAULT_MAX_RESPONSE;
@@ -541,8 +583,8 @@ int sl_http_with_limits(const json_t *with, int64_t dflt_timeout_ms,
     return 0;
 }
 
-int sl_http_with_key(const json_t *with, const char *dflt_env,
-                     const char **key, char *err, size_t errlen) {
+int sl_http_with_key(const json_t *with, const char *dflt_env, const char **key,
+                     char *err, size_t errlen) {
     static const char *const literal[] = {"api_key", "key", "token",
                                           "authorization"};
     *key = NULL;
@@ -584,8 +626,10 @@ int sl_http_with_url(const json_t *with, const char *dflt_base,
         base = json_string_value(v);
     }
     size_t bl = strlen(base);
-    while (bl > 0 && base[bl - 1] == '/') bl--;
-    if ((strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)) {
+    while (bl > 0 && base[bl - 1] == '/')
+        bl--;
+    if ((strncmp(base, "http://", 7) != 0 &&
+         strncmp(base, "https://", 8) != 0)) {
         snprintf(err, errlen,
                  "with.base_url: expected an http:// or https:// URL, not "
                  "'%.200s'",

@@ -63,21 +63,21 @@ typedef struct sl_http_req {
     const char *body;
     size_t body_len;
     const char *body_file;
-    int64_t connect_timeout_ms; /* 0 = 10 s */
-    int64_t timeout_ms;         /* whole request; 0 = 60 s */
-    int64_t low_speed_ms;       /* abort when slower than low_speed_bps
-                                   for this long; 0 = 30 s */
-    long low_speed_bps;         /* 0 = 1 byte per second */
-    size_t max_response;        /* response body cap; 0 = 16 MiB */
-    int follow_redirects;       /* follow up to 5 redirects (http/https) */
+    int64_t connect_timeout_ms;   /* 0 = 10 s */
+    int64_t timeout_ms;           /* whole request; 0 = 60 s */
+    int64_t low_speed_ms;         /* abort when slower than low_speed_bps
+                                     for this long; 0 = 30 s */
+    long low_speed_bps;           /* 0 = 1 byte per second */
+    size_t max_response;          /* response body cap; 0 = 16 MiB */
+    int follow_redirects;         /* follow up to 5 redirects (http/https) */
     sl_http_progress_fn progress; /* optional */
     void *progress_arg;
 } sl_http_req;
 
 typedef struct sl_http_resp {
-    long status;      /* HTTP status; 0 when no response arrived */
-    char *body;       /* NUL-terminated (owned; sl_http_resp_clear frees);
-                         may be NULL when there was no response */
+    long status; /* HTTP status; 0 when no response arrived */
+    char *body;  /* NUL-terminated (owned; sl_http_resp_clear frees);
+                    may be NULL when there was no response */
     size_t body_len;
     int64_t retry_after_ms; /* retry-after-ms, else Retry-After (seconds or
                                an HTTP-date) of the final response,
@@ -119,8 +119,8 @@ int64_t sl_http_parse_retry_after(const char *value, int64_t now);
 /* Parses resp's body as a JSON object. Returns 0 and *out (a new
  * reference), or -SL_EHTTP with res filled: class invalid_response, the
  * message saying whether the JSON was truncated or malformed and where. */
-int sl_http_json(const sl_http_req *req, const sl_http_resp *resp,
-                 json_t **out, sl_result *res);
+int sl_http_json(const sl_http_req *req, const sl_http_resp *resp, json_t **out,
+                 sl_result *res);
 
 /* The provider's error message in an error body: {"error": "text"},
  * {"error": {"message": "text"}}, {"message": "text"}, else the start of
@@ -130,6 +130,22 @@ void sl_http_error_text(const char *body, size_t body_len, char *buf,
                         size_t len);
 
 /* ---- a handler's `with:` ------------------------------------------------ */
+
+/* The string option `key` of `with`, or dflt when it is absent or not a
+ * string (borrowed from `with`). */
+const char *sl_http_with_str(const json_t *with, const char *key,
+                             const char *dflt);
+
+/* Checks that each of the NULL-terminated keys that `with` has is a
+ * string. Returns 0 or -SL_EINVAL with "with.<key>: expected a string". */
+int sl_http_with_strings(const json_t *with, const char *const *keys, char *err,
+                         size_t errlen);
+
+/* Handler init()/fini() for handlers whose per-thread state is just an
+ * sl_http client (stage.h). */
+int sl_http_state_init(const sl_stage *stage, void **state, char *err,
+                       size_t errlen);
+void sl_http_state_fini(void *state);
 
 /* A duration option of `with`: a string such as "250ms", "30s", "5m", or an
  * integer number of milliseconds; *ms = dflt when absent. Returns 0 or
@@ -149,8 +165,8 @@ int sl_http_with_limits(const json_t *with, int64_t dflt_timeout_ms,
  * environment. Returns 0 with *key = the environment's string (NULL when
  * unset or empty; never copy it anywhere that is logged or stored), or
  * -SL_EINVAL. */
-int sl_http_with_key(const json_t *with, const char *dflt_env,
-                     const char **key, char *err, size_t errlen);
+int sl_http_with_key(const json_t *with, const char *dflt_env, const char **key,
+                     char *err, size_t errlen);
 
 /* Joins with.base_url (default dflt_base, trailing slashes dropped) and
  * path into buf. Returns 0, or -SL_EINVAL when the base is not an http(s)

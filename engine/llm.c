@@ -14,7 +14,8 @@
 #define DEFAULT_BASE "https://api.openai.com"
 #define DEFAULT_LLM_TIMEOUT_MS 120000
 
-/* ---- configuration -------------------------------------------------------- */
+/* ---- configuration --------------------------------------------------------
+ */
 
 int sl_llm_cfg_from_with(const json_t *with, sl_llm_cfg *cfg, char *err,
                          size_t errlen) {
@@ -23,7 +24,8 @@ int sl_llm_cfg_from_with(const json_t *with, sl_llm_cfg *cfg, char *err,
     json_t *v = json_object_get(with, "base_url");
     const char *base = json_is_string(v) ? json_string_value(v) : DEFAULT_BASE;
     size_t bl = strlen(base);
-    while (bl > 0 && base[bl - 1] == '/') bl--;
+    while (bl > 0 && base[bl - 1] == '/')
+        bl--;
     /* OPENAI_BASE_URL is often spelled with its /v1 suffix. */
     const char *path = bl >= 3 && strncmp(base + bl - 3, "/v1", 3) == 0
                            ? "/chat/completions"
@@ -63,7 +65,8 @@ int sl_llm_cfg_from_with(const json_t *with, sl_llm_cfg *cfg, char *err,
     v = json_object_get(with, "response_format");
     if (v) {
         const char *f = json_is_string(v) ? json_string_value(v) : "";
-        if (strcmp(f, "json_object") == 0) cfg->json_object = 1;
+        if (strcmp(f, "json_object") == 0)
+            cfg->json_object = 1;
         else if (strcmp(f, "json_schema") != 0) {
             snprintf(err, errlen,
                      "with.response_format: json_schema (default) or "
@@ -71,11 +74,12 @@ int sl_llm_cfg_from_with(const json_t *with, sl_llm_cfg *cfg, char *err,
             return -SL_EINVAL;
         }
     }
-    return sl_http_with_limits(with, DEFAULT_LLM_TIMEOUT_MS, &cfg->limits,
-                               err, errlen);
+    return sl_http_with_limits(with, DEFAULT_LLM_TIMEOUT_MS, &cfg->limits, err,
+                               errlen);
 }
 
-/* ---- schema validation ---------------------------------------------------- */
+/* ---- schema validation ----------------------------------------------------
+ */
 
 static const char *json_type_name(const json_t *v) {
     switch (json_typeof(v)) {
@@ -94,8 +98,8 @@ static int type_matches(const char *want, const json_t *v) {
     if (strcmp(want, "number") == 0) return json_is_number(v);
     if (strcmp(want, "integer") == 0)
         return json_is_integer(v) ||
-               (json_is_real(v) && floor(json_real_value(v)) ==
-                                       json_real_value(v));
+               (json_is_real(v) &&
+                floor(json_real_value(v)) == json_real_value(v));
     return strcmp(want, json_type_name(v)) == 0;
 }
 
@@ -116,8 +120,8 @@ static int validate_at(const json_t *schema, const json_t *v, char *path,
                 if (!json_is_string(t)) continue;
                 ok = ok || type_matches(json_string_value(t), v);
                 size_t nl = strlen(names);
-                snprintf(names + nl, sizeof names - nl, "%s%s", nl ? " or " : "",
-                         json_string_value(t));
+                snprintf(names + nl, sizeof names - nl, "%s%s",
+                         nl ? " or " : "", json_string_value(t));
             }
         }
         if (!ok) {
@@ -157,9 +161,10 @@ static int validate_at(const json_t *schema, const json_t *v, char *path,
         size_t i;
         json_t *r;
         json_array_foreach(req, i, r) {
-            if (json_is_string(r) && !json_object_get(v, json_string_value(r))) {
-                snprintf(err, errlen, "%s: missing required field \"%s\"",
-                         path, json_string_value(r));
+            if (json_is_string(r) &&
+                !json_object_get(v, json_string_value(r))) {
+                snprintf(err, errlen, "%s: missing required field \"%s\"", path,
+                         json_string_value(r));
                 return -SL_EINVAL;
             }
         }
@@ -176,8 +181,8 @@ static int validate_at(const json_t *schema, const json_t *v, char *path,
                 continue;
             }
             int n = snprintf(path + plen, pcap - plen, ".%s", k);
-            size_t nl = n > 0 && plen + (size_t)n < pcap ? plen + (size_t)n
-                                                         : plen;
+            size_t nl =
+                n > 0 && plen + (size_t)n < pcap ? plen + (size_t)n : plen;
             int rc = validate_at(ps, fv, path, nl, pcap, err, errlen);
             path[plen] = '\0';
             if (rc) return rc;
@@ -197,8 +202,8 @@ static int validate_at(const json_t *schema, const json_t *v, char *path,
         json_t *it;
         json_array_foreach(v, i, it) {
             int w = snprintf(path + plen, pcap - plen, "[%zu]", i);
-            size_t nl = w > 0 && plen + (size_t)w < pcap ? plen + (size_t)w
-                                                         : plen;
+            size_t nl =
+                w > 0 && plen + (size_t)w < pcap ? plen + (size_t)w : plen;
             int rc = validate_at(items, it, path, nl, pcap, err, errlen);
             path[plen] = '\0';
             if (rc) return rc;
@@ -213,7 +218,36 @@ int sl_llm_validate(const json_t *schema, const json_t *v, char *err,
     return validate_at(schema, v, path, 1, sizeof path, err, errlen);
 }
 
-/* ---- the call ------------------------------------------------------------- */
+/* ---- hooks ------------------------------------------------------------------
+ */
+
+json_t *sl_llm_hook_messages(json_t *ret, const char *system_prompt,
+                             sl_result *res) {
+    if (json_is_string(ret)) {
+        json_t *m =
+            json_pack("[{s:s, s:s}, {s:s, s:o}]", "role", "system", "content",
+                      system_prompt, "role", "user", "content", ret);
+        if (!m) sl_fail(res, SL_EC_RETRYABLE, "out of memory");
+        return m;
+    }
+    size_t i;
+    json_t *msg;
+    int ok = json_is_array(ret) && json_array_size(ret) > 0;
+    json_array_foreach(ret, i, msg) ok =
+        ok && json_is_string(json_object_get(msg, "role")) &&
+        json_is_string(json_object_get(msg, "content"));
+    if (!ok) {
+        json_decref(ret);
+        sl_fail(res, SL_EC_SCRIPT,
+                "Lua hook 'prompt' must return the user message (a string) or "
+                "a list of {role=..., content=...}");
+        return NULL;
+    }
+    return ret;
+}
+
+/* ---- the call -------------------------------------------------------------
+ */
 
 /* Parses the reply text as JSON, tolerating a Markdown code fence around
  * it (some compatible servers add one in json_object mode). */
@@ -223,7 +257,8 @@ static json_t *parse_content(const char *text) {
     const char *s = strstr(text, "```");
     if (!s) return NULL;
     s += 3;
-    while (*s && *s != '\n') s++; /* skip "json" after the fence */
+    while (*s && *s != '\n')
+        s++; /* skip "json" after the fence */
     const char *e = strstr(s, "```");
     if (!e) return NULL;
     return json_loadb(s, (size_t)(e - s), JSON_DECODE_ANY, NULL);
@@ -256,12 +291,11 @@ static json_t *request_body(const sl_llm_cfg *cfg, const json_t *messages,
         json_object_set_new(b, "response_format",
                             json_pack("{s:s}", "type", "json_object"));
     else if (schema)
-        json_object_set_new(
-            b, "response_format",
-            json_pack("{s:s, s:{s:s, s:b, s:O}}", "type", "json_schema",
-                      "json_schema", "name",
-                      schema_name ? schema_name : "result", "strict", 1,
-                      "schema", (json_t *)schema));
+        json_object_set_new(b, "response_format",
+                            json_pack("{s:s, s:{s:s, s:b, s:O}}", "type",
+                                      "json_schema", "json_schema", "name",
+                                      schema_name ? schema_name : "result",
+                                      "strict", 1, "schema", (json_t *)schema));
     return b;
 }
 
@@ -319,8 +353,8 @@ int sl_llm_chat(sl_http *h, const sl_llm_cfg *cfg, const json_t *messages,
                    json_object_get(reply, "error") ? etext : "");
         goto out;
     }
-    const char *finish = json_string_value(json_object_get(choice,
-                                                           "finish_reason"));
+    const char *finish =
+        json_string_value(json_object_get(choice, "finish_reason"));
     json_t *refusal = json_object_get(msg, "refusal");
     json_t *content = json_object_get(msg, "content");
     if (json_is_string(refusal) && *json_string_value(refusal)) {

@@ -35,15 +35,15 @@
 #include "http.h"
 
 typedef struct sl_llm_cfg {
-    char url[512];          /* the chat completions URL */
-    const char *model;      /* borrowed from `with` */
-    const char *api_key;    /* borrowed from the environment; may be NULL */
+    char url[512];       /* the chat completions URL */
+    const char *model;   /* borrowed from `with` */
+    const char *api_key; /* borrowed from the environment; may be NULL */
     int has_temperature;
     double temperature;
-    long max_tokens;        /* 0 = not sent */
-    int json_object;        /* response_format json_object instead of
-                               json_schema */
-    sl_http_req limits;     /* timeouts and size cap (only those fields) */
+    long max_tokens;    /* 0 = not sent */
+    int json_object;    /* response_format json_object instead of
+                           json_schema */
+    sl_http_req limits; /* timeouts and size cap (only those fields) */
 } sl_llm_cfg;
 
 /* Reads cfg from a stage's `with:` (which must outlive cfg). Returns 0 or
@@ -63,6 +63,13 @@ int sl_llm_chat(sl_http *h, const sl_llm_cfg *cfg, const json_t *messages,
                 const json_t *schema, const char *schema_name, json_t **out,
                 sl_http_progress_fn progress, void *progress_arg,
                 sl_result *res);
+
+/* The messages a Lua `prompt` hook returned (ret, stolen): a string is
+ * the user message after a system message with system_prompt; a list of
+ * {role, content} is used as it is. Returns the messages (a new
+ * reference), or NULL with res filled (class script) for anything else. */
+json_t *sl_llm_hook_messages(json_t *ret, const char *system_prompt,
+                             sl_result *res);
 
 /* Validates v against the subset of JSON Schema that structured outputs
  * use: type (a name or a list of names), properties, required,

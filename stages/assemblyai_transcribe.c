@@ -24,6 +24,7 @@
 #include "../engine/error.h"
 #include "../engine/http.h"
 #include "../engine/log.h"
+#include "../engine/schema.h"
 #include "stage.h"
 
 #define AAI_DEFAULT_BASE "https://api.assemblyai.com"
@@ -40,24 +41,7 @@ typedef struct tx_cfg {
     int speaker_lines;
 } tx_cfg;
 
-static const char *opt_str(const json_t *with, const char *key,
-                           const char *dflt) {
-    json_t *v = json_object_get(with, key);
-    return json_is_string(v) ? json_string_value(v) : dflt;
-}
-
-static int valid_ident(const char *s) {
-    size_t n = 0;
-    if (!s || !((*s >= 'a' && *s <= 'z') || *s == '_')) return 0;
-    for (; s[n]; n++)
-        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') ||
-              s[n] == '_'))
-            return 0;
-    return n <= 63;
-}
-
-static int tx_config(const json_t *with, tx_cfg *c, char *err,
-                     size_t errlen) {
+static int tx_config(const json_t *with, tx_cfg *c, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     if (sl_http_with_url(with, AAI_DEFAULT_BASE, "/v2/transcript",
                          c->submit_url, sizeof c->submit_url, err,
@@ -69,27 +53,21 @@ static int tx_config(const json_t *with, tx_cfg *c, char *err,
         sl_http_with_duration(with, "max_wait", MAX_WAIT_DEFAULT_MS,
                               &c->max_wait_ms, err, errlen))
         return -1;
-    static const char *const strings[] = {
-        "audio_column", "text_column", "subject_column", "language_code",
-        "transcript_format"};
-    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
-        json_t *v = json_object_get(with, strings[i]);
-        if (v && !json_is_string(v)) {
-            snprintf(err, errlen, "with.%s: expected a string", strings[i]);
-            return -1;
-        }
-    }
-    c->audio_column = opt_str(with, "audio_column", "upload_url");
-    c->text_column = opt_str(with, "text_column", "transcript");
-    c->subject_column = opt_str(with, "subject_column", NULL);
-    if (c->subject_column && !valid_ident(c->subject_column)) {
+    static const char *const strings[] = {"audio_column",      "text_column",
+                                          "subject_column",    "language_code",
+                                          "transcript_format", NULL};
+    if (sl_http_with_strings(with, strings, err, errlen) != 0) return -1;
+    c->audio_column = sl_http_with_str(with, "audio_column", "upload_url");
+    c->text_column = sl_http_with_str(with, "text_column", "transcript");
+    c->subject_column = sl_http_with_str(with, "subject_column", NULL);
+    if (c->subject_column && !sl_schema_ident_ok(c->subject_column)) {
         snprintf(err, errlen,
                  "with.subject_column: '%s' is not a column name "
                  "([a-z_][a-z0-9_]*)",
                  c->subject_column);
         return -1;
     }
-    const char *fmt = opt_str(with, "transcript_format", "speakers");
+    const char *fmt = sl_http_with_str(with, "transcript_format", "speakers");
     if (strcmp(fmt, "speakers") != 0 && strcmp(fmt, "text") != 0) {
         snprintf(err, errlen, "with.transcript_format: speakers or text");
         return -1;
@@ -110,8 +88,9 @@ static int tx_config(const json_t *with, tx_cfg *c, char *err,
     }
     json_t *o = json_object_get(with, "options");
     if (o && !json_is_object(o)) {
-        snprintf(err, errlen, "with.options: expected a mapping of "
-                              "AssemblyAI request fields");
+        snprintf(err, errlen,
+                 "with.options: expected a mapping of "
+                 "AssemblyAI request fields");
         return -1;
     }
     json_t *b = json_object_get(with, "speaker_labels");
@@ -126,17 +105,6 @@ static int tx_validate(const sl_stage *stage, char *err, size_t errlen) {
     tx_cfg c;
     return tx_config(stage->with, &c, err, errlen);
 }
-
-static int tx_init(const sl_stage *stage, void **state, char *err,
-                   size_t errlen) {
-    (void)stage;
-    sl_http *h = NULL;
-    if (sl_http_new(&h, err, errlen) != 0) return -1;
-    *state = h;
-    return 0;
-}
-
-static void tx_fini(void *state) { sl_http_free(state); }
 
 static int declares(const sl_stage *s, const char *column) {
     for (size_t i = 0; i < s->ncolumns; i++)
@@ -155,14 +123,14 @@ static int64_t wall_ms(void) {
 static json_t *submit_body(const json_t *with, const char *audio_url) {
     json_t *b = json_pack("{s:s}", "audio_url", audio_url);
     json_t *sm = json_object_get(with, "speech_models");
-    json_object_set_new(b, "speech_models",
-                        sm ? json_deep_copy(sm)
-                           : json_pack("[s,s]", "universal-3-pro",
-                                       "universal-2"));
+    json_object_set_new(
+        b, "speech_models",
+        sm ? json_deep_copy(sm)
+           : json_pack("[s,s]", "universal-3-pro", "universal-2"));
     json_t *sl = json_object_get(with, "speaker_labels");
     json_object_set_new(b, "speaker_labels",
                         json_boolean(sl ? json_is_true(sl) : 1));
-    const char *lang = opt_str(with, "language_code", NULL);
+    const char *lang = sl_http_with_str(with, "language_code", NULL);
     if (lang) json_object_set_new(b, "language_code", json_string(lang));
     json_t *o = json_object_get(with, "options");
     if (json_is_object(o)) json_object_update(b, o);
@@ -206,9 +174,12 @@ static char *speaker_text(const json_t *utts) {
         const char *sp = json_string_value(json_object_get(u, "speaker"));
         const char *tx = json_string_value(json_object_get(u, "text"));
         if (!tx) continue;
-        if (!sp || !*sp) sl_buf_printf(&b, "%s\n", tx);
-        else if (strlen(sp) <= 2) sl_buf_printf(&b, "Speaker %s: %s\n", sp, tx);
-        else sl_buf_printf(&b, "%s: %s\n", sp, tx);
+        if (!sp || !*sp)
+            sl_buf_printf(&b, "%s\n", tx);
+        else if (strlen(sp) <= 2)
+            sl_buf_printf(&b, "Speaker %s: %s\n", sp, tx);
+        else
+            sl_buf_printf(&b, "%s: %s\n", sp, tx);
     }
     return sl_buf_steal(&b);
 }
@@ -219,12 +190,13 @@ static int store_on_subject(sl_ctx *ctx, const sl_job *job, const char *col,
     const sl_pipeline *p = job->stage->pipeline;
     if (!p->has_subject || !job->subject_id) return 0;
     char sql[512];
-    snprintf(sql, sizeof sql, "UPDATE \"%s\" SET \"%s\" = $1 WHERE \"%s\" = "
-                              "$2::uuid",
+    snprintf(sql, sizeof sql,
+             "UPDATE \"%s\" SET \"%s\" = $1 WHERE \"%s\" = "
+             "$2::uuid",
              p->subject.table, col, p->subject.key);
     const char *params[2] = {text, job->subject_id};
-    PGresult *r = PQexecParams(sl_ctx_conn(ctx), sql, 2, NULL, params, NULL,
-                               NULL, 0);
+    PGresult *r =
+        PQexecParams(sl_ctx_conn(ctx), sql, 2, NULL, params, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
         sl_fail(res,
@@ -283,30 +255,30 @@ static void tx_run(sl_ctx *ctx, const sl_job *job, void *state,
         sl_fail(res, SL_EC_INVALID_INPUT,
                 "assemblyai.transcribe: no API key: set %s in the worker's "
                 "environment",
-                opt_str(job->stage->with, "api_key_env",
-                        "ASSEMBLYAI_API_KEY"));
+                sl_http_with_str(job->stage->with, "api_key_env",
+                                 "ASSEMBLYAI_API_KEY"));
         return;
     }
-    const char *id = json_string_value(json_object_get(job->checkpoint,
-                                                       "transcript_id"));
+    const char *id =
+        json_string_value(json_object_get(job->checkpoint, "transcript_id"));
     json_t *at = json_object_get(job->checkpoint, "submitted_at");
     int64_t submitted = json_is_integer(at) ? json_integer_value(at) : 0;
 
     if (!id) {
-        const char *audio = json_string_value(
-            json_object_get(job->input, c.audio_column));
+        const char *audio =
+            json_string_value(json_object_get(job->input, c.audio_column));
         if (!audio || !*audio) {
             sl_fail(res, SL_EC_INVALID_INPUT,
-                    "assemblyai.transcribe: the job has no %s",
-                    c.audio_column);
+                    "assemblyai.transcribe: the job has no %s", c.audio_column);
             return;
         }
         json_t *b = submit_body(job->stage->with, audio);
         body = b ? json_dumps(b, JSON_COMPACT) : NULL;
         json_decref(b);
         if (!body) {
-            sl_fail(res, SL_EC_RETRYABLE, "assemblyai.transcribe: out of "
-                                          "memory");
+            sl_fail(res, SL_EC_RETRYABLE,
+                    "assemblyai.transcribe: out of "
+                    "memory");
             return;
         }
         if (call(h, &c, "AssemblyAI transcript", "POST", c.submit_url, body,
@@ -365,8 +337,7 @@ static void tx_run(sl_ctx *ctx, const sl_job *job, void *state,
         }
     } else {
         sl_fail(res, SL_EC_INVALID_RESPONSE,
-                "AssemblyAI transcript %s: unknown status '%.40s'", id,
-                status);
+                "AssemblyAI transcript %s: unknown status '%.40s'", id, status);
     }
 out:
     free(body);
@@ -374,4 +345,5 @@ out:
 }
 
 const sl_handler sl_handler_assemblyai_transcribe = {
-    "assemblyai.transcribe", tx_validate, tx_init, tx_fini, tx_run};
+    "assemblyai.transcribe", tx_validate, sl_http_state_init,
+    sl_http_state_fini, tx_run};

@@ -29,47 +29,20 @@
 #define AAI_DEFAULT_BASE "https://api.assemblyai.com"
 #define UPLOAD_DEFAULT_TIMEOUT_MS (30LL * 60 * 1000)
 
-static const char *opt_str(const json_t *with, const char *key,
-                           const char *dflt) {
-    json_t *v = json_object_get(with, key);
-    return json_is_string(v) ? json_string_value(v) : dflt;
-}
-
 static int upload_validate(const sl_stage *stage, char *err, size_t errlen) {
-    static const char *const strings[] = {"media_column", "url_column",
-                                          "path_column", "path_root", "path"};
+    static const char *const strings[] = {
+        "media_column", "url_column", "path_column", "path_root", "path", NULL};
     const json_t *with = stage->with;
     char url[512];
     const char *key;
     sl_http_req req;
-    int rc;
-    if ((rc = sl_http_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url,
-                               sizeof url, err, errlen)) ||
-        (rc = sl_http_with_key(with, "ASSEMBLYAI_API_KEY", &key, err,
-                               errlen)) ||
-        (rc = sl_http_with_limits(with, UPLOAD_DEFAULT_TIMEOUT_MS, &req, err,
-                                  errlen)))
+    if (sl_http_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url,
+                         err, errlen) ||
+        sl_http_with_key(with, "ASSEMBLYAI_API_KEY", &key, err, errlen) ||
+        sl_http_with_limits(with, UPLOAD_DEFAULT_TIMEOUT_MS, &req, err, errlen))
         return -1;
-    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
-        json_t *v = json_object_get(with, strings[i]);
-        if (v && !json_is_string(v)) {
-            snprintf(err, errlen, "with.%s: expected a string", strings[i]);
-            return -1;
-        }
-    }
-    return 0;
+    return sl_http_with_strings(with, strings, err, errlen) ? -1 : 0;
 }
-
-static int upload_init(const sl_stage *stage, void **state, char *err,
-                       size_t errlen) {
-    (void)stage;
-    sl_http *h = NULL;
-    if (sl_http_new(&h, err, errlen) != 0) return -1;
-    *state = h;
-    return 0;
-}
-
-static void upload_fini(void *state) { sl_http_free(state); }
 
 static int hexval(int c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -113,8 +86,10 @@ static int resolve_path(const char *root, const char *path, char *out,
                         sl_result *res) {
     char rroot[PATH_MAX];
     if (!realpath(root, rroot)) {
-        sl_fail(res, SL_EC_INTERNAL, "assemblyai.upload: path_root %s does "
-                                     "not exist", root);
+        sl_fail(res, SL_EC_INTERNAL,
+                "assemblyai.upload: path_root %s does "
+                "not exist",
+                root);
         return -1;
     }
     if (!realpath(path, out)) {
@@ -171,18 +146,20 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
     memset(&req, 0, sizeof req);
 
     /* 1. Uploaded by an earlier attempt. */
-    const char *saved = json_string_value(
-        json_object_get(job->checkpoint, "upload_url"));
+    const char *saved =
+        json_string_value(json_object_get(job->checkpoint, "upload_url"));
     if (saved && *saved) {
-        sl_ctx_log(ctx, SL_LOG_INFO, "upload already done by an earlier attempt");
+        sl_ctx_log(ctx, SL_LOG_INFO,
+                   "upload already done by an earlier attempt");
         done_with_url(res, saved);
         return;
     }
     /* 2. A URL AssemblyAI fetches itself. */
-    const char *ext = input_str(job, opt_str(with, "url_column",
-                                             "external_url"));
+    const char *ext =
+        input_str(job, sl_http_with_str(with, "url_column", "external_url"));
     if (ext) {
-        if (strncmp(ext, "https://", 8) != 0 && strncmp(ext, "http://", 7) != 0) {
+        if (strncmp(ext, "https://", 8) != 0 &&
+            strncmp(ext, "http://", 7) != 0) {
             sl_fail(res, SL_EC_INVALID_INPUT,
                     "assemblyai.upload: external_url must be an http(s) URL");
             return;
@@ -191,10 +168,10 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
         return;
     }
 
-    if (sl_http_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url,
-                         sizeof url, err, sizeof err) != 0 ||
-        sl_http_with_key(with, "ASSEMBLYAI_API_KEY", &key, err,
-                         sizeof err) != 0 ||
+    if (sl_http_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url,
+                         err, sizeof err) != 0 ||
+        sl_http_with_key(with, "ASSEMBLYAI_API_KEY", &key, err, sizeof err) !=
+            0 ||
         sl_http_with_limits(with, UPLOAD_DEFAULT_TIMEOUT_MS, &req, err,
                             sizeof err) != 0) {
         sl_fail(res, SL_EC_INVALID_INPUT, "assemblyai.upload: %s", err);
@@ -204,23 +181,25 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
         sl_fail(res, SL_EC_INVALID_INPUT,
                 "assemblyai.upload: no API key: set %s in the worker's "
                 "environment",
-                opt_str(with, "api_key_env", "ASSEMBLYAI_API_KEY"));
+                sl_http_with_str(with, "api_key_env", "ASSEMBLYAI_API_KEY"));
         return;
     }
 
     /* 3.-5. The media itself. */
-    const char *hex = input_str(job, opt_str(with, "media_column",
-                                             "media_file"));
-    const char *root = opt_str(with, "path_root", NULL);
-    const char *rowpath = root ? input_str(job, opt_str(with, "path_column",
-                                                        "media_path"))
-                               : NULL;
-    const char *fixed = opt_str(with, "path", NULL);
+    const char *hex =
+        input_str(job, sl_http_with_str(with, "media_column", "media_file"));
+    const char *root = sl_http_with_str(with, "path_root", NULL);
+    const char *rowpath =
+        root ? input_str(job,
+                         sl_http_with_str(with, "path_column", "media_path"))
+             : NULL;
+    const char *fixed = sl_http_with_str(with, "path", NULL);
     if (hex) {
         int rc = bytea_decode(hex, &bytes, &nbytes);
         if (rc == -SL_ENOMEM) {
-            sl_fail(res, SL_EC_RETRYABLE, "assemblyai.upload: out of memory "
-                                          "decoding the media");
+            sl_fail(res, SL_EC_RETRYABLE,
+                    "assemblyai.upload: out of memory "
+                    "decoding the media");
             goto out;
         }
         if (rc != 0) {
@@ -244,8 +223,8 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
     } else {
         sl_fail(res, SL_EC_INVALID_INPUT,
                 "assemblyai.upload: no media: the job has neither %s nor %s%s",
-                opt_str(with, "media_column", "media_file"),
-                opt_str(with, "url_column", "external_url"),
+                sl_http_with_str(with, "media_column", "media_file"),
+                sl_http_with_str(with, "url_column", "external_url"),
                 root ? " nor a path" : "");
         goto out;
     }
@@ -263,8 +242,8 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
     if (sl_http_do(h, &req, &resp, res) != 0 ||
         sl_http_json(&req, &resp, &reply, res) != 0)
         goto out;
-    const char *uploaded = json_string_value(json_object_get(reply,
-                                                             "upload_url"));
+    const char *uploaded =
+        json_string_value(json_object_get(reply, "upload_url"));
     if (!uploaded || !*uploaded) {
         sl_fail(res, SL_EC_INVALID_RESPONSE,
                 "AssemblyAI upload: the reply has no upload_url");
@@ -284,5 +263,5 @@ out:
 }
 
 const sl_handler sl_handler_assemblyai_upload = {
-    "assemblyai.upload", upload_validate, upload_init, upload_fini,
-    upload_run};
+    "assemblyai.upload", upload_validate, sl_http_state_init,
+    sl_http_state_fini, upload_run};

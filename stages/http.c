@@ -21,30 +21,19 @@
 
 #define MAX_HEADERS 32
 
-static const char *opt_str(const json_t *with, const char *key,
-                           const char *dflt) {
-    json_t *v = json_object_get(with, key);
-    return json_is_string(v) ? json_string_value(v) : dflt;
-}
-
 static int hs_check(const json_t *with, sl_http_req *limits, char *err,
                     size_t errlen) {
-    const char *url = opt_str(with, "url", NULL);
-    if (!url || (strncmp(url, "http://", 7) != 0 &&
-                 strncmp(url, "https://", 8) != 0)) {
-        snprintf(err, errlen, "with.url: required, an http:// or https:// "
-                              "URL");
+    const char *url = sl_http_with_str(with, "url", NULL);
+    if (!url ||
+        (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) {
+        snprintf(err, errlen,
+                 "with.url: required, an http:// or https:// "
+                 "URL");
         return -1;
     }
-    static const char *const strings[] = {"method", "body_column",
-                                          "content_type", "response_column"};
-    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
-        json_t *v = json_object_get(with, strings[i]);
-        if (v && !json_is_string(v)) {
-            snprintf(err, errlen, "with.%s: expected a string", strings[i]);
-            return -1;
-        }
-    }
+    static const char *const strings[] = {
+        "method", "body_column", "content_type", "response_column", NULL};
+    if (sl_http_with_strings(with, strings, err, errlen) != 0) return -1;
     static const char *const maps[] = {"headers", "headers_env"};
     size_t nh = 0;
     for (size_t i = 0; i < 2; i++) {
@@ -52,16 +41,18 @@ static int hs_check(const json_t *with, sl_http_req *limits, char *err,
         const char *k;
         json_t *v;
         if (m && !json_is_object(m)) {
-            snprintf(err, errlen, "with.%s: expected a mapping of header "
-                                  "names to %s",
+            snprintf(err, errlen,
+                     "with.%s: expected a mapping of header "
+                     "names to %s",
                      maps[i], i ? "environment variable names" : "values");
             return -1;
         }
         json_object_foreach(m, k, v) {
             if (!json_is_string(v) || !*k || strpbrk(k, ": \r\n") ||
                 strpbrk(json_string_value(v), "\r\n")) {
-                snprintf(err, errlen, "with.%s.%s: expected a header name "
-                                      "and a one-line string",
+                snprintf(err, errlen,
+                         "with.%s.%s: expected a header name "
+                         "and a one-line string",
                          maps[i], k);
                 return -1;
             }
@@ -86,17 +77,6 @@ static int hs_validate(const sl_stage *stage, char *err, size_t errlen) {
     return hs_check(stage->with, &r, err, errlen);
 }
 
-static int hs_init(const sl_stage *stage, void **state, char *err,
-                   size_t errlen) {
-    (void)stage;
-    sl_http *h = NULL;
-    if (sl_http_new(&h, err, errlen) != 0) return -1;
-    *state = h;
-    return 0;
-}
-
-static void hs_fini(void *state) { sl_http_free(state); }
-
 static void hs_run(sl_ctx *ctx, const sl_job *job, void *state,
                    sl_result *res) {
     sl_http *h = state;
@@ -115,30 +95,34 @@ static void hs_run(sl_ctx *ctx, const sl_job *job, void *state,
         return;
     }
     req.what = "http stage";
-    req.url = opt_str(with, "url", NULL);
-    req.method = opt_str(with, "method", "POST");
-    req.follow_redirects = json_is_true(json_object_get(with,
-                                                        "follow_redirects"));
+    req.url = sl_http_with_str(with, "url", NULL);
+    req.method = sl_http_with_str(with, "method", "POST");
+    req.follow_redirects =
+        json_is_true(json_object_get(with, "follow_redirects"));
     req.progress = sl_http_stop_check;
     req.progress_arg = ctx;
 
-    const char *bc = opt_str(with, "body_column", NULL);
+    const char *bc = sl_http_with_str(with, "body_column", NULL);
     int wants_body = bc || !(strcmp(req.method, "GET") == 0 ||
                              strcmp(req.method, "HEAD") == 0 ||
                              strcmp(req.method, "DELETE") == 0);
     if (wants_body) {
         json_t *v = bc ? json_object_get(job->input, bc) : job->input;
-        if (json_is_string(v)) body = strdup(json_string_value(v));
-        else if (v) body = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        else body = strdup("");
+        if (json_is_string(v))
+            body = strdup(json_string_value(v));
+        else if (v)
+            body = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        else
+            body = strdup("");
         if (!body) {
             sl_fail(res, SL_EC_RETRYABLE, "http: out of memory");
             goto out;
         }
         req.body = body;
         req.body_len = strlen(body);
-        if (asprintf(&lines[nh], "Content-Type: %s",
-                     opt_str(with, "content_type", "application/json")) < 0)
+        if (asprintf(
+                &lines[nh], "Content-Type: %s",
+                sl_http_with_str(with, "content_type", "application/json")) < 0)
             lines[nh] = NULL;
         headers[nh] = lines[nh];
         nh++;
@@ -171,14 +155,14 @@ static void hs_run(sl_ctx *ctx, const sl_job *job, void *state,
     headers[nh] = NULL;
     req.headers = headers;
     if (sl_http_do(h, &req, &resp, res) != 0) goto out;
-    json_t *parsed = resp.body ? json_loadb(resp.body, resp.body_len,
-                                            JSON_DECODE_ANY, NULL)
-                               : NULL;
+    json_t *parsed =
+        resp.body ? json_loadb(resp.body, resp.body_len, JSON_DECODE_ANY, NULL)
+                  : NULL;
     if (!parsed) parsed = resp.body ? json_string(resp.body) : json_null();
-    sl_done(res, json_pack("{s:I, s:o}", "status_code",
-                           (json_int_t)resp.status,
-                           opt_str(with, "response_column", "response"),
-                           parsed ? parsed : json_null()));
+    sl_done(res,
+            json_pack("{s:I, s:o}", "status_code", (json_int_t)resp.status,
+                      sl_http_with_str(with, "response_column", "response"),
+                      parsed ? parsed : json_null()));
 out:
     /* Header lines may hold tokens: wipe them before freeing. */
     for (size_t i = 0; i < nh; i++)
@@ -190,5 +174,5 @@ out:
     free(body);
 }
 
-const sl_handler sl_handler_http = {"http", hs_validate, hs_init, hs_fini,
-                                    hs_run};
+const sl_handler sl_handler_http = {"http", hs_validate, sl_http_state_init,
+                                    sl_http_state_fini, hs_run};

@@ -23,6 +23,7 @@
 #include "../engine/llm.h"
 #include "../engine/log.h"
 #include "../engine/lua_host.h"
+#include "../engine/schema.h"
 #include "stage.h"
 
 #define DEFAULT_CHUNK_CHARS 6000
@@ -59,45 +60,28 @@ typedef struct an_state {
     json_t *schema; /* interview_analysis, with the configured kinds */
 } an_state;
 
-static const char *opt_str(const json_t *with, const char *key,
-                           const char *dflt) {
-    json_t *v = json_object_get(with, key);
-    return json_is_string(v) ? json_string_value(v) : dflt;
-}
-
-static int valid_ident(const char *s) {
-    size_t n = 0;
-    if (!s || !((*s >= 'a' && *s <= 'z') || *s == '_')) return 0;
-    for (; s[n]; n++)
-        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') ||
-              s[n] == '_'))
-            return 0;
-    return n <= 63;
-}
-
 static int an_config(const sl_stage *s, an_cfg *c, char *err, size_t errlen) {
     const json_t *with = s->with;
     memset(c, 0, sizeof *c);
     if (sl_llm_cfg_from_with(with, &c->llm, err, errlen) != 0) return -1;
-    static const char *const strings[] = {
-        "transcript_column", "insights_table", "personas_table",
-        "subject_column", "system_prompt", "instructions"};
-    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
-        json_t *v = json_object_get(with, strings[i]);
-        if (v && !json_is_string(v)) {
-            snprintf(err, errlen, "with.%s: expected a string", strings[i]);
-            return -1;
-        }
-    }
-    c->transcript_column = opt_str(with, "transcript_column", "transcript");
-    c->insights_table = opt_str(with, "insights_table", "insights");
-    c->personas_table = opt_str(with, "personas_table", "personas");
-    c->fk = opt_str(with, "subject_column",
-                    s->pipeline && s->pipeline->has_subject
-                        ? s->pipeline->subject.fk
-                        : NULL);
-    c->system_prompt = opt_str(with, "system_prompt", DEFAULT_SYSTEM);
-    c->instructions = opt_str(with, "instructions", NULL);
+    static const char *const strings[] = {"transcript_column",
+                                          "insights_table",
+                                          "personas_table",
+                                          "subject_column",
+                                          "system_prompt",
+                                          "instructions",
+                                          NULL};
+    if (sl_http_with_strings(with, strings, err, errlen) != 0) return -1;
+    c->transcript_column =
+        sl_http_with_str(with, "transcript_column", "transcript");
+    c->insights_table = sl_http_with_str(with, "insights_table", "insights");
+    c->personas_table = sl_http_with_str(with, "personas_table", "personas");
+    c->fk = sl_http_with_str(with, "subject_column",
+                             s->pipeline && s->pipeline->has_subject
+                                 ? s->pipeline->subject.fk
+                                 : NULL);
+    c->system_prompt = sl_http_with_str(with, "system_prompt", DEFAULT_SYSTEM);
+    c->instructions = sl_http_with_str(with, "instructions", NULL);
     const char *idents[][2] = {{"insights_table", c->insights_table},
                                {"personas_table", c->personas_table},
                                {"subject_column", c->fk}};
@@ -110,9 +94,10 @@ static int an_config(const sl_stage *s, an_cfg *c, char *err, size_t errlen) {
                      c->insights_table, c->personas_table);
             return -1;
         }
-        if (!valid_ident(idents[i][1])) {
-            snprintf(err, errlen, "with.%s: '%s' is not a table or column "
-                                  "name ([a-z_][a-z0-9_]*)",
+        if (!sl_schema_ident_ok(idents[i][1])) {
+            snprintf(err, errlen,
+                     "with.%s: '%s' is not a table or column "
+                     "name ([a-z_][a-z0-9_]*)",
                      idents[i][0], idents[i][1]);
             return -1;
         }
@@ -134,8 +119,9 @@ static int an_config(const sl_stage *s, an_cfg *c, char *err, size_t errlen) {
         int ok = json_is_array(v) && json_array_size(v) > 0;
         json_array_foreach(v, i, k) ok = ok && json_is_string(k);
         if (!ok) {
-            snprintf(err, errlen, "with.insight_kinds: expected a list of "
-                                  "names");
+            snprintf(err, errlen,
+                     "with.insight_kinds: expected a list of "
+                     "names");
             return -1;
         }
     }
@@ -160,10 +146,9 @@ static json_t *analysis_schema(const json_t *with) {
         /* insights */
         "insights", "type", "array", "items", "type", "object",
         "additionalProperties", 0, "required", "kind", "content", "quote",
-        "speaker", "confidence", "properties", "kind", "type", "string",
-        "enum", kinds, "content", "type", "string", "quote", "type", "string",
-        "null", "speaker", "type", "string", "null", "confidence", "type",
-        "number",
+        "speaker", "confidence", "properties", "kind", "type", "string", "enum",
+        kinds, "content", "type", "string", "quote", "type", "string", "null",
+        "speaker", "type", "string", "null", "confidence", "type", "number",
         /* personas */
         "personas", "type", "array", "items", "type", "object",
         "additionalProperties", 0, "required", "name", "role", "description",
@@ -247,7 +232,8 @@ static int split_long(const char *s, size_t n, size_t max, piece **out,
         (*out)[(*np)++] = (piece){s, take};
         s += take;
         n -= take;
-        while (n > 0 && *s == ' ') s++, n--;
+        while (n > 0 && *s == ' ')
+            s++, n--;
     }
     return 0;
 }
@@ -265,8 +251,10 @@ static json_t *default_chunks(const char *text, size_t max) {
         const char *end = lines ? strchr(p, '\n') : NULL;
         if (!end) end = p + strlen(p);
         const char *a = p, *b = end;
-        while (a < b && isspace((unsigned char)*a)) a++;
-        while (b > a && isspace((unsigned char)b[-1])) b--;
+        while (a < b && isspace((unsigned char)*a))
+            a++;
+        while (b > a && isspace((unsigned char)b[-1]))
+            b--;
         if (b > a && split_long(a, (size_t)(b - a), max, &units, &nu, &cap)) {
             free(units);
             return NULL;
@@ -298,7 +286,8 @@ fail:
     return NULL;
 }
 
-/* ---- one chunk ------------------------------------------------------------ */
+/* ---- one chunk ------------------------------------------------------------
+ */
 
 static json_t *default_messages(const an_cfg *c, const char *chunk, size_t k,
                                 size_t n) {
@@ -342,27 +331,7 @@ static json_t *chunk_messages(an_state *st, const an_cfg *c, sl_ctx *ctx,
     int rc = sl_lua_call(st->L, "prompt", ctx, job, args, &ret, res);
     json_decref(args);
     if (rc != 0) return NULL;
-    if (json_is_string(ret)) {
-        json_t *m = json_pack("[{s:s, s:s}, {s:s, s:O}]", "role", "system",
-                              "content", c->system_prompt, "role", "user",
-                              "content", ret);
-        json_decref(ret);
-        return m;
-    }
-    size_t i;
-    json_t *msg;
-    int ok = json_is_array(ret) && json_array_size(ret) > 0;
-    json_array_foreach(ret, i, msg) ok =
-        ok && json_is_string(json_object_get(msg, "role")) &&
-        json_is_string(json_object_get(msg, "content"));
-    if (!ok) {
-        json_decref(ret);
-        sl_fail(res, SL_EC_SCRIPT,
-                "Lua hook 'prompt' must return the user message (a string) or "
-                "a list of {role=..., content=...}");
-        return NULL;
-    }
-    return ret;
+    return sl_llm_hook_messages(ret, c->system_prompt, res);
 }
 
 /* Classifies a failed statement: connection and concurrency trouble retry;
@@ -447,8 +416,7 @@ static int store_chunk(PGconn *conn, const an_cfg *c, const char *subject,
                                  str_or_null(it, "speaker"),
                                  conf,
                                  data};
-        int rc = data ? exec_ok(conn, ins, 9, params, "storing an insight",
-                                res)
+        int rc = data ? exec_ok(conn, ins, 9, params, "storing an insight", res)
                       : (sl_fail(res, SL_EC_RETRYABLE, "out of memory"), -1);
         free(data);
         if (rc != 0) goto rollback;
@@ -480,8 +448,8 @@ rollback:
 static int post_hook(an_state *st, sl_ctx *ctx, const sl_job *job,
                      json_t **result, size_t k, size_t n, sl_result *res) {
     if (!st->L || !sl_lua_has(st->L, "post")) return 0;
-    json_t *args = json_pack("[O, I, I]", *result, (json_int_t)k,
-                             (json_int_t)n);
+    json_t *args =
+        json_pack("[O, I, I]", *result, (json_int_t)k, (json_int_t)n);
     json_t *ret = NULL;
     int rc = sl_lua_call(st->L, "post", ctx, job, args, &ret, res);
     json_decref(args);
@@ -520,8 +488,8 @@ static json_t *make_chunks(an_state *st, const an_cfg *c, sl_ctx *ctx,
     size_t i;
     json_t *s;
     int ok = json_is_array(ret);
-    json_array_foreach(ret, i, s) ok = ok && json_is_string(s) &&
-                                       json_string_length(s) > 0;
+    json_array_foreach(ret, i, s) ok =
+        ok && json_is_string(s) && json_string_length(s) > 0;
     if (!ok) {
         json_decref(ret);
         sl_fail(res, SL_EC_SCRIPT,
@@ -534,8 +502,9 @@ static json_t *make_chunks(an_state *st, const an_cfg *c, sl_ctx *ctx,
 static long count_rows(PGconn *conn, const char *table, const char *fk,
                        const char *subject) {
     char sql[256];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM \"%s\" WHERE \"%s\" = "
-                              "$1::uuid",
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM \"%s\" WHERE \"%s\" = "
+             "$1::uuid",
              table, fk);
     const char *params[1] = {subject};
     PGresult *r = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 0);
@@ -556,22 +525,23 @@ static void an_run(sl_ctx *ctx, const sl_job *job, void *state,
         sl_fail(res, SL_EC_INVALID_INPUT, "llm.analyze: %s", err);
         return;
     }
-    const char *subject = job->subject_id
-                              ? job->subject_id
-                              : json_string_value(
-                                    json_object_get(job->input, c.fk));
+    const char *subject =
+        job->subject_id ? job->subject_id
+                        : json_string_value(json_object_get(job->input, c.fk));
     if (!subject) {
         sl_fail(res, SL_EC_INVALID_INPUT,
                 "llm.analyze: the job has no subject id (%s)", c.fk);
         return;
     }
-    const char *text = json_string_value(
-        json_object_get(job->input, c.transcript_column));
+    const char *text =
+        json_string_value(json_object_get(job->input, c.transcript_column));
     const char *t = text;
-    while (t && isspace((unsigned char)*t)) t++;
+    while (t && isspace((unsigned char)*t))
+        t++;
     if (!t || !*t) {
-        sl_fail(res, SL_EC_INVALID_INPUT, "llm.analyze: the job's %s is "
-                                          "empty",
+        sl_fail(res, SL_EC_INVALID_INPUT,
+                "llm.analyze: the job's %s is "
+                "empty",
                 c.transcript_column);
         return;
     }
@@ -586,8 +556,7 @@ static void an_run(sl_ctx *ctx, const sl_job *job, void *state,
     json_t *cc = json_object_get(job->checkpoint, "chunks");
     if (json_is_integer(nc) && json_is_integer(cc)) {
         if ((size_t)json_integer_value(cc) == n &&
-            json_integer_value(nc) >= 0 &&
-            (size_t)json_integer_value(nc) <= n)
+            json_integer_value(nc) >= 0 && (size_t)json_integer_value(nc) <= n)
             first = (size_t)json_integer_value(nc);
         else
             sl_ctx_log(ctx, SL_LOG_WARN,
@@ -602,17 +571,18 @@ static void an_run(sl_ctx *ctx, const sl_job *job, void *state,
     for (size_t i = first; i < n; i++) {
         size_t k = i + 1;
         if (sl_ctx_should_stop(ctx)) {
-            sl_fail(res, SL_EC_RETRYABLE, "llm.analyze: stopped before chunk "
-                                          "%zu/%zu",
+            sl_fail(res, SL_EC_RETRYABLE,
+                    "llm.analyze: stopped before chunk "
+                    "%zu/%zu",
                     k, n);
             goto out;
         }
         const char *chunk = json_string_value(json_array_get(chunks, i));
         json_t *msgs = chunk_messages(st, &c, ctx, job, chunk, k, n, res);
         if (!msgs) goto out;
-        int rc = sl_llm_chat(st->h, &c.llm, msgs, st->schema,
-                             "interview_analysis", &result,
-                             sl_http_stop_check, ctx, res);
+        int rc =
+            sl_llm_chat(st->h, &c.llm, msgs, st->schema, "interview_analysis",
+                        &result, sl_http_stop_check, ctx, res);
         json_decref(msgs);
         if (rc != 0) {
             char m[sizeof res->message + 64];
@@ -653,5 +623,5 @@ out:
     json_decref(chunks);
 }
 
-const sl_handler sl_handler_llm_analyze = {"llm.analyze", an_validate,
-                                           an_init, an_fini, an_run};
+const sl_handler sl_handler_llm_analyze = {"llm.analyze", an_validate, an_init,
+                                           an_fini, an_run};

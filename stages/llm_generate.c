@@ -34,29 +34,17 @@ typedef struct gen_state {
     sl_lua *L; /* NULL without hooks */
 } gen_state;
 
-static const char *opt_str(const json_t *with, const char *key,
-                           const char *dflt) {
-    json_t *v = json_object_get(with, key);
-    return json_is_string(v) ? json_string_value(v) : dflt;
-}
-
 static int gen_config(const json_t *with, gen_cfg *c, char *err,
                       size_t errlen) {
     memset(c, 0, sizeof *c);
     if (sl_llm_cfg_from_with(with, &c->llm, err, errlen) != 0) return -1;
     static const char *const strings[] = {"payload_column", "result_column",
-                                          "system_prompt", "schema_name"};
-    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
-        json_t *v = json_object_get(with, strings[i]);
-        if (v && !json_is_string(v)) {
-            snprintf(err, errlen, "with.%s: expected a string", strings[i]);
-            return -1;
-        }
-    }
-    c->payload_column = opt_str(with, "payload_column", "payload");
-    c->result_column = opt_str(with, "result_column", "result");
-    c->system_prompt = opt_str(with, "system_prompt", DEFAULT_SYSTEM);
-    c->schema_name = opt_str(with, "schema_name", "generation");
+                                          "system_prompt", "schema_name", NULL};
+    if (sl_http_with_strings(with, strings, err, errlen) != 0) return -1;
+    c->payload_column = sl_http_with_str(with, "payload_column", "payload");
+    c->result_column = sl_http_with_str(with, "result_column", "result");
+    c->system_prompt = sl_http_with_str(with, "system_prompt", DEFAULT_SYSTEM);
+    c->schema_name = sl_http_with_str(with, "schema_name", "generation");
     c->schema = json_object_get(with, "schema");
     if (c->schema && !json_is_object(c->schema)) {
         snprintf(err, errlen, "with.schema: expected a JSON Schema mapping");
@@ -135,27 +123,7 @@ static json_t *messages(gen_state *st, const gen_cfg *c, sl_ctx *ctx,
     int rc = sl_lua_call(st->L, "prompt", ctx, job, args, &ret, res);
     json_decref(args);
     if (rc != 0) return NULL;
-    if (json_is_string(ret)) {
-        json_t *m = json_pack("[{s:s, s:s}, {s:s, s:O}]", "role", "system",
-                              "content", c->system_prompt, "role", "user",
-                              "content", ret);
-        json_decref(ret);
-        return m;
-    }
-    size_t i;
-    json_t *msg;
-    int ok = json_is_array(ret) && json_array_size(ret) > 0;
-    json_array_foreach(ret, i, msg) ok =
-        ok && json_is_string(json_object_get(msg, "role")) &&
-        json_is_string(json_object_get(msg, "content"));
-    if (!ok) {
-        json_decref(ret);
-        sl_fail(res, SL_EC_SCRIPT,
-                "Lua hook 'prompt' must return the user message (a string) or "
-                "a list of {role=..., content=...}");
-        return NULL;
-    }
-    return ret;
+    return sl_llm_hook_messages(ret, c->system_prompt, res);
 }
 
 static void gen_run(sl_ctx *ctx, const sl_job *job, void *state,
@@ -180,8 +148,7 @@ static void gen_run(sl_ctx *ctx, const sl_job *job, void *state,
     if (sl_llm_chat(st->h, &c.llm, msgs, c.schema, c.schema_name, &reply,
                     sl_http_stop_check, ctx, res) != 0)
         goto out;
-    result = c.schema ? json_incref(reply)
-                      : json_pack("{s:O}", "text", reply);
+    result = c.schema ? json_incref(reply) : json_pack("{s:O}", "text", reply);
     if (st->L && sl_lua_has(st->L, "post")) {
         json_t *args = json_pack("[O, O]", result, (json_t *)payload);
         json_t *ret = NULL;
