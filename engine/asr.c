@@ -410,8 +410,21 @@ int sl_asr_transcribe_file(sl_asr *a, const char *path, const sl_asr_cb *cb,
         if (frame(r, partial) != 0) goto nomem;
     }
     if (r->in_utt && end_utterance(r) != 0) goto nomem;
-    if (sl_audio_samples(au) == 0) {
-        snprintf(err, errlen, "no audio decoded");
+    /* Garbage that ffmpeg took for some format decodes to noise, with
+     * complaints: without a single word recognised, that is an error. A
+     * damaged file that still holds speech is transcribed. */
+    char said[512];
+    size_t nsaid = sl_audio_complaints(au, said, sizeof said);
+    if (sl_audio_samples(au) == 0 ||
+        (nsaid > 0 && json_array_size(r->words) == 0)) {
+        if (nsaid)
+            snprintf(err, errlen, "%s (ffmpeg: %s)",
+                     sl_audio_samples(au) ? "no speech in audio ffmpeg could "
+                                            "not decode cleanly"
+                                          : "no audio decoded",
+                     said);
+        else
+            snprintf(err, errlen, "no audio decoded");
         rc = -SL_EINVAL;
         goto out;
     }

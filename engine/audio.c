@@ -187,6 +187,56 @@ static int drain_stderr(sl_audio *a) {
     return 0;
 }
 
+/* Finds the first non-empty line of stderr at or after p; *line (OUT) is
+ * its start without the prefixes that are noise to the user, *rest (OUT,
+ * may be NULL) where the next line starts. Returns the cleaned line's
+ * length (0 at the end). */
+static size_t next_line(const sl_audio *a, const char *p, const char **line,
+                        const char **rest) {
+    while (*p == '\n' || *p == '\r' || *p == ' ') p++;
+    size_t eol = strcspn(p, "\r\n");
+    if (rest) *rest = p + eol;
+    /* "file:/tmp/sluice-audio-1a2b3c: Invalid data found when processing
+     * input": the name is ours (often a temporary file), the rest is the
+     * news. */
+    size_t ul = strlen(a->url);
+    if (eol > ul + 2 && strncmp(p, a->url, ul) == 0 && p[ul] == ':' &&
+        p[ul + 1] == ' ') {
+        p += ul + 2;
+        eol -= ul + 2;
+    }
+    /* "[mp3 @ 0x55f3b4c13980] Invalid frame size": the address is noise. */
+    if (p[0] == '[') {
+        const char *at = strstr(p, " @ 0x"), *close = strchr(p, ']');
+        if (at && close && at < close && close + 1 < p + eol &&
+            close[1] == ' ') {
+            eol -= (size_t)(close + 2 - p);
+            p = close + 2;
+        }
+    }
+    *line = p;
+    return eol;
+}
+
+size_t sl_audio_complaints(const sl_audio *a, char *buf, size_t len) {
+    const char *p = a->errtext, *line, *first = NULL;
+    size_t n, nfirst = 0, out = 0;
+    if (len) buf[0] = '\0';
+    for (int k = 0; k < 2 && (n = next_line(a, p, &line, &p)) > 0;) {
+        if (first && n == nfirst && strncmp(line, first, n) == 0) continue;
+        int w = snprintf(buf + out, len - out, "%s%.*s", k ? "; " : "",
+                         (int)(n > 200 ? 200 : n), line);
+        if (w < 0 || (size_t)w >= len - out) break;
+        out += (size_t)w;
+        if (!first) {
+            first = line;
+            nfirst = n;
+        }
+        k++;
+    }
+    return out;
+}
+
 /* After stdout's EOF: reads stderr to its end, reaps the child and turns
  * its exit status into 0 or -SL_EINVAL with a message. */
 static int finish(sl_audio *a, char *err, size_t errlen) {
@@ -201,23 +251,8 @@ static int finish(sl_audio *a, char *err, size_t errlen) {
     }
     if (WIFEXITED(a->status) && WEXITSTATUS(a->status) == 0) return 0;
     /* The first non-empty line of stderr says what was wrong. */
-    const char *line = a->errtext;
-    while (*line == '\n' || *line == '\r' || *line == ' ') line++;
-    /* "file:/tmp/sluice-audio-1a2b3c: Invalid data found when processing
-     * input": the name is ours (often a temporary file), the rest is the
-     * news. */
-    size_t ul = strlen(a->url);
-    if (strncmp(line, a->url, ul) == 0 && line[ul] == ':' &&
-        line[ul + 1] == ' ')
-        line += ul + 2;
-    /* "[mp3 @ 0x55f3b4c13980] Invalid frame size": the address is noise. */
-    if (line[0] == '[') {
-        const char *at = strstr(line, " @ 0x"), *close = strchr(line, ']');
-        size_t eol = strcspn(line, "\r\n");
-        if (at && close && at < close && close < line + eol && close[1] == ' ')
-            line = close + 2;
-    }
-    size_t n = strcspn(line, "\r\n");
+    const char *line;
+    size_t n = next_line(a, a->errtext, &line, NULL);
     if (n > 300) n = 300;
     if (WIFEXITED(a->status))
         snprintf(err, errlen, "ffmpeg exited with status %d: %.*s",

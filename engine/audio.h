@@ -44,6 +44,13 @@ int sl_audio_open(const char *path, sl_audio **out, char *err, size_t errlen);
 ssize_t sl_audio_read(sl_audio *a, int16_t *buf, size_t n, char *err,
                       size_t errlen);
 
+/* What ffmpeg complained about on a stream that still ended cleanly
+ * (decoding errors it skipped over): its first two different lines,
+ * without file names and addresses, joined by "; ", in buf (OUT). Returns
+ * the length, 0 when it said nothing. Meaningful once sl_audio_read()
+ * returned 0. */
+size_t sl_audio_complaints(const sl_audio *a, char *buf, size_t len);
+
 /* Samples delivered so far. */
 int64_t sl_audio_samples(const sl_audio *a);
 

@@ -341,6 +341,53 @@ static void a_corrupt_file_fails_with_ffmpegs_message(void **s) {
     json_decref(o);
 }
 
+/* Writes n bytes to a new file in the temp dir; returns its path. */
+static const char *write_bytes(const char *name, const void *b, size_t n) {
+    static char path[4][512];
+    static int k;
+    char *p = path[k++ % 4];
+    snprintf(p, 512, "%s/%s", sl_test_tmpdir(), name);
+    FILE *f = fopen(p, "wb");
+    if (!f || fwrite(b, 1, n, f) != n) fail_msg("cannot write %s", p);
+    fclose(f);
+    return p;
+}
+
+static void garbage_that_ffmpeg_half_decodes_is_invalid_input(void **s) {
+    (void)s;
+    /* ffmpeg takes these bytes for AMR-NB, complains, and still "decodes"
+     * ten seconds of noise, exiting 0. */
+    unsigned char b[16384];
+    for (size_t i = 0; i < sizeof b; i += 4) {
+        b[i] = 0xde;
+        b[i + 1] = 0xad;
+        b[i + 2] = 0xbe;
+        b[i + 3] = 0xef;
+    }
+    const char *p = write_bytes("deadbeef.bin", b, sizeof b);
+    json_t *o = NULL;
+    char err[1024];
+    assert_int_equal(sl_asr_transcribe_file(asr, p, NULL, &o, err, sizeof err),
+                     -SL_EINVAL);
+    assert_null(o);
+    assert_string_equal(err, "no speech in audio ffmpeg could not decode "
+                             "cleanly (ffmpeg: Corrupt bitstream; Error while "
+                             "decoding stream #0:0: Invalid data found when "
+                             "processing input)");
+}
+
+static void a_truncated_mp3_still_transcribes_what_it_holds(void **s) {
+    (void)s;
+    char *mp3 = slurp(AUDIO "reminders.mp3");
+    /* The first 20 kB of 24: the first sentence and a half. */
+    const char *p = write_bytes("truncated.mp3", mp3, 20000);
+    free(mp3);
+    json_t *o = transcribe(p);
+    assert_true(has_word(text_of(o), "frustrating"));
+    assert_false(has_word(text_of(o), "reminders"));
+    json_decref(o);
+}
+
 static void a_file_without_an_audio_stream_is_invalid_input(void **s) {
     (void)s;
     char p[512], *out = NULL;
@@ -693,6 +740,8 @@ int main(void) {
         cmocka_unit_test(
             word_error_rate_of_a_spoken_interview_is_below_25_percent),
         cmocka_unit_test(a_corrupt_file_fails_with_ffmpegs_message),
+        cmocka_unit_test(garbage_that_ffmpeg_half_decodes_is_invalid_input),
+        cmocka_unit_test(a_truncated_mp3_still_transcribes_what_it_holds),
         cmocka_unit_test(a_file_without_an_audio_stream_is_invalid_input),
         cmocka_unit_test(a_missing_file_is_invalid_input),
         cmocka_unit_test(a_missing_model_is_reported_at_load),
