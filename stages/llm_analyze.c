@@ -10,6 +10,8 @@
  * report progress "chunk k/n". A retry resumes at next_chunk; a chunk that
  * is replayed (a crash between its commit and its checkpoint) overwrites
  * its own rows and deletes any extra ones, so nothing is written twice.
+ * Past half of the stage timeout the job snoozes (no attempt used) and
+ * continues at the next chunk in its next run.
  * The split into chunks is the default (by line/utterance, then paragraph,
  * then sentence, up to chunk_chars) or the Lua hook `chunk`.
  */
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../engine/error.h"
 #include "../engine/http.h"
@@ -515,8 +518,15 @@ static long count_rows(PGconn *conn, const char *table, const char *fk,
     return n;
 }
 
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void an_run(sl_ctx *ctx, const sl_job *job, void *state,
                    sl_result *res) {
+    int64_t t0 = mono_ms();
     an_state *st = state;
     an_cfg c;
     char err[512];
@@ -610,6 +620,18 @@ static void an_run(sl_ctx *ctx, const sl_job *job, void *state,
         char detail[64];
         snprintf(detail, sizeof detail, "chunk %zu/%zu", k, n);
         sl_ctx_progress(ctx, (int)(k * 100 / n), detail);
+        /* A long transcript must not run into the stage timeout (which
+         * would cost an attempt): past half of it, hand the job back. It
+         * runs again at once, resuming at the next chunk, and a snooze
+         * uses no attempt. */
+        if (k < n && mono_ms() - t0 > job->stage->timeout_ms / 2) {
+            sl_ctx_log(ctx, SL_LOG_INFO,
+                       "llm.analyze: yielding after chunk %zu/%zu (half the "
+                       "stage timeout used)",
+                       k, n);
+            sl_snooze(res, 0);
+            goto out;
+        }
     }
     PGconn *conn = sl_ctx_conn(ctx);
     json_t *out = json_pack("{s:I}", "chunks", (json_int_t)n);

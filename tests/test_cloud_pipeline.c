@@ -278,6 +278,27 @@ static void slow_responses_time_out_and_are_retried(void **state) {
     free(iv);
 }
 
+static void long_analysis_yields_before_the_stage_timeout(void **state) {
+    (void)state;
+    /* Every completion takes 1.2 s; the stage timeout is 3 s, so the three
+     * chunks (3.6 s) do not fit in one run. */
+    cloud_setup(&env, "cloud_yield", "--faults 'chat=sleep:1200*10'",
+                cloud_yaml((cloud_opts){.timeout = "3s"}));
+    char *iv = cloud_interview(&env, CLOUD_MEDIA, NULL, NULL);
+    assert_int_equal(cloud_run(&env, 60), 0);
+    assert_ready(iv);
+    assert_analysis(iv);
+    /* No attempt was lost to a timeout, no chunk was sent twice. */
+    Q("SELECT attempts || '/' || coalesce(error_class, '-') FROM "
+      "analysis_jobs WHERE interview_id = $1",
+      iv, "1/-");
+    assert_chat_per_chunk(iv, 1);
+    char *log = cloud_log(&env);
+    assert_non_null(strstr(log, "yielding after chunk"));
+    free(log);
+    free(iv);
+}
+
 /* ---- faults that fail at once or exhaust the attempts --------------------- */
 
 static void quota_exhausted_fails_at_once_and_keeps_the_transcript(
@@ -476,6 +497,7 @@ int main(void) {
         T(transient_faults_are_retried_to_ready_with_nothing_twice),
         T(rate_limit_waits_for_retry_after),
         T(slow_responses_time_out_and_are_retried),
+        T(long_analysis_yields_before_the_stage_timeout),
         T(quota_exhausted_fails_at_once_and_keeps_the_transcript),
         T(client_errors_fail_at_once),
         T(transcript_error_is_a_permanent_provider_failure),

@@ -32,6 +32,7 @@ typedef struct cloud_opts {
     const char *poll_interval;   /* default 100ms */
     const char *lease;           /* default 2s */
     int chunk_chars;             /* default 200 */
+    const char *timeout;         /* stage timeout, default 30s */
 } cloud_opts;
 
 /* The pipeline YAML (static buffer). */
@@ -53,7 +54,7 @@ static inline const char *cloud_yaml(cloud_opts o) {
         "defaults:\n"
         "  retry: {max_attempts: %d, backoff: fixed, initial: 50ms, "
         "max_delay: 2s, jitter: 0}\n"
-        "  timeout: 30s\n"
+        "  timeout: %s\n"
         "  lease: %s\n"
         "  heartbeat: 300ms\n"
         "stages:\n"
@@ -95,7 +96,8 @@ static inline const char *cloud_yaml(cloud_opts o) {
         "      progress: {status: processing, from: 70, to: 99}\n"
         "      on_done: {status: ready, progress: 100, detail: \"Ready!\"}\n"
         "      on_error: {status: error, detail: \"Processing failed\"}\n",
-        o.max_attempts ? o.max_attempts : 4, o.lease ? o.lease : "2s",
+        o.max_attempts ? o.max_attempts : 4, o.timeout ? o.timeout : "30s",
+        o.lease ? o.lease : "2s",
         o.request_timeout ? o.request_timeout : "2s",
         o.request_timeout ? o.request_timeout : "2s",
         o.poll_interval ? o.poll_interval : "100ms",
