@@ -66,6 +66,17 @@ void sl_redact(char *buf, size_t cap) {
     pthread_mutex_unlock(&secrets_lock);
 }
 
+char *sl_redact_dup(const char *s) {
+    /* A secret is at least 6 bytes and "[redacted]" is 10: the text grows
+     * by at most 10/6. */
+    size_t len = strlen(s), cap = len + len * 2 / 3 + 16;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    memcpy(out, s, len + 1);
+    sl_redact(out, cap);
+    return out;
+}
+
 void sl_log_init(sl_log_format fmt, int min_level) {
     log_format = fmt;
     log_min = min_level;

@@ -27,6 +27,11 @@ void sl_log(int level, const char *msg, ...) __attribute__((sentinel));
  * in place, truncating if needed. Used for log lines and last_error. */
 void sl_redact(char *buf, size_t cap);
 
+/* Returns a malloc'd copy of s with every known secret replaced (caller
+ * frees), or NULL when out of memory. Unlike sl_redact it never truncates;
+ * for JSON text written to the database (checkpoints, outputs). */
+char *sl_redact_dup(const char *s);
+
 /* Re-reads the secret values from the environment (tests call it after
  * setenv). sl_log_init() calls it. */
 void sl_redact_reload(void);

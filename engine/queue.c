@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "error.h"
+#include "log.h"
 
 enum {
     OP_CLAIM,
@@ -720,8 +721,11 @@ int sl_queue_complete(PGconn *c, const sl_stage *s, const char *owner,
                                              done[i].job->attempts, "o", o));
         done[i].completed = 0;
     }
-    char *payload = json_dumps(arr, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    char *raw = json_dumps(arr, JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(arr);
+    /* No secret reaches a table, whatever a handler returns. */
+    char *payload = raw ? sl_redact_dup(raw) : NULL;
+    free(raw);
     if (!payload) {
         snprintf(err, errlen, "complete: cannot encode outputs");
         return -SL_ENOMEM;
@@ -803,7 +807,9 @@ int sl_queue_checkpoint(PGconn *c, const sl_stage *s, const char *owner,
                         const sl_qjob *j, const json_t *checkpoint, char *err,
                         size_t errlen) {
     char att[16], lease[24];
-    char *cp = json_dumps(checkpoint, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *raw = json_dumps(checkpoint, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *cp = raw ? sl_redact_dup(raw) : NULL;
+    free(raw);
     if (!cp) {
         snprintf(err, errlen, "checkpoint: cannot encode");
         return -SL_EINVAL;
@@ -832,7 +838,13 @@ int sl_queue_progress(PGconn *c, const sl_stage *s, const char *owner,
     snprintf(sp, sizeof sp, "%d", mapped);
     const char *st = m->on_progress_status ? m->on_progress_status
                                            : m->on_start.status;
-    const char *vals[7] = {j->id, owner, att, jp, detail, st, sp};
+    char safe[512];
+    if (detail) {
+        snprintf(safe, sizeof safe, "%s", detail);
+        sl_redact(safe, sizeof safe);
+    }
+    const char *vals[7] = {j->id, owner, att, jp, detail ? safe : NULL, st,
+                           sp};
     PGresult *r;
     int rc = exec(c, s, OP_PROGRESS, 7, vals, PGRES_TUPLES_OK, &r, err, errlen);
     if (rc < 0) return rc;

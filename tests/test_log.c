@@ -44,12 +44,24 @@ static void redact_truncates_instead_of_overflowing(void **state) {
     assert_null(strstr(buf, "tok123456"));
 }
 
+static void redact_dup_grows_instead_of_truncating(void **state) {
+    (void)state;
+    setenv("SHORT_SECRET", "abcdef", 1);
+    sl_redact_reload();
+    char *out = sl_redact_dup("{\"a\":\"abcdef\",\"b\":\"abcdefabcdef\"}");
+    assert_non_null(out);
+    assert_string_equal(out, "{\"a\":\"[redacted]\",\"b\":"
+                             "\"[redacted][redacted]\"}");
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(errclass_names_round_trip),
         cmocka_unit_test(default_mask_retries_transient_classes_only),
         cmocka_unit_test(redact_replaces_every_secret_occurrence),
         cmocka_unit_test(redact_truncates_instead_of_overflowing),
+        cmocka_unit_test(redact_dup_grows_instead_of_truncating),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
