@@ -45,6 +45,8 @@
 #define MAX_HOOKS 64
 #define MAX_MAP 1000
 #define MAX_STATUS_VALUES 256
+#define MAX_PROVIDERS 64
+#define MAX_WHEN_ENV 64
 #define MAX_IDENT 63
 
 /* ---- arena ------------------------------------------------------------- */
@@ -207,6 +209,11 @@ typedef struct loader {
     size_t ndrafts, capdrafts;
     lua_seen *lua;
     size_t nlua, caplua;
+    /* Reading a provider that was not chosen: an unset ${VAR} is no error
+     * (the chosen provider's environment may lack it); env_missing records
+     * that one was met, so nothing is checked against the empty value. */
+    int lenient_env;
+    int env_missing;
 } loader;
 
 static void vdiag_at(loader *L, const char *file, int line, int col,
@@ -873,6 +880,10 @@ static char *interpolate(loader *L, const node *at, const char *s) {
             } else if (v) {
                 piece = v;
                 plen = strlen(v);
+            } else if (L->lenient_env) {
+                L->env_missing = 1;
+                piece = "";
+                plen = 0;
             } else {
                 diag(L, at,
                      "environment variable '%s' is not set (write "
@@ -1413,13 +1424,24 @@ static void apply_settings(const settings *s, sl_stage *st) {
 
 /* ---- reading one pipeline ------------------------------------------------ */
 
+/* One `next` list as written (the stage's own or a provider's), with
+ * the nodes its messages point at. */
+typedef struct next_set {
+    sl_next *next;
+    size_t nnext;
+    const node **next_at; /* per next: the stage name node */
+    const node ***to_at;  /* per next, per map entry: the `to` key node */
+} next_set;
+
 /* Per-stage nodes kept while the file's tree lives (graph checks). */
 typedef struct stage_aux {
     const node *key;
-    const node **next_at; /* per next: the stage name node */
-    const node ***to_at;  /* per next, per map entry: the `to` key node */
-    const node *prog[4];  /* on_start, from, to, on_done progress nodes */
-    const node *run_hook_at;
+    /* Every next list of the stage: its own and each provider's, chosen
+     * or not, so the graph checks do not depend on the environment. The
+     * model's st->next is one of them (the same array). */
+    next_set *sets;
+    size_t nsets, capsets;
+    const node *prog[4]; /* on_start, from, to, on_done progress nodes */
 } stage_aux;
 
 static const char *const column_types[] = {"text",
@@ -1595,8 +1617,9 @@ static void read_hook(loader *L, const node *k, const node *v, sl_hook *h) {
         return;
     }
     if (!fn) return;
+    L->env_missing = 0;
     const char *file = read_value(L, fn, "file");
-    if (!file) return;
+    if (!file || L->env_missing) return;
     if (!*file) {
         diag(L, fn, "file: expected a Lua file name, got an empty value");
         return;
@@ -1639,9 +1662,13 @@ static void read_mapping(loader *L, const node *n, const char *what,
 }
 
 static const char *const stage_keys[] = {
-    "queue",      "channel",     "handler", "with",     "columns", "hooks",
-    "sql_writes", "status",      "next",    "retry",    "timeout", "lease",
-    "heartbeat",  "concurrency", "batch",   "priority", NULL};
+    "queue",      "channel",  "handler",  "with",        "columns",
+    "hooks",      "provider", "providers", "sql_writes", "status",
+    "next",       "retry",    "timeout",  "lease",       "heartbeat",
+    "concurrency", "batch",   "priority", NULL};
+
+static const char *const provider_keys[] = {
+    "handler", "with", "hooks", "sql_writes", "next", "when_env", NULL};
 
 static void read_status(loader *L, const node *n, sl_stage *st,
                         const sl_pipeline *p, stage_aux *ax) {
@@ -1693,7 +1720,9 @@ static void read_status(loader *L, const node *n, sl_stage *st,
     }
 }
 
-static void read_next(loader *L, const node *n, sl_stage *st, stage_aux *ax) {
+/* Reads a `next` list into a new set of ax. Returns the set (valid until
+ * the next call), or NULL after a diagnostic. */
+static next_set *read_next(loader *L, const node *n, stage_aux *ax) {
     const node *items[MAX_NEXT];
     size_t cnt = 0;
     if (n->kind == N_SCALAR) {
@@ -1701,19 +1730,30 @@ static void read_next(loader *L, const node *n, sl_stage *st, stage_aux *ax) {
     } else if (n->kind == N_SEQ) {
         if (n->n > MAX_NEXT) {
             diag(L, n, "next: at most %d entries, got %zu", MAX_NEXT, n->n);
-            return;
+            return NULL;
         }
         for (size_t i = 0; i < n->n; i++)
             items[cnt++] = n->vals[i];
     } else {
         diag(L, n, "next: expected a stage name or a list of them, got %s",
              describe(n));
-        return;
+        return NULL;
     }
-    st->next = arena_alloc(L->a, (cnt ? cnt : 1) * sizeof *st->next);
-    ax->next_at = arena_alloc(L->t, (cnt ? cnt : 1) * sizeof *ax->next_at);
-    ax->to_at = arena_alloc(L->t, (cnt ? cnt : 1) * sizeof *ax->to_at);
-    if (!st->next || !ax->next_at || !ax->to_at) return;
+    if (ax->nsets == ax->capsets) {
+        size_t cap = ax->capsets ? ax->capsets * 2 : 2;
+        next_set *v = arena_alloc(L->t, cap * sizeof *v);
+        if (!v) return NULL;
+        if (ax->nsets) memcpy(v, ax->sets, ax->nsets * sizeof *v);
+        ax->sets = v;
+        ax->capsets = cap;
+    }
+    next_set *set = &ax->sets[ax->nsets];
+    memset(set, 0, sizeof *set);
+    set->next = arena_alloc(L->a, (cnt ? cnt : 1) * sizeof *set->next);
+    set->next_at = arena_alloc(L->t, (cnt ? cnt : 1) * sizeof *set->next_at);
+    set->to_at = arena_alloc(L->t, (cnt ? cnt : 1) * sizeof *set->to_at);
+    if (!set->next || !set->next_at || !set->to_at) return NULL;
+    ax->nsets++;
     for (size_t i = 0; i < cnt; i++) {
         const node *it = items[i], *name = it, *map = NULL;
         if (it->kind == N_MAP) {
@@ -1732,18 +1772,18 @@ static void read_next(loader *L, const node *n, sl_stage *st, stage_aux *ax) {
         }
         const char *sn = read_ident(L, name, "next stage", ID_NAME);
         if (!sn) continue;
-        sl_next *nx = &st->next[st->nnext];
+        sl_next *nx = &set->next[set->nnext];
         nx->stage_name = sn;
-        ax->next_at[st->nnext] = name;
+        set->next_at[set->nnext] = name;
         if (map && expect_kind(L, map, N_MAP, "map")) {
             if (map->n > MAX_MAP) {
                 diag(L, map, "map: at most %d entries", MAX_MAP);
             } else if (map->n) {
                 nx->map = arena_alloc(L->a, map->n * sizeof *nx->map);
-                ax->to_at[st->nnext] =
-                    arena_alloc(L->t, map->n * sizeof *ax->to_at[0]);
+                set->to_at[set->nnext] =
+                    arena_alloc(L->t, map->n * sizeof *set->to_at[0]);
                 for (size_t j = 0;
-                     nx->map && ax->to_at[st->nnext] && j < map->n; j++) {
+                     nx->map && set->to_at[set->nnext] && j < map->n; j++) {
                     const char *to =
                         read_ident(L, map->keys[j], "map column", ID_SQL);
                     const node *fv = map->vals[j];
@@ -1758,13 +1798,284 @@ static void read_next(loader *L, const node *n, sl_stage *st, stage_aux *ax) {
                     if (!to) continue;
                     nx->map[nx->nmap].to = to;
                     nx->map[nx->nmap].from = arena_strdup(L->a, fv->s);
-                    ax->to_at[st->nnext][nx->nmap] = map->keys[j];
+                    set->to_at[set->nnext][nx->nmap] = map->keys[j];
                     nx->nmap++;
                 }
             }
         }
-        st->nnext++;
+        set->nnext++;
     }
+    return set;
+}
+
+/* The key node of `key` in mapping m, or NULL. */
+static const node *mkey(const node *m, const char *key) {
+    if (!m || m->kind != N_MAP) return NULL;
+    for (size_t i = 0; i < m->n; i++)
+        if (m->keys[i]->kind == N_SCALAR && strcmp(m->keys[i]->s, key) == 0)
+            return m->keys[i];
+    return NULL;
+}
+
+/* A handler name (never interpolated) into st->handler; an unknown one is
+ * reported with the nearest registered name. */
+static void read_handler(loader *L, const node *n, sl_stage *st) {
+    if (!expect_kind(L, n, N_SCALAR, "handler")) return;
+    if (strstr(n->s, "${")) {
+        diag(L, n,
+             "handler '%s': ${...} interpolation is not allowed in "
+             "handler names (choose between handlers with 'providers')",
+             show(n->s));
+        return;
+    }
+    st->handler = arena_strdup(L->a, n->s);
+    if (sl_handler_find(n->s)) return;
+    const char *const *names = sl_handler_names();
+    const char *m = nearest(n->s, names, count_list(names));
+    char list[512];
+    size_t o = 0;
+    list[0] = '\0';
+    for (size_t i = 0; names[i] && o < sizeof list - 64; i++)
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "",
+                              names[i]);
+    if (m)
+        diag(L, n, "unknown handler '%s' (did you mean '%s'?)", show(n->s), m);
+    else
+        diag(L, n, "unknown handler '%s' (registered: %s)", show(n->s), list);
+}
+
+/* What a stage runs: handler, with and hooks, read from the stage's own
+ * mapping m or from one of its providers. `what` names the owner in
+ * messages ("stage 'a'", "stage 'a', provider 'local'"); a missing
+ * handler is reported at `at`. */
+static void read_impl(loader *L, const node *m, const node *at,
+                      const char *what, int is_stage, sl_stage *st) {
+    const node *n, *run_hook_at = NULL;
+    if (!(n = mget(m, "handler")))
+        diag(L, at, "%s: missing required key 'handler'%s", what,
+             is_stage ? " (or 'providers', a choice of handlers)" : "");
+    else
+        read_handler(L, n, st);
+    if ((n = mget(m, "with")) && expect_kind(L, n, N_MAP, "with")) {
+        json_t *w = to_json(L, n);
+        if (w) {
+            json_decref(st->with);
+            st->with = w;
+        }
+    }
+    if ((n = mget(m, "hooks")) && expect_kind(L, n, N_MAP, "hooks")) {
+        if (n->n > MAX_HOOKS) {
+            diag(L, n, "hooks: at most %d hooks, got %zu", MAX_HOOKS, n->n);
+        } else if (n->n) {
+            st->hooks = arena_alloc(L->a, n->n * sizeof *st->hooks);
+            for (size_t i = 0; st->hooks && i < n->n; i++) {
+                read_hook(L, n->keys[i], n->vals[i], &st->hooks[st->nhooks++]);
+                if (!strcmp(key_name(n->keys[i]), "run"))
+                    run_hook_at = n->keys[i];
+            }
+        }
+    }
+    if (st->handler && !strcmp(st->handler, "lua") && !run_hook_at)
+        diag(L, mget(m, "handler"),
+             "%s: handler 'lua' needs a 'run' hook (hooks: {run: "
+             "{file: ..., function: ...}})",
+             what);
+}
+
+static int is_env_name(const char *s) {
+    if (!(isalpha((unsigned char)*s) || *s == '_')) return 0;
+    for (const char *p = s; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '_')) return 0;
+    return strlen(s) <= 255;
+}
+
+/* A provider's when_env (a variable name or a list of them). Returns 1
+ * when every variable is set and non-empty (or there is no when_env),
+ * else 0 with the unset ones in *missing ("A, B"; tree arena); -1 after
+ * a diagnostic. */
+static int read_when_env(loader *L, const node *n, const char **missing) {
+    *missing = NULL;
+    if (!n) return 1;
+    const node *const *items = (const node *const *)&n;
+    size_t cnt = 1;
+    if (n->kind == N_SEQ) {
+        items = (const node *const *)n->vals;
+        cnt = n->n;
+        if (cnt == 0) {
+            diag(L, n,
+                 "when_env: expected the names of environment variables, "
+                 "got an empty list");
+            return -1;
+        }
+        if (cnt > MAX_WHEN_ENV) {
+            diag(L, n, "when_env: at most %d variables, got %zu", MAX_WHEN_ENV,
+                 cnt);
+            return -1;
+        }
+    } else if (n->kind != N_SCALAR) {
+        diag(L, n,
+             "when_env: expected an environment variable name or a list of "
+             "them, got %s",
+             describe(n));
+        return -1;
+    }
+    char buf[1024];
+    size_t o = 0;
+    int ok = 1, bad = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < cnt; i++) {
+        const node *it = items[i];
+        if (!expect_kind(L, it, N_SCALAR, "when_env")) {
+            bad = 1;
+            continue;
+        }
+        if (!is_env_name(it->s)) {
+            diag(L, it,
+                 "when_env: '%s' is not an environment variable name "
+                 "(letters, digits and '_'; no ${...})",
+                 show(it->s));
+            bad = 1;
+            continue;
+        }
+        const char *v = getenv(it->s);
+        if (v && *v) continue;
+        ok = 0;
+        if (o < sizeof buf - 80)
+            o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%s",
+                                  o ? ", " : "", show(it->s));
+    }
+    if (bad) return -1;
+    if (!ok) *missing = arena_strdup(L->t, buf);
+    return ok;
+}
+
+/* Reads `providers:` and chooses one: the one `provider:` names, or (auto)
+ * the first in order whose when_env variables are all set and non-empty.
+ * The chosen provider fills st (handler, with, hooks, next); every other
+ * one is read into a scratch stage and checked the same way (handler
+ * registered, hooks compile, next targets exist), except that an unset
+ * ${VAR} in it is no error. Returns the chosen provider's sql_writes, or
+ * -1 when it does not set it. */
+static int read_providers(loader *L, const node *v, const char *sname,
+                          sl_stage *st, stage_aux *ax) {
+    const node *pk = mkey(v, "providers"), *provs = mget(v, "providers");
+    const node *pv = mget(v, "provider");
+    int sql_writes = -1, bad = 0, chosen = -1;
+    if (!expect_kind(L, provs, N_MAP, "providers")) return -1;
+    if (provs->n == 0) {
+        diag(L, provs,
+             "providers: expected at least one provider (name: {handler: "
+             "...})");
+        return -1;
+    }
+    if (provs->n > MAX_PROVIDERS) {
+        diag(L, provs, "providers: at most %d providers, got %zu",
+             MAX_PROVIDERS, provs->n);
+        return -1;
+    }
+    size_t np = provs->n;
+    const char **names = arena_alloc(L->t, (np + 1) * sizeof *names);
+    const char **missing = arena_alloc(L->t, np * sizeof *missing);
+    int *fits = arena_alloc(L->t, np * sizeof *fits);
+    if (!names || !missing || !fits) return -1;
+
+    /* The requested provider: a name, or auto (also when empty). */
+    const char *want = NULL;
+    if (pv) {
+        const char *x = read_value(L, pv, "provider");
+        if (!x)
+            bad = 1;
+        else if (*x && strcmp(x, "auto") != 0)
+            want = x;
+    }
+    for (size_t i = 0; i < np; i++) {
+        const node *nk = provs->keys[i], *pm = provs->vals[i];
+        names[i] = key_name(nk);
+        if (check_ident(L, nk, names[i], "provider name", ID_NAME) != 0)
+            bad = 1;
+        else if (!strcmp(names[i], "auto")) {
+            diag(L, nk,
+                 "provider name 'auto' is reserved ('provider: auto' picks "
+                 "the first provider whose when_env variables are set)");
+            bad = 1;
+        }
+        fits[i] = pm->kind == N_MAP
+                      ? read_when_env(L, mget(pm, "when_env"), &missing[i])
+                      : -1;
+    }
+    if (want) {
+        for (size_t i = 0; i < np && chosen < 0; i++)
+            if (!strcmp(names[i], want)) chosen = (int)i;
+        if (chosen < 0) {
+            char list[512];
+            size_t o = 0;
+            list[0] = '\0';
+            for (size_t i = 0; i < np && o < sizeof list - 80; i++)
+                o += (size_t)snprintf(list + o, sizeof list - o, "%s%s",
+                                      i ? ", " : "", show(names[i]));
+            diag(L, pv,
+                 "provider '%s' is not one of stage '%s''s providers (%s, "
+                 "or auto)%s",
+                 show(want), sname, list, did_you_mean(want, names, np));
+        }
+    } else if (!bad) {
+        for (size_t i = 0; i < np && chosen < 0; i++)
+            if (fits[i] == 1) chosen = (int)i;
+        int invalid = 0;
+        for (size_t i = 0; i < np; i++)
+            if (fits[i] < 0) invalid = 1;
+        if (chosen < 0 && !invalid) {
+            char why[700];
+            size_t o = 0;
+            why[0] = '\0';
+            for (size_t i = 0; i < np && o < sizeof why - 160; i++)
+                o += (size_t)snprintf(why + o, sizeof why - o,
+                                      "%s'%s' needs %s", i ? "; " : "",
+                                      show(names[i]),
+                                      missing[i] ? missing[i] : "?");
+            diag(L, pk,
+                 "stage '%s': no provider qualifies: %s (set the variables, "
+                 "choose one with 'provider', or add a provider without "
+                 "when_env last, as the fallback)",
+                 sname, why);
+        }
+    }
+
+    for (size_t i = 0; i < np; i++) {
+        const node *nk = provs->keys[i], *pm = provs->vals[i], *n;
+        if (!expect_kind(L, pm, N_MAP, "provider")) continue;
+        check_keys(L, pm, "a provider", provider_keys);
+        char what[200];
+        snprintf(what, sizeof what, "stage '%s', provider '%s'", sname,
+                 show(names[i]));
+        int is_chosen = (int)i == chosen;
+        sl_stage scratch;
+        memset(&scratch, 0, sizeof scratch);
+        scratch.name = st->name;
+        scratch.with = json_object();
+        sl_stage *into = is_chosen ? st : &scratch;
+        L->lenient_env = !is_chosen;
+        read_impl(L, pm, nk, what, 0, into);
+        if ((n = mget(pm, "next"))) {
+            next_set *set = read_next(L, n, ax);
+            if (set && is_chosen) {
+                st->next = set->next;
+                st->nnext = set->nnext;
+            }
+        }
+        if ((n = mget(pm, "sql_writes"))) {
+            int b;
+            if (is_chosen) {
+                if (read_bool(L, n, "sql_writes", &b) == 0) sql_writes = b;
+            } else if (n->kind != N_SCALAR || !strstr(n->s, "${")) {
+                read_bool(L, n, "sql_writes", &b);
+            }
+        }
+        L->lenient_env = 0;
+        json_decref(scratch.with);
+    }
+    if (chosen >= 0) st->provider = arena_strdup(L->a, names[chosen]);
+    return sql_writes;
 }
 
 static void read_stage(loader *L, sl_pipeline *p, const node *k, const node *v,
@@ -1814,42 +2125,29 @@ static void read_stage(loader *L, sl_pipeline *p, const node *k, const node *v,
         else
             st->channel = arena_printf(L->a, "%s_channel", st->queue);
     }
-    const sl_handler *h = NULL;
-    if (!(n = mget(v, "handler")))
-        diag(L, k, "stage '%s': missing required key 'handler'", sname);
-    else if (expect_kind(L, n, N_SCALAR, "handler")) {
-        if (strstr(n->s, "${"))
-            diag(L, n,
-                 "handler '%s': ${...} interpolation is not allowed in "
-                 "handler names",
-                 show(n->s));
-        else {
-            st->handler = arena_strdup(L->a, n->s);
-            h = sl_handler_find(n->s);
-            if (!h) {
-                const char *const *names = sl_handler_names();
-                const char *m = nearest(n->s, names, count_list(names));
-                char list[512];
-                size_t o = 0;
-                list[0] = '\0';
-                for (size_t i = 0; names[i] && o < sizeof list - 64; i++)
-                    o += (size_t)snprintf(list + o, sizeof list - o, "%s%s",
-                                          i ? ", " : "", names[i]);
-                if (m)
-                    diag(L, n, "unknown handler '%s' (did you mean '%s'?)",
-                         show(n->s), m);
-                else
-                    diag(L, n, "unknown handler '%s' (registered: %s)",
-                         show(n->s), list);
-            }
+    const node *provs = mget(v, "providers");
+    if (provs) {
+        static const char *const own[] = {"handler", "with", "hooks",
+                                          "sql_writes", NULL};
+        for (size_t i = 0; own[i]; i++) {
+            const node *kn = mkey(v, own[i]);
+            if (kn)
+                diag(L, kn,
+                     "stage '%s': '%s' cannot be used together with "
+                     "'providers' (each provider sets its own handler, "
+                     "with, hooks and sql_writes)",
+                     sname, own[i]);
         }
-    }
-    if ((n = mget(v, "with")) && expect_kind(L, n, N_MAP, "with")) {
-        json_t *w = to_json(L, n);
-        if (w) {
-            json_decref(st->with);
-            st->with = w;
-        }
+    } else {
+        const node *kn = mkey(v, "provider");
+        if (kn)
+            diag(L, kn,
+                 "stage '%s': 'provider' chooses one of the stage's "
+                 "'providers', and it has none",
+                 sname);
+        char what[160];
+        snprintf(what, sizeof what, "stage '%s'", sname);
+        read_impl(L, v, k, what, 1, st);
     }
     if ((n = mget(v, "columns")) && expect_kind(L, n, N_MAP, "columns")) {
         if (n->n > MAX_COLUMNS) {
@@ -1863,28 +2161,20 @@ static void read_stage(loader *L, sl_pipeline *p, const node *k, const node *v,
                             p->has_subject ? p->subject.fk : NULL);
         }
     }
-    if ((n = mget(v, "hooks")) && expect_kind(L, n, N_MAP, "hooks")) {
-        if (n->n > MAX_HOOKS) {
-            diag(L, n, "hooks: at most %d hooks, got %zu", MAX_HOOKS, n->n);
-        } else if (n->n) {
-            st->hooks = arena_alloc(L->a, n->n * sizeof *st->hooks);
-            for (size_t i = 0; st->hooks && i < n->n; i++) {
-                read_hook(L, n->keys[i], n->vals[i], &st->hooks[st->nhooks++]);
-                if (!strcmp(key_name(n->keys[i]), "run"))
-                    ax->run_hook_at = n->keys[i];
-            }
+    read_status(L, mget(v, "status"), st, p, ax);
+    if ((n = mget(v, "next"))) {
+        next_set *set = read_next(L, n, ax);
+        if (set) {
+            st->next = set->next;
+            st->nnext = set->nnext;
         }
     }
-    if (st->handler && !strcmp(st->handler, "lua") && !ax->run_hook_at)
-        diag(L, mget(v, "handler"),
-             "stage '%s': handler 'lua' needs a 'run' hook (hooks: {run: "
-             "{file: ..., function: ...}})",
-             sname);
-    read_status(L, mget(v, "status"), st, p, ax);
-    if ((n = mget(v, "next"))) read_next(L, n, st, ax);
+    /* After the stage's own next: a provider's next replaces it. */
+    int provider_sql_writes = provs ? read_providers(L, v, sname, st, ax) : -1;
 
     read_settings(L, v, &s);
     apply_settings(&s, st);
+    if (provider_sql_writes >= 0) st->sql_writes = provider_sql_writes;
 }
 
 static const char *const subject_keys[] = {"table",   "key",      "foreign_key",
@@ -2081,24 +2371,29 @@ static size_t stage_index(const sl_pipeline *p, const sl_stage *s) {
 static void dfs(graph *g, size_t u) {
     g->color[u] = 1;
     g->stack[g->depth++] = u;
-    sl_stage *st = &g->p->stages[u];
-    for (size_t i = 0; i < st->nnext; i++) {
-        if (!st->next[i].stage) continue;
-        size_t v = stage_index(g->p, st->next[i].stage);
-        if (g->color[v] == 1) {
-            char path[1024];
-            size_t o = 0, from = 0;
-            while (g->stack[from] != v)
-                from++;
-            path[0] = '\0';
-            for (size_t j = from; j < g->depth && o < sizeof path - 80; j++)
-                o += (size_t)snprintf(path + o, sizeof path - o, "%s -> ",
-                                      g->p->stages[g->stack[j]].name);
-            snprintf(path + o, sizeof path - o, "%s", g->p->stages[v].name);
-            diag(g->L, g->ax[u].next_at[i], "cycle in next: %s", path);
-            g->cyclic = 1;
-        } else if (g->color[v] == 0) {
-            dfs(g, v);
+    const stage_aux *ax = &g->ax[u];
+    for (size_t k = 0; k < ax->nsets; k++) {
+        const next_set *set = &ax->sets[k];
+        for (size_t e = 0; e < set->nnext; e++) {
+            if (!set->next[e].stage) continue;
+            size_t v = stage_index(g->p, set->next[e].stage);
+            if (g->color[v] == 1) {
+                char path[1024];
+                size_t o = 0, from = 0;
+                while (g->stack[from] != v)
+                    from++;
+                path[0] = '\0';
+                for (size_t j = from; j < g->depth && o < sizeof path - 80;
+                     j++)
+                    o += (size_t)snprintf(path + o, sizeof path - o, "%s -> ",
+                                          g->p->stages[g->stack[j]].name);
+                snprintf(path + o, sizeof path - o, "%s",
+                         g->p->stages[v].name);
+                diag(g->L, set->next_at[e], "cycle in next: %s", path);
+                g->cyclic = 1;
+            } else if (g->color[v] == 0) {
+                dfs(g, v);
+            }
         }
     }
     g->depth--;
@@ -2143,13 +2438,17 @@ static void check_progress(graph *g) {
                 cf = f;
             }
         }
-        for (size_t i = 0; i < st->nnext; i++) {
-            if (!st->next[i].stage) continue;
-            size_t v = stage_index(p, st->next[i].stage);
-            if (cur > floor_v[v]) {
-                floor_v[v] = cur;
-                floor_s[v] = cs;
-                floor_f[v] = cf;
+        /* Every provider's next: the rule holds whichever runs. */
+        for (size_t ks = 0; ks < g->ax[u].nsets; ks++) {
+            const next_set *set = &g->ax[u].sets[ks];
+            for (size_t i = 0; i < set->nnext; i++) {
+                if (!set->next[i].stage) continue;
+                size_t v = stage_index(p, set->next[i].stage);
+                if (cur > floor_v[v]) {
+                    floor_v[v] = cur;
+                    floor_s[v] = cs;
+                    floor_f[v] = cf;
+                }
             }
         }
     }
@@ -2166,32 +2465,35 @@ static void check_graph(loader *L, sl_pipeline *p, stage_aux *ax) {
     size_t nn = 0;
     for (size_t i = 0; names && i < n; i++)
         if (p->stages[i].name) names[nn++] = p->stages[i].name;
-    /* Resolve next and check map targets. */
+    /* Resolve next and check map targets: every next list of every
+     * stage, the chosen providers' and the others'. */
     for (size_t i = 0; i < n; i++) {
-        sl_stage *st = &p->stages[i];
-        for (size_t j = 0; j < st->nnext; j++) {
-            sl_next *nx = &st->next[j];
-            sl_stage *t = find_stage(p, nx->stage_name);
-            if (!t) {
-                diag(L, ax[i].next_at[j],
-                     "next stage '%s' does not exist in pipeline '%s'%s",
-                     nx->stage_name, p->name ? p->name : "?",
-                     names ? did_you_mean(nx->stage_name, names, nn) : "");
-                continue;
+        for (size_t k = 0; k < ax[i].nsets; k++) {
+            next_set *set = &ax[i].sets[k];
+            for (size_t j = 0; j < set->nnext; j++) {
+                sl_next *nx = &set->next[j];
+                sl_stage *t = find_stage(p, nx->stage_name);
+                if (!t) {
+                    diag(L, set->next_at[j],
+                         "next stage '%s' does not exist in pipeline '%s'%s",
+                         nx->stage_name, p->name ? p->name : "?",
+                         names ? did_you_mean(nx->stage_name, names, nn) : "");
+                    continue;
+                }
+                nx->stage = t;
+                const char **cols = calloc(t->ncolumns + 1, sizeof *cols);
+                size_t nc = 0;
+                for (size_t c = 0; cols && c < t->ncolumns; c++)
+                    if (t->columns[c].name) cols[nc++] = t->columns[c].name;
+                for (size_t m = 0; m < nx->nmap; m++) {
+                    if (find_column(t, nx->map[m].to)) continue;
+                    diag(L, set->to_at[j][m],
+                         "map: next stage '%s' declares no column '%s'%s",
+                         t->name, nx->map[m].to,
+                         cols ? did_you_mean(nx->map[m].to, cols, nc) : "");
+                }
+                free(cols);
             }
-            nx->stage = t;
-            const char **cols = calloc(t->ncolumns + 1, sizeof *cols);
-            size_t nc = 0;
-            for (size_t c = 0; cols && c < t->ncolumns; c++)
-                if (t->columns[c].name) cols[nc++] = t->columns[c].name;
-            for (size_t m = 0; m < nx->nmap; m++) {
-                if (find_column(t, nx->map[m].to)) continue;
-                diag(L, ax[i].to_at[j][m],
-                     "map: next stage '%s' declares no column '%s'%s", t->name,
-                     nx->map[m].to,
-                     cols ? did_you_mean(nx->map[m].to, cols, nc) : "");
-            }
-            free(cols);
         }
     }
     free(names);
@@ -2685,8 +2987,11 @@ static int finish(loader *L, sl_model **out, size_t diags_before) {
                     if (h && h->validate &&
                         h->validate(st, err, sizeof err) != 0)
                         diag_at(L, L->drafts[i].file, st->line, st->col,
-                                "stage '%s': handler '%s': %s", st->name,
-                                st->handler, err[0] ? err : "invalid with:");
+                                "stage '%s'%s%s%s: handler '%s': %s", st->name,
+                                st->provider ? " (provider '" : "",
+                                st->provider ? st->provider : "",
+                                st->provider ? "')" : "", st->handler,
+                                err[0] ? err : "invalid with:");
                 }
         }
     }

@@ -96,6 +96,9 @@ typedef struct sl_stage {
     const char *queue;   /* queue table name */
     const char *channel; /* NOTIFY channel, default "<queue>_channel" */
     const char *handler; /* registered handler name (stages/stage.h) */
+    const char *provider; /* the chosen entry of the stage's `providers:`
+                             (its handler, with, hooks, sql_writes and
+                             next fill this stage); NULL without providers */
     json_t *with;        /* handler configuration: a JSON object, ${VAR}
                             interpolated; never NULL (empty object) */
     sl_column *columns;
