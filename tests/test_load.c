@@ -83,7 +83,8 @@ worker_memory_and_connections_stay_flat_under_sustained_load(void **state) {
 
     const char *count_conns =
         "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-        " current_database() AND pid <> pg_backend_pid()";
+        " current_database() AND pid <> pg_backend_pid() AND backend_type ="
+        " 'client backend'";
     const char *count_backlog =
         "SELECT (SELECT count(*) FROM a_jobs WHERE status <> 'done') +"
         " (SELECT count(*) FROM b_jobs WHERE status <> 'done')";

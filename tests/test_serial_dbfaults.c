@@ -66,7 +66,8 @@ static void add_items(PGconn *c, int n) {
 static long terminate_all(PGconn *c) {
     return sl_test_long(c, "SELECT count(pg_terminate_backend(pid)) FROM"
                            " pg_stat_activity WHERE datname ="
-                           " current_database() AND pid <> pg_backend_pid()");
+                           " current_database() AND pid <> pg_backend_pid() AND"
+                           " backend_type = 'client backend'");
 }
 
 /* Waits until done_log grows past `before`; returns the milliseconds it
@@ -203,10 +204,12 @@ static void statement_timeouts_fail_no_job(const char *db, const char *locked) {
     assert_true(
         rt_wait_for(c, "SELECT (count(*) >= 60)::int FROM done_log", 1, 30000));
     /* The workers' sessions carry the database's setting. */
-    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM pg_stat_activity"
-                                     " WHERE datname = current_database()"
-                                     " AND pid <> pg_backend_pid()"),
-                     5);
+    assert_int_equal(
+        sl_test_long(c, "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid() AND backend_type ="
+                        " 'client backend'"),
+        5);
     sl_test_exec(c, "BEGIN");
     snprintf(sql, sizeof sql, "LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", locked);
     sl_test_exec(c, sql);
