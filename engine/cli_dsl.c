@@ -162,9 +162,13 @@ int sl_cmd_validate(int argc, char **argv) {
         for (size_t i = 0; i < m->npipelines; i++) {
             const sl_pipeline *p = &m->pipelines[i];
             printf("  %s (%s): ", p->name, p->file);
-            for (size_t s = 0; s < p->nstages; s++)
-                printf("%s%s (queue %s)", s ? ", " : "", p->stages[s].name,
-                       p->stages[s].queue);
+            for (size_t s = 0; s < p->nstages; s++) {
+                const sl_stage *st = &p->stages[s];
+                printf("%s%s (queue %s", s ? ", " : "", st->name, st->queue);
+                if (st->provider)
+                    printf(", provider %s: %s", st->provider, st->handler);
+                printf(")");
+            }
             printf("\n");
         }
     }

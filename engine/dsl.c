@@ -2014,8 +2014,8 @@ static int read_providers(loader *L, const node *v, const char *sname,
                 o += (size_t)snprintf(list + o, sizeof list - o, "%s%s",
                                       i ? ", " : "", show(names[i]));
             diag(L, pv,
-                 "provider '%s' is not one of stage '%s''s providers (%s, "
-                 "or auto)%s",
+                 "provider '%s': stage '%s' has no such provider (choices: "
+                 "%s, or auto)%s",
                  show(want), sname, list, did_you_mean(want, names, np));
         }
     } else if (!bad) {

@@ -956,9 +956,24 @@ static void shipped_pipelines_name_registered_handlers(void **state) {
     sl_model_free(m);
 }
 
+/* The cloud providers, chosen when both API keys are set, are the
+ * reference design (test_dsl_providers.c covers the choice). */
+static void with_cloud_keys(int on) {
+    unsetenv("SLUICE_TRANSCRIBE_PROVIDER");
+    unsetenv("SLUICE_ANALYZE_PROVIDER");
+    if (on) {
+        setenv("ASSEMBLYAI_API_KEY", "k1", 1);
+        setenv("OPENAI_API_KEY", "k2", 1);
+    } else {
+        unsetenv("ASSEMBLYAI_API_KEY");
+        unsetenv("OPENAI_API_KEY");
+    }
+}
+
 static void interview_pipeline_reproduces_the_reference_design(void **state) {
     (void)state;
     register_placeholders();
+    with_cloud_keys(1);
     sl_model *m = load_shipped();
     const sl_pipeline *p = sl_model_pipeline(m, "interview");
     assert_non_null(p);
@@ -1001,12 +1016,14 @@ static void interview_pipeline_reproduces_the_reference_design(void **state) {
     assert_string_equal(tr->queue, "transcription_jobs");
     assert_string_equal(tr->channel, "transcription_jobs_channel");
     assert_string_equal(tr->handler, "assemblyai.transcribe");
-    assert_int_equal(tr->ncolumns, 4);
+    /* The seed's columns, then the audio for the local provider. */
+    assert_int_equal(tr->ncolumns, 5);
     const char *tcols[][2] = {{"upload_url", "text"},
                               {"transcript", "text"},
                               {"utterances", "jsonb"},
-                              {"words", "jsonb"}};
-    for (size_t i = 0; i < 4; i++) {
+                              {"words", "jsonb"},
+                              {"media_file", "bytea"}};
+    for (size_t i = 0; i < 5; i++) {
         assert_string_equal(tr->columns[i].name, tcols[i][0]);
         assert_string_equal(tr->columns[i].type, tcols[i][1]);
     }
@@ -1043,11 +1060,13 @@ static void interview_pipeline_reproduces_the_reference_design(void **state) {
         assert_true(json_is_string(json_object_get(s->with, "base_url")));
     }
     sl_model_free(m);
+    with_cloud_keys(0);
 }
 
 static void shipped_provider_settings_come_from_the_environment(void **state) {
     (void)state;
     register_placeholders();
+    with_cloud_keys(1);
     unsetenv("OPENAI_MODEL");
     unsetenv("ASSEMBLYAI_BASE_URL");
     setenv("OPENAI_BASE_URL", "http://127.0.0.1:9", 1);
@@ -1064,6 +1083,7 @@ static void shipped_provider_settings_come_from_the_environment(void **state) {
                         "gpt-4o-mini");
     unsetenv("OPENAI_BASE_URL");
     sl_model_free(m);
+    with_cloud_keys(0);
 }
 
 static void generation_pipeline_is_a_standalone_queue(void **state) {
