@@ -6,9 +6,11 @@
  *      refused here, so nothing downstream can blow up);
  *   2. the tree is read into a pipeline (types, ranges, identifiers,
  *      defaults inherited, ${VAR} interpolated, `with` turned into JSON,
- *      Lua hooks compiled);
+ *      Lua hooks compiled; a stage's `providers` are all read and checked
+ *      and the one the environment chooses fills the stage);
  *   3. the pipeline is checked as a graph (next resolved, cycles,
- *      reachability, progress monotonic, map targets);
+ *      reachability, progress monotonic, map targets), over every
+ *      provider's next so the result does not depend on the environment;
  *   4. across files: pipeline names, queue tables and channels unique,
  *      then each handler's own validate hook.
  * Every check records a diagnostic and carries on, so one run reports
@@ -1662,10 +1664,10 @@ static void read_mapping(loader *L, const node *n, const char *what,
 }
 
 static const char *const stage_keys[] = {
-    "queue",      "channel",  "handler",  "with",        "columns",
-    "hooks",      "provider", "providers", "sql_writes", "status",
-    "next",       "retry",    "timeout",  "lease",       "heartbeat",
-    "concurrency", "batch",   "priority", NULL};
+    "queue",       "channel",  "handler",   "with",       "columns",
+    "hooks",       "provider", "providers", "sql_writes", "status",
+    "next",        "retry",    "timeout",   "lease",      "heartbeat",
+    "concurrency", "batch",    "priority",  NULL};
 
 static const char *const provider_keys[] = {
     "handler", "with", "hooks", "sql_writes", "next", "when_env", NULL};
@@ -2029,10 +2031,9 @@ static int read_providers(loader *L, const node *v, const char *sname,
             size_t o = 0;
             why[0] = '\0';
             for (size_t i = 0; i < np && o < sizeof why - 160; i++)
-                o += (size_t)snprintf(why + o, sizeof why - o,
-                                      "%s'%s' needs %s", i ? "; " : "",
-                                      show(names[i]),
-                                      missing[i] ? missing[i] : "?");
+                o += (size_t)snprintf(
+                    why + o, sizeof why - o, "%s'%s' needs %s", i ? "; " : "",
+                    show(names[i]), missing[i] ? missing[i] : "?");
             diag(L, pk,
                  "stage '%s': no provider qualifies: %s (set the variables, "
                  "choose one with 'provider', or add a provider without "
@@ -2383,12 +2384,10 @@ static void dfs(graph *g, size_t u) {
                 while (g->stack[from] != v)
                     from++;
                 path[0] = '\0';
-                for (size_t j = from; j < g->depth && o < sizeof path - 80;
-                     j++)
+                for (size_t j = from; j < g->depth && o < sizeof path - 80; j++)
                     o += (size_t)snprintf(path + o, sizeof path - o, "%s -> ",
                                           g->p->stages[g->stack[j]].name);
-                snprintf(path + o, sizeof path - o, "%s",
-                         g->p->stages[v].name);
+                snprintf(path + o, sizeof path - o, "%s", g->p->stages[v].name);
                 diag(g->L, set->next_at[e], "cycle in next: %s", path);
                 g->cyclic = 1;
             } else if (g->color[v] == 0) {

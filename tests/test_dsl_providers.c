@@ -221,8 +221,7 @@ static void the_chosen_provider_fills_handler_with_hooks_sql_writes(void **s) {
     setenv("SLT_KEY", "1", 1);
     sl_model *m = NULL;
     sl_diags d = {0};
-    if (sl_dsl_load(&path, 1, &m, &d) != 0)
-        fail_msg("load: %s", all_diags(&d));
+    if (sl_dsl_load(&path, 1, &m, &d) != 0) fail_msg("load: %s", all_diags(&d));
     const sl_stage *a = &m->pipelines[0].stages[0];
     assert_string_equal(a->provider, "script");
     assert_string_equal(a->handler, "lua");
@@ -237,8 +236,7 @@ static void the_chosen_provider_fills_handler_with_hooks_sql_writes(void **s) {
     sl_model_free(m);
 
     unsetenv("SLT_KEY");
-    if (sl_dsl_load(&path, 1, &m, &d) != 0)
-        fail_msg("load: %s", all_diags(&d));
+    if (sl_dsl_load(&path, 1, &m, &d) != 0) fail_msg("load: %s", all_diags(&d));
     a = &m->pipelines[0].stages[0];
     assert_string_equal(a->provider, "plain");
     assert_string_equal(a->handler, "noop");
@@ -314,10 +312,11 @@ static void no_qualifying_provider_names_the_missing_variables(void **s) {
     (void)s;
     clear_env();
     setenv("SLT_A", "1", 1);
-    expect_error(HEAD "  a:\n    queue: a_jobs\n"
-                      "    providers:\n"
-                      "      cloud: {handler: noop, when_env: [SLT_KEY]}\n"
-                      "      other: {handler: noop, when_env: [SLT_A, SLT_B]}\n",
+    expect_error(HEAD
+                 "  a:\n    queue: a_jobs\n"
+                 "    providers:\n"
+                 "      cloud: {handler: noop, when_env: [SLT_KEY]}\n"
+                 "      other: {handler: noop, when_env: [SLT_A, SLT_B]}\n",
                  6, 5,
                  "stage 'a': no provider qualifies: 'cloud' needs SLT_KEY; "
                  "'other' needs SLT_B (set the variables");
@@ -393,13 +392,13 @@ static void an_unused_provider_hook_must_compile(void **s) {
     (void)s;
     clear_env();
     sl_test_file("broken.lua", "function run(job)\n  return {\nend\n");
-    const char *path = sl_test_file(
-        "hooks.yaml", HEAD "  a:\n    queue: a_jobs\n"
-                           "    providers:\n"
-                           "      cloud: {handler: noop}\n"
-                           "      local:\n"
-                           "        handler: lua\n"
-                           "        hooks: {run: broken.lua}\n");
+    const char *path =
+        sl_test_file("hooks.yaml", HEAD "  a:\n    queue: a_jobs\n"
+                                        "    providers:\n"
+                                        "      cloud: {handler: noop}\n"
+                                        "      local:\n"
+                                        "        handler: lua\n"
+                                        "        hooks: {run: broken.lua}\n");
     expect_error_in(&path, 1, NULL, path, 10, 22,
                     "hook 'run': Lua syntax error: broken.lua:");
 }
@@ -508,12 +507,13 @@ static void provider_names_and_when_env_are_checked(void **s) {
     expect_error(HEAD "  a:\n    queue: a_jobs\n"
                       "    providers:\n"
                       "      cloud: {handler: noop, when_env: []}\n",
-                 7, 40, "when_env: expected the names of environment "
-                        "variables, got an empty list");
+                 7, 40,
+                 "when_env: expected the names of environment "
+                 "variables, got an empty list");
     expect_error(HEAD "  a:\n    queue: a_jobs\n    providers: {}\n", 6, 16,
                  "providers: expected at least one provider");
-    expect_error(HEAD "  a:\n    queue: a_jobs\n    providers: [noop]\n", 6,
-                 16, "providers: expected a mapping, got a list");
+    expect_error(HEAD "  a:\n    queue: a_jobs\n    providers: [noop]\n", 6, 16,
+                 "providers: expected a mapping, got a list");
     expect_error(HEAD "  a:\n    queue: a_jobs\n"
                       "    providers:\n      local: {handler: noop}\n"
                       "      local: {handler: noop}\n",
@@ -541,8 +541,7 @@ static sl_model *load_interview(void) {
     sl_model *m = NULL;
     sl_diags d = {0};
     if (sl_dsl_load(paths, 1, &m, &d) != 0)
-        fail_msg("pipelines/interview.yaml does not load:\n%s",
-                 all_diags(&d));
+        fail_msg("pipelines/interview.yaml does not load:\n%s", all_diags(&d));
     sl_diags_free(&d);
     return m;
 }
@@ -587,8 +586,7 @@ static void shipped_interview_runs_on_the_cloud_with_both_keys(void **s) {
     setenv("ASSEMBLYAI_API_KEY", "k1", 1);
     setenv("OPENAI_API_KEY", "k2", 1);
     sl_model *m = load_interview();
-    assert_stage(m, "upload", "upload_jobs", "assemblyai",
-                 "assemblyai.upload");
+    assert_stage(m, "upload", "upload_jobs", "assemblyai", "assemblyai.upload");
     assert_stage(m, "transcribe", "transcription_jobs", "assemblyai",
                  "assemblyai.transcribe");
     assert_stage(m, "analyze", "analysis_jobs", "llm", "llm.analyze");

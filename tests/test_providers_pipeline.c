@@ -68,18 +68,18 @@ static void without_keys_the_shipped_pipeline_runs_locally_to_ready(void **s) {
     if (sl_migrate(c, m, NULL, &mr, err, sizeof err) != 0)
         fail_msg("migrate: %s", err);
     sl_migrate_result_free(&mr);
-    sl_test_exec(c,
-                 "CREATE TABLE iv_log (n bigserial PRIMARY KEY, id uuid, status"
-                 " text, progress int, detail text);"
-                 "CREATE FUNCTION iv_log() RETURNS trigger LANGUAGE plpgsql AS"
-                 " $$ BEGIN INSERT INTO iv_log (id, status, progress, detail)"
-                 " VALUES (NEW.id, NEW.status, NEW.progress,"
-                 " NEW.status_detail); RETURN NEW; END $$;"
-                 "CREATE TRIGGER iv_log AFTER UPDATE ON interviews FOR EACH ROW"
-                 " EXECUTE FUNCTION iv_log();"
-                 "INSERT INTO accounts (id, name) VALUES ('" ACCOUNT "', 'Acme');"
-                 "INSERT INTO interviews (id, account_id, title) VALUES"
-                 " ('" IV "', '" ACCOUNT "', 'Dana')");
+    sl_test_exec(
+        c, "CREATE TABLE iv_log (n bigserial PRIMARY KEY, id uuid, status"
+           " text, progress int, detail text);"
+           "CREATE FUNCTION iv_log() RETURNS trigger LANGUAGE plpgsql AS"
+           " $$ BEGIN INSERT INTO iv_log (id, status, progress, detail)"
+           " VALUES (NEW.id, NEW.status, NEW.progress,"
+           " NEW.status_detail); RETURN NEW; END $$;"
+           "CREATE TRIGGER iv_log AFTER UPDATE ON interviews FOR EACH ROW"
+           " EXECUTE FUNCTION iv_log();"
+           "INSERT INTO accounts (id, name) VALUES ('" ACCOUNT "', 'Acme');"
+           "INSERT INTO interviews (id, account_id, title) VALUES"
+           " ('" IV "', '" ACCOUNT "', 'Dana')");
     /* As a user would: sluice enqueue with the file, no keys anywhere. */
     char *out = NULL;
     int rc = sl_test_sh(&out,
@@ -181,9 +181,8 @@ static void with_both_keys_the_shipped_pipeline_runs_on_the_cloud(void **s) {
     assert_true(fake_count(&env.fake, "chat") >= 1);
     char n[16];
     snprintf(n, sizeof n, "%d", CLOUD_INSIGHTS);
-    cloud_assert_q(&env,
-                   "SELECT count(*) FROM insights WHERE interview_id = $1", iv,
-                   n);
+    cloud_assert_q(
+        &env, "SELECT count(*) FROM insights WHERE interview_id = $1", iv, n);
     free(iv);
     cloud_teardown(&env);
     clear_provider_env();
