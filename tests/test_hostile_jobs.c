@@ -369,7 +369,9 @@ missing_forbidden_and_garbage_media_are_clear_job_errors(void **state) {
                  ids[i]);
         char *got = sl_test_scalar(c, sql);
         assert_non_null(got);
-        print_message("%s %s -> %s\n", cases[i].cols, cases[i].vals, got);
+        char vals[700];
+        snprintf(vals, sizeof vals, cases[i].vals, root);
+        print_message("%s = %.60s -> %s\n", cases[i].cols, vals, got);
         if (strncmp(got, "error|invalid_input|local.transcribe: ", 38) != 0)
             fail_msg("case %zu: expected a permanent invalid_input error,"
                      " got %s",
