@@ -429,7 +429,9 @@ static void build_heartbeat(sl_buf *b, const sl_stage *s) {
                    " locked_by = $2 AND status = 'in_progress' RETURNING id");
 }
 
-/* $1 max attempts, $2 lease_expired retries (bool), then on_error. */
+/* $1 max attempts, $2 lease_expired retries (bool), then on_error. A
+ * rescued job keeps its run_at, so it runs before the jobs queued after
+ * it rather than behind the whole backlog. */
 static void build_rescue(sl_buf *b, const sl_stage *s) {
     const sl_pipeline *p = s->pipeline;
     int param = 3;
@@ -438,7 +440,7 @@ static void build_rescue(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, " q SET updated_at = now(), status = CASE WHEN $2::bool"
                    " AND q.attempts < $1::int"
                    " THEN 'retry'::job_status ELSE 'error'::job_status END,"
-                   " run_at = now(), last_error = 'lease expired: worker ' ||"
+                   " last_error = 'lease expired: worker ' ||"
                    " COALESCE(q.locked_by, '?') || ' stopped renewing it',"
                    " error_class = 'lease_expired', locked_by = NULL,"
                    " locked_until = NULL, finished_at = CASE WHEN $2::bool"
