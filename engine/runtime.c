@@ -316,7 +316,7 @@ static void log_job(int level, const char *msg, const sl_stage *s,
 static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
                      unsigned *seed, int64_t ms) {
     const sl_stage *s = w->st->s;
-    char err[512], msg[1100], delay_s[24];
+    char err[512], msg[1100];
     int retryable = (s->retry.retry_mask >> res->errclass) & 1u;
     int retry = retryable && j->attempts < s->retry.max_attempts;
     int64_t delay = 0;
@@ -333,7 +333,6 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
                    sl_queue_fail(w->conn, s, w->owner, j, retry, delay,
                                  sl_errclass_name(res->errclass), msg, err,
                                  sizeof err));
-    snprintf(delay_s, sizeof delay_s, "%lld", (long long)delay);
     if (rc == -SL_ELEASE)
         log_job(SL_LOG_WARN, "failure not recorded: lease lost (fenced)", s,
                 j, ms, "error", msg, NULL, NULL);
@@ -344,7 +343,6 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
         log_job(retry ? SL_LOG_WARN : SL_LOG_ERROR,
                 retry ? "job failed, will retry" : "job failed", s, j, ms,
                 "class", sl_errclass_name(res->errclass), "error", msg);
-    (void)delay_s;
 }
 
 static void release_job(worker *w, const sl_qjob *j, int64_t delay) {
