@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dsltest.h"
 #include "testlib.h"
 
 #include "dsl.h"
@@ -12,61 +13,13 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static char *all_diags(const sl_diags *d) {
-    char *s = sl_diags_format(d);
-    return s ? s : strdup("(none)");
-}
-
-/* Asserts that loading yaml (as file `name`) fails with a diagnostic at
- * line:col whose message contains msg. */
 static void expect_error_named(const char *name, const char *yaml, int line,
                                int col, const char *msg) {
-    sl_model *m = NULL;
-    sl_diags d = {0};
-    int rc = sl_dsl_load_string(name, yaml, strlen(yaml), &m, &d);
-    char *all = all_diags(&d);
-    if (rc != -SL_EINVAL)
-        fail_msg("expected -SL_EINVAL, got %d; diagnostics:\n%s", rc, all);
-    assert_null(m);
-    int found = 0;
-    for (size_t i = 0; i < d.n; i++)
-        if (d.items[i].line == line && d.items[i].col == col &&
-            strstr(d.items[i].message, msg) &&
-            strcmp(d.items[i].file, name) == 0)
-            found = 1;
-    if (!found)
-        fail_msg("no diagnostic %s:%d:%d containing \"%s\"; got:\n%s", name,
-                 line, col, msg, all);
-    free(all);
-    sl_diags_free(&d);
+    sl_test_expect_diag(NULL, 0, yaml, name, line, col, msg);
 }
 
 static void expect_error(const char *yaml, int line, int col, const char *msg) {
-    expect_error_named("t.yaml", yaml, line, col, msg);
-}
-
-/* Same, for files on disk (hooks, several files). */
-static void expect_file_error(const char *const *paths, size_t n,
-                              const char *file, int line, int col,
-                              const char *msg) {
-    sl_model *m = NULL;
-    sl_diags d = {0};
-    int rc = sl_dsl_load(paths, n, &m, &d);
-    char *all = all_diags(&d);
-    if (rc != -SL_EINVAL)
-        fail_msg("expected -SL_EINVAL, got %d; diagnostics:\n%s", rc, all);
-    assert_null(m);
-    int found = 0;
-    for (size_t i = 0; i < d.n; i++)
-        if (d.items[i].line == line && d.items[i].col == col &&
-            strstr(d.items[i].message, msg) &&
-            strcmp(d.items[i].file, file) == 0)
-            found = 1;
-    if (!found)
-        fail_msg("no diagnostic %s:%d:%d containing \"%s\"; got:\n%s", file,
-                 line, col, msg, all);
-    free(all);
-    sl_diags_free(&d);
+    sl_test_expect_diag(NULL, 0, yaml, "t.yaml", line, col, msg);
 }
 
 /* Loads yaml that must be valid; fails the test with every diagnostic
@@ -76,7 +29,7 @@ static sl_model *load_ok_named(const char *name, const char *yaml) {
     sl_diags d = {0};
     int rc = sl_dsl_load_string(name, yaml, strlen(yaml), &m, &d);
     if (rc != 0) {
-        char *all = all_diags(&d);
+        char *all = sl_test_diags(&d);
         fail_msg("load failed (%d):\n%s", rc, all);
     }
     assert_int_equal(d.n, 0);
@@ -341,7 +294,7 @@ static void lua_syntax_error_reports_the_file_and_lua_line(void **state) {
         sl_test_file("hooked.yaml", HEAD STAGE_A
                      "    hooks:\n      post: {file: broken.lua}\n");
     const char *paths[] = {path};
-    expect_file_error(paths, 1, path, 8, 20,
+    sl_test_expect_diag(paths, 1, NULL, path, 8, 20,
                       "hook 'post': Lua syntax error: broken.lua:3:");
 }
 
@@ -352,7 +305,8 @@ static void precompiled_lua_bytecode_is_refused(void **state) {
         sl_test_file("bytecode.yaml", HEAD STAGE_A
                      "    hooks:\n      post: {file: bytecode.lua}\n");
     const char *paths[] = {path};
-    expect_file_error(paths, 1, path, 8, 20, "attempt to load a binary chunk");
+    sl_test_expect_diag(paths, 1, NULL, path, 8, 20,
+                        "attempt to load a binary chunk");
 }
 
 static void same_pipeline_name_in_two_files_is_refused(void **state) {
@@ -365,7 +319,7 @@ static void same_pipeline_name_in_two_files_is_refused(void **state) {
     const char *paths[] = {a, b};
     char msg[700];
     snprintf(msg, sizeof msg, "pipeline 'p' is already defined at %s:1:11", a);
-    expect_file_error(paths, 2, b, 1, 11, msg);
+    sl_test_expect_diag(paths, 2, NULL, b, 1, 11, msg);
 }
 
 static void same_queue_in_two_files_is_refused(void **state) {
@@ -381,7 +335,7 @@ static void same_queue_in_two_files_is_refused(void **state) {
              "queue table 'a_jobs' is already used by stage 'a' of pipeline "
              "'p' (%s:5:12)",
              a);
-    expect_file_error(paths, 2, b, 5, 12, msg);
+    sl_test_expect_diag(paths, 2, NULL, b, 5, 12, msg);
 }
 
 /* A handler whose validate hook wants `with: {model: ...}`. */
@@ -788,7 +742,7 @@ static void hooks_resolve_relative_to_the_yaml_file(void **state) {
     sl_model *m = NULL;
     sl_diags d = {0};
     int rc = sl_dsl_load(paths, 1, &m, &d);
-    if (rc != 0) fail_msg("load failed: %s", all_diags(&d));
+    if (rc != 0) fail_msg("load failed: %s", sl_test_diags(&d));
     const sl_stage *s = &m->pipelines[0].stages[0];
     char expect[600];
     snprintf(expect, sizeof expect, "%s/hooks/h.lua", sl_test_tmpdir());
@@ -826,7 +780,7 @@ static void directory_loads_every_yaml_file_sorted_by_name(void **state) {
     sl_model *m = NULL;
     sl_diags d = {0};
     int rc = sl_dsl_load(paths, 1, &m, &d);
-    if (rc != 0) fail_msg("load failed: %s", all_diags(&d));
+    if (rc != 0) fail_msg("load failed: %s", sl_test_diags(&d));
     assert_int_equal(m->npipelines, 2);
     assert_string_equal(m->pipelines[0].name, "ant");
     assert_string_equal(m->pipelines[1].name, "bee");
@@ -929,7 +883,7 @@ static sl_model *load_shipped(void) {
     sl_model *m = NULL;
     sl_diags d = {0};
     int rc = sl_dsl_load(paths, 1, &m, &d);
-    if (rc != 0) fail_msg("pipelines/ does not load:\n%s", all_diags(&d));
+    if (rc != 0) fail_msg("pipelines/ does not load:\n%s", sl_test_diags(&d));
     sl_diags_free(&d);
     return m;
 }
@@ -1152,7 +1106,7 @@ static void ten_megabyte_input_is_refused_by_size(void **state) {
     fclose(f);
     free(big);
     const char *paths[] = {path};
-    expect_file_error(paths, 1, path, 1, 1, "the file is too large");
+    sl_test_expect_diag(paths, 1, NULL, path, 1, 1, "the file is too large");
 }
 
 static void binary_garbage_is_refused(void **state) {
@@ -1302,7 +1256,7 @@ static void a_thousand_chained_stages_load(void **state) {
     sl_model *m = NULL;
     sl_diags d = {0};
     int rc = sl_dsl_load_string("k.yaml", text, strlen(text), &m, &d);
-    if (rc != 0) fail_msg("%s", all_diags(&d));
+    if (rc != 0) fail_msg("%s", sl_test_diags(&d));
     assert_int_equal(m->pipelines[0].nstages, 1000);
     sl_model_free(m);
     free(text);

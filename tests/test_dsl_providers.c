@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dsltest.h"
 #include "testlib.h"
 
 #include "dsl.h"
@@ -16,48 +17,18 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static char *all_diags(const sl_diags *d) {
-    char *s = sl_diags_format(d);
-    return s ? s : strdup("(none)");
-}
-
 static sl_model *load_ok(const char *yaml) {
     sl_model *m = NULL;
     sl_diags d = {0};
     int rc = sl_dsl_load_string("t.yaml", yaml, strlen(yaml), &m, &d);
-    if (rc != 0) fail_msg("load failed (%d):\n%s", rc, all_diags(&d));
+    if (rc != 0) fail_msg("load failed (%d):\n%s", rc, sl_test_diags(&d));
     assert_int_equal(d.n, 0);
     sl_diags_free(&d);
     return m;
 }
 
-/* Loading must fail with a diagnostic at file:line:col containing msg. */
-static void expect_error_in(const char *const *paths, size_t npaths,
-                            const char *yaml, const char *file, int line,
-                            int col, const char *msg) {
-    sl_model *m = NULL;
-    sl_diags d = {0};
-    int rc = paths ? sl_dsl_load(paths, npaths, &m, &d)
-                   : sl_dsl_load_string("t.yaml", yaml, strlen(yaml), &m, &d);
-    char *all = all_diags(&d);
-    if (rc != -SL_EINVAL)
-        fail_msg("expected -SL_EINVAL, got %d; diagnostics:\n%s", rc, all);
-    assert_null(m);
-    int found = 0;
-    for (size_t i = 0; i < d.n; i++)
-        if (d.items[i].line == line && d.items[i].col == col &&
-            strstr(d.items[i].message, msg) &&
-            strcmp(d.items[i].file, file) == 0)
-            found = 1;
-    if (!found)
-        fail_msg("no diagnostic %s:%d:%d containing \"%s\"; got:\n%s", file,
-                 line, col, msg, all);
-    free(all);
-    sl_diags_free(&d);
-}
-
 static void expect_error(const char *yaml, int line, int col, const char *msg) {
-    expect_error_in(NULL, 0, yaml, "t.yaml", line, col, msg);
+    sl_test_expect_diag(NULL, 0, yaml, "t.yaml", line, col, msg);
 }
 
 static const char *with_str(const sl_stage *st, const char *key) {
@@ -221,7 +192,7 @@ static void the_chosen_provider_fills_handler_with_hooks_sql_writes(void **s) {
     setenv("SLT_KEY", "1", 1);
     sl_model *m = NULL;
     sl_diags d = {0};
-    if (sl_dsl_load(&path, 1, &m, &d) != 0) fail_msg("load: %s", all_diags(&d));
+    if (sl_dsl_load(&path, 1, &m, &d) != 0) fail_msg("load: %s", sl_test_diags(&d));
     const sl_stage *a = &m->pipelines[0].stages[0];
     assert_string_equal(a->provider, "script");
     assert_string_equal(a->handler, "lua");
@@ -236,7 +207,7 @@ static void the_chosen_provider_fills_handler_with_hooks_sql_writes(void **s) {
     sl_model_free(m);
 
     unsetenv("SLT_KEY");
-    if (sl_dsl_load(&path, 1, &m, &d) != 0) fail_msg("load: %s", all_diags(&d));
+    if (sl_dsl_load(&path, 1, &m, &d) != 0) fail_msg("load: %s", sl_test_diags(&d));
     a = &m->pipelines[0].stages[0];
     assert_string_equal(a->provider, "plain");
     assert_string_equal(a->handler, "noop");
@@ -399,7 +370,7 @@ static void an_unused_provider_hook_must_compile(void **s) {
                                         "      local:\n"
                                         "        handler: lua\n"
                                         "        hooks: {run: broken.lua}\n");
-    expect_error_in(&path, 1, NULL, path, 10, 22,
+    sl_test_expect_diag(&path, 1, NULL, path, 10, 22,
                     "hook 'run': Lua syntax error: broken.lua:");
 }
 
@@ -541,7 +512,7 @@ static sl_model *load_interview(void) {
     sl_model *m = NULL;
     sl_diags d = {0};
     if (sl_dsl_load(paths, 1, &m, &d) != 0)
-        fail_msg("pipelines/interview.yaml does not load:\n%s", all_diags(&d));
+        fail_msg("pipelines/interview.yaml does not load:\n%s", sl_test_diags(&d));
     sl_diags_free(&d);
     return m;
 }
