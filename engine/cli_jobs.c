@@ -112,6 +112,21 @@ static void say_db(const char *cmd, PGconn *c, const PGresult *r,
             : "");
 }
 
+/* Runs the SQL built in q (freed here) with the one parameter id. Returns
+ * the result, or NULL after saying what failed (`what`). */
+static PGresult *query_id(const char *cmd, PGconn *c, sl_buf *q,
+                          const char *id, const char *what) {
+    const char *vals[1] = {id};
+    PGresult *r = PQexecParams(c, sl_buf_str(q), 1, NULL, vals, NULL, NULL, 0);
+    sl_buf_free(q);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        say_db(cmd, c, r, what);
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
 static void lower(char *s) {
     for (; *s; s++) *s = (char)tolower((unsigned char)*s);
 }
@@ -787,14 +802,8 @@ static int status_subject(PGconn *c, const sl_pipeline *p, const char *id) {
     sl_buf_puts(&q, " WHERE ");
     sl_buf_ident(&q, sj->key);
     sl_buf_puts(&q, " = $1::uuid");
-    const char *vals[1] = {id};
-    PGresult *r = PQexecParams(c, sl_buf_str(&q), 1, NULL, vals, NULL, NULL, 0);
-    sl_buf_free(&q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        say_db("status", c, r, sj->table);
-        PQclear(r);
-        return -1;
-    }
+    PGresult *r = query_id("status", c, &q, id, sj->table);
+    if (!r) return -1;
     if (PQntuples(r) == 0) {
         PQclear(r);
         return 0;
@@ -812,13 +821,8 @@ static int status_subject(PGconn *c, const sl_pipeline *p, const char *id) {
         sl_buf_puts(&q, " WHERE q.");
         sl_buf_ident(&q, sj->fk);
         sl_buf_puts(&q, " = $1::uuid ORDER BY q.created_at, q.id");
-        r = PQexecParams(c, sl_buf_str(&q), 1, NULL, vals, NULL, NULL, 0);
-        sl_buf_free(&q);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            say_db("status", c, r, s->queue);
-            PQclear(r);
-            return -1;
-        }
+        r = query_id("status", c, &q, id, s->queue);
+        if (!r) return -1;
         printf("  stage %s (queue %s)%s\n", s->name, s->queue,
                PQntuples(r) ? "" : ": no job");
         for (int i = 0; i < PQntuples(r); i++) print_job(r, i, s);
@@ -834,14 +838,8 @@ static int status_job(PGconn *c, const sl_job_ref *ref, const char *id) {
     sl_buf_init(&q);
     job_columns(&q, s);
     sl_buf_puts(&q, " WHERE q.id = $1::uuid");
-    const char *vals[1] = {id};
-    PGresult *r = PQexecParams(c, sl_buf_str(&q), 1, NULL, vals, NULL, NULL, 0);
-    sl_buf_free(&q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        say_db("status", c, r, s->queue);
-        PQclear(r);
-        return -1;
-    }
+    PGresult *r = query_id("status", c, &q, id, s->queue);
+    if (!r) return -1;
     if (PQntuples(r) == 0) {
         PQclear(r);
         return 0;
@@ -1002,15 +1000,8 @@ static int watch_read(watch *w) {
     sl_buf_puts(&q, " WHERE ");
     sl_buf_ident(&q, sj->key);
     sl_buf_puts(&q, " = $1::uuid");
-    const char *vals[1] = {w->id};
-    PGresult *r =
-        PQexecParams(w->c, sl_buf_str(&q), 1, NULL, vals, NULL, NULL, 0);
-    sl_buf_free(&q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        say_db("watch", w->c, r, sj->table);
-        PQclear(r);
-        return -1;
-    }
+    PGresult *r = query_id("watch", w->c, &q, w->id, sj->table);
+    if (!r) return -1;
     int found = PQntuples(r) > 0;
     if (found) {
         snprintf(w->status, sizeof w->status, "%s", PQgetvalue(r, 0, 0));
@@ -1090,15 +1081,9 @@ static int watch_jobs(watch *w, job_counts *n) {
         sl_buf_puts(&q, " = $1::uuid");
     }
     sl_buf_puts(&q, ") j");
-    const char *vals[1] = {w->id};
-    PGresult *r =
-        PQexecParams(w->c, sl_buf_str(&q), 1, NULL, vals, NULL, NULL, 0);
-    sl_buf_free(&q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        say_db("watch", w->c, r, "reading the subject's jobs");
-        PQclear(r);
-        return -1;
-    }
+    PGresult *r = query_id("watch", w->c, &q, w->id,
+                           "reading the subject's jobs");
+    if (!r) return -1;
     n->total = atol(PQgetvalue(r, 0, 0));
     n->unfinished = atol(PQgetvalue(r, 0, 1));
     n->error = atol(PQgetvalue(r, 0, 2));
