@@ -35,7 +35,7 @@
 #include <yaml.h>
 
 #include "error.h"
-#include "stage.h"
+#include "handler.h"
 
 /* Limits that keep hostile input cheap (docs/dsl.md, "Limits"). */
 #define MAX_FILE_BYTES (1u << 20)

@@ -30,7 +30,7 @@
 #include "error.h"
 #include "log.h"
 #include "queue.h"
-#include "stage.h"
+#include "handler.h"
 
 #define MAX_BATCH 1000
 #define IDLE_SAFETY_MS 30000

@@ -20,12 +20,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "../engine/buf.h"
-#include "../engine/error.h"
-#include "../engine/http.h"
-#include "../engine/log.h"
-#include "../engine/schema.h"
-#include "stage.h"
+#include "buf.h"
+#include "error.h"
+#include "http.h"
+#include "log.h"
+#include "schema.h"
+#include "handler.h"
 
 #define AAI_DEFAULT_BASE "https://api.assemblyai.com"
 #define POLL_DEFAULT_MS 3000

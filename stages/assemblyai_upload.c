@@ -21,10 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/error.h"
-#include "../engine/http.h"
-#include "../engine/log.h"
-#include "stage.h"
+#include "error.h"
+#include "http.h"
+#include "log.h"
+#include "handler.h"
 
 #define AAI_DEFAULT_BASE "https://api.assemblyai.com"
 #define UPLOAD_DEFAULT_TIMEOUT_MS (30LL * 60 * 1000)

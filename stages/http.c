@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/error.h"
-#include "../engine/http.h"
-#include "stage.h"
+#include "error.h"
+#include "http.h"
+#include "handler.h"
 
 #define MAX_HEADERS 32
 

@@ -21,13 +21,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "../engine/error.h"
-#include "../engine/http.h"
-#include "../engine/llm.h"
-#include "../engine/log.h"
-#include "../engine/lua_host.h"
-#include "../engine/schema.h"
-#include "stage.h"
+#include "error.h"
+#include "http.h"
+#include "llm.h"
+#include "log.h"
+#include "lua_host.h"
+#include "schema.h"
+#include "handler.h"
 
 #define DEFAULT_CHUNK_CHARS 6000
 #define MIN_CHUNK_CHARS 200

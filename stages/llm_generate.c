@@ -12,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/error.h"
-#include "../engine/http.h"
-#include "../engine/llm.h"
-#include "../engine/lua_host.h"
-#include "stage.h"
+#include "error.h"
+#include "http.h"
+#include "llm.h"
+#include "lua_host.h"
+#include "handler.h"
 
 static const char DEFAULT_SYSTEM[] =
     "You generate content for a product team from the parameters you are "

@@ -38,9 +38,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../engine/asr.h"
-#include "../engine/error.h"
-#include "stage.h"
+#include "asr.h"
+#include "error.h"
+#include "handler.h"
 
 static const char *str_opt(const sl_stage *st, const char *key) {
     json_t *v = json_object_get(st->with, key);

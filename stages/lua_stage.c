@@ -17,8 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../engine/lua_host.h"
-#include "stage.h"
+#include "lua_host.h"
+#include "handler.h"
 
 static int has_run_hook(const sl_stage *stage) {
     for (size_t i = 0; i < stage->nhooks; i++)

@@ -6,7 +6,7 @@
  */
 #include <time.h>
 
-#include "stage.h"
+#include "handler.h"
 
 static void noop_run(sl_ctx *ctx, const sl_job *job, void *state,
                      sl_result *res) {

@@ -1,4 +1,4 @@
-/* test_cloud_llm.c - engine/llm.c: configuration from `with:`, the JSON
+/* test_cloud_llm.c - services/llm.c: configuration from `with:`, the JSON
  * Schema validation of replies, and chat completions against the fake
  * OpenAI-compatible server (request shape, replies that must fail as
  * invalid_response, rate limits and quota). */

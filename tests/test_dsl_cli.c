@@ -9,7 +9,7 @@
 
 #include "cli.h"
 #include "error.h"
-#include "stage.h"
+#include "handler.h"
 
 #define VALID                                                                  \
     "pipeline: p\nsecurity: {rls: false}\nstages:\n"                           \

@@ -13,7 +13,7 @@
 
 #include "dsl.h"
 #include "error.h"
-#include "stage.h"
+#include "handler.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "rtlib.h"
-#include "stage.h"
+#include "handler.h"
 
 /* ---- t.echo: hands parts of its input back as outputs ------------------- */
 

@@ -10,7 +10,7 @@
 #include "dsl.h"
 #include "error.h"
 #include "schema.h"
-#include "stage.h"
+#include "handler.h"
 #include "testlib.h"
 
 /* ------------------------------------------------------------ fixtures */

@@ -19,7 +19,7 @@
 
 #include "log.h"
 #include "rtlib.h"
-#include "stage.h"
+#include "handler.h"
 
 static PGconn *conn;
 static sl_model *model;

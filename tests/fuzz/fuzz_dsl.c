@@ -10,10 +10,12 @@
 
 #include "dsl.h"
 #include "error.h"
+#include "stages.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    sl_stages_register_builtin();
     sl_model *m = NULL;
     sl_diags d = {0};
     int rc = sl_dsl_load_string("fuzz.yaml", (const char *)data, size, &m, &d);

@@ -13,7 +13,7 @@
 #include "dsl.h"
 #include "log.h"
 #include "migrate.h"
-#include "stage.h"
+#include "handler.h"
 
 static char conninfo[256];
 

@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../stages/stage.h"
+#include "handler.h"
 #include "http.h"
 
 typedef struct sl_llm_cfg {

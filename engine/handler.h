@@ -1,22 +1,23 @@
-/* stage.h - what a stage handler sees, and the handler registry.
+/* handler.h - what a stage handler sees, and the handler registry.
  *
- * A handler is a small set of functions registered by name in
- * stages/registry.c. The runtime (engine/runtime.c) calls init() once per
+ * A handler is a small set of functions registered by name: the built-in
+ * ones by sl_stages_register_builtin() (stages/stages.h), others by a
+ * program that embeds the engine. The runtime (engine/runtime.c) calls init() once per
  * worker thread, run() once per claimed job, fini() at shutdown. A handler
  * sees only its job, its stage's configuration and a context through which
  * it reports progress, saves checkpoints, logs and reads the worker's
  * database connection. It returns its outcome in an sl_result.
  */
-#ifndef SL_STAGE_H
-#define SL_STAGE_H
+#ifndef SL_HANDLER_H
+#define SL_HANDLER_H
 
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../engine/errclass.h"
-#include "../engine/model.h"
+#include "errclass.h"
+#include "model.h"
 
 typedef struct sl_ctx sl_ctx; /* opaque; owned by the runtime */
 
@@ -94,9 +95,10 @@ typedef struct sl_handler {
 /* The registered handler called `name`, or NULL. */
 const sl_handler *sl_handler_find(const char *name);
 
-/* Registers a handler defined by a program that embeds the engine (and by
- * tests), before any pipeline is loaded or run. Not thread-safe. Returns 0,
- * or -1 when the name is taken or the table is full. */
+/* Registers a handler (the built-in ones through
+ * sl_stages_register_builtin(), others by a program that embeds the engine
+ * and by tests), before any pipeline is loaded or run. Not thread-safe.
+ * Returns 0, or -1 when the name is taken or the table is full. */
 int sl_handler_register(const sl_handler *h);
 
 /* All handler names, NULL-terminated (for suggestions in errors). */

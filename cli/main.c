@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "error.h"
+#include "stages.h"
 
 static const struct {
     const char *name;
@@ -34,6 +35,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    sl_stages_register_builtin();
     if (argc < 2 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "--help") == 0) {
         usage(argc < 2 ? stderr : stdout);

@@ -35,7 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../stages/stage.h"
+#include "handler.h"
 
 typedef struct sl_http sl_http; /* opaque; one per thread */
 

@@ -23,7 +23,7 @@
 #include <libpq-fe.h>
 #include <stddef.h>
 
-#include "../stages/stage.h"
+#include "handler.h"
 #include "model.h"
 
 typedef struct sl_lua sl_lua; /* opaque; owned by whoever opened it */
