@@ -15,17 +15,15 @@
 #include <strings.h>
 
 #include "buf.h"
+#include "db.h"
 #include "error.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
 static void db_err(char *err, size_t n, const char *what, PGconn *c,
                    const PGresult *r) {
-    const char *m = r ? PQresultErrorMessage(r) : NULL;
-    if (!m || !*m) m = PQerrorMessage(c);
-    snprintf(err, n, "%s: %s", what, m);
-    size_t l = strlen(err);
-    while (l > 0 && (err[l - 1] == '\n' || err[l - 1] == ' ')) err[--l] = 0;
+    char m[2048];
+    snprintf(err, n, "%s: %s", what, sl_db_error(c, r, m, sizeof m));
 }
 
 static int is_json_type(const char *t) {

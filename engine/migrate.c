@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "db.h"
 #include "error.h"
 #include "schema.h"
 
@@ -138,7 +139,7 @@ static PGresult *query(mctx *x, const char *sql, int n,
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         char msg[600];
-        snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(r));
+        sl_db_error(x->c, r, msg, sizeof msg);
         msg[strcspn(msg, "\n")] = '\0';
         fail(x, -SL_EDB, "catalog query failed: %s", msg);
         PQclear(r);
@@ -152,10 +153,7 @@ static int exec_simple(PGconn *c, const char *sql, char *msg, size_t len) {
     ExecStatusType st = PQresultStatus(r);
     int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     if (!ok && msg) {
-        snprintf(msg, len, "%s", PQresultErrorMessage(r));
-        size_t n = strlen(msg);
-        while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-            msg[--n] = 0;
+        sl_db_error(c, r, msg, len);
     }
     PQclear(r);
     return ok ? 0 : -1;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "db.h"
 #include "error.h"
 #include "log.h"
 
@@ -49,11 +50,8 @@ static void stmt_name(const sl_stage *s, int op, char *out, size_t n) {
 
 static void set_err(char *err, size_t n, const char *what, PGconn *c,
                     const PGresult *r) {
-    const char *m = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
-    if (!m || !*m) m = PQerrorMessage(c);
-    snprintf(err, n, "%s: %s", what, m);
-    size_t l = strlen(err);
-    while (l > 0 && (err[l - 1] == '\n' || err[l - 1] == ' ')) err[--l] = 0;
+    char m[2048];
+    snprintf(err, n, "%s: %s", what, sl_db_error(c, r, m, sizeof m));
 }
 
 static const sl_column *find_column(const sl_stage *s, const char *name) {
@@ -545,21 +543,14 @@ char *sl_queue_statement_sql(const sl_stage *s, const char *op) {
  * errors carry no SQLSTATE; the server's say 08xxx (connection exception)
  * or 57P0x (admin shutdown, crash shutdown, cannot connect now). */
 static int conn_error(PGconn *c, const PGresult *r) {
-    if (PQstatus(c) != CONNECTION_OK) return 1;
-    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    return !st || strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0;
+    return sl_db_errclass(c, r, SL_EC_INTERNAL) == SL_EC_CONNECTION;
 }
 
 /* The values did not fit the statement: a data exception (class 22, such
  * as an output that is not a valid integer) or an integrity violation
  * (class 23), or a value past a limit (class 54). Anything else (a statement timeout, a deadlock, lack of
  * resources) says nothing about the job and is worth repeating. */
-static int data_error(const PGresult *r) {
-    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    /* 54: program limit exceeded, e.g. an input too large for jsonb. */
-    return st && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 ||
-                  strncmp(st, "54", 2) == 0);
-}
+static int data_error(const PGresult *r) { return sl_db_data_error(r); }
 
 /* Runs prepared statement `op` of stage s. Returns 0 with *out set (the
  * caller clears it), -SL_ECONN when the connection is the problem,

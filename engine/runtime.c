@@ -29,6 +29,8 @@
 
 #include "error.h"
 #include "log.h"
+#include "clock.h"
+#include "db.h"
 #include "queue.h"
 #include "handler.h"
 
@@ -37,35 +39,6 @@
 
 static atomic_int stop_requested;
 static atomic_int stop_now;
-
-/* ---- clocks and small helpers ------------------------------------------ */
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
-
-static void abs_deadline(struct timespec *ts, int64_t ms) {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static void quiet_notice(void *arg, const char *msg) {
-    (void)arg;
-    (void)msg;
-}
 
 /* ---- structures ----------------------------------------------------------- */
 
@@ -102,7 +75,7 @@ typedef struct worker {
 typedef struct runtime {
     const sl_model *m;
     sl_runtime_opts o;
-    const char *conninfo;
+    sl_dbsource db;
     char worker_id[128];
     stage_rt *stages;
     size_t nstages;
@@ -121,26 +94,13 @@ struct sl_ctx {
 
 /* ---- connections ------------------------------------------------------------ */
 
-static PGconn *connect_db(const char *conninfo, char *err, size_t errlen) {
-    PGconn *c = PQconnectdb(conninfo);
-    if (PQstatus(c) != CONNECTION_OK) {
-        snprintf(err, errlen, "connect: %s", PQerrorMessage(c));
-        size_t l = strlen(err);
-        while (l && err[l - 1] == '\n') err[--l] = 0;
-        PQfinish(c);
-        return NULL;
-    }
-    PQsetNoticeProcessor(c, quiet_notice, NULL);
-    return c;
-}
-
 /* Connects and prepares, retrying with backoff until it works or the
  * runtime stops at once. */
 static PGconn *connect_worker(runtime *rt, const char *who) {
     int64_t delay = 100;
     char err[512];
     for (;;) {
-        PGconn *c = connect_db(rt->conninfo, err, sizeof err);
+        PGconn *c = sl_db_connect(rt->db, err, sizeof err);
         if (c && rt->o.async_commit) {
             PGresult *r = PQexec(c, "SET synchronous_commit = off");
             PQclear(r);
@@ -150,7 +110,7 @@ static PGconn *connect_worker(runtime *rt, const char *who) {
         if (atomic_load(&stop_now)) return NULL;
         sl_log(SL_LOG_WARN, "database unavailable, retrying", "who", who,
                "error", err, NULL);
-        sleep_ms(delay);
+        sl_sleep_ms(delay);
         delay = delay * 2 > 5000 ? 5000 : delay * 2;
     }
 }
@@ -188,7 +148,7 @@ static void stage_broadcast(stage_rt *st) {
 /* Waits for a wake token or timeout_ms. */
 static void stage_wait(stage_rt *st, int64_t timeout_ms) {
     struct timespec dl;
-    abs_deadline(&dl, timeout_ms);
+    sl_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&st->mu);
     st->idle++;
     while (st->tokens == 0 && !atomic_load(&stop_requested)) {
@@ -233,7 +193,7 @@ int sl_ctx_checkpoint(sl_ctx *ctx, json_t *checkpoint) {
 
 void sl_ctx_progress(sl_ctx *ctx, int pct, const char *detail) {
     worker *w = ctx->w;
-    int64_t t = now_ms();
+    int64_t t = sl_now_ms();
     if (pct < 100 && t - ctx->last_progress < w->rt->throttle_ms) return;
     ctx->last_progress = t;
     char err[512];
@@ -305,7 +265,7 @@ static void log_job(int level, const char *msg, const sl_stage *s,
                 reconnect(w);                                                 \
                 if (!(w)->conn) break;                                        \
             } else if (rc == -SL_EDB && tries_ < 5) {                         \
-                sleep_ms(50LL << tries_);                                     \
+                sl_sleep_ms(50LL << tries_);                                     \
             } else {                                                          \
                 break;                                                        \
             }                                                                 \
@@ -455,7 +415,7 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
         res->outcome = SL_OUT_FAIL;
         res->errclass = SL_EC_INTERNAL;
 
-        int64_t t0 = now_ms();
+        int64_t t0 = sl_now_ms();
         pthread_mutex_lock(&w->mu);
         w->running = i;
         w->running_since = t0;
@@ -468,7 +428,7 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
         w->running = -1;
         w->running_since = 0;
         pthread_mutex_unlock(&w->mu);
-        ms = now_ms() - t0;
+        ms = sl_now_ms() - t0;
 
         if (res->outcome == SL_OUT_DONE) {
             done[ndone].job = j;
@@ -521,7 +481,7 @@ static void *worker_main(void *arg) {
     stage_rt *st = w->st;
     const sl_stage *s = st->s;
     char err[512];
-    unsigned seed = (unsigned)(now_ms() ^ (int64_t)(intptr_t)w);
+    unsigned seed = (unsigned)(sl_now_ms() ^ (int64_t)(intptr_t)w);
     int batch = rt->o.batch > 0 ? rt->o.batch : s->batch;
     if (batch > MAX_BATCH) batch = MAX_BATCH;
     batch_mem bm = {calloc((size_t)batch, sizeof(sl_qdone)),
@@ -609,7 +569,10 @@ static int listen_all(runtime *rt, PGconn *c, char *err, size_t errlen) {
         snprintf(sql, sizeof sql, "LISTEN \"%s\"", rt->stages[i].s->channel);
         PGresult *r = PQexec(c, sql);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok) snprintf(err, errlen, "LISTEN: %s", PQresultErrorMessage(r));
+        if (!ok) {
+            char m[512];
+            snprintf(err, errlen, "LISTEN: %s", sl_db_error(c, r, m, sizeof m));
+        }
         PQclear(r);
         if (!ok) return -SL_EDB;
     }
@@ -625,7 +588,7 @@ static PGconn *control_connect(runtime *rt) {
         if (listen_all(rt, c, err, sizeof err) == 0) return c;
         PQfinish(c);
         sl_log(SL_LOG_WARN, "listen failed, retrying", "error", err, NULL);
-        sleep_ms(delay);
+        sl_sleep_ms(delay);
         delay = delay * 2 > 5000 ? 5000 : delay * 2;
     }
 }
@@ -634,7 +597,7 @@ static PGconn *control_connect(runtime *rt) {
 static int heartbeat(runtime *rt, PGconn *c) {
     char err[512];
     int lost = 0;
-    int64_t t = now_ms();
+    int64_t t = sl_now_ms();
     for (size_t i = 0; i < rt->nworkers; i++) {
         worker *w = &rt->workers[i];
         const sl_stage *s = w->st->s;
@@ -721,11 +684,11 @@ static void control_loop(runtime *rt) {
     for (size_t i = 0; i < rt->nstages; i++)
         if (rt->stages[i].s->heartbeat_ms < hb_every)
             hb_every = rt->stages[i].s->heartbeat_ms;
-    int64_t next_hb = now_ms() + hb_every, next_sweep = now_ms();
+    int64_t next_hb = sl_now_ms() + hb_every, next_sweep = sl_now_ms();
     int64_t drain_deadline = 0, idle_since = 0;
 
     while (c) {
-        int64_t t = now_ms();
+        int64_t t = sl_now_ms();
         if (atomic_load(&stop_requested)) {
             if (!drain_deadline) {
                 drain_deadline = t + rt->o.drain_ms;
@@ -770,7 +733,7 @@ static void control_loop(runtime *rt) {
             if (st) stage_post(st);
             PQfreemem(nf);
         }
-        t = now_ms();
+        t = sl_now_ms();
         int lost = 0;
         if (t >= next_hb) {
             lost |= heartbeat(rt, c);
@@ -841,9 +804,7 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
     memset(&rt, 0, sizeof rt);
     rt.m = m;
     rt.o = *o;
-    rt.conninfo = o->conninfo && *o->conninfo ? o->conninfo
-                                              : getenv("DATABASE_URL");
-    if (!rt.conninfo) rt.conninfo = "";
+    rt.db = sl_db_source(o->conninfo && *o->conninfo ? o->conninfo : NULL);
     rt.throttle_ms = o->progress_throttle_ms > 0 ? o->progress_throttle_ms
                                                  : 250;
     atomic_store(&stop_requested, 0);
@@ -897,7 +858,7 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
     }
 
     /* Fail fast when the database cannot be reached at all. */
-    PGconn *probe = connect_db(rt.conninfo, err, errlen);
+    PGconn *probe = sl_db_connect(rt.db, err, errlen);
     if (!probe) {
         rc = -SL_EDB;
         goto out_free;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "error.h"
 #include "http.h"
 #include "llm.h"
@@ -288,21 +289,18 @@ static int exec_plain(PGconn *conn, sl_lua__box *b, const char *sql,
                       char *errbuf, size_t errlen) {
     b->res = PQexec(conn, sql);
     int ok = PQresultStatus(b->res) == PGRES_COMMAND_OK;
-    if (!ok) snprintf(errbuf, errlen, "%s", PQerrorMessage(conn));
+    if (!ok) sl_db_error(conn, b->res, errbuf, errlen);
     PQclear(b->res);
     b->res = NULL;
     return ok ? 0 : -1;
 }
 
-static sl_errclass classify_sql(PGconn *conn, const char *state) {
-    if (PQstatus(conn) != CONNECTION_OK) return SL_EC_CONNECTION;
-    if (!state) return SL_EC_SCRIPT;
-    if (strncmp(state, "08", 2) == 0) return SL_EC_CONNECTION;
-    if (strcmp(state, "57014") == 0) return SL_EC_TIMEOUT;
-    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
-        strcmp(state, "55P03") == 0)
-        return SL_EC_RETRYABLE;
-    return SL_EC_SCRIPT;
+/* The class of a failed statement (db.h), the script's own mistakes being
+ * `script`; without a result (BEGIN, SET or COMMIT failed) only a lost
+ * connection is worth a retry. */
+static sl_errclass classify_sql(PGconn *conn, const PGresult *r) {
+    if (!r && PQstatus(conn) == CONNECTION_OK) return SL_EC_SCRIPT;
+    return sl_db_errclass(conn, r, SL_EC_SCRIPT);
 }
 
 /* sluice.sql.query(sql, params...) -> rows, affected
@@ -373,11 +371,12 @@ static int sql_query(lua_State *L) {
     ExecStatusType st = PQresultStatus(b->res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         const char *prim = PQresultErrorField(b->res, PG_DIAG_MESSAGE_PRIMARY);
-        const char *state = PQresultErrorField(b->res, PG_DIAG_SQLSTATE);
-        char sqlstate[8] = "";
+        const char *state = sl_db_sqlstate(b->res);
+        char sqlstate[8] = "", whole[512];
+        sl_errclass cls = classify_sql(conn, b->res);
         if (state) snprintf(sqlstate, sizeof sqlstate, "%s", state);
         snprintf(err, sizeof err, "%s (SQLSTATE %s)%s",
-                 prim ? prim : PQerrorMessage(conn),
+                 prim ? prim : sl_db_error(conn, b->res, whole, sizeof whole),
                  sqlstate[0] ? sqlstate : "?",
                  strcmp(sqlstate, "25006") == 0
                      ? "; this stage may only read: set `sql_writes: true` "
@@ -387,9 +386,7 @@ static int sql_query(lua_State *L) {
         b->res = NULL;
         char ignore[64];
         exec_plain(conn, b, "ROLLBACK", ignore, sizeof ignore);
-        return sl_lua__raise(L,
-                             classify_sql(conn, sqlstate[0] ? sqlstate : NULL),
-                             0, "sluice.sql.query: %s", err);
+        return sl_lua__raise(L, cls, 0, "sluice.sql.query: %s", err);
     }
     /* Keep the result; commit on the side. */
     PGresult *res = b->res;

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "db.h"
 #include "error.h"
 #include "http.h"
 #include "log.h"
@@ -198,12 +199,12 @@ static int store_on_subject(sl_ctx *ctx, const sl_job *job, const char *col,
     PGresult *r =
         PQexecParams(sl_ctx_conn(ctx), sql, 2, NULL, params, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    char m[1024];
     if (!ok)
-        sl_fail(res,
-                PQstatus(sl_ctx_conn(ctx)) == CONNECTION_OK ? SL_EC_INTERNAL
-                                                            : SL_EC_RETRYABLE,
+        sl_fail(res, sl_db_errclass(sl_ctx_conn(ctx), r, SL_EC_INTERNAL),
                 "assemblyai.transcribe: storing the transcript on %s.%s: %s",
-                p->subject.table, col, PQresultErrorMessage(r));
+                p->subject.table, col,
+                sl_db_error(sl_ctx_conn(ctx), r, m, sizeof m));
     PQclear(r);
     return ok ? 0 : -1;
 }

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
+#include "db.h"
 #include "error.h"
 #include "http.h"
 #include "llm.h"
@@ -341,14 +343,9 @@ static json_t *chunk_messages(an_state *st, const an_cfg *c, sl_ctx *ctx,
  * anything else (a missing table, a constraint) is for a person to fix. */
 static void db_fail(PGconn *conn, PGresult *r, const char *what,
                     sl_result *res) {
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    int transient = PQstatus(conn) != CONNECTION_OK || !state ||
-                    strncmp(state, "40", 2) == 0 ||
-                    strncmp(state, "08", 2) == 0 ||
-                    strncmp(state, "57", 2) == 0;
-    sl_fail(res, transient ? SL_EC_RETRYABLE : SL_EC_INTERNAL,
-            "llm.analyze: %s: %s", what,
-            r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
+    char m[1024];
+    sl_fail(res, sl_db_errclass(conn, r, SL_EC_INTERNAL), "llm.analyze: %s: %s",
+            what, sl_db_error(conn, r, m, sizeof m));
 }
 
 static int exec_ok(PGconn *conn, const char *sql, int n,
@@ -518,15 +515,9 @@ static long count_rows(PGconn *conn, const char *table, const char *fk,
     return n;
 }
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void an_run(sl_ctx *ctx, const sl_job *job, void *state,
                    sl_result *res) {
-    int64_t t0 = mono_ms();
+    int64_t t0 = sl_now_ms();
     an_state *st = state;
     an_cfg c;
     char err[512];
@@ -624,7 +615,7 @@ static void an_run(sl_ctx *ctx, const sl_job *job, void *state,
          * would cost an attempt): past half of it, hand the job back. It
          * runs again at once, resuming at the next chunk, and a snooze
          * uses no attempt. */
-        if (k < n && mono_ms() - t0 > job->stage->timeout_ms / 2) {
+        if (k < n && sl_now_ms() - t0 > job->stage->timeout_ms / 2) {
             sl_ctx_log(ctx, SL_LOG_INFO,
                        "llm.analyze: yielding after chunk %zu/%zu (half the "
                        "stage timeout used)",

@@ -1,0 +1,111 @@
+/* db.c - connecting, error text and the SQLSTATE rule, in one place. */
+#include "db.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+sl_dbsource sl_db_source(const char *flag) {
+    sl_dbsource s;
+    const char *env = getenv("DATABASE_URL");
+    if (flag) {
+        s.conninfo = flag;
+        s.origin = "--database";
+    } else if (env && *env) {
+        s.conninfo = env;
+        s.origin = "DATABASE_URL";
+    } else {
+        s.conninfo = "";
+        s.origin = "the PG* environment";
+    }
+    return s;
+}
+
+static void quiet_notice(void *arg, const char *msg) {
+    (void)arg;
+    (void)msg;
+}
+
+/* Replaces every occurrence of pw (at least 3 bytes) in msg. */
+static void redact_password(char *msg, size_t cap, const char *pw) {
+    static const char mark[] = "[redacted]";
+    size_t pl = strlen(pw), ml = sizeof mark - 1;
+    char *p;
+    if (pl < 3) return;
+    while ((p = strstr(msg, pw)) != NULL) {
+        size_t tail = strlen(p + pl);
+        if (ml > pl && (size_t)(p - msg) + ml + tail + 1 > cap)
+            tail = cap - 1 - (size_t)(p - msg) - ml;
+        memmove(p + ml, p + pl, tail);
+        memcpy(p, mark, ml);
+        p[ml + tail] = '\0';
+    }
+}
+
+static void trim(char *s) {
+    size_t l = strlen(s);
+    while (l > 0 && (s[l - 1] == '\n' || s[l - 1] == ' ')) s[--l] = '\0';
+}
+
+PGconn *sl_db_connect(sl_dbsource src, char *err, size_t errlen) {
+    assert(src.conninfo && src.origin && err && errlen > 0);
+    PGconn *c = PQconnectdb(src.conninfo);
+    if (c && PQstatus(c) == CONNECTION_OK) {
+        PQsetNoticeProcessor(c, quiet_notice, NULL);
+        return c;
+    }
+    char msg[2048];
+    snprintf(msg, sizeof msg, "%s",
+             c ? PQerrorMessage(c) : "out of memory");
+    trim(msg);
+    /* The password may sit in a URL that libpq echoes back. */
+    PQconninfoOption *opts = PQconninfoParse(src.conninfo, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val)
+            redact_password(msg, sizeof msg, o->val);
+    PQconninfoFree(opts);
+    if (!opts && *src.conninfo)
+        snprintf(msg, sizeof msg, "%s is not a valid connection string",
+                 src.origin);
+    sl_redact(msg, sizeof msg);
+    snprintf(err, errlen, "cannot connect to the database (from %s): %s",
+             src.origin, msg);
+    PQfinish(c);
+    return NULL;
+}
+
+const char *sl_db_error(const PGconn *c, const PGresult *r, char *buf,
+                        size_t len) {
+    assert(buf && len > 0);
+    const char *m = r ? PQresultErrorMessage(r) : NULL;
+    if ((!m || !*m) && c) m = PQerrorMessage(c);
+    snprintf(buf, len, "%s", m && *m ? m : "unknown database error");
+    trim(buf);
+    return buf;
+}
+
+const char *sl_db_sqlstate(const PGresult *r) {
+    return r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+}
+
+sl_errclass sl_db_errclass(const PGconn *c, const PGresult *r,
+                           sl_errclass permanent) {
+    const char *st = sl_db_sqlstate(r);
+    if (!c || PQstatus(c) != CONNECTION_OK || !st) return SL_EC_CONNECTION;
+    if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0)
+        return SL_EC_CONNECTION;
+    if (strcmp(st, "57014") == 0) return SL_EC_TIMEOUT;
+    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 ||
+        strcmp(st, "55P03") == 0 || strncmp(st, "53", 2) == 0)
+        return SL_EC_RETRYABLE;
+    return permanent;
+}
+
+int sl_db_data_error(const PGresult *r) {
+    const char *st = sl_db_sqlstate(r);
+    return st && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 ||
+                  strncmp(st, "54", 2) == 0);
+}
