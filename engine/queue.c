@@ -524,19 +524,6 @@ int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen) {
     return 0;
 }
 
-/* Exposed for `sluice sql --queue-statements` style debugging and tests. */
-char *sl_queue_statement_sql(const sl_stage *s, const char *op);
-char *sl_queue_statement_sql(const sl_stage *s, const char *op) {
-    for (int i = 0; i < OP__COUNT; i++) {
-        if (strcmp(op_names[i], op) != 0) continue;
-        sl_buf b;
-        sl_buf_init(&b);
-        builders[i](&b, s);
-        return sl_buf_steal(&b);
-    }
-    return NULL;
-}
-
 /* ---- execution -------------------------------------------------------------- */
 
 /* Connection trouble, as opposed to an error in the statement: libpq's own

@@ -258,17 +258,10 @@ static void killed_workers_lose_no_job_and_complete_none_twice(void **state) {
     sl_model_free(m);
 }
 
-/* A failed assertion skips a test's own cleanup: end its workers here. */
-static int kill_workers(void **state) {
-    (void)state;
-    rt_kill_tracked();
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(
-            killed_workers_lose_no_job_and_complete_none_twice, kill_workers),
+            killed_workers_lose_no_job_and_complete_none_twice, rt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

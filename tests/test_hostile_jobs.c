@@ -417,35 +417,28 @@ subject_deleted_while_its_job_runs_is_skipped_cleanly(void **state) {
     sl_model_free(m);
 }
 
-/* A failed assertion skips a test's own cleanup: end its workers here. */
-static int kill_workers(void **state) {
-    (void)state;
-    rt_kill_tracked();
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(odd_json_payloads_reach_the_handler_unchanged,
-                                  kill_workers),
+                                  rt_teardown),
         cmocka_unit_test_teardown(decimal_payloads_come_back_unchanged,
-                                  kill_workers),
+                                  rt_teardown),
         cmocka_unit_test_teardown(
-            undecodable_payloads_are_never_handed_over_altered, kill_workers),
+            undecodable_payloads_are_never_handed_over_altered, rt_teardown),
         cmocka_unit_test_teardown(
             output_that_does_not_fit_its_column_fails_only_that_job,
-            kill_workers),
+            rt_teardown),
         cmocka_unit_test_teardown(fifty_megabyte_bytea_is_handed_over_whole,
-                                  kill_workers),
+                                  rt_teardown),
         cmocka_unit_test_teardown(
             input_too_large_to_claim_fails_that_job_and_the_queue_moves,
-            kill_workers),
+            rt_teardown),
         cmocka_unit_test_teardown(
             missing_forbidden_and_garbage_media_are_clear_job_errors,
-            kill_workers),
+            rt_teardown),
         cmocka_unit_test_teardown(
             subject_deleted_while_its_job_runs_is_skipped_cleanly,
-            kill_workers),
+            rt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -193,17 +193,11 @@ worker_memory_and_connections_stay_flat_under_sustained_load(void **state) {
     sl_model_free(m);
 }
 
-static int kill_workers(void **state) {
-    (void)state;
-    rt_kill_tracked();
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(
             worker_memory_and_connections_stay_flat_under_sustained_load,
-            kill_workers),
+            rt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -79,21 +79,6 @@ static const char *iv_yaml(const ivopts *o) {
     return buf;
 }
 
-static const char *const GENERATION_YAML =
-    "pipeline: generation\n"
-    "security:\n"
-    "  inherit: {table: projects, column: project_id, key: id}\n"
-    "stages:\n"
-    "  generate:\n"
-    "    queue: generation_jobs\n"
-    "    handler: noop\n"
-    "    columns:\n"
-    "      account_id: {type: uuid, references: accounts.id}\n"
-    "      project_id: {type: uuid, references: projects.id, not_null: "
-    "true}\n"
-    "      payload: jsonb\n"
-    "      result: jsonb\n";
-
 static sl_model *load(const char *yaml) {
     sl_model *m = NULL;
     sl_diags d = {0};
@@ -325,7 +310,7 @@ static void new_stage_and_new_pipeline_are_added(void **state) {
                        "('" IV_A "')");
     ivopts o = {.extra = ANALYZE_STAGE};
     const char *paths[2] = {sl_test_file("interview.yaml", iv_yaml(&o)),
-                            sl_test_file("generation.yaml", GENERATION_YAML)};
+                            sl_test_file("generation.yaml", sl_test_generation_yaml)};
     sl_model *m = NULL;
     sl_diags d = {0};
     assert_int_equal(sl_dsl_load(paths, 2, &m, &d), 0);

@@ -41,21 +41,6 @@ static const char *const INTERVIEW_YAML =
     "      upload_url: text\n"
     "      transcript: text\n";
 
-static const char *const GENERATION_YAML =
-    "pipeline: generation\n"
-    "security:\n"
-    "  inherit: {table: projects, column: project_id, key: id}\n"
-    "stages:\n"
-    "  generate:\n"
-    "    queue: generation_jobs\n"
-    "    handler: noop\n"
-    "    columns:\n"
-    "      account_id: {type: uuid, references: accounts.id}\n"
-    "      project_id: {type: uuid, references: projects.id, not_null: "
-    "true}\n"
-    "      payload: jsonb\n"
-    "      result: jsonb\n";
-
 static sl_model *load_yaml(const char *name, const char *yaml) {
     sl_model *m = NULL;
     sl_diags d = {0};
@@ -196,7 +181,7 @@ static void ddl_is_deterministic(void **state) {
 static void every_identifier_is_quoted(void **state) {
     (void)state;
     sl_model *m = load_yaml("i.yaml", INTERVIEW_YAML);
-    sl_model *g = load_yaml("g.yaml", GENERATION_YAML);
+    sl_model *g = load_yaml("g.yaml", sl_test_generation_yaml);
     char *ddl1 = ddl_of(m), *ddl2 = ddl_of(g);
     /* Every name that comes from the model or that the generator derives
      * from it, and the engine's column names. */
@@ -355,7 +340,7 @@ static void rls_policy_inherits_visibility_from_the_subject(void **state) {
 
 static void standalone_queue_gets_its_references_and_no_subject(void **state) {
     (void)state;
-    sl_model *m = load_yaml("g.yaml", GENERATION_YAML);
+    sl_model *m = load_yaml("g.yaml", sl_test_generation_yaml);
     char *ddl = ddl_of(m);
     assert_contains(ddl, "\"account_id\" uuid REFERENCES \"accounts\" "
                          "(\"id\") ON DELETE CASCADE");
@@ -485,7 +470,7 @@ static void statistics_view_has_a_row_per_queue(void **state) {
 
 static void snapshot_lists_queue_tables_and_column_types(void **state) {
     (void)state;
-    sl_model *m = load_yaml("g.yaml", GENERATION_YAML);
+    sl_model *m = load_yaml("g.yaml", sl_test_generation_yaml);
     sl_schema *s;
     char err[256];
     assert_int_equal(sl_schema_build(m, &s, err, sizeof err), 0);

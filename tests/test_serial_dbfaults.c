@@ -299,29 +299,22 @@ static void three_restarts_in_a_row_lose_nothing(void **state) {
     sl_model_free(m);
 }
 
-/* A failed assertion skips a test's own cleanup: end its workers here. */
-static int kill_workers(void **state) {
-    (void)state;
-    rt_kill_tracked();
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(
-            terminating_every_connection_mid_run_loses_nothing, kill_workers),
+            terminating_every_connection_mid_run_loses_nothing, rt_teardown),
         cmocka_unit_test_teardown(
             running_job_keeps_its_lease_across_a_terminated_control_connection,
-            kill_workers),
+            rt_teardown),
         cmocka_unit_test_teardown(
             idle_workers_hear_notifications_after_their_connections_die,
-            kill_workers),
+            rt_teardown),
         cmocka_unit_test_teardown(
-            statement_timeouts_on_the_claimed_queue_fail_no_job, kill_workers),
+            statement_timeouts_on_the_claimed_queue_fail_no_job, rt_teardown),
         cmocka_unit_test_teardown(
-            statement_timeouts_on_the_next_queue_fail_no_job, kill_workers),
+            statement_timeouts_on_the_next_queue_fail_no_job, rt_teardown),
         cmocka_unit_test_teardown(three_restarts_in_a_row_lose_nothing,
-                                  kill_workers),
+                                  rt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -337,3 +337,9 @@ void rt_kill_tracked(void) {
     }
     ntracked = 0;
 }
+
+int rt_teardown(void **state) {
+    (void)state;
+    rt_kill_tracked();
+    return 0;
+}

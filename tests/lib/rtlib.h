@@ -84,4 +84,8 @@ pid_t rt_track(pid_t pid);
  * Use as (part of) a cmocka teardown. */
 void rt_kill_tracked(void);
 
+/* The cmocka teardown of every test that starts workers: a failed
+ * assertion skips the test's own cleanup, so end its workers here. */
+int rt_teardown(void **state);
+
 #endif

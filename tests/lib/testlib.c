@@ -145,3 +145,18 @@ int64_t sl_test_now_ms(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+const char *const sl_test_generation_yaml =
+    "pipeline: generation\n"
+    "security:\n"
+    "  inherit: {table: projects, column: project_id, key: id}\n"
+    "stages:\n"
+    "  generate:\n"
+    "    queue: generation_jobs\n"
+    "    handler: noop\n"
+    "    columns:\n"
+    "      account_id: {type: uuid, references: accounts.id}\n"
+    "      project_id: {type: uuid, references: projects.id, not_null: "
+    "true}\n"
+    "      payload: jsonb\n"
+    "      result: jsonb\n";

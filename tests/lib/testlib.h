@@ -52,4 +52,8 @@ const char *sl_test_bin(void);
 /* Milliseconds on the monotonic clock. */
 int64_t sl_test_now_ms(void);
 
+/* A standalone generation pipeline (a generation_jobs queue inheriting RLS
+ * from projects), shared by the schema and migration tests. */
+extern const char *const sl_test_generation_yaml;
+
 #endif
