@@ -72,7 +72,6 @@ char *sl_diags_format(const sl_diags *d) {
     return s;
 }
 
-
 static void vdiag_at(loader *L, const char *file, int line, int col,
                      const char *fmt, va_list ap) {
     sl_diags *d = L->d;
@@ -105,7 +104,8 @@ static void vdiag_at(loader *L, const char *file, int line, int col,
 }
 
 void sl_dsl__diag_at(loader *L, const char *file, int line, int col,
-                    const char *fmt, ...) {
+                     const char *fmt, ...) {
+    assert(L && fmt);
     va_list ap;
     va_start(ap, fmt);
     vdiag_at(L, file, line, col, fmt, ap);
@@ -124,6 +124,7 @@ void sl_dsl__diag(loader *L, const node *n, const char *fmt, ...) {
  * escaped, long values cut with "...". Returns a static buffer among
  * four rotating ones, so a message can quote up to four values. */
 const char *sl_dsl__show(const char *s) {
+    assert(s);
     static char bufs[4][100];
     static int k;
     char *b = bufs[k++ & 3];
@@ -144,6 +145,7 @@ const char *sl_dsl__show(const char *s) {
 
 /* What a node is, for "expected X, got Y" messages. */
 const char *sl_dsl__describe(const node *n) {
+    assert(n);
     static char buf[4][120];
     static int k;
     if (n->kind == N_MAP) return "a mapping";
@@ -183,6 +185,7 @@ static size_t edit_distance(const char *a, const char *b) {
 
 /* The candidate closest to s, or NULL when none is close enough. */
 const char *sl_dsl__nearest(const char *s, const char *const *cands, size_t n) {
+    assert(s && (cands || n == 0));
     const char *best = NULL;
     size_t bestd = SIZE_MAX;
     for (size_t i = 0; i < n && cands[i]; i++) {
@@ -207,7 +210,7 @@ size_t sl_dsl__count_list(const char *const *l) {
 
 /* " (did you mean 'x'?)" or "" in a rotating static buffer. */
 const char *sl_dsl__did_you_mean(const char *s, const char *const *cands,
-                                size_t n) {
+                                 size_t n) {
     static char buf[2][128];
     static int k;
     const char *m = sl_dsl__nearest(s, cands, n);
@@ -216,7 +219,6 @@ const char *sl_dsl__did_you_mean(const char *s, const char *const *cands,
     snprintf(b, sizeof buf[0], " (did you mean '%s'?)", m);
     return b;
 }
-
 
 static char *abs_path(const char *path) {
     char *r = realpath(path, NULL);
@@ -254,8 +256,9 @@ static void load_text(loader *L, const char *name, const char *text,
     L->t = calloc(1, sizeof *L->t);
     if (!L->t) goto out;
     if (len > MAX_FILE_BYTES) {
-        sl_dsl__diag_at(L, name, 1, 1, "the file is too large (%zu bytes, at most %u)",
-                len, MAX_FILE_BYTES);
+        sl_dsl__diag_at(L, name, 1, 1,
+                        "the file is too large (%zu bytes, at most %u)", len,
+                        MAX_FILE_BYTES);
         goto out;
     }
     const char *nul = memchr(text, '\0', len);
@@ -263,8 +266,8 @@ static void load_text(loader *L, const char *name, const char *text,
         int line, col;
         sl_dsl__offset_pos(text, len, (size_t)(nul - text), &line, &col);
         sl_dsl__diag_at(L, name, line, col,
-                "a NUL byte: a pipeline file is UTF-8 "
-                "text");
+                        "a NUL byte: a pipeline file is UTF-8 "
+                        "text");
         goto out;
     }
     node *root = sl_dsl__parse_yaml(L, text, len);
@@ -292,8 +295,9 @@ static void load_file(loader *L, const char *path) {
         return;
     }
     if (st.st_size > (off_t)MAX_FILE_BYTES) {
-        sl_dsl__diag_at(L, path, 1, 1, "the file is too large (%lld bytes, at most %u)",
-                (long long)st.st_size, MAX_FILE_BYTES);
+        sl_dsl__diag_at(L, path, 1, 1,
+                        "the file is too large (%lld bytes, at most %u)",
+                        (long long)st.st_size, MAX_FILE_BYTES);
         return;
     }
     f = fopen(path, "rb");
@@ -306,7 +310,7 @@ static void load_file(loader *L, const char *path) {
     size_t n = buf ? fread(buf, 1, (size_t)st.st_size + 1, f) : 0;
     if (!buf || ferror(f)) {
         sl_dsl__diag_at(L, path, 0, 0, "cannot read: %s",
-                buf ? strerror(errno) : "out of memory");
+                        buf ? strerror(errno) : "out of memory");
         L->io_error = 1;
     } else if (n > (size_t)st.st_size) {
         sl_dsl__diag_at(L, path, 1, 1, "the file grew while being read");
@@ -329,7 +333,8 @@ static int has_ext(const char *s, const char *ext) {
 static void load_dir(loader *L, const char *path) {
     DIR *d = opendir(path);
     if (!d) {
-        sl_dsl__diag_at(L, path, 0, 0, "cannot open directory: %s", strerror(errno));
+        sl_dsl__diag_at(L, path, 0, 0, "cannot open directory: %s",
+                        strerror(errno));
         L->io_error = 1;
         return;
     }
@@ -356,8 +361,8 @@ static void load_dir(loader *L, const char *path) {
     closedir(d);
     if (n == 0) {
         sl_dsl__diag_at(L, path, 0, 0,
-                "no pipeline files (*.yaml, *.yml) in this "
-                "directory");
+                        "no pipeline files (*.yaml, *.yml) in this "
+                        "directory");
         L->io_error = 1;
     }
     qsort(names, n, sizeof *names, str_cmp);
@@ -367,7 +372,6 @@ static void load_dir(loader *L, const char *path) {
     }
     free(names);
 }
-
 
 /* ---- the public entry points ------------------------------------------------
  */
@@ -441,6 +445,7 @@ static void sort_diags(sl_diags *all, size_t from) {
 }
 
 static int finish(loader *L, sl_model **out, size_t diags_before) {
+    assert(L->a && out && L->d->n >= diags_before);
     int rc = 0;
     if (L->d->n == diags_before && L->ndrafts == 0) {
         sl_dsl__diag_at(L, "", 0, 0, "no pipelines loaded");
@@ -449,7 +454,8 @@ static int finish(loader *L, sl_model **out, size_t diags_before) {
     sl_model *m = NULL;
     if (L->d->n == diags_before && !L->a->failed) {
         m = sl_dsl__arena_alloc(L->a, sizeof *m);
-        sl_pipeline *ps = m ? sl_dsl__arena_alloc(L->a, L->ndrafts * sizeof *ps) : NULL;
+        sl_pipeline *ps =
+            m ? sl_dsl__arena_alloc(L->a, L->ndrafts * sizeof *ps) : NULL;
         if (!m || !ps) {
             sl_dsl__diag_at(L, "", 0, 0, "out of memory");
         } else {
@@ -471,11 +477,12 @@ static int finish(loader *L, sl_model **out, size_t diags_before) {
                     if (h && h->validate &&
                         h->validate(st, err, sizeof err) != 0)
                         sl_dsl__diag_at(L, L->drafts[i].file, st->line, st->col,
-                                "stage '%s'%s%s%s: handler '%s': %s", st->name,
-                                st->provider ? " (provider '" : "",
-                                st->provider ? st->provider : "",
-                                st->provider ? "')" : "", st->handler,
-                                err[0] ? err : "invalid with:");
+                                        "stage '%s'%s%s%s: handler '%s': %s",
+                                        st->name,
+                                        st->provider ? " (provider '" : "",
+                                        st->provider ? st->provider : "",
+                                        st->provider ? "')" : "", st->handler,
+                                        err[0] ? err : "invalid with:");
                 }
         }
     }
@@ -508,6 +515,7 @@ static int loader_init(loader *L, sl_diags *d) {
 
 int sl_dsl_load(const char *const *paths, size_t npaths, sl_model **out,
                 sl_diags *diags) {
+    assert(out && diags && (paths || npaths == 0));
     loader L;
     *out = NULL;
     if (loader_init(&L, diags) != 0) return -SL_ENOMEM;
@@ -525,6 +533,7 @@ int sl_dsl_load(const char *const *paths, size_t npaths, sl_model **out,
 
 int sl_dsl_load_string(const char *name, const char *text, size_t len,
                        sl_model **out, sl_diags *diags) {
+    assert(name && out && diags);
     loader L;
     *out = NULL;
     if (loader_init(&L, diags) != 0) return -SL_ENOMEM;
@@ -532,4 +541,3 @@ int sl_dsl_load_string(const char *name, const char *text, size_t len,
     load_text(&L, name, text ? text : "", text ? len : 0);
     return finish(&L, out, before);
 }
-

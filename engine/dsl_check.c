@@ -90,11 +90,12 @@ static void check_progress(graph *g) {
         for (int f = 0; f < 4; f++) {
             if (vals[f] < 0) continue;
             if (vals[f] < cur) {
-                sl_dsl__diag(g->L, g->ax[u].prog[f] ? g->ax[u].prog[f] : g->ax[u].key,
-                     "progress goes backwards: %s %d of stage '%s' is lower "
-                     "than %s %d of stage '%s'",
-                     field[f], vals[f], st->name, field[cf], cur,
-                     p->stages[cs].name);
+                sl_dsl__diag(
+                    g->L, g->ax[u].prog[f] ? g->ax[u].prog[f] : g->ax[u].key,
+                    "progress goes backwards: %s %d of stage '%s' is lower "
+                    "than %s %d of stage '%s'",
+                    field[f], vals[f], st->name, field[cf], cur,
+                    p->stages[cs].name);
             } else {
                 cur = vals[f];
                 cs = u;
@@ -122,6 +123,7 @@ out:
 }
 
 void sl_dsl__check_graph(loader *L, sl_pipeline *p, stage_aux *ax) {
+    assert(L && p && (p->nstages == 0 || ax));
     size_t n = p->nstages;
     if (n == 0) return;
     const char **names = calloc(n + 1, sizeof *names);
@@ -137,10 +139,12 @@ void sl_dsl__check_graph(loader *L, sl_pipeline *p, stage_aux *ax) {
                 sl_next *nx = &set->next[j];
                 sl_stage *t = find_stage(p, nx->stage_name);
                 if (!t) {
-                    sl_dsl__diag(L, set->next_at[j],
-                         "next stage '%s' does not exist in pipeline '%s'%s",
-                         nx->stage_name, p->name ? p->name : "?",
-                         names ? sl_dsl__did_you_mean(nx->stage_name, names, nn) : "");
+                    sl_dsl__diag(
+                        L, set->next_at[j],
+                        "next stage '%s' does not exist in pipeline '%s'%s",
+                        nx->stage_name, p->name ? p->name : "?",
+                        names ? sl_dsl__did_you_mean(nx->stage_name, names, nn)
+                              : "");
                     continue;
                 }
                 nx->stage = t;
@@ -150,10 +154,12 @@ void sl_dsl__check_graph(loader *L, sl_pipeline *p, stage_aux *ax) {
                     if (t->columns[c].name) cols[nc++] = t->columns[c].name;
                 for (size_t m = 0; m < nx->nmap; m++) {
                     if (sl_stage_column(t, nx->map[m].to)) continue;
-                    sl_dsl__diag(L, set->to_at[j][m],
-                         "map: next stage '%s' declares no column '%s'%s",
-                         t->name, nx->map[m].to,
-                         cols ? sl_dsl__did_you_mean(nx->map[m].to, cols, nc) : "");
+                    sl_dsl__diag(
+                        L, set->to_at[j][m],
+                        "map: next stage '%s' declares no column '%s'%s",
+                        t->name, nx->map[m].to,
+                        cols ? sl_dsl__did_you_mean(nx->map[m].to, cols, nc)
+                             : "");
                 }
                 free(cols);
             }
@@ -173,11 +179,11 @@ void sl_dsl__check_graph(loader *L, sl_pipeline *p, stage_aux *ax) {
     for (size_t i = 1; i < n; i++)
         if (g.color[i] == 0 && p->stages[i].name &&
             find_stage(p, p->stages[i].name) == &p->stages[i])
-            sl_dsl__diag(L, ax[i].key,
-                 "stage '%s' is not reachable from the entry stage '%s' (the "
-                 "first stage)",
-                 p->stages[i].name,
-                 p->stages[0].name ? p->stages[0].name : "?");
+            sl_dsl__diag(
+                L, ax[i].key,
+                "stage '%s' is not reachable from the entry stage '%s' (the "
+                "first stage)",
+                p->stages[i].name, p->stages[0].name ? p->stages[0].name : "?");
     /* A stage whose name repeats an earlier one was reported as a
      * duplicate key; it is not also called unreachable. The rest of the
      * graph is walked for the cycle check only. */
@@ -190,19 +196,19 @@ out:
     free(g.order);
 }
 
-
 /* ---- across files -----------------------------------------------------------
  */
 
 void sl_dsl__check_unique(loader *L) {
+    assert(L && (L->ndrafts == 0 || L->drafts));
     for (size_t i = 0; i < L->ndrafts; i++) {
         draft *a = &L->drafts[i];
         for (size_t j = 0; j < i; j++) {
             draft *b = &L->drafts[j];
             if (a->p.name && b->p.name && !strcmp(a->p.name, b->p.name))
                 sl_dsl__diag_at(L, a->file, a->p.line, a->p.col,
-                        "pipeline '%s' is already defined at %s:%d:%d",
-                        a->p.name, b->file, b->p.line, b->p.col);
+                                "pipeline '%s' is already defined at %s:%d:%d",
+                                a->p.name, b->file, b->p.line, b->p.col);
         }
     }
     /* Queue tables against earlier queues and every subject table, and
@@ -221,12 +227,13 @@ void sl_dsl__check_unique(loader *L) {
                     stage_pos *pb = &b->pos[t];
                     if (!qdone && sa->queue && sb->queue &&
                         !strcmp(sa->queue, sb->queue)) {
-                        sl_dsl__diag_at(L, a->file, pa->qline, pa->qcol,
-                                "queue table '%s' is already used by stage "
-                                "'%s' of pipeline '%s' (%s:%d:%d)",
-                                sa->queue, sb->name ? sb->name : "?",
-                                b->p.name ? b->p.name : "?", b->file, pb->qline,
-                                pb->qcol);
+                        sl_dsl__diag_at(
+                            L, a->file, pa->qline, pa->qcol,
+                            "queue table '%s' is already used by stage "
+                            "'%s' of pipeline '%s' (%s:%d:%d)",
+                            sa->queue, sb->name ? sb->name : "?",
+                            b->p.name ? b->p.name : "?", b->file, pb->qline,
+                            pb->qcol);
                         qdone = 1;
                     }
                     /* A default channel repeats a duplicate queue's
@@ -234,12 +241,13 @@ void sl_dsl__check_unique(loader *L) {
                     if (qdone && !pa->channel_set) cdone = 1;
                     if (!cdone && sa->channel && sb->channel &&
                         !strcmp(sa->channel, sb->channel)) {
-                        sl_dsl__diag_at(L, a->file, pa->cline, pa->ccol,
-                                "channel '%s' is already used by stage '%s' "
-                                "of pipeline '%s' (%s:%d:%d)",
-                                sa->channel, sb->name ? sb->name : "?",
-                                b->p.name ? b->p.name : "?", b->file, pb->cline,
-                                pb->ccol);
+                        sl_dsl__diag_at(
+                            L, a->file, pa->cline, pa->ccol,
+                            "channel '%s' is already used by stage '%s' "
+                            "of pipeline '%s' (%s:%d:%d)",
+                            sa->channel, sb->name ? sb->name : "?",
+                            b->p.name ? b->p.name : "?", b->file, pb->cline,
+                            pb->ccol);
                         cdone = 1;
                     }
                 }
@@ -250,19 +258,20 @@ void sl_dsl__check_unique(loader *L) {
                     b->p.subject.table &&
                     !strcmp(sa->queue, b->p.subject.table)) {
                     sl_dsl__diag_at(L, a->file, pa->qline, pa->qcol,
-                            "queue table '%s' is the subject table of "
-                            "pipeline '%s'",
-                            sa->queue, b->p.name ? b->p.name : "?");
+                                    "queue table '%s' is the subject table of "
+                                    "pipeline '%s'",
+                                    sa->queue, b->p.name ? b->p.name : "?");
                     qdone = 1;
                 }
                 if (!cdone && sa->channel && b->p.has_subject &&
                     b->p.subject.channel &&
                     !strcmp(sa->channel, b->p.subject.channel)) {
-                    sl_dsl__diag_at(L, a->file, pa->cline, pa->ccol,
-                            "channel '%s' is already the subject channel of "
-                            "pipeline '%s' (%s:%d:%d)",
-                            sa->channel, b->p.name ? b->p.name : "?", b->file,
-                            b->sline, b->scol);
+                    sl_dsl__diag_at(
+                        L, a->file, pa->cline, pa->ccol,
+                        "channel '%s' is already the subject channel of "
+                        "pipeline '%s' (%s:%d:%d)",
+                        sa->channel, b->p.name ? b->p.name : "?", b->file,
+                        b->sline, b->scol);
                     cdone = 1;
                 }
             }
@@ -272,14 +281,14 @@ void sl_dsl__check_unique(loader *L) {
                 draft *b = &L->drafts[j];
                 if (b->p.has_subject && b->p.subject.channel &&
                     !strcmp(a->p.subject.channel, b->p.subject.channel)) {
-                    sl_dsl__diag_at(L, a->file, a->sline, a->scol,
-                            "channel '%s' is already the subject channel of "
-                            "pipeline '%s' (%s:%d:%d)",
-                            a->p.subject.channel, b->p.name ? b->p.name : "?",
-                            b->file, b->sline, b->scol);
+                    sl_dsl__diag_at(
+                        L, a->file, a->sline, a->scol,
+                        "channel '%s' is already the subject channel of "
+                        "pipeline '%s' (%s:%d:%d)",
+                        a->p.subject.channel, b->p.name ? b->p.name : "?",
+                        b->file, b->sline, b->scol);
                     break;
                 }
             }
     }
 }
-

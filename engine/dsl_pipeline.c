@@ -71,8 +71,10 @@ static int read_classes(loader *L, const node *n, const char *what,
         }
         int c = sl_errclass_parse(one->s);
         if (c < 0) {
-            sl_dsl__diag(L, one, "%s: unknown error class '%s'%s", what, sl_dsl__show(one->s),
-                 sl_dsl__did_you_mean(one->s, errclass_names, SL_EC__COUNT));
+            sl_dsl__diag(
+                L, one, "%s: unknown error class '%s'%s", what,
+                sl_dsl__show(one->s),
+                sl_dsl__did_you_mean(one->s, errclass_names, SL_EC__COUNT));
             bad = 1;
             continue;
         }
@@ -93,14 +95,17 @@ static const char *const defaults_keys[] = {"retry",     "timeout",     "lease",
 /* Reads settings keys present in m over s; `own` collects the nodes set
  * at this level. */
 void sl_dsl__read_settings(loader *L, const node *m, settings *s) {
+    assert(L && m && m->kind == N_MAP && s);
     const node *n;
     s->n_timeout = s->n_lease = s->n_heartbeat = NULL;
     s->n_initial = s->n_max_delay = NULL;
-    if ((n = sl_dsl__mget(m, "retry")) && sl_dsl__expect_kind(L, n, N_MAP, "retry")) {
+    if ((n = sl_dsl__mget(m, "retry")) &&
+        sl_dsl__expect_kind(L, n, N_MAP, "retry")) {
         sl_dsl__check_keys(L, n, "retry", retry_keys);
         const node *v;
         if ((v = sl_dsl__mget(n, "max_attempts")))
-            sl_dsl__read_int(L, v, "max_attempts", 1, INT_MAX, &s->retry.max_attempts);
+            sl_dsl__read_int(L, v, "max_attempts", 1, INT_MAX,
+                             &s->retry.max_attempts);
         if ((v = sl_dsl__mget(n, "backoff"))) {
             const char *b = sl_dsl__read_value(L, v, "backoff");
             static const char *const kinds[] = {"fixed", "exponential", NULL};
@@ -109,20 +114,24 @@ void sl_dsl__read_settings(loader *L, const node *m, settings *s) {
             else if (b && !strcmp(b, "exponential"))
                 s->retry.backoff = SL_BACKOFF_EXPONENTIAL;
             else if (b)
-                sl_dsl__diag(L, v, "backoff: expected fixed or exponential, got '%s'%s",
-                     sl_dsl__show(b), sl_dsl__did_you_mean(b, kinds, 2));
+                sl_dsl__diag(
+                    L, v, "backoff: expected fixed or exponential, got '%s'%s",
+                    sl_dsl__show(b), sl_dsl__did_you_mean(b, kinds, 2));
         }
         if ((v = sl_dsl__mget(n, "initial")) &&
-            sl_dsl__read_duration(L, v, "initial", 0, &s->retry.initial_ms) == 0)
+            sl_dsl__read_duration(L, v, "initial", 0, &s->retry.initial_ms) ==
+                0)
             s->n_initial = v;
         if ((v = sl_dsl__mget(n, "factor")))
             sl_dsl__read_double(L, v, "factor", 1, HUGE_VAL, &s->retry.factor);
         if ((v = sl_dsl__mget(n, "max_delay")) &&
-            sl_dsl__read_duration(L, v, "max_delay", 0, &s->retry.max_delay_ms) == 0)
+            sl_dsl__read_duration(L, v, "max_delay", 0,
+                                  &s->retry.max_delay_ms) == 0)
             s->n_max_delay = v;
         if ((v = sl_dsl__mget(n, "jitter")))
             sl_dsl__read_double(L, v, "jitter", 0, 1, &s->retry.jitter);
-        if ((v = sl_dsl__mget(n, "on")) && read_classes(L, v, "on", &s->on_mask) == 0)
+        if ((v = sl_dsl__mget(n, "on")) &&
+            read_classes(L, v, "on", &s->on_mask) == 0)
             s->has_on = 1;
         if ((v = sl_dsl__mget(n, "fail_on")) &&
             read_classes(L, v, "fail_on", &s->fail_mask) == 0)
@@ -131,8 +140,8 @@ void sl_dsl__read_settings(loader *L, const node *m, settings *s) {
             if (s->retry.max_delay_ms < s->retry.initial_ms) {
                 const node *at = s->n_max_delay ? s->n_max_delay : s->n_initial;
                 sl_dsl__diag(L, at, "max_delay %s must be >= initial %s",
-                     fmt_ms(s->retry.max_delay_ms),
-                     fmt_ms(s->retry.initial_ms));
+                             fmt_ms(s->retry.max_delay_ms),
+                             fmt_ms(s->retry.initial_ms));
             }
         }
     }
@@ -149,7 +158,8 @@ void sl_dsl__read_settings(loader *L, const node *m, settings *s) {
     }
     if ((n = sl_dsl__mget(m, "concurrency")))
         sl_dsl__read_int(L, n, "concurrency", 1, 1024, &s->concurrency);
-    if ((n = sl_dsl__mget(m, "batch"))) sl_dsl__read_int(L, n, "batch", 1, 1000, &s->batch);
+    if ((n = sl_dsl__mget(m, "batch")))
+        sl_dsl__read_int(L, n, "batch", 1, 1000, &s->batch);
     if ((n = sl_dsl__mget(m, "priority")))
         sl_dsl__read_int(L, n, "priority", -1000000, 1000000, &s->priority);
     if ((n = sl_dsl__mget(m, "sql_writes")))
@@ -164,11 +174,12 @@ void sl_dsl__read_settings(loader *L, const node *m, settings *s) {
                                         : s->n_lease;
         const char *src = s->heartbeat_set ? "" : " (the default, lease/3)";
         if (hb >= s->timeout_ms)
-            sl_dsl__diag(L, at, "heartbeat %s%s must be shorter than timeout %s",
-                 fmt_ms(hb), src, fmt_ms(s->timeout_ms));
+            sl_dsl__diag(L, at,
+                         "heartbeat %s%s must be shorter than timeout %s",
+                         fmt_ms(hb), src, fmt_ms(s->timeout_ms));
         if (hb >= s->lease_ms)
             sl_dsl__diag(L, at, "heartbeat %s%s must be shorter than lease %s",
-                 fmt_ms(hb), src, fmt_ms(s->lease_ms));
+                         fmt_ms(hb), src, fmt_ms(s->lease_ms));
     }
 }
 
@@ -185,8 +196,6 @@ void sl_dsl__apply_settings(const settings *s, sl_stage *st) {
     st->priority = s->priority;
     st->sql_writes = s->sql_writes;
 }
-
-
 
 static const char *const subject_keys[] = {"table",   "key",      "foreign_key",
                                            "status",  "progress", "detail",
@@ -223,58 +232,69 @@ static void read_subject(loader *L, const node *n, sl_pipeline *p, draft *dr) {
     else
         s->table = sl_dsl__read_ident(L, v, "subject table", ID_SQL);
     s->key = "id";
-    if ((v = sl_dsl__mget(n, "key"))) s->key = sl_dsl__read_ident(L, v, "subject key", ID_SQL);
+    if ((v = sl_dsl__mget(n, "key")))
+        s->key = sl_dsl__read_ident(L, v, "subject key", ID_SQL);
     if ((v = sl_dsl__mget(n, "foreign_key"))) {
         s->fk = sl_dsl__read_ident(L, v, "foreign_key", ID_SQL);
     } else if (s->table) {
         s->fk = default_fk(L->a, s->table);
         if (s->fk && strlen(s->fk) > MAX_IDENT) {
-            sl_dsl__diag(L, sl_dsl__mget(n, "table"),
-                 "the default foreign_key '%s' is longer than %d bytes; set "
-                 "'foreign_key'",
-                 sl_dsl__show(s->fk), MAX_IDENT);
+            sl_dsl__diag(
+                L, sl_dsl__mget(n, "table"),
+                "the default foreign_key '%s' is longer than %d bytes; set "
+                "'foreign_key'",
+                sl_dsl__show(s->fk), MAX_IDENT);
             s->fk = NULL;
         }
     }
     if (s->fk)
         if (sl_engine_column(s->fk))
-            sl_dsl__diag(L, sl_dsl__mget(n, "foreign_key") ? sl_dsl__mget(n, "foreign_key") : n,
-                     "foreign_key '%s' is a column the engine manages; choose "
-                     "another name",
-                     s->fk);
+            sl_dsl__diag(
+                L,
+                sl_dsl__mget(n, "foreign_key") ? sl_dsl__mget(n, "foreign_key")
+                                               : n,
+                "foreign_key '%s' is a column the engine manages; choose "
+                "another name",
+                s->fk);
     s->status_column = "status";
     if (!(v = sl_dsl__mget(n, "status"))) {
-        sl_dsl__diag(L, n, "subject: missing required key 'status' (with 'values')");
+        sl_dsl__diag(L, n,
+                     "subject: missing required key 'status' (with 'values')");
     } else if (sl_dsl__expect_kind(L, v, N_MAP, "subject.status")) {
         static const char *const keys[] = {"column", "values", NULL};
         sl_dsl__check_keys(L, v, "subject.status", keys);
-        const node *c = sl_dsl__mget(v, "column"), *vals = sl_dsl__mget(v, "values");
-        if (c) s->status_column = sl_dsl__read_ident(L, c, "status column", ID_SQL);
+        const node *c = sl_dsl__mget(v, "column"),
+                   *vals = sl_dsl__mget(v, "values");
+        if (c)
+            s->status_column =
+                sl_dsl__read_ident(L, c, "status column", ID_SQL);
         if (!vals) {
             sl_dsl__diag(L, v, "subject.status: missing required key 'values'");
-        } else if (sl_dsl__expect_kind(L, vals, N_SEQ, "subject.status.values")) {
+        } else if (sl_dsl__expect_kind(L, vals, N_SEQ,
+                                       "subject.status.values")) {
             if (vals->n == 0)
                 sl_dsl__diag(L, vals,
-                     "subject.status.values: expected at least one "
-                     "value");
+                             "subject.status.values: expected at least one "
+                             "value");
             else if (vals->n > MAX_STATUS_VALUES)
-                sl_dsl__diag(L, vals, "subject.status.values: at most %d values",
-                     MAX_STATUS_VALUES);
+                sl_dsl__diag(L, vals,
+                             "subject.status.values: at most %d values",
+                             MAX_STATUS_VALUES);
             else {
-                s->status_values =
-                    sl_dsl__arena_alloc(L->a, vals->n * sizeof *s->status_values);
+                s->status_values = sl_dsl__arena_alloc(
+                    L->a, vals->n * sizeof *s->status_values);
                 for (size_t i = 0; s->status_values && i < vals->n; i++) {
-                    const char *sv =
-                        sl_dsl__read_ident(L, vals->vals[i], "status value", ID_NAME);
+                    const char *sv = sl_dsl__read_ident(
+                        L, vals->vals[i], "status value", ID_NAME);
                     if (!sv) continue;
                     int dup = 0;
                     for (size_t j = 0; j < s->nstatus_values; j++)
                         if (!strcmp(s->status_values[j], sv)) dup = 1;
                     if (dup)
                         sl_dsl__diag(L, vals->vals[i],
-                             "status value '%s' is listed "
-                             "twice",
-                             sv);
+                                     "status value '%s' is listed "
+                                     "twice",
+                                     sv);
                     else
                         s->status_values[s->nstatus_values++] = sv;
                 }
@@ -282,7 +302,8 @@ static void read_subject(loader *L, const node *n, sl_pipeline *p, draft *dr) {
         }
     }
     if ((v = sl_dsl__mget(n, "progress")))
-        s->progress_column = sl_dsl__read_ident(L, v, "progress column", ID_SQL);
+        s->progress_column =
+            sl_dsl__read_ident(L, v, "progress column", ID_SQL);
     if ((v = sl_dsl__mget(n, "detail")))
         s->detail_column = sl_dsl__read_ident(L, v, "detail column", ID_SQL);
     if ((v = sl_dsl__mget(n, "channel"))) {
@@ -298,8 +319,8 @@ static void read_subject(loader *L, const node *n, sl_pipeline *p, draft *dr) {
     for (int i = 0; i < 4; i++)
         for (int j = i + 1; j < 4; j++)
             if (cols[i] && cols[j] && !strcmp(cols[i], cols[j]))
-                sl_dsl__diag(L, n, "subject: %s and %s are both column '%s'", what[i],
-                     what[j], cols[i]);
+                sl_dsl__diag(L, n, "subject: %s and %s are both column '%s'",
+                             what[i], what[j], cols[i]);
 }
 
 static void read_security(loader *L, const node *n, sl_pipeline *p) {
@@ -310,7 +331,8 @@ static void read_security(loader *L, const node *n, sl_pipeline *p) {
         static const char *const keys[] = {"rls", "inherit", NULL};
         sl_dsl__check_keys(L, n, "security", keys);
         const node *v;
-        if ((v = sl_dsl__mget(n, "rls"))) sl_dsl__read_bool(L, v, "rls", &r->enabled);
+        if ((v = sl_dsl__mget(n, "rls")))
+            sl_dsl__read_bool(L, v, "rls", &r->enabled);
         inh = sl_dsl__mget(n, "inherit");
     } else if (n) {
         return;
@@ -325,29 +347,32 @@ static void read_security(loader *L, const node *n, sl_pipeline *p) {
         sl_dsl__check_keys(L, inh, "security.inherit", keys);
         const node *v;
         if ((v = sl_dsl__mget(inh, "table")))
-            r->table = sl_dsl__read_ident(L, v, "security.inherit table", ID_SQL);
+            r->table =
+                sl_dsl__read_ident(L, v, "security.inherit table", ID_SQL);
         if ((v = sl_dsl__mget(inh, "column")))
-            r->column = sl_dsl__read_ident(L, v, "security.inherit column", ID_SQL);
+            r->column =
+                sl_dsl__read_ident(L, v, "security.inherit column", ID_SQL);
         if ((v = sl_dsl__mget(inh, "key")))
             r->key = sl_dsl__read_ident(L, v, "security.inherit key", ID_SQL);
         else if (!p->has_subject)
             r->key = "id";
         if (!p->has_subject && r->enabled) {
             if (!sl_dsl__mget(inh, "table"))
-                sl_dsl__diag(L, inh, "security.inherit: missing required key 'table'");
+                sl_dsl__diag(L, inh,
+                             "security.inherit: missing required key 'table'");
             if (!sl_dsl__mget(inh, "column"))
                 sl_dsl__diag(L, inh,
-                     "security.inherit: missing required key "
-                     "'column'");
+                             "security.inherit: missing required key "
+                             "'column'");
         }
     } else if (!p->has_subject && r->enabled && (!inh)) {
-        sl_dsl__diag_at(L, L->file, p->line, p->col,
-                "pipeline '%s' has no subject, so it needs security.inherit "
-                "{table, column, key} (or security.rls: false)",
-                p->name ? p->name : "?");
+        sl_dsl__diag_at(
+            L, L->file, p->line, p->col,
+            "pipeline '%s' has no subject, so it needs security.inherit "
+            "{table, column, key} (or security.rls: false)",
+            p->name ? p->name : "?");
     }
 }
-
 
 /* ---- one file --------------------------------------------------------------
  */
@@ -369,11 +394,12 @@ static draft *new_draft(loader *L) {
 }
 
 void sl_dsl__read_pipeline(loader *L, const node *root) {
+    assert(L && L->a && L->t && root);
     if (root->kind != N_MAP) {
         sl_dsl__diag(L, root,
-             "expected a mapping with 'pipeline' and 'stages' at "
-             "the top level, got %s",
-             sl_dsl__describe(root));
+                     "expected a mapping with 'pipeline' and 'stages' at "
+                     "the top level, got %s",
+                     sl_dsl__describe(root));
         return;
     }
     draft *dr = new_draft(L);
@@ -389,10 +415,12 @@ void sl_dsl__read_pipeline(loader *L, const node *root) {
     sl_dsl__check_keys(L, root, "a pipeline", top_keys);
     const node *n;
     if (!(n = sl_dsl__mget(root, "pipeline")))
-        sl_dsl__diag(L, root, "missing required key 'pipeline' (the pipeline's name)");
+        sl_dsl__diag(L, root,
+                     "missing required key 'pipeline' (the pipeline's name)");
     else {
         p->name = sl_dsl__read_ident(L, n, "pipeline name", ID_NAME);
-        if (!p->name && n->kind == N_SCALAR) p->name = sl_dsl__arena_strdup(L->a, n->s);
+        if (!p->name && n->kind == N_SCALAR)
+            p->name = sl_dsl__arena_strdup(L->a, n->s);
         p->line = n->line;
         p->col = n->col;
     }
@@ -401,7 +429,8 @@ void sl_dsl__read_pipeline(loader *L, const node *root) {
 
     p->sweep_interval_ms = 5000;
     p->sweep_age_ms = 60000;
-    if ((n = sl_dsl__mget(root, "sweep")) && sl_dsl__expect_kind(L, n, N_MAP, "sweep")) {
+    if ((n = sl_dsl__mget(root, "sweep")) &&
+        sl_dsl__expect_kind(L, n, N_MAP, "sweep")) {
         static const char *const keys[] = {"interval", "pending_age", NULL};
         sl_dsl__check_keys(L, n, "sweep", keys);
         const node *v;
@@ -413,7 +442,8 @@ void sl_dsl__read_pipeline(loader *L, const node *root) {
 
     settings defaults;
     engine_defaults(&defaults);
-    if ((n = sl_dsl__mget(root, "defaults")) && sl_dsl__expect_kind(L, n, N_MAP, "defaults")) {
+    if ((n = sl_dsl__mget(root, "defaults")) &&
+        sl_dsl__expect_kind(L, n, N_MAP, "defaults")) {
         sl_dsl__check_keys(L, n, "defaults", defaults_keys);
         sl_dsl__read_settings(L, n, &defaults);
     }
@@ -429,8 +459,9 @@ void sl_dsl__read_pipeline(loader *L, const node *root) {
         return;
     }
     if (stages->n > MAX_STAGES) {
-        sl_dsl__diag(L, stages, "stages: at most %d stages per pipeline, got %zu",
-             MAX_STAGES, stages->n);
+        sl_dsl__diag(L, stages,
+                     "stages: at most %d stages per pipeline, got %zu",
+                     MAX_STAGES, stages->n);
         return;
     }
     size_t ns = stages->n;
@@ -444,7 +475,7 @@ void sl_dsl__read_pipeline(loader *L, const node *root) {
     for (size_t i = 0; i < ns; i++) {
         dr->pos[i].file = dr->file;
         sl_dsl__read_stage(L, p, stages->keys[i], stages->vals[i], &defaults,
-                   &p->stages[i], &ax[i], &dr->pos[i]);
+                           &p->stages[i], &ax[i], &dr->pos[i]);
         p->nstages++;
     }
 
@@ -457,11 +488,10 @@ void sl_dsl__read_pipeline(loader *L, const node *root) {
             sl_stage *st = &p->stages[i];
             if (st->name && !sl_stage_column(st, p->rls.column))
                 sl_dsl__diag(L, ax[i].key,
-                     "stage '%s' does not declare column '%s', which "
-                     "security.inherit needs",
-                     st->name, p->rls.column);
+                             "stage '%s' does not declare column '%s', which "
+                             "security.inherit needs",
+                             st->name, p->rls.column);
         }
     }
     sl_dsl__check_graph(L, p, ax);
 }
-

@@ -162,7 +162,8 @@ typedef struct stage_aux {
 /* An error at file:line:col (line 0: no position). Ignored once MAX_DIAGS
  * were recorded; the last one then says so. */
 void sl_dsl__diag_at(loader *L, const char *file, int line, int col,
-                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+                     const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 /* An error at node n (NULL: no position) of the current file. */
 void sl_dsl__diag(loader *L, const node *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -227,8 +228,7 @@ int sl_dsl__read_double(loader *L, const node *n, const char *what, double lo,
 int sl_dsl__read_bool(loader *L, const node *n, const char *what, int *out);
 int sl_dsl__read_duration(loader *L, const node *n, const char *what,
                           int64_t min_ms, int64_t *out);
-int sl_dsl__read_size(loader *L, const node *n, const char *what,
-                      size_t *out);
+int sl_dsl__read_size(loader *L, const node *n, const char *what, size_t *out);
 /* A `with` tree as JSON, scalars interpolated; plain scalars may be null,
  * bools and numbers. A new reference (caller owns). */
 json_t *sl_dsl__to_json(loader *L, const node *n);
@@ -242,9 +242,9 @@ void sl_dsl__read_settings(loader *L, const node *m, settings *s);
 /* Copies the settings into a stage (dsl_pipeline.c). */
 void sl_dsl__apply_settings(const settings *s, sl_stage *st);
 /* Reads stage k: v of pipeline p into st, ax and pos (dsl_stage.c). */
-void sl_dsl__read_stage(loader *L, sl_pipeline *p, const node *k,
-                        const node *v, const settings *defaults, sl_stage *st,
-                        stage_aux *ax, stage_pos *pos);
+void sl_dsl__read_stage(loader *L, sl_pipeline *p, const node *k, const node *v,
+                        const settings *defaults, sl_stage *st, stage_aux *ax,
+                        stage_pos *pos);
 /* Reads a `next` list into a new set of ax. Returns the set (valid until
  * the next call), or NULL after a diagnostic (dsl_stage.c). */
 next_set *sl_dsl__read_next(loader *L, const node *n, stage_aux *ax);

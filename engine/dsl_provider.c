@@ -37,8 +37,8 @@ static const char *compile_lua(loader *L, const char *abs, const char *shown) {
     lua_State *ls = NULL;
     char msg[600];
     if (stat(abs, &st) != 0) {
-        snprintf(msg, sizeof msg, "Lua file '%s' not found (%s)", sl_dsl__show(shown),
-                 strerror(errno));
+        snprintf(msg, sizeof msg, "Lua file '%s' not found (%s)",
+                 sl_dsl__show(shown), strerror(errno));
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -63,7 +63,8 @@ static const char *compile_lua(loader *L, const char *abs, const char *shown) {
     size_t n = fread(buf, 1, (size_t)st.st_size, f);
     ls = luaL_newstate();
     if (!ls) {
-        snprintf(msg, sizeof msg, "out of memory compiling '%s'", sl_dsl__show(shown));
+        snprintf(msg, sizeof msg, "out of memory compiling '%s'",
+                 sl_dsl__show(shown));
         goto fail;
     }
     char chunkname[300];
@@ -93,7 +94,6 @@ done:
     return err;
 }
 
-
 static int is_lua_name(const char *s) {
     if (!(isalpha((unsigned char)*s) || *s == '_')) return 0;
     for (const char *p = s; *p; p++)
@@ -116,12 +116,12 @@ static void read_hook(loader *L, const node *k, const node *v, sl_hook *h) {
         fn = sl_dsl__mget(v, "file");
         if (!fn)
             sl_dsl__diag(L, v, "hook '%s': missing required key 'file'",
-                 sl_dsl__show(sl_dsl__key_name(k)));
+                         sl_dsl__show(sl_dsl__key_name(k)));
         const node *f = sl_dsl__mget(v, "function");
         if (f && sl_dsl__expect_kind(L, f, N_SCALAR, "function")) {
             if (!is_lua_name(f->s))
                 sl_dsl__diag(L, f, "function: '%s' is not a Lua function name",
-                     sl_dsl__show(f->s));
+                             sl_dsl__show(f->s));
             else
                 h->function = sl_dsl__arena_strdup(L->a, f->s);
         }
@@ -129,12 +129,12 @@ static void read_hook(loader *L, const node *k, const node *v, sl_hook *h) {
         if (ins) {
             const char *iv = sl_dsl__read_value(L, ins, "instructions");
             long long x;
-            if (iv &&
-                (sl_dsl__parse_ll(iv, &x) != 0 || x < 1000 || x > 1000000000000LL))
+            if (iv && (sl_dsl__parse_ll(iv, &x) != 0 || x < 1000 ||
+                       x > 1000000000000LL))
                 sl_dsl__diag(L, ins,
-                     "instructions: expected an integer between 1000 "
-                     "and 1000000000000, got '%s'",
-                     sl_dsl__show(iv));
+                             "instructions: expected an integer between 1000 "
+                             "and 1000000000000, got '%s'",
+                             sl_dsl__show(iv));
             else if (iv)
                 h->instruction_limit = x;
         }
@@ -142,9 +142,9 @@ static void read_hook(loader *L, const node *k, const node *v, sl_hook *h) {
         if (mem) sl_dsl__read_size(L, mem, "memory", &h->memory_limit);
     } else if (v->kind != N_SCALAR) {
         sl_dsl__diag(L, v,
-             "hook '%s': expected a file name or a mapping with file "
-             "and function, got %s",
-             sl_dsl__show(sl_dsl__key_name(k)), sl_dsl__describe(v));
+                     "hook '%s': expected a file name or a mapping with file "
+                     "and function, got %s",
+                     sl_dsl__show(sl_dsl__key_name(k)), sl_dsl__describe(v));
         return;
     }
     if (!fn) return;
@@ -152,18 +152,21 @@ static void read_hook(loader *L, const node *k, const node *v, sl_hook *h) {
     const char *file = sl_dsl__read_value(L, fn, "file");
     if (!file || L->env_missing) return;
     if (!*file) {
-        sl_dsl__diag(L, fn, "file: expected a Lua file name, got an empty value");
+        sl_dsl__diag(L, fn,
+                     "file: expected a Lua file name, got an empty value");
         return;
     }
-    h->file = file[0] == '/' ? sl_dsl__arena_strdup(L->a, file)
-                             : sl_dsl__arena_printf(L->a, "%s/%s", L->dir, file);
+    h->file = file[0] == '/'
+                  ? sl_dsl__arena_strdup(L->a, file)
+                  : sl_dsl__arena_printf(L->a, "%s/%s", L->dir, file);
     const char *err = h->file ? compile_lua(L, h->file, file) : NULL;
-    if (err) sl_dsl__diag(L, fn, "hook '%s': %s", sl_dsl__show(sl_dsl__key_name(k)), err);
+    if (err)
+        sl_dsl__diag(L, fn, "hook '%s': %s", sl_dsl__show(sl_dsl__key_name(k)),
+                     err);
 }
 
 static const char *const provider_keys[] = {
     "handler", "with", "hooks", "sql_writes", "next", "when_env", NULL};
-
 
 /* A handler name (never interpolated) into st->handler; an unknown one is
  * reported with the nearest registered name. */
@@ -171,9 +174,9 @@ static void read_handler(loader *L, const node *n, sl_stage *st) {
     if (!sl_dsl__expect_kind(L, n, N_SCALAR, "handler")) return;
     if (strstr(n->s, "${")) {
         sl_dsl__diag(L, n,
-             "handler '%s': ${...} interpolation is not allowed in "
-             "handler names (choose between handlers with 'providers')",
-             sl_dsl__show(n->s));
+                     "handler '%s': ${...} interpolation is not allowed in "
+                     "handler names (choose between handlers with 'providers')",
+                     sl_dsl__show(n->s));
         return;
     }
     st->handler = sl_dsl__arena_strdup(L->a, n->s);
@@ -187,9 +190,11 @@ static void read_handler(loader *L, const node *n, sl_stage *st) {
         o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "",
                               names[i]);
     if (m)
-        sl_dsl__diag(L, n, "unknown handler '%s' (did you mean '%s'?)", sl_dsl__show(n->s), m);
+        sl_dsl__diag(L, n, "unknown handler '%s' (did you mean '%s'?)",
+                     sl_dsl__show(n->s), m);
     else
-        sl_dsl__diag(L, n, "unknown handler '%s' (registered: %s)", sl_dsl__show(n->s), list);
+        sl_dsl__diag(L, n, "unknown handler '%s' (registered: %s)",
+                     sl_dsl__show(n->s), list);
 }
 
 /* What a stage runs: handler, with and hooks, read from the stage's own
@@ -197,23 +202,27 @@ static void read_handler(loader *L, const node *n, sl_stage *st) {
  * messages ("stage 'a'", "stage 'a', provider 'local'"); a missing
  * handler is reported at `at`. */
 void sl_dsl__read_impl(loader *L, const node *m, const node *at,
-                      const char *what, int is_stage, sl_stage *st) {
+                       const char *what, int is_stage, sl_stage *st) {
+    assert(L && m && m->kind == N_MAP && at && what && st);
     const node *n, *run_hook_at = NULL;
     if (!(n = sl_dsl__mget(m, "handler")))
         sl_dsl__diag(L, at, "%s: missing required key 'handler'%s", what,
-             is_stage ? " (or 'providers', a choice of handlers)" : "");
+                     is_stage ? " (or 'providers', a choice of handlers)" : "");
     else
         read_handler(L, n, st);
-    if ((n = sl_dsl__mget(m, "with")) && sl_dsl__expect_kind(L, n, N_MAP, "with")) {
+    if ((n = sl_dsl__mget(m, "with")) &&
+        sl_dsl__expect_kind(L, n, N_MAP, "with")) {
         json_t *w = sl_dsl__to_json(L, n);
         if (w) {
             json_decref(st->with);
             st->with = w;
         }
     }
-    if ((n = sl_dsl__mget(m, "hooks")) && sl_dsl__expect_kind(L, n, N_MAP, "hooks")) {
+    if ((n = sl_dsl__mget(m, "hooks")) &&
+        sl_dsl__expect_kind(L, n, N_MAP, "hooks")) {
         if (n->n > MAX_HOOKS) {
-            sl_dsl__diag(L, n, "hooks: at most %d hooks, got %zu", MAX_HOOKS, n->n);
+            sl_dsl__diag(L, n, "hooks: at most %d hooks, got %zu", MAX_HOOKS,
+                         n->n);
         } else if (n->n) {
             st->hooks = sl_dsl__arena_alloc(L->a, n->n * sizeof *st->hooks);
             for (size_t i = 0; st->hooks && i < n->n; i++) {
@@ -225,9 +234,9 @@ void sl_dsl__read_impl(loader *L, const node *m, const node *at,
     }
     if (st->handler && !strcmp(st->handler, "lua") && !run_hook_at)
         sl_dsl__diag(L, sl_dsl__mget(m, "handler"),
-             "%s: handler 'lua' needs a 'run' hook (hooks: {run: "
-             "{file: ..., function: ...}})",
-             what);
+                     "%s: handler 'lua' needs a 'run' hook (hooks: {run: "
+                     "{file: ..., function: ...}})",
+                     what);
 }
 
 static int is_env_name(const char *s) {
@@ -250,21 +259,23 @@ static int read_when_env(loader *L, const node *n, const char **missing) {
         items = (const node *const *)n->vals;
         cnt = n->n;
         if (cnt == 0) {
-            sl_dsl__diag(L, n,
-                 "when_env: expected the names of environment variables, "
-                 "got an empty list");
+            sl_dsl__diag(
+                L, n,
+                "when_env: expected the names of environment variables, "
+                "got an empty list");
             return -1;
         }
         if (cnt > MAX_WHEN_ENV) {
-            sl_dsl__diag(L, n, "when_env: at most %d variables, got %zu", MAX_WHEN_ENV,
-                 cnt);
+            sl_dsl__diag(L, n, "when_env: at most %d variables, got %zu",
+                         MAX_WHEN_ENV, cnt);
             return -1;
         }
     } else if (n->kind != N_SCALAR) {
-        sl_dsl__diag(L, n,
-             "when_env: expected an environment variable name or a list of "
-             "them, got %s",
-             sl_dsl__describe(n));
+        sl_dsl__diag(
+            L, n,
+            "when_env: expected an environment variable name or a list of "
+            "them, got %s",
+            sl_dsl__describe(n));
         return -1;
     }
     char buf[1024];
@@ -279,9 +290,9 @@ static int read_when_env(loader *L, const node *n, const char **missing) {
         }
         if (!is_env_name(it->s)) {
             sl_dsl__diag(L, it,
-                 "when_env: '%s' is not an environment variable name "
-                 "(letters, digits and '_'; no ${...})",
-                 sl_dsl__show(it->s));
+                         "when_env: '%s' is not an environment variable name "
+                         "(letters, digits and '_'; no ${...})",
+                         sl_dsl__show(it->s));
             bad = 1;
             continue;
         }
@@ -297,6 +308,58 @@ static int read_when_env(loader *L, const node *n, const char **missing) {
     return ok;
 }
 
+/* The index of the chosen provider, or -1 after a diagnostic: the one
+ * `want` names (pv: the `provider` node), or with want NULL the first whose
+ * when_env variables are all set (fits[i] == 1; pk: the `providers` key).
+ * missing[i] lists provider i's unset variables. */
+static int choose_provider(loader *L, const node *pv, const node *pk,
+                           const char *want, const char *const *names,
+                           const char *const *missing, const int *fits,
+                           size_t np, const char *sname) {
+    assert(names && missing && fits && np > 0);
+    int chosen = -1;
+    if (want) {
+        for (size_t i = 0; i < np && chosen < 0; i++)
+            if (!strcmp(names[i], want)) chosen = (int)i;
+        if (chosen < 0) {
+            char list[512];
+            size_t o = 0;
+            list[0] = '\0';
+            for (size_t i = 0; i < np && o < sizeof list - 80; i++)
+                o += (size_t)snprintf(list + o, sizeof list - o, "%s%s",
+                                      i ? ", " : "", sl_dsl__show(names[i]));
+            sl_dsl__diag(
+                L, pv,
+                "provider '%s': stage '%s' has no such provider (choices: "
+                "%s, or auto)%s",
+                sl_dsl__show(want), sname, list,
+                sl_dsl__did_you_mean(want, names, np));
+        }
+    } else {
+        for (size_t i = 0; i < np && chosen < 0; i++)
+            if (fits[i] == 1) chosen = (int)i;
+        int invalid = 0;
+        for (size_t i = 0; i < np; i++)
+            if (fits[i] < 0) invalid = 1;
+        if (chosen < 0 && !invalid) {
+            char why[700];
+            size_t o = 0;
+            why[0] = '\0';
+            for (size_t i = 0; i < np && o < sizeof why - 160; i++)
+                o += (size_t)snprintf(
+                    why + o, sizeof why - o, "%s'%s' needs %s", i ? "; " : "",
+                    sl_dsl__show(names[i]), missing[i] ? missing[i] : "?");
+            sl_dsl__diag(
+                L, pk,
+                "stage '%s': no provider qualifies: %s (set the variables, "
+                "choose one with 'provider', or add a provider without "
+                "when_env last, as the fallback)",
+                sname, why);
+        }
+    }
+    return chosen;
+}
+
 /* Reads `providers:` and chooses one: the one `provider:` names, or (auto)
  * the first in order whose when_env variables are all set and non-empty.
  * The chosen provider fills st (handler, with, hooks, next); every other
@@ -305,20 +368,23 @@ static int read_when_env(loader *L, const node *n, const char **missing) {
  * ${VAR} in it is no error. Returns the chosen provider's sql_writes, or
  * -1 when it does not set it. */
 int sl_dsl__read_providers(loader *L, const node *v, const char *sname,
-                          sl_stage *st, stage_aux *ax) {
-    const node *pk = sl_dsl__mkey(v, "providers"), *provs = sl_dsl__mget(v, "providers");
+                           sl_stage *st, stage_aux *ax) {
+    assert(L && v && v->kind == N_MAP && sname && st && ax);
+    const node *pk = sl_dsl__mkey(v, "providers"),
+               *provs = sl_dsl__mget(v, "providers");
     const node *pv = sl_dsl__mget(v, "provider");
     int sql_writes = -1, bad = 0, chosen = -1;
     if (!sl_dsl__expect_kind(L, provs, N_MAP, "providers")) return -1;
     if (provs->n == 0) {
-        sl_dsl__diag(L, provs,
-             "providers: expected at least one provider (name: {handler: "
-             "...})");
+        sl_dsl__diag(
+            L, provs,
+            "providers: expected at least one provider (name: {handler: "
+            "...})");
         return -1;
     }
     if (provs->n > MAX_PROVIDERS) {
         sl_dsl__diag(L, provs, "providers: at most %d providers, got %zu",
-             MAX_PROVIDERS, provs->n);
+                     MAX_PROVIDERS, provs->n);
         return -1;
     }
     size_t np = provs->n;
@@ -342,51 +408,20 @@ int sl_dsl__read_providers(loader *L, const node *v, const char *sname,
         if (sl_dsl__check_ident(L, nk, names[i], "provider name", ID_NAME) != 0)
             bad = 1;
         else if (!strcmp(names[i], "auto")) {
-            sl_dsl__diag(L, nk,
-                 "provider name 'auto' is reserved ('provider: auto' picks "
-                 "the first provider whose when_env variables are set)");
+            sl_dsl__diag(
+                L, nk,
+                "provider name 'auto' is reserved ('provider: auto' picks "
+                "the first provider whose when_env variables are set)");
             bad = 1;
         }
-        fits[i] = pm->kind == N_MAP
-                      ? read_when_env(L, sl_dsl__mget(pm, "when_env"), &missing[i])
-                      : -1;
+        fits[i] =
+            pm->kind == N_MAP
+                ? read_when_env(L, sl_dsl__mget(pm, "when_env"), &missing[i])
+                : -1;
     }
-    if (want) {
-        for (size_t i = 0; i < np && chosen < 0; i++)
-            if (!strcmp(names[i], want)) chosen = (int)i;
-        if (chosen < 0) {
-            char list[512];
-            size_t o = 0;
-            list[0] = '\0';
-            for (size_t i = 0; i < np && o < sizeof list - 80; i++)
-                o += (size_t)snprintf(list + o, sizeof list - o, "%s%s",
-                                      i ? ", " : "", sl_dsl__show(names[i]));
-            sl_dsl__diag(L, pv,
-                 "provider '%s': stage '%s' has no such provider (choices: "
-                 "%s, or auto)%s",
-                 sl_dsl__show(want), sname, list, sl_dsl__did_you_mean(want, names, np));
-        }
-    } else if (!bad) {
-        for (size_t i = 0; i < np && chosen < 0; i++)
-            if (fits[i] == 1) chosen = (int)i;
-        int invalid = 0;
-        for (size_t i = 0; i < np; i++)
-            if (fits[i] < 0) invalid = 1;
-        if (chosen < 0 && !invalid) {
-            char why[700];
-            size_t o = 0;
-            why[0] = '\0';
-            for (size_t i = 0; i < np && o < sizeof why - 160; i++)
-                o += (size_t)snprintf(
-                    why + o, sizeof why - o, "%s'%s' needs %s", i ? "; " : "",
-                    sl_dsl__show(names[i]), missing[i] ? missing[i] : "?");
-            sl_dsl__diag(L, pk,
-                 "stage '%s': no provider qualifies: %s (set the variables, "
-                 "choose one with 'provider', or add a provider without "
-                 "when_env last, as the fallback)",
-                 sname, why);
-        }
-    }
+    if (want || !bad)
+        chosen =
+            choose_provider(L, pv, pk, want, names, missing, fits, np, sname);
 
     for (size_t i = 0; i < np; i++) {
         const node *nk = provs->keys[i], *pm = provs->vals[i], *n;
@@ -413,7 +448,8 @@ int sl_dsl__read_providers(loader *L, const node *v, const char *sname,
         if ((n = sl_dsl__mget(pm, "sql_writes"))) {
             int b;
             if (is_chosen) {
-                if (sl_dsl__read_bool(L, n, "sql_writes", &b) == 0) sql_writes = b;
+                if (sl_dsl__read_bool(L, n, "sql_writes", &b) == 0)
+                    sql_writes = b;
             } else if (n->kind != N_SCALAR || !strstr(n->s, "${")) {
                 sl_dsl__read_bool(L, n, "sql_writes", &b);
             }

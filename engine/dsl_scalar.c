@@ -39,8 +39,8 @@ int sl_dsl__check_ident(loader *L, const node *at, const char *s,
                      what, sl_dsl__show(s));
         return -1;
     case SL_IDENT_TOO_LONG:
-        sl_dsl__diag(L, at, "%s '%s' is too long: %zu bytes, at most %d",
-                     what, sl_dsl__show(s), strlen(s), SL_IDENT_MAX);
+        sl_dsl__diag(L, at, "%s '%s' is too long: %zu bytes, at most %d", what,
+                     sl_dsl__show(s), strlen(s), SL_IDENT_MAX);
         return -1;
     }
     if (sql && sl_reserved_word(s)) {
@@ -55,7 +55,7 @@ int sl_dsl__check_ident(loader *L, const node *at, const char *s,
 /* A name from a scalar node: validated, copied into the model arena.
  * NULL (after a diagnostic) when n is not a valid name. */
 const char *sl_dsl__read_ident(loader *L, const node *n, const char *what,
-                              int sql) {
+                               int sql) {
     if (!n) return NULL;
     if (!sl_dsl__expect_kind(L, n, N_SCALAR, what)) return NULL;
     if (sl_dsl__check_ident(L, n, n->s, what, sql) != 0) return NULL;
@@ -101,9 +101,9 @@ static char *interpolate(loader *L, const node *at, const char *s) {
             if (*q != '}' || nlen == 0 || nlen >= sizeof name ||
                 (nb[0] >= '0' && nb[0] <= '9')) {
                 sl_dsl__diag(L, at,
-                     "bad interpolation in '%s': expected ${NAME} or "
-                     "${NAME:-default}",
-                     sl_dsl__show(s));
+                             "bad interpolation in '%s': expected ${NAME} or "
+                             "${NAME:-default}",
+                             sl_dsl__show(s));
                 bad = 1;
                 break;
             }
@@ -122,9 +122,9 @@ static char *interpolate(loader *L, const node *at, const char *s) {
                 plen = 0;
             } else {
                 sl_dsl__diag(L, at,
-                     "environment variable '%s' is not set (write "
-                     "${%s:-default} to give a default)",
-                     name, name);
+                             "environment variable '%s' is not set (write "
+                             "${%s:-default} to give a default)",
+                             name, name);
                 bad = 1;
                 piece = "";
                 plen = 0;
@@ -156,6 +156,7 @@ static char *interpolate(loader *L, const node *at, const char *s) {
 
 /* A non-name scalar value, interpolated. NULL after a diagnostic. */
 const char *sl_dsl__read_value(loader *L, const node *n, const char *what) {
+    assert(L && n && what);
     if (!sl_dsl__expect_kind(L, n, N_SCALAR, what)) return NULL;
     return interpolate(L, n, n->s);
 }
@@ -182,20 +183,22 @@ int sl_dsl__parse_ll(const char *s, long long *out) {
 
 /* An integer in lo..hi. Returns 0 and sets *out, or -1 after a diag. */
 int sl_dsl__read_int(loader *L, const node *n, const char *what, long long lo,
-                    long long hi, int *out) {
+                     long long hi, int *out) {
+    assert(lo <= hi && out);
     const char *v = sl_dsl__read_value(L, n, what);
     if (!v) return -1;
     long long x;
     if (sl_dsl__parse_ll(v, &x) != 0) {
-        sl_dsl__diag(L, n, "%s: expected an integer, got '%s'", what, sl_dsl__show(v));
+        sl_dsl__diag(L, n, "%s: expected an integer, got '%s'", what,
+                     sl_dsl__show(v));
         return -1;
     }
     if (x < lo || x > hi) {
         if (hi >= INT_MAX)
             sl_dsl__diag(L, n, "%s: must be >= %lld, got %lld", what, lo, x);
         else
-            sl_dsl__diag(L, n, "%s: must be between %lld and %lld, got %lld", what, lo,
-                 hi, x);
+            sl_dsl__diag(L, n, "%s: must be between %lld and %lld, got %lld",
+                         what, lo, hi, x);
         return -1;
     }
     *out = (int)x;
@@ -203,7 +206,8 @@ int sl_dsl__read_int(loader *L, const node *n, const char *what, long long lo,
 }
 
 int sl_dsl__read_double(loader *L, const node *n, const char *what, double lo,
-                       double hi, double *out) {
+                        double hi, double *out) {
+    assert(lo <= hi && out);
     const char *v = sl_dsl__read_value(L, n, what);
     if (!v) return -1;
     char *end;
@@ -213,15 +217,17 @@ int sl_dsl__read_double(loader *L, const node *n, const char *what, double lo,
     for (const char *q = v; numeric && *q; q++)
         if (!strchr("0123456789.eE+-", *q)) numeric = 0;
     if (!numeric) {
-        sl_dsl__diag(L, n, "%s: expected a number, got '%s'", what, sl_dsl__show(v));
+        sl_dsl__diag(L, n, "%s: expected a number, got '%s'", what,
+                     sl_dsl__show(v));
         return -1;
     }
     if (x < lo || x > hi) {
         if (hi == HUGE_VAL)
-            sl_dsl__diag(L, n, "%s: must be >= %g, got %s", what, lo, sl_dsl__show(v));
+            sl_dsl__diag(L, n, "%s: must be >= %g, got %s", what, lo,
+                         sl_dsl__show(v));
         else
-            sl_dsl__diag(L, n, "%s: must be between %g and %g, got %s", what, lo, hi,
-                 sl_dsl__show(v));
+            sl_dsl__diag(L, n, "%s: must be between %g and %g, got %s", what,
+                         lo, hi, sl_dsl__show(v));
         return -1;
     }
     *out = x;
@@ -239,29 +245,29 @@ int sl_dsl__read_bool(loader *L, const node *n, const char *what, int *out) {
         *out = 0;
         return 0;
     }
-    sl_dsl__diag(L, n, "%s: expected true or false, got '%s'", what, sl_dsl__show(v));
+    sl_dsl__diag(L, n, "%s: expected true or false, got '%s'", what,
+                 sl_dsl__show(v));
     return -1;
 }
 
-
-
 int sl_dsl__read_duration(loader *L, const node *n, const char *what,
-                         int64_t min_ms, int64_t *out) {
+                          int64_t min_ms, int64_t *out) {
     const char *v = sl_dsl__read_value(L, n, what);
     if (!v) return -1;
     int64_t ms;
     if (sl_duration_parse(v, &ms) != 0) {
         long long dummy;
-        sl_dsl__diag(L, n,
-             "%s: expected a duration such as 250ms, 3s, 5m, 2h or 1d, got "
-             "'%s'%s",
-             what, sl_dsl__show(v),
-             sl_dsl__parse_ll(v, &dummy) == 0 ? " (a number needs a unit)" : "");
+        sl_dsl__diag(
+            L, n,
+            "%s: expected a duration such as 250ms, 3s, 5m, 2h or 1d, got "
+            "'%s'%s",
+            what, sl_dsl__show(v),
+            sl_dsl__parse_ll(v, &dummy) == 0 ? " (a number needs a unit)" : "");
         return -1;
     }
     if (ms < min_ms) {
         sl_dsl__diag(L, n, "%s: must be at least %lldms, got '%s'", what,
-             (long long)min_ms, sl_dsl__show(v));
+                     (long long)min_ms, sl_dsl__show(v));
         return -1;
     }
     *out = ms;
@@ -289,14 +295,15 @@ int sl_dsl__read_size(loader *L, const node *n, const char *what, size_t *out) {
     else if (!strcmp(p, "GB"))
         mult = 1024ull * 1024 * 1024;
     if (!ok || !mult) {
-        sl_dsl__diag(L, n, "%s: expected a size such as 64MB, 512KB or 1GB, got '%s'",
-             what, sl_dsl__show(v));
+        sl_dsl__diag(L, n,
+                     "%s: expected a size such as 64MB, 512KB or 1GB, got '%s'",
+                     what, sl_dsl__show(v));
         return -1;
     }
     x *= mult;
     if (x < 64 * 1024 || x > 16ull * 1024 * 1024 * 1024) {
         sl_dsl__diag(L, n, "%s: must be between 64KB and 16GB, got '%s'", what,
-             sl_dsl__show(v));
+                     sl_dsl__show(v));
         return -1;
     }
     *out = (size_t)x;
@@ -334,6 +341,7 @@ static int looks_float(const char *s) {
 }
 
 json_t *sl_dsl__to_json(loader *L, const node *n) {
+    assert(L && n);
     if (n->kind == N_MAP) {
         json_t *o = json_object();
         for (size_t i = 0; o && i < n->n; i++)
@@ -358,7 +366,8 @@ json_t *sl_dsl__to_json(loader *L, const node *n) {
         if (!strcmp(v, "false") || !strcmp(v, "False") || !strcmp(v, "FALSE"))
             return json_false();
         long long x;
-        if (looks_int(v) && sl_dsl__parse_ll(v, &x) == 0) return json_integer(x);
+        if (looks_int(v) && sl_dsl__parse_ll(v, &x) == 0)
+            return json_integer(x);
         if (looks_float(v)) {
             double d = strtod(v, NULL);
             if (isfinite(d)) return json_real(d);
@@ -367,9 +376,8 @@ json_t *sl_dsl__to_json(loader *L, const node *n) {
     json_t *str = json_stringn(v, strlen(v));
     if (!str) {
         sl_dsl__diag(L, n, "value '%s' is not valid UTF-8 after interpolation",
-             sl_dsl__show(v));
+                     sl_dsl__show(v));
         return json_null();
     }
     return str;
 }
-

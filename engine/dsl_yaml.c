@@ -19,6 +19,7 @@
 /* ---- arena ------------------------------------------------------------- */
 
 void *sl_dsl__arena_alloc(arena *a, size_t n) {
+    assert(a);
     n = (n + 15) & ~(size_t)15;
     if (n == 0) n = 16;
     if (!a->head || a->head->cap - a->head->used < n) {
@@ -40,6 +41,7 @@ void *sl_dsl__arena_alloc(arena *a, size_t n) {
 }
 
 char *sl_dsl__arena_strndup(arena *a, const char *s, size_t n) {
+    assert(a && s);
     char *p = sl_dsl__arena_alloc(a, n + 1);
     if (!p) return NULL;
     memcpy(p, s, n);
@@ -76,7 +78,6 @@ void sl_dsl__arena_free(arena *a) {
     free(a);
 }
 
-
 /* ---- parsing: YAML events -> tree --------------------------------------- */
 
 static node *new_node(loader *L, int kind, yaml_mark_t m) {
@@ -89,6 +90,7 @@ static node *new_node(loader *L, int kind, yaml_mark_t m) {
 }
 
 static int push_child(loader *L, node *parent, node *child, int is_key) {
+    assert(parent->kind == N_MAP || parent->kind == N_SEQ);
     if (parent->kind == N_MAP && !is_key) {
         parent->vals[parent->n - 1] = child;
         return 0;
@@ -120,7 +122,7 @@ static int push_child(loader *L, node *parent, node *child, int is_key) {
 /* Line and column of a byte offset (for reader errors, which have no
  * mark). */
 void sl_dsl__offset_pos(const char *text, size_t len, size_t off, int *line,
-                       int *col) {
+                        int *col) {
     int l = 1, c = 1;
     for (size_t i = 0; i < off && i < len; i++) {
         if (text[i] == '\n') {
@@ -161,8 +163,8 @@ static void check_duplicates(loader *L, node *m) {
         size_t first = i - 1;
         while (i < k && strcmp(refs[i].key->s, refs[first].key->s) == 0) {
             sl_dsl__diag(L, refs[i].key,
-                 "duplicate key '%s' (first defined at line %d)",
-                 sl_dsl__show(refs[i].key->s), refs[first].key->line);
+                         "duplicate key '%s' (first defined at line %d)",
+                         sl_dsl__show(refs[i].key->s), refs[first].key->line);
             i++;
         }
     }
@@ -353,6 +355,7 @@ node *sl_dsl__parse_yaml(loader *L, const char *text, size_t len) {
 /* ---- reading helpers ----------------------------------------------------- */
 
 node *sl_dsl__mget(const node *m, const char *key) {
+    assert(key);
     if (!m || m->kind != N_MAP) return NULL;
     for (size_t i = 0; i < m->n; i++)
         if (m->keys[i]->kind == N_SCALAR && strcmp(m->keys[i]->s, key) == 0)
@@ -367,7 +370,8 @@ const char *sl_dsl__key_name(const node *k) {
 /* Reports keys of m not in allowed[] (NULL-terminated), suggesting the
  * nearest valid one. */
 void sl_dsl__check_keys(loader *L, const node *m, const char *where,
-                       const char *const *allowed) {
+                        const char *const *allowed) {
+    assert(L && m && m->kind == N_MAP && where && allowed);
     size_t na = sl_dsl__count_list(allowed);
     for (size_t i = 0; i < m->n; i++) {
         const node *k = m->keys[i];
@@ -380,7 +384,7 @@ void sl_dsl__check_keys(loader *L, const node *m, const char *where,
         const char *m2 = sl_dsl__nearest(k->s, allowed, na);
         if (m2) {
             sl_dsl__diag(L, k, "unknown key '%s' in %s (did you mean '%s'?)",
-                 sl_dsl__show(k->s), where, m2);
+                         sl_dsl__show(k->s), where, m2);
         } else {
             char list[512];
             size_t o = 0;
@@ -389,28 +393,28 @@ void sl_dsl__check_keys(loader *L, const node *m, const char *where,
                 o += (size_t)snprintf(list + o, sizeof list - o, "%s%s",
                                       j ? ", " : "", allowed[j]);
             sl_dsl__diag(L, k, "unknown key '%s' in %s (expected one of: %s)",
-                 sl_dsl__show(k->s), where, list);
+                         sl_dsl__show(k->s), where, list);
         }
     }
 }
 
 int sl_dsl__expect_kind(loader *L, const node *n, int kind, const char *what) {
+    assert(L && n && what);
     if (n->kind == kind) return 1;
     sl_dsl__diag(L, n, "%s: expected %s, got %s", what,
-         kind == N_MAP   ? "a mapping"
-         : kind == N_SEQ ? "a list"
-                         : "a value",
-         sl_dsl__describe(n));
+                 kind == N_MAP   ? "a mapping"
+                 : kind == N_SEQ ? "a list"
+                                 : "a value",
+                 sl_dsl__describe(n));
     return 0;
 }
 
-
 /* The key node of `key` in mapping m, or NULL. */
 const node *sl_dsl__mkey(const node *m, const char *key) {
+    assert(key);
     if (!m || m->kind != N_MAP) return NULL;
     for (size_t i = 0; i < m->n; i++)
         if (m->keys[i]->kind == N_SCALAR && strcmp(m->keys[i]->s, key) == 0)
             return m->keys[i];
     return NULL;
 }
-

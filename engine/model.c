@@ -165,7 +165,6 @@ static const char *const sql_reserved[] = {
     "with",
     NULL};
 
-
 int sl_reserved_word(const char *s) {
     assert(s);
     for (size_t i = 0; sql_reserved[i]; i++)
@@ -199,11 +198,23 @@ static const struct {
 };
 #define NTYPES (sizeof types / sizeof types[0])
 
-const char *const sl_column_types[NTYPES + 1] = {
-    "text",    "bytea",   "jsonb",            "json",    "uuid",
-    "boolean", "smallint", "integer",         "bigint",  "real",
-    "double precision", "numeric", "timestamptz", "date", "text[]",
-    "integer[]", NULL};
+const char *const sl_column_types[NTYPES + 1] = {"text",
+                                                 "bytea",
+                                                 "jsonb",
+                                                 "json",
+                                                 "uuid",
+                                                 "boolean",
+                                                 "smallint",
+                                                 "integer",
+                                                 "bigint",
+                                                 "real",
+                                                 "double precision",
+                                                 "numeric",
+                                                 "timestamptz",
+                                                 "date",
+                                                 "text[]",
+                                                 "integer[]",
+                                                 NULL};
 
 const char *sl_type_normalise(const char *t) {
     if (!t) return NULL;
