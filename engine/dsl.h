@@ -46,12 +46,4 @@ int sl_dsl_load(const char *const *paths, size_t npaths, sl_model **out,
 int sl_dsl_load_string(const char *name, const char *text, size_t len,
                        sl_model **out, sl_diags *diags);
 
-/* Parses a duration with unit ("250ms", "3s", "5m", "2h", "1d"); returns 0
- * and the milliseconds, or -SL_EINVAL. */
-int sl_duration_parse(const char *s, int64_t *ms);
-
-/* Non-zero when s (lower case) is a PostgreSQL reserved key word, which
- * the loader refuses as a table, column or channel name. */
-int sl_dsl_reserved_word(const char *s);
-
 #endif

@@ -1,9 +1,15 @@
-/* model.c - look-ups over the immutable model. */
+/* model.c - look-ups over the immutable model, and the value rules
+ * (model.h) that the loader, the DDL generator and the runtime share. */
 #include "model.h"
 
+#include <assert.h>
+#include <ctype.h>
 #include <string.h>
 
+#include "error.h"
+
 const sl_pipeline *sl_model_pipeline(const sl_model *m, const char *name) {
+    assert(name);
     for (size_t i = 0; m && i < m->npipelines; i++)
         if (strcmp(m->pipelines[i].name, name) == 0) return &m->pipelines[i];
     return NULL;
@@ -11,6 +17,7 @@ const sl_pipeline *sl_model_pipeline(const sl_model *m, const char *name) {
 
 const sl_stage *sl_model_stage(const sl_model *m, const char *pipeline,
                                const char *stage) {
+    assert(pipeline && stage);
     const sl_pipeline *p = sl_model_pipeline(m, pipeline);
     for (size_t i = 0; p && i < p->nstages; i++)
         if (strcmp(p->stages[i].name, stage) == 0) return &p->stages[i];
@@ -18,9 +25,295 @@ const sl_stage *sl_model_stage(const sl_model *m, const char *pipeline,
 }
 
 const sl_stage *sl_model_stage_by_queue(const sl_model *m, const char *queue) {
+    assert(queue);
     for (size_t i = 0; m && i < m->npipelines; i++)
         for (size_t j = 0; j < m->pipelines[i].nstages; j++)
             if (strcmp(m->pipelines[i].stages[j].queue, queue) == 0)
                 return &m->pipelines[i].stages[j];
     return NULL;
+}
+
+const sl_column *sl_stage_column(const sl_stage *st, const char *name) {
+    assert(st && name);
+    assert(st->ncolumns == 0 || st->columns);
+    for (size_t i = 0; i < st->ncolumns; i++)
+        if (st->columns[i].name && strcmp(st->columns[i].name, name) == 0)
+            return &st->columns[i];
+    return NULL;
+}
+
+/* ---- identifiers --------------------------------------------------------- */
+
+sl_ident_status sl_ident_check(const char *s) {
+    if (!s || !*s) return SL_IDENT_EMPTY;
+    if (!((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_')) return SL_IDENT_CHARS;
+    size_t len = 1;
+    for (; s[len]; len++)
+        if (!((s[len] >= 'a' && s[len] <= 'z') ||
+              (s[len] >= '0' && s[len] <= '9') || s[len] == '_'))
+            return SL_IDENT_CHARS;
+    return len > SL_IDENT_MAX ? SL_IDENT_TOO_LONG : SL_IDENT_OK;
+}
+
+int sl_ident_ok(const char *s) {
+    return sl_ident_check(s) == SL_IDENT_OK;
+}
+
+static const char *const sql_reserved[] = {
+    /* PostgreSQL reserved key words (PostgreSQL 15 documentation, appendix
+     * C: "reserved" and "reserved (can be function or type)"). */
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "binary",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "intersect",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "natural",
+    "not",
+    "notnull",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "overlaps",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "some",
+    "symmetric",
+    "system_user",
+    "table",
+    "tablesample",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+    NULL};
+
+int sl_reserved_word(const char *s) {
+    assert(s);
+    for (size_t i = 0; sql_reserved[i]; i++)
+        if (strcmp(s, sql_reserved[i]) == 0) return 1;
+    return 0;
+}
+
+/* ---- column types -------------------------------------------------------- */
+
+/* The allowed types and their format_type() spelling, which the catalog
+ * reports and migrate compares against. */
+static const struct {
+    const char *type, *canonical;
+} types[] = {
+    {"text", "text"},
+    {"bytea", "bytea"},
+    {"jsonb", "jsonb"},
+    {"json", "json"},
+    {"uuid", "uuid"},
+    {"boolean", "boolean"},
+    {"smallint", "smallint"},
+    {"integer", "integer"},
+    {"bigint", "bigint"},
+    {"real", "real"},
+    {"double precision", "double precision"},
+    {"numeric", "numeric"},
+    {"timestamptz", "timestamp with time zone"},
+    {"date", "date"},
+    {"text[]", "text[]"},
+    {"integer[]", "integer[]"},
+};
+#define NTYPES (sizeof types / sizeof types[0])
+
+const char *const sl_column_types[NTYPES + 1] = {"text",
+                                                 "bytea",
+                                                 "jsonb",
+                                                 "json",
+                                                 "uuid",
+                                                 "boolean",
+                                                 "smallint",
+                                                 "integer",
+                                                 "bigint",
+                                                 "real",
+                                                 "double precision",
+                                                 "numeric",
+                                                 "timestamptz",
+                                                 "date",
+                                                 "text[]",
+                                                 "integer[]",
+                                                 NULL};
+
+const char *sl_type_normalise(const char *t) {
+    if (!t) return NULL;
+    char buf[64];
+    size_t o = 0;
+    int space = 0;
+    for (const char *p = t; *p; p++) {
+        if (isspace((unsigned char)*p)) {
+            space = o > 0;
+            continue;
+        }
+        /* Room for a space, the character and the NUL; longer is no
+         * allowed type. */
+        if (o + 3 > sizeof buf) return NULL;
+        if (space) buf[o++] = ' ';
+        space = 0;
+        buf[o++] = (char)tolower((unsigned char)*p);
+    }
+    buf[o] = '\0';
+    static const struct {
+        const char *alias, *type;
+    } aliases[] = {{"bool", "boolean"},    {"int", "integer"},
+                   {"int4", "integer"},    {"int8", "bigint"},
+                   {"int[]", "integer[]"}, {"int4[]", "integer[]"}};
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+        if (!strcmp(buf, aliases[i].alias)) return aliases[i].type;
+    for (size_t i = 0; i < NTYPES; i++)
+        if (!strcmp(buf, types[i].type)) {
+            assert(!strcmp(sl_column_types[i], types[i].type));
+            return sl_column_types[i];
+        }
+    return NULL;
+}
+
+const char *sl_type_canonical(const char *t) {
+    const char *n = sl_type_normalise(t);
+    for (size_t i = 0; n && i < NTYPES; i++)
+        if (!strcmp(n, types[i].type)) return types[i].canonical;
+    return NULL;
+}
+
+/* ---- engine-owned columns ------------------------------------------------ */
+
+const sl_engine_col sl_engine_columns[] = {
+    {"id", "uuid", 1, "gen_random_uuid()"},
+    {"status", NULL, 1, "'pending'"},
+    {"status_detail", "text", 0, NULL},
+    {"progress", "integer", 1, "0"},
+    {"attempts", "integer", 1, "0"},
+    {"last_error", "text", 0, NULL},
+    {"error_class", "text", 0, NULL},
+    {"priority", "integer", 1, NULL},
+    {"run_at", "timestamptz", 1, "now()"},
+    {"locked_by", "text", 0, NULL},
+    {"locked_until", "timestamptz", 0, NULL},
+    {"checkpoint", "jsonb", 0, NULL},
+    {"dedup_key", "text", 0, NULL},
+    {"started_at", "timestamptz", 0, NULL},
+    {"finished_at", "timestamptz", 0, NULL},
+    {"created_at", "timestamptz", 1, "now()"},
+    {"updated_at", "timestamptz", 1, "now()"},
+    {NULL, NULL, 0, NULL},
+};
+
+int sl_engine_column(const char *name) {
+    assert(name);
+    for (size_t i = 0; sl_engine_columns[i].name; i++)
+        if (!strcmp(name, sl_engine_columns[i].name)) return 1;
+    return 0;
+}
+
+/* ---- durations ----------------------------------------------------------- */
+
+int sl_duration_parse(const char *s, int64_t *ms) {
+    assert(ms);
+    if (!s) return -SL_EINVAL;
+    const char *p = s;
+    if (!isdigit((unsigned char)*p)) return -SL_EINVAL;
+    int64_t v = 0;
+    while (isdigit((unsigned char)*p)) {
+        if (v > (INT64_MAX - 9) / 10) return -SL_EINVAL;
+        v = v * 10 + (*p - '0');
+        p++;
+    }
+    int64_t mult;
+    if (strcmp(p, "ms") == 0)
+        mult = 1;
+    else if (strcmp(p, "s") == 0)
+        mult = 1000;
+    else if (strcmp(p, "m") == 0)
+        mult = 60 * 1000;
+    else if (strcmp(p, "h") == 0)
+        mult = 3600 * 1000;
+    else if (strcmp(p, "d") == 0)
+        mult = 86400 * 1000;
+    else
+        return -SL_EINVAL;
+    /* At most ten years: anything longer is a typo. */
+    if (v > (int64_t)3650 * 86400 * 1000 / mult) return -SL_EINVAL;
+    *ms = v * mult;
+    return 0;
 }

@@ -171,4 +171,79 @@ const sl_stage *sl_model_stage(const sl_model *m, const char *pipeline,
                                const char *stage);
 const sl_stage *sl_model_stage_by_queue(const sl_model *m, const char *queue);
 
+/* ---- value rules ---------------------------------------------------------
+ * The one home of every rule about a value the model holds: the loader
+ * (dsl.c), the DDL generator (schema.c), the queue SQL (queue.c) and the
+ * handlers all ask these functions, so they cannot disagree. */
+
+/* The longest identifier PostgreSQL keeps whole (NAMEDATALEN - 1). */
+#define SL_IDENT_MAX 63
+
+/* Why a name is not an identifier (sl_ident_check). */
+typedef enum {
+    SL_IDENT_OK = 0,
+    SL_IDENT_EMPTY,   /* NULL or "" */
+    SL_IDENT_CHARS,   /* not [a-z_][a-z0-9_]* */
+    SL_IDENT_TOO_LONG /* more than SL_IDENT_MAX bytes */
+} sl_ident_status;
+
+/* Checks s against the identifier rule: [a-z_][a-z0-9_]*, 1..SL_IDENT_MAX
+ * bytes. The character rule is checked before the length. Reserved words
+ * are a separate question (sl_reserved_word). */
+sl_ident_status sl_ident_check(const char *s);
+
+/* Non-zero when s is a safe SQL identifier (sl_ident_check is OK). */
+int sl_ident_ok(const char *s);
+
+/* Non-zero when s (lower case) is a PostgreSQL reserved key word, which
+ * the loader refuses as a table, column or channel name. s must not be
+ * NULL. */
+int sl_reserved_word(const char *s);
+
+/* The column types a queue may declare, in the spelling the model holds
+ * and the DDL writes ("timestamptz"), NULL-terminated. For lists in
+ * messages and suggestions. */
+extern const char *const sl_column_types[];
+
+/* The model's spelling of a written column type: case and runs of blanks
+ * do not matter, and the aliases bool, int, int4, int8, int[] and int4[]
+ * are accepted. Returns a string of sl_column_types (static storage), or
+ * NULL when the type is not allowed or t is NULL. */
+const char *sl_type_normalise(const char *t);
+
+/* Canonical (format_type) spelling of an allowed column type, written as
+ * sl_type_normalise accepts it ("int" -> "integer", "timestamptz" ->
+ * "timestamp with time zone"), or NULL when the type is not allowed.
+ * Static storage. */
+const char *sl_type_canonical(const char *t);
+
+/* A column every queue table has and the engine writes itself; declared
+ * columns may not take these names. Listed in table order. */
+typedef struct sl_engine_col {
+    const char *name;
+    const char *type;        /* an sl_column_types entry; NULL: the
+                                job_status enum */
+    int not_null;
+    const char *default_sql; /* a constant SQL expression or NULL; the
+                                stage's priority for "priority" */
+} sl_engine_col;
+
+/* The engine's columns, terminated by an entry with a NULL name. The
+ * subject's foreign key (sl_subject.fk) follows "id" in a pipeline with a
+ * subject; it is not listed here. */
+extern const sl_engine_col sl_engine_columns[];
+
+/* Non-zero when name is one of sl_engine_columns. name must not be NULL. */
+int sl_engine_column(const char *name);
+
+/* Parses a duration with unit ("250ms", "3s", "5m", "2h", "1d"; at most
+ * ten years); returns 0 and the milliseconds in *ms (OUT), or -SL_EINVAL
+ * and leaves *ms alone. s may be NULL (refused); ms must not be. */
+int sl_duration_parse(const char *s, int64_t *ms);
+
+/* The declared column `name` of stage st, or NULL. st and name must not
+ * be NULL; a column whose name is still NULL (a draft being loaded) is
+ * skipped. */
+const sl_column *sl_stage_column(const sl_stage *st, const char *name);
+
 #endif

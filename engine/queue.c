@@ -54,12 +54,6 @@ static void set_err(char *err, size_t n, const char *what, PGconn *c,
     snprintf(err, n, "%s: %s", what, sl_db_error(c, r, m, sizeof m));
 }
 
-static const sl_column *find_column(const sl_stage *s, const char *name) {
-    for (size_t i = 0; i < s->ncolumns; i++)
-        if (strcmp(s->columns[i].name, name) == 0) return &s->columns[i];
-    return NULL;
-}
-
 static int is_json_type(const char *t) {
     return strcmp(t, "jsonb") == 0 || strcmp(t, "json") == 0;
 }
@@ -235,7 +229,7 @@ static void build_claim_bare(sl_buf *b, const sl_stage *s) {
  * when `from` is a declared column, else the output field. */
 static void handoff_value(sl_buf *b, const sl_stage *s, const char *from,
                           const char *type) {
-    if (find_column(s, from)) {
+    if (sl_stage_column(s, from)) {
         sl_buf_puts(b, "d.");
         sl_buf_ident(b, from);
         sl_buf_printf(b, "::%s", type);

@@ -1,11 +1,11 @@
 /* schema.c - DDL generation from the pipeline model (schema.h).
  *
  * Everything spliced into SQL is either a constant of this file or an
- * identifier of the model that passed sl_schema_ident_ok(); identifiers go
+ * identifier of the model that passed sl_ident_ok() (model.h); identifiers go
  * through sl_buf_ident() (double quotes) and the few that must appear as
  * string constants (NOTIFY channel names, queue names in the statistics
  * view) through sl_buf_literal(). Column types come from the whitelist
- * below, never from the model's string.
+ * of model.c (sl_type_normalise), never from the model's string.
  */
 #include "schema.h"
 
@@ -36,59 +36,6 @@ const char *const sl_job_status_values[] = {
 #define DQ "$sluice$"
 
 /* ------------------------------------------------------------ small tools */
-
-static const struct {
-    const char *in, *sql, *cat;
-} types[] = {
-    {"text", "text", "text"},
-    {"bytea", "bytea", "bytea"},
-    {"jsonb", "jsonb", "jsonb"},
-    {"json", "json", "json"},
-    {"uuid", "uuid", "uuid"},
-    {"boolean", "boolean", "boolean"},
-    {"bool", "boolean", "boolean"},
-    {"smallint", "smallint", "smallint"},
-    {"int2", "smallint", "smallint"},
-    {"integer", "integer", "integer"},
-    {"int", "integer", "integer"},
-    {"int4", "integer", "integer"},
-    {"bigint", "bigint", "bigint"},
-    {"int8", "bigint", "bigint"},
-    {"real", "real", "real"},
-    {"float4", "real", "real"},
-    {"double precision", "double precision", "double precision"},
-    {"float8", "double precision", "double precision"},
-    {"numeric", "numeric", "numeric"},
-    {"timestamptz", "timestamptz", "timestamp with time zone"},
-    {"timestamp with time zone", "timestamptz", "timestamp with time zone"},
-    {"date", "date", "date"},
-    {"text[]", "text[]", "text[]"},
-    {"integer[]", "integer[]", "integer[]"},
-    {"int[]", "integer[]", "integer[]"},
-    {"int4[]", "integer[]", "integer[]"},
-};
-#define NTYPES (sizeof types / sizeof types[0])
-
-static int type_index(const char *type) {
-    for (size_t i = 0; type && i < NTYPES; i++)
-        if (strcasecmp(types[i].in, type) == 0) return (int)i;
-    return -1;
-}
-
-const char *sl_schema_type_canonical(const char *type) {
-    int i = type_index(type);
-    return i < 0 ? NULL : types[i].cat;
-}
-
-int sl_schema_ident_ok(const char *s) {
-    if (!s || !*s || strlen(s) > 63) return 0;
-    if (!((*s >= 'a' && *s <= 'z') || *s == '_')) return 0;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-              *p == '_'))
-            return 0;
-    return 1;
-}
 
 static uint64_t fnv64(const char *s) {
     uint64_t h = 1469598103934665603ull;
@@ -174,7 +121,7 @@ static char *take(builder *b, sl_buf *buf) {
 static void check_ident(builder *b, const char *s, const char *what,
                         const char *where) {
     if (b->rc) return;
-    if (!sl_schema_ident_ok(s))
+    if (!sl_ident_ok(s))
         fail(b, -SL_EINVAL,
              "%s: %s \"%s\" is not a valid SQL identifier "
              "([a-z_][a-z0-9_]*, at most 63 bytes)",
@@ -319,7 +266,7 @@ static void build_touch_function(builder *b) {
 
 /* A column of the table being built. */
 static void add_column(builder *b, sl_schema_table *t, size_t *cap,
-                       const char *name, int type_idx, int is_enum,
+                       const char *name, const char *type, int is_enum,
                        int not_null, const char *default_sql,
                        const char *ref_table, const char *ref_column,
                        int engine) {
@@ -362,9 +309,9 @@ static void add_column(builder *b, sl_schema_table *t, size_t *cap,
         c->cat_type = dup(b, ENUM_NAME);
         sl_buf_ident(&d, ENUM_NAME);
     } else {
-        c->sql_type = dup(b, types[type_idx].sql);
-        c->cat_type = dup(b, types[type_idx].cat);
-        sl_buf_puts(&d, types[type_idx].sql);
+        c->sql_type = dup(b, type);
+        c->cat_type = dup(b, sl_type_canonical(type));
+        sl_buf_puts(&d, type);
     }
     if (not_null) sl_buf_puts(&d, " NOT NULL");
     if (default_sql) sl_buf_printf(&d, " DEFAULT %s", default_sql);
@@ -383,41 +330,26 @@ static void add_column(builder *b, sl_schema_table *t, size_t *cap,
 static void build_columns(builder *b, sl_schema_table *t, const sl_pipeline *p,
                           const sl_stage *st) {
     size_t cap = 0;
-    int uuid = type_index("uuid"), text = type_index("text"),
-        integer = type_index("integer"), tz = type_index("timestamptz"),
-        jsonb = type_index("jsonb");
     char prio[32];
     snprintf(prio, sizeof prio, "%d", st->priority);
 
-    add_column(b, t, &cap, "id", uuid, 0, 1, "gen_random_uuid()", NULL, NULL,
-               1);
-    if (p->has_subject)
-        add_column(b, t, &cap, p->subject.fk, uuid, 0, 1, NULL,
-                   p->subject.table, p->subject.key, 1);
-    add_column(b, t, &cap, "status", -1, 1, 1, "'pending'", NULL, NULL, 1);
-    add_column(b, t, &cap, "status_detail", text, 0, 0, NULL, NULL, NULL, 1);
-    add_column(b, t, &cap, "progress", integer, 0, 1, "0", NULL, NULL, 1);
-    add_column(b, t, &cap, "attempts", integer, 0, 1, "0", NULL, NULL, 1);
-    add_column(b, t, &cap, "last_error", text, 0, 0, NULL, NULL, NULL, 1);
-    add_column(b, t, &cap, "error_class", text, 0, 0, NULL, NULL, NULL, 1);
-    add_column(b, t, &cap, "priority", integer, 0, 1, prio, NULL, NULL, 1);
-    add_column(b, t, &cap, "run_at", tz, 0, 1, "now()", NULL, NULL, 1);
-    add_column(b, t, &cap, "locked_by", text, 0, 0, NULL, NULL, NULL, 1);
-    add_column(b, t, &cap, "locked_until", tz, 0, 0, NULL, NULL, NULL, 1);
-    add_column(b, t, &cap, "checkpoint", jsonb, 0, 0, NULL, NULL, NULL, 1);
-    add_column(b, t, &cap, "dedup_key", text, 0, 0, NULL, NULL, NULL, 1);
-    add_column(b, t, &cap, "started_at", tz, 0, 0, NULL, NULL, NULL, 1);
-    add_column(b, t, &cap, "finished_at", tz, 0, 0, NULL, NULL, NULL, 1);
-    add_column(b, t, &cap, "created_at", tz, 0, 1, "now()", NULL, NULL, 1);
-    add_column(b, t, &cap, "updated_at", tz, 0, 1, "now()", NULL, NULL, 1);
+    for (const sl_engine_col *e = sl_engine_columns; e->name; e++) {
+        const char *dflt =
+            strcmp(e->name, "priority") == 0 ? prio : e->default_sql;
+        add_column(b, t, &cap, e->name, e->type, e->type == NULL, e->not_null,
+                   dflt, NULL, NULL, 1);
+        if (e == sl_engine_columns && p->has_subject)
+            add_column(b, t, &cap, p->subject.fk, "uuid", 0, 1, NULL,
+                       p->subject.table, p->subject.key, 1);
+    }
 
     char where[200];
     snprintf(where, sizeof where, "queue \"%s\"", st->queue);
     for (size_t i = 0; i < st->ncolumns && !b->rc; i++) {
         const sl_column *c = &st->columns[i];
         check_ident(b, c->name, "column", where);
-        int ti = type_index(c->type);
-        if (ti < 0 && !b->rc) {
+        const char *ti = sl_type_normalise(c->type);
+        if (!ti && !b->rc) {
             fail(b, -SL_EINVAL,
                  "%s: column \"%s\" has type \"%s\", which is not one of "
                  "the allowed column types",

@@ -107,12 +107,4 @@ int sl_schema_ddl(const sl_model *m, char **out, char *err, size_t errlen);
  * NULL on allocation failure. */
 char *sl_schema_snapshot(const sl_schema *s);
 
-/* Canonical (format_type) spelling of a whitelisted column type ("int" ->
- * "integer", "timestamptz" -> "timestamp with time zone"), or NULL when the
- * type is not allowed. Static storage. */
-const char *sl_schema_type_canonical(const char *type);
-
-/* Non-zero when s is a safe SQL identifier: [a-z_][a-z0-9_]*, 1..63 bytes. */
-int sl_schema_ident_ok(const char *s);
-
 #endif

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "dsl.h"
+#include "model.h"
 #include "error.h"
 #include "log.h"
 

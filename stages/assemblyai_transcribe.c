@@ -25,7 +25,7 @@
 #include "error.h"
 #include "http.h"
 #include "log.h"
-#include "schema.h"
+#include "model.h"
 #include "handler.h"
 
 #define AAI_DEFAULT_BASE "https://api.assemblyai.com"
@@ -61,7 +61,7 @@ static int tx_config(const json_t *with, tx_cfg *c, char *err, size_t errlen) {
     c->audio_column = sl_http_with_str(with, "audio_column", "upload_url");
     c->text_column = sl_http_with_str(with, "text_column", "transcript");
     c->subject_column = sl_http_with_str(with, "subject_column", NULL);
-    if (c->subject_column && !sl_schema_ident_ok(c->subject_column)) {
+    if (c->subject_column && !sl_ident_ok(c->subject_column)) {
         snprintf(err, errlen,
                  "with.subject_column: '%s' is not a column name "
                  "([a-z_][a-z0-9_]*)",

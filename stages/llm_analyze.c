@@ -28,7 +28,7 @@
 #include "llm.h"
 #include "log.h"
 #include "lua_host.h"
-#include "schema.h"
+#include "model.h"
 #include "handler.h"
 
 #define DEFAULT_CHUNK_CHARS 6000
@@ -99,7 +99,7 @@ static int an_config(const sl_stage *s, an_cfg *c, char *err, size_t errlen) {
                      c->insights_table, c->personas_table);
             return -1;
         }
-        if (!sl_schema_ident_ok(idents[i][1])) {
+        if (!sl_ident_ok(idents[i][1])) {
             snprintf(err, errlen,
                      "with.%s: '%s' is not a table or column "
                      "name ([a-z_][a-z0-9_]*)",

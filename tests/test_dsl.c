@@ -842,12 +842,12 @@ static void durations_without_a_known_unit_are_refused(void **state) {
 
 static void reserved_words_include_postgres_reserved_keywords(void **state) {
     (void)state;
-    assert_true(sl_dsl_reserved_word("select"));
-    assert_true(sl_dsl_reserved_word("user"));
-    assert_true(sl_dsl_reserved_word("order"));
-    assert_true(sl_dsl_reserved_word("table"));
-    assert_false(sl_dsl_reserved_word("status"));
-    assert_false(sl_dsl_reserved_word("upload_jobs"));
+    assert_true(sl_reserved_word("select"));
+    assert_true(sl_reserved_word("user"));
+    assert_true(sl_reserved_word("order"));
+    assert_true(sl_reserved_word("table"));
+    assert_false(sl_reserved_word("status"));
+    assert_false(sl_reserved_word("upload_jobs"));
 }
 
 /* ---- the shipped pipelines

@@ -508,15 +508,15 @@ static void snapshot_lists_queue_tables_and_column_types(void **state) {
 
 static void type_aliases_have_one_canonical_spelling(void **state) {
     (void)state;
-    assert_string_equal(sl_schema_type_canonical("int"), "integer");
-    assert_string_equal(sl_schema_type_canonical("INT4"), "integer");
-    assert_string_equal(sl_schema_type_canonical("bool"), "boolean");
-    assert_string_equal(sl_schema_type_canonical("int8"), "bigint");
-    assert_string_equal(sl_schema_type_canonical("timestamptz"),
+    assert_string_equal(sl_type_canonical("int"), "integer");
+    assert_string_equal(sl_type_canonical("INT4"), "integer");
+    assert_string_equal(sl_type_canonical("bool"), "boolean");
+    assert_string_equal(sl_type_canonical("int8"), "bigint");
+    assert_string_equal(sl_type_canonical("timestamptz"),
                         "timestamp with time zone");
-    assert_string_equal(sl_schema_type_canonical("text[]"), "text[]");
-    assert_null(sl_schema_type_canonical("text); drop table x; --"));
-    assert_null(sl_schema_type_canonical("money"));
+    assert_string_equal(sl_type_canonical("text[]"), "text[]");
+    assert_null(sl_type_canonical("text); drop table x; --"));
+    assert_null(sl_type_canonical("money"));
 }
 
 /* ---- hand-built models: what the loader would never let through ---- */
