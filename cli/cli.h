@@ -24,5 +24,15 @@ int sl_cmd_jobs(int argc, char **argv);     /* cli_jobs.c */
 int sl_cmd_retry(int argc, char **argv);    /* cli_jobs.c */
 int sl_cmd_cancel(int argc, char **argv);   /* cli_jobs.c */
 int sl_cmd_stats(int argc, char **argv);    /* cli_jobs.c */
+int sl_cmd_serve(int argc, char **argv);    /* cli_serve.c */
+
+/* cli_serve.c: what `run` shares with `serve`. */
+typedef struct sl_httpd sl_httpd;
+/* Starts the HTTP server for m on listen (metrics initialised for m);
+ * prints why not and returns SL_EXIT_FAILURE when it cannot. */
+int sl_cli_http_start(const char *cmd, const char *listen, const sl_model *m,
+                      int with_runtime, sl_httpd **out);
+/* sl_runtime_opts.on_event that speaks systemd's notify protocol. */
+void sl_cli_sd_event(const char *event, void *arg);
 
 #endif

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "dsl.h"
 #include "error.h"
+#include "httpd.h"
 #include "log.h"
 #include "runtime.h"
 
@@ -29,6 +30,10 @@ static void run_usage(FILE *f) {
             "                         a server crash may re-run the last "
             "jobs)\n"
             "      --worker-id ID     name in locked_by (default host:pid)\n"
+            "      --http ADDR        also serve /metrics, /healthz, /readyz "
+            "on ADDR\n"
+            "                         (HOST:PORT, :PORT or PORT; host "
+            "127.0.0.1 unless given)\n"
             "      --log-format F     logfmt (default) or json\n"
             "      --log-level L      debug, info (default), warn, error\n"
             "Connects with DATABASE_URL or the libpq environment (PGHOST, "
@@ -55,6 +60,8 @@ int sl_cmd_run(int argc, char **argv) {
     const char *only[64];
     size_t nonly = 0;
     sl_log_format fmt = SL_LOGFMT;
+    const char *http = NULL;
+    sl_httpd *server = NULL;
     int level = SL_LOG_INFO;
     static const struct option opts[] = {
         {"stage", required_argument, 0, 's'},
@@ -66,6 +73,7 @@ int sl_cmd_run(int argc, char **argv) {
         {"worker-id", required_argument, 0, 'w'},
         {"log-format", required_argument, 0, 'f'},
         {"log-level", required_argument, 0, 'l'},
+        {"http", required_argument, 0, 'H'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int ch;
@@ -88,6 +96,7 @@ int sl_cmd_run(int argc, char **argv) {
         case 'x': o.exit_when_idle = 1; break;
         case 'a': o.async_commit = 1; break;
         case 'w': o.worker_id = optarg; break;
+        case 'H': http = optarg; break;
         case 'f':
             if (strcmp(optarg, "json") == 0) fmt = SL_LOGJSON;
             else if (strcmp(optarg, "logfmt") == 0) fmt = SL_LOGFMT;
@@ -125,6 +134,9 @@ int sl_cmd_run(int argc, char **argv) {
     o.nonly = nonly;
     sl_log_init(fmt, level);
     sl_runtime_install_signals();
+    o.on_event = sl_cli_sd_event;
+    if (http && (rc = sl_cli_http_start("run", http, m, 1, &server)) != 0)
+        goto out;
     char err[1024];
     int r = sl_runtime_run(m, &o, err, sizeof err);
     if (r != 0) {
@@ -133,6 +145,7 @@ int sl_cmd_run(int argc, char **argv) {
         rc = r == -SL_EINVAL ? SL_EXIT_INVALID : SL_EXIT_FAILURE;
     }
 out:
+    sl_httpd_stop(server);
     sl_model_free(m);
     return rc;
 }

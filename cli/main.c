@@ -23,6 +23,7 @@ static const struct {
     {"retry", sl_cmd_retry, "run failed or cancelled jobs again"},
     {"cancel", sl_cmd_cancel, "cancel pending or running jobs"},
     {"stats", sl_cmd_stats, "per-queue counts and timings"},
+    {"serve", sl_cmd_serve, "serve /metrics, /healthz and /readyz"},
     {NULL, NULL, NULL},
 };
 

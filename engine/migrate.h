@@ -54,6 +54,13 @@ void sl_migrate_result_free(sl_migrate_result *r);
 /* The embedded text of sql/base.sql (static storage). */
 const char *sl_migrate_base_sql(void);
 
+/* Checks that the database holds every queue table of m with every column
+ * and type the model needs (engine/schemacheck.c). Returns 0; -SL_EREFUSED
+ * with "queue X of pipeline P is missing (or lacks column C): run `sluice
+ * migrate -p FILE`" in err; -SL_ECONN or -SL_EDB when the check could not
+ * run. Reads the catalog only. */
+int sl_migrate_check(PGconn *c, const sl_model *m, char *err, size_t errlen);
+
 /* Writes sql to DIR/YYYYMMDDHHMMSS_sluice.sql (UTC; DIR is created when
  * missing) with a header comment naming the pipelines of m, as `sluice
  * migrate --write` does. Fails rather than overwrite an existing file.

@@ -31,6 +31,7 @@
 #include "log.h"
 #include "clock.h"
 #include "db.h"
+#include "metrics.h"
 #include "queue.h"
 #include "handler.h"
 
@@ -39,6 +40,9 @@
 
 static atomic_int stop_requested;
 static atomic_int stop_now;
+/* For sl_runtime_health(): the control loop's last turn and LISTEN. */
+static atomic_llong last_tick;
+static atomic_int listening;
 
 /* ---- structures ----------------------------------------------------------- */
 
@@ -125,8 +129,10 @@ static int need_reconnect(PGconn *c, int rc) {
 static void reconnect(worker *w) {
     if (w->conn) PQfinish(w->conn);
     w->conn = connect_worker(w->rt, w->owner);
-    if (w->conn)
+    if (w->conn) {
+        sl_metrics_reconnect();
         sl_log(SL_LOG_INFO, "reconnected", "worker", w->owner, NULL);
+    }
 }
 
 /* ---- waking ------------------------------------------------------------------ */
@@ -300,6 +306,8 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
         log_job(SL_LOG_ERROR, "failure not recorded", s, j, ms, "error", err,
                 NULL, NULL);
     else
+        sl_metrics_attempt(s, retry ? SL_ATTEMPT_RETRY : SL_ATTEMPT_FAILED, ms);
+    if (rc >= 0)
         log_job(retry ? SL_LOG_WARN : SL_LOG_ERROR,
                 retry ? "job failed, will retry" : "job failed", s, j, ms,
                 "class", sl_errclass_name(res->errclass), "error", msg);
@@ -349,6 +357,7 @@ static void complete_jobs(worker *w, sl_qdone *done, int n, int64_t *ms,
             log_job(SL_LOG_WARN, "completion refused: lease lost (fenced)", s,
                     done[i].job, ms[i], NULL, NULL, NULL, NULL);
         } else {
+            sl_metrics_attempt(s, SL_ATTEMPT_SUCCESS, ms[i]);
             log_job(SL_LOG_INFO, "job done", s, done[i].job, ms[i], NULL,
                     NULL, NULL, NULL);
         }
@@ -445,6 +454,7 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
                    !atomic_load(&stop_requested)) {
             log_job(SL_LOG_WARN, "job abandoned: lease lost or cancelled", s,
                     j, ms, NULL, NULL, NULL, NULL);
+            sl_metrics_attempt(s, SL_ATTEMPT_CANCELLED, ms);
             json_decref(res->outputs);
             continue;
         } else if (atomic_load(&stop_requested) &&
@@ -460,6 +470,7 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
             RETRYING(w, rc, sl_queue_snooze(w->conn, s, w->owner, j,
                                                   res->delay_ms, err,
                                                   sizeof err));
+            if (rc == 0) sl_metrics_attempt(s, SL_ATTEMPT_SNOOZED, ms);
             if (rc < 0)
                 log_job(SL_LOG_WARN, "snooze not recorded", s, j,
                         ms, "error",
@@ -585,7 +596,10 @@ static PGconn *control_connect(runtime *rt) {
     for (;;) {
         PGconn *c = connect_worker(rt, "control");
         if (!c) return NULL;
-        if (listen_all(rt, c, err, sizeof err) == 0) return c;
+        if (listen_all(rt, c, err, sizeof err) == 0) {
+            atomic_store(&listening, 1);
+            return c;
+        }
         PQfinish(c);
         sl_log(SL_LOG_WARN, "listen failed, retrying", "error", err, NULL);
         sl_sleep_ms(delay);
@@ -638,6 +652,8 @@ static int sweep(runtime *rt, PGconn *c) {
             if (need_reconnect(c, rc)) return 1;
             continue;
         }
+        for (int k = 0; k < rescued; k++)
+            sl_metrics_attempt(s, SL_ATTEMPT_LEASE_EXPIRED, -1);
         if (rescued > 0) {
             snprintf(num, sizeof num, "%d", rescued);
             sl_log(SL_LOG_WARN, "rescued jobs with expired leases", "queue",
@@ -678,6 +694,26 @@ static stage_rt *stage_by_channel(runtime *rt, const char *ch) {
     return NULL;
 }
 
+static void event(runtime *rt, const char *what) {
+    if (rt->o.on_event) rt->o.on_event(what, rt->o.event_arg);
+}
+
+/* Publishes the busy and free worker slots of every stage. */
+static void publish_slots(runtime *rt) {
+    for (size_t i = 0; i < rt->nstages; i++) {
+        stage_rt *st = &rt->stages[i];
+        pthread_mutex_lock(&st->mu);
+        int total = st->workers, idle = st->idle;
+        pthread_mutex_unlock(&st->mu);
+        sl_metrics_slots(st->s, total, total - idle);
+    }
+}
+
+void sl_runtime_health(sl_runtime_health_t *h) {
+    h->last_tick_ms = atomic_load(&last_tick);
+    h->listening = atomic_load(&listening);
+}
+
 static void control_loop(runtime *rt) {
     PGconn *c = control_connect(rt);
     int64_t hb_every = INT64_MAX;
@@ -687,10 +723,14 @@ static void control_loop(runtime *rt) {
     int64_t next_hb = sl_now_ms() + hb_every, next_sweep = sl_now_ms();
     int64_t drain_deadline = 0, idle_since = 0;
 
+    event(rt, "ready");
     while (c) {
         int64_t t = sl_now_ms();
+        atomic_store(&last_tick, t);
+        event(rt, "tick");
         if (atomic_load(&stop_requested)) {
             if (!drain_deadline) {
+                event(rt, "stopping");
                 drain_deadline = t + rt->o.drain_ms;
                 for (size_t i = 0; i < rt->nstages; i++)
                     stage_broadcast(&rt->stages[i]);
@@ -714,12 +754,14 @@ static void control_loop(runtime *rt) {
         if (next_sweep - t < wait) wait = next_sweep - t;
         if (rt->o.exit_when_idle || atomic_load(&stop_requested))
             wait = wait > 50 ? 50 : wait;
+        if (wait > 1000) wait = 1000; /* a tick a second at least */
         if (wait < 0) wait = 0;
 
         struct pollfd pfd = {PQsocket(c), POLLIN, 0};
         int pr = poll(&pfd, 1, (int)wait);
         if (pr > 0 && !PQconsumeInput(c)) {
             sl_log(SL_LOG_WARN, "control connection lost, reconnecting", NULL);
+            atomic_store(&listening, 0);
             PQfinish(c);
             c = control_connect(rt);
             /* Notifications may have been missed while down. */
@@ -734,6 +776,7 @@ static void control_loop(runtime *rt) {
             PQfreemem(nf);
         }
         t = sl_now_ms();
+        publish_slots(rt);
         int lost = 0;
         if (t >= next_hb) {
             lost |= heartbeat(rt, c);
@@ -744,6 +787,7 @@ static void control_loop(runtime *rt) {
             next_sweep = t + rt->sweep_ms;
         }
         if (lost || conn_lost(c)) {
+            atomic_store(&listening, 0);
             PQfinish(c);
             c = control_connect(rt);
             for (size_t i = 0; i < rt->nstages; i++)
@@ -763,6 +807,7 @@ static void control_loop(runtime *rt) {
             }
         }
     }
+    atomic_store(&listening, 0);
     if (c) PQfinish(c);
 }
 

@@ -32,7 +32,23 @@ typedef struct sl_runtime_opts {
                                connections: faster completions; a server
                                crash may undo the last ones (their jobs then
                                run again: docs/performance.md) */
+    /* Optional, called on the control thread: "ready" once the workers
+     * run and LISTEN is established, "tick" on every turn of the control
+     * loop (at least once a second), "stopping" when a stop was
+     * requested. For systemd's sd_notify and the like; must not block. */
+    void (*on_event)(const char *event, void *arg);
+    void *event_arg;
 } sl_runtime_opts;
+
+/* What /healthz and /readyz read while sl_runtime_run() runs. */
+typedef struct sl_runtime_health_t {
+    int64_t last_tick_ms; /* sl_now_ms() of the control loop's last turn,
+                             0 before the runtime started */
+    int listening;        /* the control connection LISTENs */
+} sl_runtime_health_t;
+
+/* Fills h (thread-safe, lock-free). */
+void sl_runtime_health(sl_runtime_health_t *h);
 
 /* Runs until stopped. Returns 0 on a clean stop, or a negative SL_E code
  * with a message in err when it could not start (no database, no
