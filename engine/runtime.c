@@ -321,6 +321,9 @@ static void release_job(worker *w, const sl_qjob *j, int64_t delay) {
     if (rc < 0 && rc != -SL_ELEASE)
         sl_log(SL_LOG_ERROR, "release failed", "job", j->id, "error", err,
                NULL);
+    else if (rc == 0)
+        sl_log(SL_LOG_INFO, "job released", "job", j->id, "queue",
+               w->st->s->queue, NULL);
 }
 
 /* Completes the DONE jobs in one statement. When the values of one job do
@@ -694,6 +697,25 @@ static stage_rt *stage_by_channel(runtime *rt, const char *ch) {
     return NULL;
 }
 
+/* Says what stopping will take: the jobs in flight, how long they may run
+ * on, and what a second signal does. */
+static void log_drain(runtime *rt) {
+    int running = 0;
+    for (size_t i = 0; i < rt->nworkers; i++) {
+        pthread_mutex_lock(&rt->workers[i].mu);
+        running += rt->workers[i].njobs;
+        pthread_mutex_unlock(&rt->workers[i].mu);
+    }
+    char n[16], ms[24];
+    snprintf(n, sizeof n, "%d", running);
+    snprintf(ms, sizeof ms, "%lld", (long long)rt->o.drain_ms);
+    sl_log(SL_LOG_INFO,
+           "stopping: claimed jobs may finish until the drain time; then they "
+           "are released without using an attempt (a second signal releases "
+           "them at once)",
+           "claimed_jobs", n, "drain_ms", ms, NULL);
+}
+
 static void event(runtime *rt, const char *what) {
     if (rt->o.on_event) rt->o.on_event(what, rt->o.event_arg);
 }
@@ -731,6 +753,7 @@ static void control_loop(runtime *rt) {
         if (atomic_load(&stop_requested)) {
             if (!drain_deadline) {
                 event(rt, "stopping");
+                log_drain(rt);
                 drain_deadline = t + rt->o.drain_ms;
                 for (size_t i = 0; i < rt->nstages; i++)
                     stage_broadcast(&rt->stages[i]);
