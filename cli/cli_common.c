@@ -27,7 +27,8 @@ void sl_cli_say(const char *cmd, const char *fmt, ...) {
     va_end(ap);
     sl_redact(msg, sizeof msg);
     size_t l = strlen(msg);
-    while (l > 0 && msg[l - 1] == '\n') msg[--l] = '\0';
+    while (l > 0 && msg[l - 1] == '\n')
+        msg[--l] = '\0';
     fprintf(stderr, "sluice %s: %s\n", cmd, msg);
 }
 
@@ -50,7 +51,7 @@ PGconn *sl_cli_connect(const char *cmd, const char *flag) {
     return c;
 }
 
-/* ---- options ---------------------------------------------------------------- */
+/* ---- options ------------------------------------------------------------- */
 
 int sl_cli_wants_help(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
@@ -65,8 +66,10 @@ int sl_cli_parse_duration(const char *cmd, const char *opt, const char *v,
                           int64_t *ms) {
     assert(v && ms);
     if (sl_duration_parse(v, ms) == 0) return 0;
-    sl_cli_say(cmd, "bad %s '%s' (expected a duration such as 250ms, 30s, "
-                    "5m, 2h, 1d)", opt, v);
+    sl_cli_say(cmd,
+               "bad %s '%s' (expected a duration such as 250ms, 30s, "
+               "5m, 2h, 1d)",
+               opt, v);
     return -1;
 }
 
@@ -89,7 +92,8 @@ int sl_cli_uuid(char id[40], const char *arg) {
     assert(id && arg);
     snprintf(id, 40, "%s", arg);
     if (!sl_jobs_is_uuid(id)) return -1;
-    for (char *s = id; *s; s++) *s = (char)tolower((unsigned char)*s);
+    for (char *s = id; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
     return 0;
 }
 
@@ -107,15 +111,17 @@ const sl_stage *sl_cli_find_queue(const char *cmd, const sl_model *m,
             }
     if (n == 1) return found;
     if (n > 1)
-        sl_cli_say(cmd, "stage name '%s' is used by several pipelines: give "
-                        "the queue name", name);
+        sl_cli_say(cmd,
+                   "stage name '%s' is used by several pipelines: give "
+                   "the queue name",
+                   name);
     else
         sl_cli_say(cmd, "no queue or stage named '%s' in the loaded pipelines",
                    name);
     return NULL;
 }
 
-/* ---- tables and JSON ---------------------------------------------------------- */
+/* ---- tables and JSON ----------------------------------------------------- */
 
 void sl_cli_fmt_secs(char *out, size_t n, double s) {
     if (s < 0) s = 0;
@@ -159,7 +165,8 @@ void sl_cli_print_table(const PGresult *r, const sl_cli_col *cols, int ncols) {
     char buf[512];
     assert(r && cols && ncols > 0 && ncols <= 32 && ncols <= PQnfields(r));
     int rows = PQntuples(r);
-    for (int c = 0; c < ncols; c++) w[c] = (int)strlen(cols[c].title);
+    for (int c = 0; c < ncols; c++)
+        w[c] = (int)strlen(cols[c].title);
     for (int i = 0; i < rows; i++)
         for (int c = 0; c < ncols; c++) {
             cell(buf, sizeof buf, r, i, c, cols[c].kind);
@@ -188,10 +195,12 @@ static json_t *json_cell(const PGresult *r, int row, int col) {
     const char *v = PQgetvalue(r, row, col);
     if (PQgetisnull(r, row, col)) return json_null();
     switch (PQftype(r, col)) {
-    case 20: case 21: case 23: /* int8, int2, int4 */
-        return json_integer(strtoll(v, NULL, 10));
-    case 700: case 701: case 1700: /* float4/8, numeric */
-        return json_real(strtod(v, NULL));
+    case 20:
+    case 21:
+    case 23: /* int8, int2, int4 */ return json_integer(strtoll(v, NULL, 10));
+    case 700:
+    case 701:
+    case 1700: /* float4/8, numeric */ return json_real(strtod(v, NULL));
     case 16: return json_boolean(v[0] == 't');
     default: return json_string(v);
     }

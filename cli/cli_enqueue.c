@@ -23,7 +23,8 @@
 static const char *const cmd = "enqueue";
 
 static void enqueue_usage(FILE *f) {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: sluice enqueue PIPELINE [--subject ID] [--stage NAME]\n"
         "                      [--file PATH] [--url URL] [--json JSON]\n"
         "                      [--set COL=VALUE]... [--priority N]\n"
@@ -70,7 +71,7 @@ typedef struct enqueue_args {
     sl_enqueue_opts o;
 } enqueue_args;
 
-/* ---- --bulk ------------------------------------------------------------------ */
+/* ---- --bulk -------------------------------------------------------------- */
 
 /* Parses and checks one line of a bulk file into *row (OUT: a new
  * reference). Returns 1 with a row, 0 for a blank line, -1 after saying
@@ -79,7 +80,8 @@ static int bulk_row(const sl_stage *s, const char *path, size_t lineno,
                     const char *line, json_t **row) {
     char err[1024];
     const char *p = line;
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+        p++;
     if (*p == '\0') return 0;
     json_error_t je;
     *row = json_loads(p, JSON_DISABLE_EOF_CHECK, &je);
@@ -171,7 +173,7 @@ out:
     return rc;
 }
 
-/* ---- one job: options onto columns ----------------------------------------- */
+/* ---- one job: options onto columns --------------------------------------- */
 
 /* The file mapped read-only; *len its size. NULL with a message. */
 static void *map_file(const char *path, size_t *len) {
@@ -187,8 +189,9 @@ static void *map_file(const char *path, size_t *len) {
         goto out;
     }
     if ((size_t)st.st_size > SL_JOBS_MAX_FILE) {
-        sl_cli_say(cmd, "%s is %lld bytes, over the limit of %zu MiB for one "
-                        "job (store it elsewhere and pass --url)",
+        sl_cli_say(cmd,
+                   "%s is %lld bytes, over the limit of %zu MiB for one "
+                   "job (store it elsewhere and pass --url)",
                    path, (long long)st.st_size, SL_JOBS_MAX_FILE >> 20);
         goto out;
     }
@@ -242,8 +245,8 @@ static int put_json(const sl_stage *s, const char *text, const char *cols,
         sl_cli_say(cmd, "--json: invalid JSON: %s", je.text);
         return -1;
     }
-    if (pc && (strcmp(pc->type, "jsonb") == 0 ||
-               strcmp(pc->type, "json") == 0)) {
+    if (pc &&
+        (strcmp(pc->type, "jsonb") == 0 || strcmp(pc->type, "json") == 0)) {
         json_object_set_new(columns, "payload", v);
         return 0;
     }
@@ -253,8 +256,9 @@ static int put_json(const sl_stage *s, const char *text, const char *cols,
         return 0;
     }
     json_decref(v);
-    sl_cli_say(cmd, "--json: stage %s has no jsonb column payload, so the "
-                    "JSON must be an object naming its columns (%s)",
+    sl_cli_say(cmd,
+               "--json: stage %s has no jsonb column payload, so the "
+               "JSON must be an object naming its columns (%s)",
                s->name, cols);
     return -1;
 }
@@ -287,8 +291,8 @@ static int put_set(const sl_stage *s, char *set, const char *cols,
 /* Fills columns from --json, then --url and --set (later ones win), and
  * maps --file into a->o (*mapped, *len: the mapping to unmap). Returns 0
  * or the exit code. */
-static int enqueue_columns(const sl_stage *s, enqueue_args *a,
-                           json_t *columns, void **mapped, size_t *len) {
+static int enqueue_columns(const sl_stage *s, enqueue_args *a, json_t *columns,
+                           void **mapped, size_t *len) {
     char cols[1024];
     list_columns(cols, sizeof cols, s);
     if (a->json && put_json(s, a->json, cols, columns) != 0)
@@ -296,8 +300,9 @@ static int enqueue_columns(const sl_stage *s, enqueue_args *a,
     if (a->url) {
         const sl_column *uc = url_column(s);
         if (!uc) {
-            sl_cli_say(cmd, "--url: stage %s has no column external_url nor "
-                            "a text column ending in url (columns: %s)",
+            sl_cli_say(cmd,
+                       "--url: stage %s has no column external_url nor "
+                       "a text column ending in url (columns: %s)",
                        s->name, cols);
             return SL_EXIT_USAGE;
         }
@@ -322,7 +327,7 @@ static int enqueue_columns(const sl_stage *s, enqueue_args *a,
     return 0;
 }
 
-/* ---- the command -------------------------------------------------------------- */
+/* ---- the command --------------------------------------------------------- */
 
 /* Parses the options into *a (a->sets has room for argc values). Returns
  * 0 or the exit code. */
@@ -360,8 +365,8 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
             break;
         case 'r': a->o.run_at = optarg; break;
         case 'd':
-            if (sl_cli_parse_duration(cmd, "--delay", optarg,
-                                      &a->o.delay_ms) != 0)
+            if (sl_cli_parse_duration(cmd, "--delay", optarg, &a->o.delay_ms) !=
+                0)
                 return SL_EXIT_USAGE;
             break;
         case 'b': a->bulk = optarg; break;
@@ -417,8 +422,10 @@ static int enqueue_resolve(const sl_model *m, const enqueue_args *a,
         return SL_EXIT_FAILURE;
     }
     if (!a->bulk && p->has_subject && !a->subject) {
-        sl_cli_say(cmd, "pipeline %s has a subject (table %s): --subject ID "
-                        "is required", p->name, p->subject.table);
+        sl_cli_say(cmd,
+                   "pipeline %s has a subject (table %s): --subject ID "
+                   "is required",
+                   p->name, p->subject.table);
         return SL_EXIT_USAGE;
     }
     if (!a->bulk && !p->has_subject && a->subject) {
@@ -451,8 +458,8 @@ int sl_cmd_enqueue(int argc, char **argv) {
     if (!a.sets || !columns) goto out;
     if ((rc = enqueue_parse(argc, argv, &a)) != 0 ||
         (rc = enqueue_resolve(m, &a, &s)) != 0 ||
-        (!a.bulk && (rc = enqueue_columns(s, &a, columns, &mapped,
-                                          &mapped_len)) != 0))
+        (!a.bulk &&
+         (rc = enqueue_columns(s, &a, columns, &mapped, &mapped_len)) != 0))
         goto out;
     rc = SL_EXIT_FAILURE;
     if (!(c = sl_cli_connect(cmd, a.db))) goto out;
@@ -460,8 +467,8 @@ int sl_cmd_enqueue(int argc, char **argv) {
         rc = enqueue_bulk(c, s, a.bulk);
         goto out;
     }
-    int e = sl_jobs_enqueue(c, s, a.subject, columns, &a.o, id, err,
-                            sizeof err);
+    int e =
+        sl_jobs_enqueue(c, s, a.subject, columns, &a.o, id, err, sizeof err);
     if (e != 0) {
         sl_cli_say(cmd, "%s", err);
         rc = e == -SL_EINVAL ? SL_EXIT_USAGE : SL_EXIT_FAILURE;

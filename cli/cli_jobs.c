@@ -14,10 +14,11 @@
 #include "jobs.h"
 #include "reads.h"
 
-/* ---- sluice jobs ----------------------------------------------------------------- */
+/* ---- sluice jobs --------------------------------------------------------- */
 
 static void jobs_usage(FILE *f) {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: sluice jobs [--queue Q] [--status S] [--older-than DURATION]\n"
         "                   [--limit N] [--json] [-p PATH]... "
         "[--database URL]\n"
@@ -40,8 +41,8 @@ typedef struct jobs_args {
 
 /* Parses the options into *a. Returns 0 or the exit code. */
 static int jobs_parse(int argc, char **argv, jobs_args *a) {
-    static const char *const statuses[] = {"pending", "in_progress", "retry",
-                                           "done",    "error",       "cancelled"};
+    static const char *const statuses[] = {
+        "pending", "in_progress", "retry", "done", "error", "cancelled"};
     static const struct option opts[] = {
         {"queue", required_argument, 0, 'q'},
         {"status", required_argument, 0, 's'},
@@ -81,8 +82,10 @@ static int jobs_parse(int argc, char **argv, jobs_args *a) {
         for (size_t i = 0; i < 6; i++)
             ok |= strcmp(statuses[i], a->f.status) == 0;
         if (!ok) {
-            sl_cli_say(cmd, "bad --status '%s' (pending, in_progress, retry, "
-                            "done, error or cancelled)", a->f.status);
+            sl_cli_say(cmd,
+                       "bad --status '%s' (pending, in_progress, retry, "
+                       "done, error or cancelled)",
+                       a->f.status);
             return SL_EXIT_USAGE;
         }
     }
@@ -91,11 +94,11 @@ static int jobs_parse(int argc, char **argv, jobs_args *a) {
 
 /* Prints a listing (SL_LIST_* columns) as JSON or as a table. */
 static void jobs_print(const PGresult *r, const jobs_args *a) {
-    static const sl_cli_col cols[] = {
-        {"QUEUE", 's'},  {"ID", 's'},       {"SUBJECT", 's'},
-        {"STATUS", 's'}, {"ATTEMPTS", 'r'}, {"PRIORITY", 'r'},
-        {"AGE", 'd'},    {"RUNS IN", 'd'},  {"CLASS", 's'},
-        {"LAST ERROR", 'e'}};
+    static const sl_cli_col cols[] = {{"QUEUE", 's'},    {"ID", 's'},
+                                      {"SUBJECT", 's'},  {"STATUS", 's'},
+                                      {"ATTEMPTS", 'r'}, {"PRIORITY", 'r'},
+                                      {"AGE", 'd'},      {"RUNS IN", 'd'},
+                                      {"CLASS", 's'},    {"LAST ERROR", 'e'}};
     if (a->as_json) {
         sl_cli_print_json(r);
     } else if (PQntuples(r) == 0) {
@@ -126,11 +129,12 @@ int sl_cmd_jobs(int argc, char **argv) {
     char err[4096];
     if ((rc = jobs_parse(argc, argv, &a)) != 0) goto out;
     rc = SL_EXIT_FAILURE;
-    if (a.queue && !(a.f.stage = sl_cli_find_queue(cmd, m, a.queue)))
-        goto out;
+    if (a.queue && !(a.f.stage = sl_cli_find_queue(cmd, m, a.queue))) goto out;
     if (sl_reads_jobs_queues(m, &a.f) == 0) {
-        if (a.as_json) puts("[]");
-        else printf("no queues in the loaded pipelines\n");
+        if (a.as_json)
+            puts("[]");
+        else
+            printf("no queues in the loaded pipelines\n");
         rc = SL_EXIT_OK;
         goto out;
     }
@@ -149,10 +153,11 @@ out:
     return rc;
 }
 
-/* ---- sluice retry / cancel ---------------------------------------------------------- */
+/* ---- sluice retry / cancel ----------------------------------------------- */
 
 static void retry_usage(FILE *f) {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: sluice retry JOB_ID... [-p PATH]... [--database URL]\n"
         "       sluice retry --queue Q --failed\n"
         "\n"
@@ -165,7 +170,8 @@ static void retry_usage(FILE *f) {
 }
 
 static void cancel_usage(FILE *f) {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: sluice cancel JOB_ID... [-p PATH]... [--database URL]\n"
         "\n"
         "Cancels jobs: a pending or retrying job never starts; a running job's "
@@ -182,8 +188,7 @@ static int print_action(const char *id, const sl_job_ref *ref, int cancel) {
     }
     if (!ref->changed) {
         printf("%s: not %s: it is %s (queue %s)%s\n", id,
-               cancel ? "cancelled" : "retried", ref->status,
-               ref->stage->queue,
+               cancel ? "cancelled" : "retried", ref->status, ref->stage->queue,
                cancel ? "" : "; only error or cancelled jobs are retried");
         return 0;
     }
@@ -194,8 +199,8 @@ static int print_action(const char *id, const sl_job_ref *ref, int cancel) {
     else if (strcmp(ref->status, "in_progress") == 0)
         printf("%s: cancelled while running on %s (queue %s); the worker "
                "stops it at its next heartbeat and its result is "
-               "discarded\n", id, ref->locked_by[0] ? ref->locked_by : "?",
-               ref->stage->queue);
+               "discarded\n",
+               id, ref->locked_by[0] ? ref->locked_by : "?", ref->stage->queue);
     else
         printf("%s: cancelled (was %s; queue %s); it will not run\n", id,
                ref->status, ref->stage->queue);
@@ -255,14 +260,13 @@ static int retry_or_cancel(int argc, char **argv, int cancel) {
         {"database", required_argument, 0, 'D'},
         {0, 0, 0, 0}};
     static const struct option cancel_opts[] = {
-        {"database", required_argument, 0, 'D'},
-        {0, 0, 0, 0}};
+        {"database", required_argument, 0, 'D'}, {0, 0, 0, 0}};
     int ch;
     PGconn *c = NULL;
     rc = SL_EXIT_USAGE;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "",
-                             cancel ? cancel_opts : retry_opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "", cancel ? cancel_opts : retry_opts,
+                             NULL)) != -1) {
         switch (ch) {
         case 'q': queue = optarg; break;
         case 'F': failed_flag = 1; break;
@@ -299,10 +303,11 @@ int sl_cmd_cancel(int argc, char **argv) {
     return retry_or_cancel(argc, argv, 1);
 }
 
-/* ---- sluice stats ------------------------------------------------------------------- */
+/* ---- sluice stats -------------------------------------------------------- */
 
 static void stats_usage(FILE *f) {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: sluice stats [--json] [--database URL]\n"
         "\n"
         "Prints the sluice_statistics view: per queue, jobs by status, the "
@@ -347,9 +352,12 @@ int sl_cmd_stats(int argc, char **argv) {
     if (e != 0) {
         sl_cli_say_err(cmd, e, err);
     } else {
-        if (as_json) sl_cli_print_json(r);
-        else if (PQntuples(r) == 0) printf("no queues\n");
-        else sl_cli_print_table(r, cols, 9);
+        if (as_json)
+            sl_cli_print_json(r);
+        else if (PQntuples(r) == 0)
+            printf("no queues\n");
+        else
+            sl_cli_print_table(r, cols, 9);
         rc = SL_EXIT_OK;
     }
     PQclear(r);

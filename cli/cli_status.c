@@ -20,10 +20,11 @@
 #include "jobs.h"
 #include "reads.h"
 
-/* ---- sluice status ------------------------------------------------------------ */
+/* ---- sluice status ------------------------------------------------------- */
 
 static void status_usage(FILE *f) {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: sluice status ID [--pipeline NAME] [-p PATH]... "
         "[--database URL]\n"
         "\n"
@@ -91,7 +92,8 @@ static int status_subject(PGconn *c, const sl_pipeline *p, const char *id) {
             goto fail;
         printf("  stage %s (queue %s)%s\n", s->name, s->queue,
                PQntuples(r) ? "" : ": no job");
-        for (int i = 0; i < PQntuples(r); i++) print_job(r, i, s);
+        for (int i = 0; i < PQntuples(r); i++)
+            print_job(r, i, s);
         PQclear(r);
     }
     return 1;
@@ -114,8 +116,8 @@ static int status_job(PGconn *c, const sl_stage *s, const char *id) {
         PQclear(r);
         return 0;
     }
-    printf("job %s (pipeline %s, stage %s, queue %s)\n", id,
-           s->pipeline->name, s->name, s->queue);
+    printf("job %s (pipeline %s, stage %s, queue %s)\n", id, s->pipeline->name,
+           s->name, s->queue);
     if (!PQgetisnull(r, 0, SL_JOB_SUBJECT))
         printf("  subject %s (sluice status %s shows every stage)\n",
                PQgetvalue(r, 0, SL_JOB_SUBJECT),
@@ -209,10 +211,11 @@ out:
     return rc;
 }
 
-/* ---- sluice watch ---------------------------------------------------------------- */
+/* ---- sluice watch -------------------------------------------------------- */
 
 static void watch_usage(FILE *f) {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: sluice watch SUBJECT [--timeout DURATION] [--pipeline NAME]\n"
         "                    [-p PATH]... [--database URL]\n"
         "\n"
@@ -316,7 +319,8 @@ static void watch_draw(watch *w) {
         int pct = w->progress > 100 ? 100 : w->progress;
         int fill = pct * 30 / 100;
         line[k++] = '[';
-        for (int i = 0; i < 30; i++) line[k++] = i < fill ? '#' : '.';
+        for (int i = 0; i < 30; i++)
+            line[k++] = i < fill ? '#' : '.';
         k += (size_t)snprintf(line + k, sizeof line - k, "] %3d%%  ", pct);
     }
     snprintf(line + k, sizeof line - k, "%s%s%s", w->status,
@@ -406,8 +410,9 @@ static int watch_resolve(watch *w, const sl_model *m, const char *only) {
         int r = watch_read(&probe);
         if (r < 0) return SL_EXIT_FAILURE;
         if (r > 0 && w->p) {
-            sl_cli_say(cmd, "subject %s belongs to pipelines %s and %s: "
-                            "choose one with --pipeline",
+            sl_cli_say(cmd,
+                       "subject %s belongs to pipelines %s and %s: "
+                       "choose one with --pipeline",
                        w->id, w->p->name, p->name);
             return SL_EXIT_USAGE;
         }
@@ -512,8 +517,10 @@ static int watch_follow(watch *w, int64_t timeout_ms) {
         }
     } else {
         reread_ms = 500;
-        fprintf(stderr, "sluice watch: pipeline %s has no subject.channel; "
-                        "re-reading every 500ms\n", w->p->name);
+        fprintf(stderr,
+                "sluice watch: pipeline %s has no subject.channel; "
+                "re-reading every 500ms\n",
+                w->p->name);
     }
     if (watch_read(w) <= 0) return SL_EXIT_FAILURE;
     watch_draw(w);
@@ -545,8 +552,8 @@ int sl_cmd_watch(int argc, char **argv) {
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
         case 't':
-            if (sl_cli_parse_duration(cmd, "--timeout", optarg,
-                                      &timeout_ms) != 0)
+            if (sl_cli_parse_duration(cmd, "--timeout", optarg, &timeout_ms) !=
+                0)
                 goto out;
             break;
         case 'P': only = optarg; break;

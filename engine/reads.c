@@ -18,7 +18,7 @@
 #include "error.h"
 #include "jobs.h"
 
-/* ---- running a statement ------------------------------------------------ */
+/* ---- running a statement ------------------------------------------------- */
 
 /* Runs the SQL in q (freed here) with nvals text parameters and expects
  * rows. Returns 0 with *out set, or an error naming `what` in err. */
@@ -53,7 +53,7 @@ static int run_id(PGconn *c, sl_buf *q, const char *id, const char *what,
     return run(c, q, 1, vals, what, out, err, errlen);
 }
 
-/* ---- a subject and its jobs --------------------------------------------- */
+/* ---- a subject and its jobs ---------------------------------------------- */
 
 /* Appends "<column>::text", or NULL::text when the model maps none. */
 static void text_column(sl_buf *b, const char *column) {
@@ -86,17 +86,18 @@ int sl_reads_subject(PGconn *c, const sl_pipeline *p, const char *id,
 
 /* The SL_JOB_* columns of stage s's queue, aliased q. */
 static void job_columns(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "SELECT q.id::text, q.status::text, q.attempts, q.last_error,"
-                   " q.error_class, q.created_at::timestamptz(0)::text,"
-                   " q.started_at::timestamptz(0)::text,"
-                   " q.finished_at::timestamptz(0)::text,"
-                   " EXTRACT(EPOCH FROM COALESCE(q.finished_at, CASE WHEN"
-                   " q.status = 'in_progress' THEN now() END) -"
-                   " q.started_at)::float8,"
-                   " q.run_at::timestamptz(0)::text,"
-                   " CASE WHEN q.status IN ('pending','retry') AND q.run_at >"
-                   " now() THEN EXTRACT(EPOCH FROM q.run_at - now())::float8"
-                   " END, q.status_detail, q.progress, q.locked_by, ");
+    sl_buf_puts(b,
+                "SELECT q.id::text, q.status::text, q.attempts, q.last_error,"
+                " q.error_class, q.created_at::timestamptz(0)::text,"
+                " q.started_at::timestamptz(0)::text,"
+                " q.finished_at::timestamptz(0)::text,"
+                " EXTRACT(EPOCH FROM COALESCE(q.finished_at, CASE WHEN"
+                " q.status = 'in_progress' THEN now() END) -"
+                " q.started_at)::float8,"
+                " q.run_at::timestamptz(0)::text,"
+                " CASE WHEN q.status IN ('pending','retry') AND q.run_at >"
+                " now() THEN EXTRACT(EPOCH FROM q.run_at - now())::float8"
+                " END, q.status_detail, q.progress, q.locked_by, ");
     sl_jobs_subject_expr(b, s, "q");
     sl_buf_puts(b, " FROM ");
     sl_buf_ident(b, s->queue);
@@ -115,8 +116,8 @@ int sl_reads_subject_jobs(PGconn *c, const sl_stage *s, const char *id,
     return run_id(c, &q, id, s->queue, out, err, errlen);
 }
 
-int sl_reads_job(PGconn *c, const sl_stage *s, const char *id,
-                 PGresult **out, char *err, size_t errlen) {
+int sl_reads_job(PGconn *c, const sl_stage *s, const char *id, PGresult **out,
+                 char *err, size_t errlen) {
     assert(s && s->pipeline && id);
     sl_buf q;
     sl_buf_init(&q);
@@ -167,8 +168,10 @@ int sl_reads_last_failure(PGconn *c, const sl_pipeline *p, const char *id,
     sl_buf_puts(&q, "SELECT * FROM (");
     for (size_t k = 0; k < p->nstages; k++) {
         if (k) sl_buf_puts(&q, " UNION ALL ");
-        sl_buf_printf(&q, "SELECT %zu AS k, id::text, attempts, last_error,"
-                          " error_class, finished_at FROM ", k);
+        sl_buf_printf(&q,
+                      "SELECT %zu AS k, id::text, attempts, last_error,"
+                      " error_class, finished_at FROM ",
+                      k);
         sl_buf_ident(&q, p->stages[k].queue);
         sl_buf_puts(&q, " WHERE ");
         sl_buf_ident(&q, p->subject.fk);
@@ -202,13 +205,14 @@ int sl_reads_listen_subject(PGconn *c, const sl_pipeline *p, char *err,
     return rc;
 }
 
-/* ---- listings and statistics -------------------------------------------- */
+/* ---- listings and statistics --------------------------------------------- */
 
 size_t sl_reads_jobs_queues(const sl_model *m, const sl_jobs_filter *f) {
     assert(m && f);
     if (f->stage) return 1;
     size_t n = 0;
-    for (size_t i = 0; i < m->npipelines; i++) n += m->pipelines[i].nstages;
+    for (size_t i = 0; i < m->npipelines; i++)
+        n += m->pipelines[i].nstages;
     return n;
 }
 
@@ -220,14 +224,15 @@ static void list_branch(sl_buf *q, const sl_stage *s) {
     sl_buf_literal(q, s->queue);
     sl_buf_puts(q, "::text AS queue, id::text AS id, ");
     sl_jobs_subject_expr(q, s, NULL);
-    sl_buf_printf(q, " AS subject, status::text AS status,"
-                     " attempts::text || '/%d' AS attempts,"
-                     " priority, EXTRACT(EPOCH FROM now() -"
-                     " created_at)::float8 AS age, CASE WHEN status"
-                     " IN ('pending','retry') AND run_at > now()"
-                     " THEN EXTRACT(EPOCH FROM run_at -"
-                     " now())::float8 END AS runs_in, error_class,"
-                     " last_error, created_at FROM ",
+    sl_buf_printf(q,
+                  " AS subject, status::text AS status,"
+                  " attempts::text || '/%d' AS attempts,"
+                  " priority, EXTRACT(EPOCH FROM now() -"
+                  " created_at)::float8 AS age, CASE WHEN status"
+                  " IN ('pending','retry') AND run_at > now()"
+                  " THEN EXTRACT(EPOCH FROM run_at -"
+                  " now())::float8 END AS runs_in, error_class,"
+                  " last_error, created_at FROM ",
                   s->retry.max_attempts);
     sl_buf_ident(q, s->queue);
     sl_buf_puts(q, " WHERE ($1::text IS NULL OR status::text = $1)"

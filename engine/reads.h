@@ -64,8 +64,8 @@ int sl_reads_subject_jobs(PGconn *c, const sl_stage *s, const char *id,
 
 /* Job `id` in the queue of stage s: one row, or none. *out as above
  * (OUT: caller PQclears). Returns 0 or an error (WHAT is the queue). */
-int sl_reads_job(PGconn *c, const sl_stage *s, const char *id,
-                 PGresult **out, char *err, size_t errlen);
+int sl_reads_job(PGconn *c, const sl_stage *s, const char *id, PGresult **out,
+                 char *err, size_t errlen);
 
 /* How the jobs of one subject stand across its pipeline's stages. */
 typedef struct sl_job_counts {
