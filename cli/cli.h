@@ -17,9 +17,9 @@ int sl_cmd_validate(int argc, char **argv); /* cli_dsl.c */
 int sl_cmd_sql(int argc, char **argv);      /* cli_schema.c */
 int sl_cmd_migrate(int argc, char **argv);  /* cli_schema.c */
 int sl_cmd_run(int argc, char **argv);      /* cli_run.c */
-int sl_cmd_enqueue(int argc, char **argv);  /* cli_jobs.c */
-int sl_cmd_status(int argc, char **argv);   /* cli_jobs.c */
-int sl_cmd_watch(int argc, char **argv);    /* cli_jobs.c */
+int sl_cmd_enqueue(int argc, char **argv);  /* cli_enqueue.c */
+int sl_cmd_status(int argc, char **argv);   /* cli_status.c */
+int sl_cmd_watch(int argc, char **argv);    /* cli_status.c */
 int sl_cmd_jobs(int argc, char **argv);     /* cli_jobs.c */
 int sl_cmd_retry(int argc, char **argv);    /* cli_jobs.c */
 int sl_cmd_cancel(int argc, char **argv);   /* cli_jobs.c */

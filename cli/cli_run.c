@@ -40,8 +40,8 @@ static void run_usage(FILE *f) {
             "...).\n");
 }
 
-int sl_log_level_parse(const char *s);
-int sl_log_level_parse(const char *s) {
+/* The level named s, or -1. */
+static int log_level_parse(const char *s) {
     if (strcmp(s, "debug") == 0) return SL_LOG_DEBUG;
     if (strcmp(s, "info") == 0) return SL_LOG_INFO;
     if (strcmp(s, "warn") == 0) return SL_LOG_WARN;
@@ -107,7 +107,7 @@ int sl_cmd_run(int argc, char **argv) {
             }
             break;
         case 'l':
-            level = sl_log_level_parse(optarg);
+            level = log_level_parse(optarg);
             if (level < 0) {
                 fprintf(stderr, "sluice run: --log-level is debug, info, "
                                 "warn or error\n");

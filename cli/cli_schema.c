@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_priv.h"
 #include "error.h"
 #include "migrate.h"
 #include "schema.h"
@@ -104,7 +105,7 @@ int sl_cmd_migrate(int argc, char **argv) {
     if (rc != 0) return rc;
 
     sl_migrate_opts o = {0};
-    const char *write_dir = NULL, *url = getenv("DATABASE_URL");
+    const char *write_dir = NULL, *url = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--dry-run") == 0) {
@@ -130,11 +131,8 @@ int sl_cmd_migrate(int argc, char **argv) {
     }
     if (write_dir) o.dry_run = 1; /* --write only writes the file */
 
-    PGconn *c = PQconnectdb(url ? url : "");
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "sluice migrate: cannot connect: %s",
-                PQerrorMessage(c));
-        PQfinish(c);
+    PGconn *c = sl_cli_connect("migrate", url);
+    if (!c) {
         sl_model_free(m);
         return SL_EXIT_FAILURE;
     }

@@ -84,6 +84,10 @@ const char *sl_db_error(const PGconn *c, const PGresult *r, char *buf,
     if ((!m || !*m) && c) m = PQerrorMessage(c);
     snprintf(buf, len, "%s", m && *m ? m : "unknown database error");
     trim(buf);
+    /* A server message may echo what the session sent; the connection's
+     * password stays out of it, as it does in sl_db_connect's message. */
+    const char *pw = c ? PQpass(c) : NULL;
+    if (pw) redact_password(buf, len, pw);
     return buf;
 }
 

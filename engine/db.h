@@ -32,8 +32,9 @@ sl_dbsource sl_db_source(const char *flag);
 PGconn *sl_db_connect(sl_dbsource src, char *err, size_t errlen);
 
 /* The error text of a failed statement: r's message, else the
- * connection's, trailing newlines and spaces removed, written into buf
- * (always NUL-terminated). Returns buf. r may be NULL. */
+ * connection's, trailing newlines and spaces removed and the connection's
+ * password replaced by [redacted], written into buf (always
+ * NUL-terminated). Returns buf. r and c may be NULL. */
 const char *sl_db_error(const PGconn *c, const PGresult *r, char *buf,
                         size_t len);
 

@@ -8,6 +8,7 @@
  */
 #include "jobs.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,6 +298,7 @@ static int check_subject(const sl_stage *s, const char *subject_id,
 int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
                     const json_t *columns, const sl_enqueue_opts *o,
                     char *id_out, char *err, size_t errlen) {
+    assert(c && s && s->pipeline && id_out && err && errlen > 0);
     static const sl_enqueue_opts none;
     const sl_pipeline *pl = s->pipeline;
     const sl_column *bin = NULL;
@@ -571,6 +573,7 @@ static void build_batch(sl_buf *b, const sl_stage *s) {
 int sl_jobs_enqueue_batch(PGconn *c, const sl_stage *s, const json_t *rows,
                           long *inserted, size_t *bad_row, char *err,
                           size_t errlen) {
+    assert(c && s && rows && inserted && err && errlen > 0);
     char row_err[512];
     size_t ignored;
     if (!bad_row) bad_row = &ignored;
@@ -631,6 +634,34 @@ out:
     return rc;
 }
 
+/* Runs one transaction-control statement; `what` names it in err. */
+static int transaction(PGconn *c, const char *sql, const char *what,
+                       char *err, size_t errlen) {
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        db_err(err, errlen, what, c, r);
+        rc = -SL_EDB;
+    }
+    PQclear(r);
+    return rc;
+}
+
+int sl_jobs_begin(PGconn *c, char *err, size_t errlen) {
+    assert(c && err && errlen > 0);
+    return transaction(c, "BEGIN", "begin", err, errlen);
+}
+
+int sl_jobs_commit(PGconn *c, char *err, size_t errlen) {
+    assert(c && err && errlen > 0);
+    return transaction(c, "COMMIT", "commit", err, errlen);
+}
+
+void sl_jobs_rollback(PGconn *c) {
+    assert(c);
+    PQclear(PQexec(c, "ROLLBACK"));
+}
+
 /* ---- finding, cancelling, retrying ---------------------------------------- */
 
 /* The stage with flat index k across the model's pipelines. */
@@ -648,10 +679,10 @@ static void copy_field(char *dst, size_t n, const PGresult *r, int row,
                                                      : PQgetvalue(r, row, col));
 }
 
-/* Appends "<fk>::text" for stage s, or NULL::text without a subject. */
-static void subject_expr(sl_buf *b, const sl_stage *s, const char *alias) {
+void sl_jobs_subject_expr(sl_buf *b, const sl_stage *s, const char *alias) {
+    assert(b && s && s->pipeline);
     if (s->pipeline->has_subject) {
-        sl_buf_printf(b, "%s.", alias);
+        if (alias) sl_buf_printf(b, "%s.", alias);
         sl_buf_ident(b, s->pipeline->subject.fk);
         sl_buf_puts(b, "::text");
     } else {
@@ -661,6 +692,7 @@ static void subject_expr(sl_buf *b, const sl_stage *s, const char *alias) {
 
 int sl_jobs_find(PGconn *c, const sl_model *m, const char *id,
                  sl_job_ref *ref, char *err, size_t errlen) {
+    assert(c && m && id && ref && err && errlen > 0);
     memset(ref, 0, sizeof *ref);
     if (!sl_jobs_is_uuid(id)) {
         snprintf(err, errlen, "job id '%s' is not a UUID", id);
@@ -674,7 +706,7 @@ int sl_jobs_find(PGconn *c, const sl_model *m, const char *id,
             const sl_stage *s = &m->pipelines[i].stages[j];
             if (k) sl_buf_puts(&q, " UNION ALL ");
             sl_buf_printf(&q, "SELECT %ld, q.status::text, ", k);
-            subject_expr(&q, s, "q");
+            sl_jobs_subject_expr(&q, s, "q");
             sl_buf_puts(&q, ", q.locked_by FROM ");
             sl_buf_ident(&q, s->queue);
             sl_buf_puts(&q, " q WHERE q.id = $1::uuid");
@@ -719,7 +751,7 @@ static int act(PGconn *c, const sl_model *m, const char *id, const char *set,
     sl_buf_init(&q);
     sl_buf_puts(&q, "WITH o AS (SELECT q.id, q.status::text AS st, "
                     "q.locked_by, ");
-    subject_expr(&q, s, "q");
+    sl_jobs_subject_expr(&q, s, "q");
     sl_buf_puts(&q, " AS subj FROM ");
     sl_buf_ident(&q, s->queue);
     sl_buf_puts(&q, " q WHERE q.id = $1::uuid FOR UPDATE), u AS (UPDATE ");
@@ -777,6 +809,7 @@ int sl_jobs_retry(PGconn *c, const sl_model *m, const char *id,
 
 int sl_jobs_retry_failed(PGconn *c, const sl_stage *s, long *n, char *err,
                          size_t errlen) {
+    assert(c && s && n && err && errlen > 0);
     sl_buf q;
     sl_buf_init(&q);
     sl_buf_puts(&q, "UPDATE ");

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "model.h"
 
 /* The largest file `sluice enqueue --file` (bin_data) accepts: 512 MiB.
@@ -100,6 +101,21 @@ int sl_jobs_check_row(const sl_stage *s, const json_t *row, char *err,
 int sl_jobs_enqueue_batch(PGconn *c, const sl_stage *s, const json_t *rows,
                           long *inserted, size_t *bad_row, char *err,
                           size_t errlen);
+
+/* Transactions around several sl_jobs_enqueue_batch calls (what `sluice
+ * enqueue --bulk` does: every line or none). sl_jobs_begin and
+ * sl_jobs_commit return 0 or -SL_EDB with "begin: ..." / "commit: ..." in
+ * err; sl_jobs_rollback ends a transaction that failed (it cannot fail in
+ * a way the caller could act on). */
+int sl_jobs_begin(PGconn *c, char *err, size_t errlen);
+int sl_jobs_commit(PGconn *c, char *err, size_t errlen);
+void sl_jobs_rollback(PGconn *c);
+
+/* Appends the subject id of a job of stage s as SQL text: the queue's
+ * subject foreign key cast to text (qualified by alias when not NULL), or
+ * NULL::text for a standalone queue. The one rule used by every query that
+ * reports a job's subject (jobs.c, reads.c). */
+void sl_jobs_subject_expr(sl_buf *b, const sl_stage *s, const char *alias);
 
 /* Where a job is and what an action did to it. */
 typedef struct sl_job_ref {

@@ -1,0 +1,276 @@
+/* reads.c - the read side: status, listings, statistics (reads.h).
+ *
+ * Like jobs.c, the statements are built per call from the model: they
+ * serve an operator at a terminal, not the workers' hot path, so they are
+ * not prepared. Identifiers are quoted with sl_buf_ident; the only text
+ * spliced otherwise is numbers the engine formats itself (a stage's index,
+ * its max_attempts) and queue names as literals (sl_buf_literal).
+ */
+#include "reads.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "db.h"
+#include "error.h"
+#include "jobs.h"
+
+/* ---- running a statement ------------------------------------------------- */
+
+/* Runs the SQL in q (freed here) with nvals text parameters and expects
+ * rows. Returns 0 with *out set, or an error naming `what` in err. */
+static int run(PGconn *c, sl_buf *q, int nvals, const char *const *vals,
+               const char *what, PGresult **out, char *err, size_t errlen) {
+    assert(c && q && what && out && err && errlen > 0);
+    *out = NULL;
+    if (sl_buf_failed(q)) {
+        sl_buf_free(q);
+        snprintf(err, errlen, "%s: out of memory", what);
+        return -SL_ENOMEM;
+    }
+    PGresult *r =
+        PQexecParams(c, sl_buf_str(q), nvals, NULL, vals, NULL, NULL, 0);
+    sl_buf_free(q);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        *out = r;
+        return 0;
+    }
+    char m[2048];
+    const char *st = sl_db_sqlstate(r);
+    snprintf(err, errlen, "%s: %s", what, sl_db_error(c, r, m, sizeof m));
+    PQclear(r);
+    /* 42P01 undefined_table: a queue or subject table was never created. */
+    return st && strcmp(st, "42P01") == 0 ? -SL_ENOTFOUND : -SL_EDB;
+}
+
+/* As run, with the one parameter id. */
+static int run_id(PGconn *c, sl_buf *q, const char *id, const char *what,
+                  PGresult **out, char *err, size_t errlen) {
+    const char *vals[1] = {id};
+    return run(c, q, 1, vals, what, out, err, errlen);
+}
+
+/* ---- a subject and its jobs ---------------------------------------------- */
+
+/* Appends "<column>::text", or NULL::text when the model maps none. */
+static void text_column(sl_buf *b, const char *column) {
+    if (column)
+        sl_buf_ident(b, column);
+    else
+        sl_buf_puts(b, "NULL");
+    sl_buf_puts(b, "::text");
+}
+
+int sl_reads_subject(PGconn *c, const sl_pipeline *p, const char *id,
+                     PGresult **out, char *err, size_t errlen) {
+    assert(p && p->has_subject && id);
+    const sl_subject *sj = &p->subject;
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "SELECT ");
+    text_column(&q, sj->status_column);
+    sl_buf_puts(&q, ", ");
+    text_column(&q, sj->progress_column);
+    sl_buf_puts(&q, ", ");
+    text_column(&q, sj->detail_column);
+    sl_buf_puts(&q, " FROM ");
+    sl_buf_ident(&q, sj->table);
+    sl_buf_puts(&q, " WHERE ");
+    sl_buf_ident(&q, sj->key);
+    sl_buf_puts(&q, " = $1::uuid");
+    return run_id(c, &q, id, sj->table, out, err, errlen);
+}
+
+/* The SL_JOB_* columns of stage s's queue, aliased q. */
+static void job_columns(sl_buf *b, const sl_stage *s) {
+    sl_buf_puts(b,
+                "SELECT q.id::text, q.status::text, q.attempts, q.last_error,"
+                " q.error_class, q.created_at::timestamptz(0)::text,"
+                " q.started_at::timestamptz(0)::text,"
+                " q.finished_at::timestamptz(0)::text,"
+                " EXTRACT(EPOCH FROM COALESCE(q.finished_at, CASE WHEN"
+                " q.status = 'in_progress' THEN now() END) -"
+                " q.started_at)::float8,"
+                " q.run_at::timestamptz(0)::text,"
+                " CASE WHEN q.status IN ('pending','retry') AND q.run_at >"
+                " now() THEN EXTRACT(EPOCH FROM q.run_at - now())::float8"
+                " END, q.status_detail, q.progress, q.locked_by, ");
+    sl_jobs_subject_expr(b, s, "q");
+    sl_buf_puts(b, " FROM ");
+    sl_buf_ident(b, s->queue);
+    sl_buf_puts(b, " q");
+}
+
+int sl_reads_subject_jobs(PGconn *c, const sl_stage *s, const char *id,
+                          PGresult **out, char *err, size_t errlen) {
+    assert(s && s->pipeline && s->pipeline->has_subject && id);
+    sl_buf q;
+    sl_buf_init(&q);
+    job_columns(&q, s);
+    sl_buf_puts(&q, " WHERE q.");
+    sl_buf_ident(&q, s->pipeline->subject.fk);
+    sl_buf_puts(&q, " = $1::uuid ORDER BY q.created_at, q.id");
+    return run_id(c, &q, id, s->queue, out, err, errlen);
+}
+
+int sl_reads_job(PGconn *c, const sl_stage *s, const char *id, PGresult **out,
+                 char *err, size_t errlen) {
+    assert(s && s->pipeline && id);
+    sl_buf q;
+    sl_buf_init(&q);
+    job_columns(&q, s);
+    sl_buf_puts(&q, " WHERE q.id = $1::uuid");
+    return run_id(c, &q, id, s->queue, out, err, errlen);
+}
+
+int sl_reads_subject_counts(PGconn *c, const sl_pipeline *p, const char *id,
+                            sl_job_counts *n, char *err, size_t errlen) {
+    assert(p && p->has_subject && p->nstages > 0 && id && n);
+    memset(n, 0, sizeof *n);
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "SELECT count(*), count(*) FILTER (WHERE st IN"
+                    " ('pending','retry','in_progress')), count(*) FILTER"
+                    " (WHERE st = 'error'), count(*) FILTER (WHERE st ="
+                    " 'cancelled'), count(*) FILTER (WHERE st = 'done' AND"
+                    " last) FROM (");
+    for (size_t k = 0; k < p->nstages; k++) {
+        if (k) sl_buf_puts(&q, " UNION ALL ");
+        sl_buf_printf(&q, "SELECT status::text AS st, %s AS last FROM ",
+                      p->stages[k].nnext == 0 ? "true" : "false");
+        sl_buf_ident(&q, p->stages[k].queue);
+        sl_buf_puts(&q, " WHERE ");
+        sl_buf_ident(&q, p->subject.fk);
+        sl_buf_puts(&q, " = $1::uuid");
+    }
+    sl_buf_puts(&q, ") j");
+    PGresult *r;
+    int rc = run_id(c, &q, id, "reading the subject's jobs", &r, err, errlen);
+    if (rc != 0) return rc;
+    assert(PQntuples(r) == 1);
+    n->total = atol(PQgetvalue(r, 0, 0));
+    n->unfinished = atol(PQgetvalue(r, 0, 1));
+    n->error = atol(PQgetvalue(r, 0, 2));
+    n->cancelled = atol(PQgetvalue(r, 0, 3));
+    n->final_done = atol(PQgetvalue(r, 0, 4));
+    PQclear(r);
+    return 0;
+}
+
+int sl_reads_last_failure(PGconn *c, const sl_pipeline *p, const char *id,
+                          PGresult **out, char *err, size_t errlen) {
+    assert(p && p->has_subject && p->nstages > 0 && id);
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "SELECT * FROM (");
+    for (size_t k = 0; k < p->nstages; k++) {
+        if (k) sl_buf_puts(&q, " UNION ALL ");
+        sl_buf_printf(&q,
+                      "SELECT %zu AS k, id::text, attempts, last_error,"
+                      " error_class, finished_at FROM ",
+                      k);
+        sl_buf_ident(&q, p->stages[k].queue);
+        sl_buf_puts(&q, " WHERE ");
+        sl_buf_ident(&q, p->subject.fk);
+        sl_buf_puts(&q, " = $1::uuid AND status = 'error'");
+    }
+    sl_buf_puts(&q, ") e ORDER BY finished_at DESC NULLS LAST LIMIT 1");
+    return run_id(c, &q, id, "reading the failed job", out, err, errlen);
+}
+
+int sl_reads_listen_subject(PGconn *c, const sl_pipeline *p, char *err,
+                            size_t errlen) {
+    assert(c && p && p->has_subject && p->subject.channel && err);
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "LISTEN ");
+    sl_buf_ident(&q, p->subject.channel);
+    if (sl_buf_failed(&q)) {
+        sl_buf_free(&q);
+        snprintf(err, errlen, "listen: out of memory");
+        return -SL_ENOMEM;
+    }
+    PGresult *r = PQexec(c, sl_buf_str(&q));
+    sl_buf_free(&q);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        char m[2048];
+        snprintf(err, errlen, "listen: %s", sl_db_error(c, r, m, sizeof m));
+        rc = -SL_EDB;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* ---- listings and statistics --------------------------------------------- */
+
+size_t sl_reads_jobs_queues(const sl_model *m, const sl_jobs_filter *f) {
+    assert(m && f);
+    if (f->stage) return 1;
+    size_t n = 0;
+    for (size_t i = 0; i < m->npipelines; i++)
+        n += m->pipelines[i].nstages;
+    return n;
+}
+
+/* One queue's branch of the listing: its newest jobs that pass the
+ * filter ($1 status, $2 minimum age in ms, $3 limit), as SL_LIST_*
+ * columns plus created_at for the outer ORDER BY. */
+static void list_branch(sl_buf *q, const sl_stage *s) {
+    sl_buf_puts(q, "(SELECT ");
+    sl_buf_literal(q, s->queue);
+    sl_buf_puts(q, "::text AS queue, id::text AS id, ");
+    sl_jobs_subject_expr(q, s, NULL);
+    sl_buf_printf(q,
+                  " AS subject, status::text AS status,"
+                  " attempts::text || '/%d' AS attempts,"
+                  " priority, EXTRACT(EPOCH FROM now() -"
+                  " created_at)::float8 AS age, CASE WHEN status"
+                  " IN ('pending','retry') AND run_at > now()"
+                  " THEN EXTRACT(EPOCH FROM run_at -"
+                  " now())::float8 END AS runs_in, error_class,"
+                  " last_error, created_at FROM ",
+                  s->retry.max_attempts);
+    sl_buf_ident(q, s->queue);
+    sl_buf_puts(q, " WHERE ($1::text IS NULL OR status::text = $1)"
+                   " AND ($2::bigint IS NULL OR created_at < now() -"
+                   " $2::bigint * interval '1 millisecond')"
+                   " ORDER BY created_at DESC LIMIT $3)");
+}
+
+int sl_reads_jobs(PGconn *c, const sl_model *m, const sl_jobs_filter *f,
+                  PGresult **out, char *err, size_t errlen) {
+    assert(m && f && f->limit >= 1 && sl_reads_jobs_queues(m, f) > 0);
+    sl_buf q;
+    sl_buf_init(&q);
+    int branches = 0;
+    sl_buf_puts(&q, "SELECT queue, id, subject, status, attempts, priority,"
+                    " age, runs_in, error_class, last_error FROM (");
+    for (size_t i = 0; i < m->npipelines; i++)
+        for (size_t k = 0; k < m->pipelines[i].nstages; k++) {
+            const sl_stage *s = &m->pipelines[i].stages[k];
+            if (f->stage && f->stage != s) continue;
+            if (branches++) sl_buf_puts(&q, " UNION ALL ");
+            list_branch(&q, s);
+        }
+    sl_buf_puts(&q, ") j ORDER BY created_at DESC, id LIMIT $3");
+    char older[24], limit[24];
+    snprintf(older, sizeof older, "%lld", (long long)f->older_ms);
+    snprintf(limit, sizeof limit, "%ld", f->limit);
+    const char *vals[3] = {f->status, f->older_ms >= 0 ? older : NULL, limit};
+    return run(c, &q, 3, vals, "list jobs", out, err, errlen);
+}
+
+int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen) {
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "SELECT queue, pending, in_progress, retry, done, error,"
+                    " cancelled, EXTRACT(EPOCH FROM oldest_pending_age)::float8"
+                    " AS oldest_pending_age, EXTRACT(EPOCH FROM"
+                    " mean_run_time)::float8 AS mean_run_time"
+                    " FROM sluice_statistics ORDER BY queue");
+    return run(c, &q, 0, NULL, "read sluice_statistics", out, err, errlen);
+}

@@ -1,0 +1,164 @@
+/* reads.h - the read side: what `sluice status`, `watch`, `jobs` and
+ * `stats` show (a subject and its jobs, one job, a listing across queues,
+ * the per-queue statistics) and the LISTEN that lets a reader follow a
+ * subject.
+ *
+ * Table and column names come from the validated model and are quoted
+ * (sl_buf_ident); every value (ids, filters, limits) is a bound parameter.
+ * Nothing here prints. A function that returns a PGresult through an OUT
+ * parameter hands it to the caller, who frees it with PQclear; its columns
+ * are the ones named by the enum next to it, all in text format.
+ *
+ * Errors: -SL_EDB with "WHAT: server message" in err; -SL_ENOTFOUND when
+ * a table the pipelines name does not exist (SQLSTATE 42P01: the schema
+ * was not migrated), with the same text; -SL_ENOMEM.
+ */
+#ifndef SL_READS_H
+#define SL_READS_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+/* The columns of sl_reads_subject: the subject's status, progress and
+ * detail as text (progress and detail NULL when the pipeline maps no such
+ * column, or the row holds NULL). */
+enum { SL_SUBJ_STATUS, SL_SUBJ_PROGRESS, SL_SUBJ_DETAIL };
+
+/* Reads the subject row `id` (a UUID) of pipeline p, which has a subject.
+ * *out (OUT: caller PQclears) holds one row, or none when the row does not
+ * exist. Returns 0 or an error (above; WHAT is the subject table). */
+int sl_reads_subject(PGconn *c, const sl_pipeline *p, const char *id,
+                     PGresult **out, char *err, size_t errlen);
+
+/* The columns of sl_reads_subject_jobs and sl_reads_job: one job with its
+ * timings. TOOK is the run time in seconds (finished, or so far for a
+ * running job; NULL when it never started); RUNS_IN the seconds until a
+ * waiting job's run_at (NULL when due or not waiting); SUBJECT the
+ * subject id (NULL for standalone queues). Times are timestamptz(0). */
+enum {
+    SL_JOB_ID,
+    SL_JOB_STATUS,
+    SL_JOB_ATTEMPTS,
+    SL_JOB_LAST_ERROR,
+    SL_JOB_ERROR_CLASS,
+    SL_JOB_CREATED,
+    SL_JOB_STARTED,
+    SL_JOB_FINISHED,
+    SL_JOB_TOOK,
+    SL_JOB_RUN_AT,
+    SL_JOB_RUNS_IN,
+    SL_JOB_DETAIL,
+    SL_JOB_PROGRESS,
+    SL_JOB_LOCKED_BY,
+    SL_JOB_SUBJECT
+};
+
+/* The jobs of stage s (whose pipeline has a subject) for subject `id`,
+ * oldest first. *out as above (OUT: caller PQclears). Returns 0 or an
+ * error (WHAT is the queue). */
+int sl_reads_subject_jobs(PGconn *c, const sl_stage *s, const char *id,
+                          PGresult **out, char *err, size_t errlen);
+
+/* Job `id` in the queue of stage s: one row, or none. *out as above
+ * (OUT: caller PQclears). Returns 0 or an error (WHAT is the queue). */
+int sl_reads_job(PGconn *c, const sl_stage *s, const char *id, PGresult **out,
+                 char *err, size_t errlen);
+
+/* How the jobs of one subject stand across its pipeline's stages. */
+typedef struct sl_job_counts {
+    long total;      /* every job of the subject */
+    long unfinished; /* pending, retry or in_progress */
+    long error;      /* in status error */
+    long cancelled;  /* in status cancelled */
+    long final_done; /* done in a stage with no next stage */
+} sl_job_counts;
+
+/* Counts the jobs of subject `id` in every stage of pipeline p (which has
+ * a subject) into *n (OUT). Returns 0 or an error (WHAT is "reading the
+ * subject's jobs"). */
+int sl_reads_subject_counts(PGconn *c, const sl_pipeline *p, const char *id,
+                            sl_job_counts *n, char *err, size_t errlen);
+
+/* The columns of sl_reads_last_failure: the index of the job's stage in
+ * p->stages, the job id, attempts, last_error and error_class. */
+enum {
+    SL_FAIL_STAGE,
+    SL_FAIL_ID,
+    SL_FAIL_ATTEMPTS,
+    SL_FAIL_LAST_ERROR,
+    SL_FAIL_ERROR_CLASS
+};
+
+/* The subject's most recently finished job in status error across the
+ * stages of pipeline p: one row, or none. *out as above (OUT: caller
+ * PQclears). Returns 0 or an error (WHAT is "reading the failed job"). */
+int sl_reads_last_failure(PGconn *c, const sl_pipeline *p, const char *id,
+                          PGresult **out, char *err, size_t errlen);
+
+/* LISTENs on the subject channel of pipeline p (which has one), so that
+ * the NOTIFYs of its subject trigger reach c. Returns 0 or an error (WHAT
+ * is "listen"). */
+int sl_reads_listen_subject(PGconn *c, const sl_pipeline *p, char *err,
+                            size_t errlen);
+
+/* What sl_reads_jobs lists; set every field. */
+typedef struct sl_jobs_filter {
+    const sl_stage *stage; /* only this stage's queue; NULL: every queue */
+    const char *status;    /* only jobs in this status; NULL: any */
+    int64_t older_ms;      /* >= 0: created more than this long ago;
+                              < 0: any age */
+    long limit;            /* at most this many rows; >= 1 */
+} sl_jobs_filter;
+
+/* The columns of sl_reads_jobs. ATTEMPTS is "attempts/max"; AGE and
+ * RUNS_IN are seconds (float8; RUNS_IN NULL unless the job waits for a
+ * later run_at); PRIORITY is an integer. */
+enum {
+    SL_LIST_QUEUE,
+    SL_LIST_ID,
+    SL_LIST_SUBJECT,
+    SL_LIST_STATUS,
+    SL_LIST_ATTEMPTS,
+    SL_LIST_PRIORITY,
+    SL_LIST_AGE,
+    SL_LIST_RUNS_IN,
+    SL_LIST_ERROR_CLASS,
+    SL_LIST_LAST_ERROR
+};
+
+/* The number of queues a listing with filter f covers in model m (0: the
+ * model has none, and sl_reads_jobs must not be called). */
+size_t sl_reads_jobs_queues(const sl_model *m, const sl_jobs_filter *f);
+
+/* Lists the jobs of model m that pass f, newest first (ties by id), at
+ * most f->limit. The model must have at least one queue
+ * (sl_reads_jobs_queues). *out as above (OUT: caller PQclears). Returns 0
+ * or an error (WHAT is "list jobs"). */
+int sl_reads_jobs(PGconn *c, const sl_model *m, const sl_jobs_filter *f,
+                  PGresult **out, char *err, size_t errlen);
+
+/* The columns of sl_reads_stats: the queue, its counts of pending,
+ * in_progress, retry, done, error and cancelled jobs, then the age of the
+ * oldest due pending job and the mean run time of done jobs, in seconds
+ * (float8, NULL when there is none). */
+enum {
+    SL_STAT_QUEUE,
+    SL_STAT_PENDING,
+    SL_STAT_IN_PROGRESS,
+    SL_STAT_RETRY,
+    SL_STAT_DONE,
+    SL_STAT_ERROR,
+    SL_STAT_CANCELLED,
+    SL_STAT_OLDEST_PENDING,
+    SL_STAT_MEAN_RUN
+};
+
+/* Reads the sluice_statistics view, one row per queue by queue name. *out
+ * as above (OUT: caller PQclears). Returns 0 or an error (WHAT is "read
+ * sluice_statistics"). */
+int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen);
+
+#endif
