@@ -295,18 +295,14 @@ static int check_subject(const sl_stage *s, const char *subject_id,
     return 0;
 }
 
-int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
-                    const json_t *columns, const sl_enqueue_opts *o,
-                    char *id_out, char *err, size_t errlen) {
-    assert(c && s && s->pipeline && id_out && err && errlen > 0);
-    static const sl_enqueue_opts none;
-    const sl_pipeline *pl = s->pipeline;
-    const sl_column *bin = NULL;
+/* Checks the columns and options of one enqueue against s; *bin gets the
+ * bytea column that o->bin_data fills, if any. */
+static int check_enqueue(const sl_stage *s, const json_t *columns,
+                         const sl_enqueue_opts *o, const sl_column **bin,
+                         char *err, size_t errlen) {
     const char *key;
     const json_t *v;
-    int rc = check_subject(s, subject_id, err, errlen);
-    if (rc != 0) return rc;
-    if (!o) o = &none;
+    int rc;
     if (columns && !json_is_object(columns)) {
         snprintf(err, errlen, "columns must be a JSON object");
         return -SL_EINVAL;
@@ -320,24 +316,57 @@ int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
         }
         if ((rc = sl_jobs_check_value(col, v, err, errlen)) != 0) return rc;
     }
-    if (o->bin_column) {
-        bin = sl_jobs_column(s, o->bin_column);
-        if (!bin || strcmp(bin->type, "bytea") != 0) {
-            snprintf(err, errlen, "stage %s declares no bytea column %s",
-                     s->name, o->bin_column);
-            return -SL_EINVAL;
-        }
-        if (json_object_get(columns, o->bin_column)) {
-            snprintf(err, errlen, "column %s is given twice", o->bin_column);
-            return -SL_EINVAL;
-        }
-        if (o->bin_len > SL_JOBS_MAX_FILE) {
-            snprintf(err, errlen, "%zu bytes is over the limit of %zu MiB "
-                                  "for one job's bytea column",
-                     o->bin_len, SL_JOBS_MAX_FILE >> 20);
-            return -SL_EINVAL;
-        }
+    *bin = NULL;
+    if (!o->bin_column) return 0;
+    *bin = sl_jobs_column(s, o->bin_column);
+    if (!*bin || strcmp((*bin)->type, "bytea") != 0) {
+        snprintf(err, errlen, "stage %s declares no bytea column %s", s->name,
+                 o->bin_column);
+        return -SL_EINVAL;
     }
+    if (json_object_get(columns, o->bin_column)) {
+        snprintf(err, errlen, "column %s is given twice", o->bin_column);
+        return -SL_EINVAL;
+    }
+    if (o->bin_len > SL_JOBS_MAX_FILE) {
+        snprintf(err, errlen, "%zu bytes is over the limit of %zu MiB "
+                              "for one job's bytea column",
+                 o->bin_len, SL_JOBS_MAX_FILE >> 20);
+        return -SL_EINVAL;
+    }
+    return 0;
+}
+
+/* The start of the insert: with a subject, it selects from the subject
+ * row, so a missing subject inserts nothing instead of failing on the
+ * foreign key with a message about constraints. */
+static void insert_head(sl_buf *q, const sl_stage *s) {
+    const sl_pipeline *pl = s->pipeline;
+    if (pl->has_subject) {
+        sl_buf_puts(q, "WITH s AS (SELECT t.");
+        sl_buf_ident(q, pl->subject.key);
+        sl_buf_puts(q, " AS k FROM ");
+        sl_buf_ident(q, pl->subject.table);
+        sl_buf_puts(q, " t WHERE t.");
+        sl_buf_ident(q, pl->subject.key);
+        sl_buf_puts(q, " = $1::uuid) ");
+    }
+    sl_buf_puts(q, "INSERT INTO ");
+    sl_buf_ident(q, s->queue);
+}
+
+int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
+                    const json_t *columns, const sl_enqueue_opts *o,
+                    char *id_out, char *err, size_t errlen) {
+    assert(c && s && s->pipeline && id_out && err && errlen > 0);
+    static const sl_enqueue_opts none;
+    const sl_pipeline *pl = s->pipeline;
+    const sl_column *bin = NULL;
+    const json_t *v;
+    int rc = check_subject(s, subject_id, err, errlen);
+    if (rc != 0) return rc;
+    if (!o) o = &none;
+    if ((rc = check_enqueue(s, columns, o, &bin, err, errlen)) != 0) return rc;
 
     params p;
     sl_buf cols, exprs, q;
@@ -403,20 +432,7 @@ int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
     }
 #undef SEP
 
-    /* With a subject, the insert selects from the subject row, so a
-     * missing subject inserts nothing instead of failing on the foreign
-     * key with a message about constraints. */
-    if (pl->has_subject) {
-        sl_buf_puts(&q, "WITH s AS (SELECT t.");
-        sl_buf_ident(&q, pl->subject.key);
-        sl_buf_puts(&q, " AS k FROM ");
-        sl_buf_ident(&q, pl->subject.table);
-        sl_buf_puts(&q, " t WHERE t.");
-        sl_buf_ident(&q, pl->subject.key);
-        sl_buf_puts(&q, " = $1::uuid) ");
-    }
-    sl_buf_puts(&q, "INSERT INTO ");
-    sl_buf_ident(&q, s->queue);
+    insert_head(&q, s);
     if (first) {
         sl_buf_puts(&q, " DEFAULT VALUES");
     } else {
