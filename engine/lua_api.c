@@ -135,10 +135,20 @@ static int api_log(lua_State *L) {
                     v = json_real(lua_tonumber(L, top));
                 break;
             case LUA_TTABLE: {
-                const char *t = push_encoded(L, top,
-                                             JSON_COMPACT | JSON_SORT_KEYS,
-                                             "sluice.log");
-                text = sl_text_dup(t, lua_rawlen(L, -1), 0);
+                /* Its JSON text; a table without one (invalid UTF-8, a
+                 * function) is logged with the reason, not an error. */
+                char e[160] = "(no JSON form)";
+                sl_lua__box *tb = sl_lua__box_new(L);
+                tb->json = sl_lua__to_json(L, top, e, sizeof e);
+                tb->str = tb->json ? json_dumps(tb->json, JSON_COMPACT |
+                                                              JSON_SORT_KEYS |
+                                                              JSON_ENCODE_ANY)
+                                   : NULL;
+                if (tb->str)
+                    text = sl_text_dup(tb->str, strlen(tb->str), 0);
+                else
+                    text = sl_text_dup(e, strlen(e), 0);
+                sl_lua__box_free(tb);
                 lua_pop(L, 1);
                 break;
             }
