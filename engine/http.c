@@ -285,6 +285,19 @@ static const char *html_element(const char *body, size_t len, const char *tag,
     return gt;
 }
 
+/* The text of the start of an HTML page, without its tags. */
+static void html_text(const char *body, size_t n, char *buf, size_t len) {
+    char tmp[320];
+    size_t o = 0;
+    int in_tag = 0;
+    for (size_t i = 0; i < n && o + 1 < sizeof tmp; i++) {
+        if (body[i] == '<') in_tag = 1;
+        else if (body[i] == '>') in_tag = 0;
+        else if (!in_tag) tmp[o++] = body[i];
+    }
+    printable(tmp, o, buf, len);
+}
+
 static int looks_like_html(const char *body, size_t len) {
     size_t i = 0;
     while (i < len && (body[i] == ' ' || body[i] == '\t' ||
@@ -321,7 +334,7 @@ void sl_http_error_text(const char *body, size_t body_len, char *buf,
             (title = html_element(body, body_len, "h1", &n)) != NULL)
             printable(title, n > 200 ? 200 : n, buf, len);
         else
-            printable("an HTML page", 12, buf, len);
+            html_text(body, body_len > 300 ? 300 : body_len, buf, len);
     } else {
         /* Plain text: its first non-empty line. */
         const char *p = body, *end = body + body_len;

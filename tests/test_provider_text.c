@@ -2,8 +2,7 @@
  * (issue 11 item 8): a "\u0000" escape is valid JSON and accepted, a
  * retry-after-ms of NaN is ignored, a proxy's HTML 502 page is summarised
  * by its title, a server that takes its time to answer is bounded by
- * request_timeout (not low_speed_time), while a stalled transfer still
- * trips low_speed_time. */
+ * request_timeout (not low_speed_time). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,25 +141,6 @@ static void a_slow_answer_is_bounded_by_request_timeout_only(void **state) {
     assert_true(sl_test_now_ms() - t0 >= 700);
 }
 
-/* A request body the server reads at 64 KiB per 400 ms (160 KiB/s) under
- * a low-speed limit of 1 MiB/s over 300 ms: stalled, class timeout. */
-static void a_stalled_transfer_still_trips_low_speed_time(void **state) {
-    t_prov *t = *state;
-    size_t n = 2 << 20;
-    char *body = malloc(n + 1);
-    memset(body, ' ', n);
-    memcpy(body, "{\"x\":1}", 7);
-    body[n] = '\0';
-    fake_faults(&fake, "upload", "[\"slowread:400\"]");
-    int rc = post_to(t, "/v2/upload", body, 30000, 300, 1 << 20);
-    free(body);
-    assert_int_not_equal(rc, 0);
-    if (t->res.errclass != SL_EC_TIMEOUT ||
-        !strstr(t->res.message, "transfer stalled"))
-        fail_msg("want a stalled transfer, got %s: %s",
-                 sl_errclass_name(t->res.errclass), t->res.message);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_nul_escape_in_a_reply_is_valid_json,
@@ -171,8 +151,6 @@ int main(void) {
             an_html_error_page_is_summarised_by_its_title, setup, teardown),
         cmocka_unit_test_setup_teardown(
             a_slow_answer_is_bounded_by_request_timeout_only, setup, teardown),
-        cmocka_unit_test_setup_teardown(
-            a_stalled_transfer_still_trips_low_speed_time, setup, teardown),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
