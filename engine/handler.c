@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "handler.h"
+#include "text.h"
 
 /* ---- outcomes ----------------------------------------------------------- */
 
@@ -15,7 +16,10 @@ sl_outcome sl_fail(sl_result *r, sl_errclass c, const char *fmt, ...) {
     r->outcome = SL_OUT_FAIL;
     r->errclass = c;
     va_start(ap, fmt);
-    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    /* Whatever a handler formats in (a provider's body, a Lua string), the
+     * message is safe text: valid UTF-8, cut between characters, no
+     * secret. */
+    sl_text_vformat(r->message, sizeof r->message, fmt, ap);
     va_end(ap);
     return r->outcome;
 }

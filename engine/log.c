@@ -1,7 +1,7 @@
-/* log.c - structured logging with secret redaction. */
+/* log.c - structured logging: fields sanitised (text.h), JSON lines built
+ * with jansson, logfmt lines escaped by hand. */
 #include "log.h"
 
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,72 +10,15 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
+#include "buf.h"
+
+/* Bounds on one line's parts, after sanitising (cut between characters). */
+#define MAX_MSG 2048
+#define MAX_VALUE 1024
+#define MAX_KEY 64
 
 static sl_log_format log_format = SL_LOGFMT;
 static int log_min = SL_LOG_INFO;
-
-#define MAX_SECRETS 32
-static char *secrets[MAX_SECRETS];
-static int nsecrets;
-static pthread_mutex_t secrets_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int is_secret_name(const char *name, size_t len) {
-    static const char *const marks[] = {"API_KEY", "TOKEN", "SECRET",
-                                        "PASSWORD", "PGPASSWORD"};
-    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
-        size_t ml = strlen(marks[i]);
-        for (size_t j = 0; j + ml <= len; j++)
-            if (memcmp(name + j, marks[i], ml) == 0) return 1;
-    }
-    return 0;
-}
-
-void sl_redact_reload(void) {
-    pthread_mutex_lock(&secrets_lock);
-    for (int i = 0; i < nsecrets; i++) free(secrets[i]);
-    nsecrets = 0;
-    for (char **e = environ; e && *e && nsecrets < MAX_SECRETS; e++) {
-        const char *eq = strchr(*e, '=');
-        /* Short values would redact ordinary words; keys are long. */
-        if (!eq || strlen(eq + 1) < 6) continue;
-        if (is_secret_name(*e, (size_t)(eq - *e)))
-            secrets[nsecrets++] = strdup(eq + 1);
-    }
-    pthread_mutex_unlock(&secrets_lock);
-}
-
-void sl_redact(char *buf, size_t cap) {
-    static const char repl[] = "[redacted]";
-    const size_t rl = sizeof repl - 1;
-    pthread_mutex_lock(&secrets_lock);
-    for (int i = 0; i < nsecrets; i++) {
-        const char *s = secrets[i];
-        if (!s) continue;
-        size_t sl = strlen(s);
-        char *p;
-        while ((p = strstr(buf, s)) != NULL) {
-            size_t tail = strlen(p + sl);
-            size_t pos = (size_t)(p - buf);
-            if (pos + rl + tail + 1 > cap) tail = cap - 1 - pos - rl;
-            memmove(p + rl, p + sl, tail);
-            memcpy(p, repl, rl);
-            p[rl + tail] = '\0';
-        }
-    }
-    pthread_mutex_unlock(&secrets_lock);
-}
-
-char *sl_redact_dup(const char *s) {
-    /* A secret is at least 6 bytes and "[redacted]" is 10: the text grows
-     * by at most 10/6. */
-    size_t len = strlen(s), cap = len + len * 2 / 3 + 16;
-    char *out = malloc(cap);
-    if (!out) return NULL;
-    memcpy(out, s, len + 1);
-    sl_redact(out, cap);
-    return out;
-}
 
 void sl_log_init(sl_log_format fmt, int min_level) {
     log_format = fmt;
@@ -92,33 +35,161 @@ static const char *level_name(int l) {
     }
 }
 
-/* Appends v quoted for the active format. */
-static size_t put_value(char *out, size_t pos, size_t cap, const char *v) {
-    int json = log_format == SL_LOGJSON;
-    int quote = json || v[0] == '\0' || strpbrk(v, " =\"\t\n") != NULL;
-    if (quote && pos < cap - 1) out[pos++] = '"';
-    for (const char *p = v; *p && pos < cap - 8; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"' || c == '\\') {
-            out[pos++] = '\\';
-            out[pos++] = (char)c;
-        } else if (c == '\n') {
-            out[pos++] = '\\';
-            out[pos++] = 'n';
-        } else if (c < 0x20) {
-            pos += (size_t)snprintf(out + pos, cap - pos, "\\u%04x", c);
-        } else {
-            out[pos++] = (char)c;
-        }
-    }
-    if (quote && pos < cap - 1) out[pos++] = '"';
-    return pos;
+/* ---- values ------------------------------------------------------------- */
+
+/* A sanitised string value (or NULL when out of memory). */
+static json_t *safe_value(const char *s, size_t len, size_t max) {
+    char *c = sl_text_dup(s, len, max);
+    json_t *j = c ? json_string_nocheck(c) : NULL;
+    free(c);
+    return j;
 }
 
-void sl_log(int level, const char *msg, ...) {
-    if (level < log_min) return;
-    char line[4096];
-    size_t pos = 0, cap = sizeof line - 2;
+/* The value of a string field: an integer when it is one written plainly
+ * (no sign but '-', no leading zero, at most 18 digits), a boolean for
+ * "true" and "false", else the sanitised string. */
+static json_t *typed_value(const char *v) {
+    size_t n = strlen(v);
+    if (strcmp(v, "true") == 0) return json_true();
+    if (strcmp(v, "false") == 0) return json_false();
+    const char *d = v[0] == '-' ? v + 1 : v;
+    size_t dl = strlen(d);
+    int plain = dl > 0 && dl <= 18 && (d[0] != '0' || dl == 1) &&
+                strspn(d, "0123456789") == dl && strcmp(v, "-0") != 0;
+    if (plain) {
+        /* A number can be a (short) secret too: only a value the
+         * sanitiser leaves as it is becomes a number. */
+        char safe[32];
+        sl_text_copy(safe, sizeof safe, v, n);
+        if (strcmp(safe, v) == 0)
+            return json_integer((json_int_t)strtoll(v, NULL, 10));
+    }
+    return safe_value(v, n, MAX_VALUE);
+}
+
+/* A typed field from sl_log_fields: numbers and booleans as they are
+ * (unless the sanitiser would change their text), strings sanitised,
+ * anything else as its sanitised JSON text. */
+static json_t *field_value(const json_t *v) {
+    if (json_is_string(v))
+        return safe_value(json_string_value(v), json_string_length(v),
+                          MAX_VALUE);
+    if (json_is_boolean(v) || json_is_null(v)) return json_copy((json_t *)v);
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY |
+                                   JSON_REAL_PRECISION(15));
+    if (!text) return NULL;
+    json_t *out;
+    char safe[64];
+    size_t tl = strlen(text);
+    if (json_is_number(v) && tl < sizeof safe &&
+        sl_text_copy(safe, sizeof safe, text, tl) == tl &&
+        strcmp(safe, text) == 0)
+        out = json_copy((json_t *)v);
+    else
+        out = safe_value(text, tl, MAX_VALUE);
+    free(text);
+    return out;
+}
+
+/* Adds key (sanitised) = value to the line's object unless the key is
+ * already there. Steals value. */
+static void add_field(json_t *line, const char *key, size_t klen,
+                      json_t *value) {
+    char k[MAX_KEY];
+    if (!value) return;
+    sl_text_copy(k, sizeof k, key, klen);
+    if (!k[0] || json_object_get(line, k)) {
+        json_decref(value);
+        return;
+    }
+    json_object_set_new_nocheck(line, k, value);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static int logfmt_needs_quotes(const char *v) {
+    if (!*v) return 1;
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p <= ' ' || *p == '=' || *p == '"' || *p == '\\' || *p == 0x7f)
+            return 1;
+    return 0;
+}
+
+static void logfmt_string(sl_buf *b, const char *v) {
+    if (!logfmt_needs_quotes(v)) {
+        sl_buf_puts(b, v);
+        return;
+    }
+    sl_buf_puts(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        switch (*p) {
+        case '"': sl_buf_puts(b, "\\\""); break;
+        case '\\': sl_buf_puts(b, "\\\\"); break;
+        case '\n': sl_buf_puts(b, "\\n"); break;
+        case '\r': sl_buf_puts(b, "\\r"); break;
+        case '\t': sl_buf_puts(b, "\\t"); break;
+        default:
+            if (*p < 0x20 || *p == 0x7f)
+                sl_buf_printf(b, "\\u%04x", *p);
+            else
+                sl_buf_putn(b, (const char *)p, 1);
+        }
+    }
+    sl_buf_puts(b, "\"");
+}
+
+/* A logfmt key: letters, digits, '_', '.', '-'; anything else is '_'. */
+static void logfmt_key(sl_buf *b, const char *k) {
+    for (const unsigned char *p = (const unsigned char *)k; *p; p++) {
+        int ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                 (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' ||
+                 *p == '-';
+        sl_buf_putn(b, ok ? (const char *)p : "_", 1);
+    }
+}
+
+/* Writes the line (an object whose first members are ts, level, msg). */
+static void emit(json_t *line) {
+    sl_buf b;
+    sl_buf_init(&b);
+    if (log_format == SL_LOGJSON) {
+        char *s = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(15));
+        if (s) sl_buf_puts(&b, s);
+        free(s);
+    } else {
+        const char *k;
+        json_t *v;
+        int first = 1;
+        json_object_foreach(line, k, v) {
+            if (!first) sl_buf_puts(&b, " ");
+            first = 0;
+            logfmt_key(&b, k);
+            sl_buf_puts(&b, "=");
+            if (json_is_string(v)) {
+                logfmt_string(&b, json_string_value(v));
+            } else {
+                char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY |
+                                            JSON_REAL_PRECISION(15));
+                if (s) sl_buf_puts(&b, s);
+                free(s);
+            }
+        }
+    }
+    sl_buf_puts(&b, "\n");
+    if (!sl_buf_failed(&b) && sl_buf_str(&b)[0] != '\n') {
+        ssize_t w = write(2, sl_buf_str(&b), b.len);
+        (void)w;
+    } else {
+        static const char oom[] = "level=error msg=\"log line lost: out of "
+                                  "memory\"\n";
+        ssize_t w = write(2, oom, sizeof oom - 1);
+        (void)w;
+    }
+    sl_buf_free(&b);
+}
+
+/* The line's object with ts, level and msg, or NULL when out of memory. */
+static json_t *line_start(int level, const char *msg) {
     struct timeval tv;
     struct tm tm;
     char ts[40];
@@ -126,30 +197,44 @@ void sl_log(int level, const char *msg, ...) {
     gmtime_r(&tv.tv_sec, &tm);
     size_t tl = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + tl, sizeof ts - tl, ".%03dZ", (int)(tv.tv_usec / 1000));
+    json_t *line = json_object();
+    if (!line) return NULL;
+    json_object_set_new_nocheck(line, "ts", json_string_nocheck(ts));
+    json_object_set_new_nocheck(line, "level",
+                                json_string_nocheck(level_name(level)));
+    json_object_set_new_nocheck(line, "msg",
+                                safe_value(msg ? msg : "",
+                                           msg ? strlen(msg) : 0, MAX_MSG));
+    return line;
+}
 
-    int json = log_format == SL_LOGJSON;
+void sl_log(int level, const char *msg, ...) {
+    if (level < log_min) return;
+    json_t *line = line_start(level, msg);
+    if (!line) return;
     va_list ap;
     va_start(ap, msg);
-    pos += (size_t)snprintf(line, cap, json ? "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":"
-                                            : "ts=%s level=%s msg=",
-                            ts, level_name(level));
-    pos = put_value(line, pos, cap, msg);
     for (;;) {
         const char *k = va_arg(ap, const char *);
         if (!k) break;
         const char *v = va_arg(ap, const char *);
-        if (!v) v = "";
-        if (pos >= cap - 16) break;
-        pos += (size_t)snprintf(line + pos, cap - pos, json ? ",\"%s\":" : " %s=", k);
-        if (pos >= cap) pos = cap - 1;
-        pos = put_value(line, pos, cap, v);
+        add_field(line, k, strlen(k), typed_value(v ? v : ""));
     }
     va_end(ap);
-    if (json && pos < cap) line[pos++] = '}';
-    line[pos] = '\0';
-    sl_redact(line, sizeof line - 1);
-    pos = strlen(line);
-    line[pos++] = '\n';
-    ssize_t w = write(2, line, pos);
-    (void)w;
+    emit(line);
+    json_decref(line);
+}
+
+void sl_log_fields(int level, const char *msg, const json_t *fields) {
+    if (level < log_min) return;
+    json_t *line = line_start(level, msg);
+    if (!line) return;
+    const char *k;
+    size_t kl;
+    json_t *v;
+    if (json_is_object(fields))
+        json_object_keylen_foreach((json_t *)fields, k, kl, v)
+            add_field(line, k, kl, field_value(v));
+    emit(line);
+    json_decref(line);
 }

@@ -17,6 +17,7 @@
 #include "db.h"
 #include "error.h"
 #include "log.h"
+#include "text.h"
 
 enum {
     OP_CLAIM,
@@ -688,18 +689,17 @@ int sl_queue_complete(PGconn *c, const sl_stage *s, const char *owner,
                       sl_qdone *done, int n, char *err, size_t errlen) {
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) {
-        json_t *o = done[i].outputs ? json_deep_copy(done[i].outputs)
+        json_t *o = done[i].outputs ? json_incref((json_t *)done[i].outputs)
                                     : json_object();
         json_array_append_new(arr, json_pack("{s:s, s:i, s:o}", "id",
                                              done[i].job->id, "a",
                                              done[i].job->attempts, "o", o));
         done[i].completed = 0;
     }
-    char *raw = json_dumps(arr, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    /* No secret, NUL or invalid text reaches a table, whatever a handler
+     * returns. */
+    char *payload = sl_text_json_dumps(arr, JSON_COMPACT);
     json_decref(arr);
-    /* No secret reaches a table, whatever a handler returns. */
-    char *payload = raw ? sl_redact_dup(raw) : NULL;
-    free(raw);
     if (!payload) {
         snprintf(err, errlen, "complete: cannot encode outputs");
         return -SL_ENOMEM;
@@ -781,9 +781,7 @@ int sl_queue_checkpoint(PGconn *c, const sl_stage *s, const char *owner,
                         const sl_qjob *j, const json_t *checkpoint, char *err,
                         size_t errlen) {
     char att[16], lease[24];
-    char *raw = json_dumps(checkpoint, JSON_COMPACT | JSON_ENCODE_ANY);
-    char *cp = raw ? sl_redact_dup(raw) : NULL;
-    free(raw);
+    char *cp = sl_text_json_dumps(checkpoint, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!cp) {
         snprintf(err, errlen, "checkpoint: cannot encode");
         return -SL_EINVAL;
@@ -813,10 +811,7 @@ int sl_queue_progress(PGconn *c, const sl_stage *s, const char *owner,
     const char *st = m->on_progress_status ? m->on_progress_status
                                            : m->on_start.status;
     char safe[512];
-    if (detail) {
-        snprintf(safe, sizeof safe, "%s", detail);
-        sl_redact(safe, sizeof safe);
-    }
+    if (detail) sl_text_copy(safe, sizeof safe, detail, strlen(detail));
     const char *vals[7] = {j->id, owner, att, jp, detail ? safe : NULL, st,
                            sp};
     PGresult *r;

@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "handler.h"
+#include "text.h"
 
 #define MAX_BATCH 1000
 #define IDLE_SAFETY_MS 30000
@@ -220,7 +221,7 @@ void sl_ctx_log(sl_ctx *ctx, int level, const char *fmt, ...) {
     char msg[1024], att[16];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    sl_text_vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
     snprintf(att, sizeof att, "%d", ctx->job.attempt);
     sl_log(level, msg, "job", ctx->job.id, "stage", ctx->w->st->s->name,
@@ -279,6 +280,11 @@ static void log_job(int level, const char *msg, const sl_stage *s,
         }                                                                     \
     } while (0)
 
+/* Records a failure. The message is made safe first (text.h); should the
+ * server still refuse it (or the write fail for any reason but a lost
+ * lease), a shortened message and then a fixed one are tried, so that a
+ * failure is recorded whenever the database can be written at all and
+ * the job never stays in_progress until its lease runs out. */
 static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
                      unsigned *seed, int64_t ms) {
     const sl_stage *s = w->st->s;
@@ -291,26 +297,42 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
                                       jitter_unit(seed));
         if (res->delay_ms > delay) delay = res->delay_ms;
     }
-    snprintf(msg, sizeof msg, "%s", res->message[0] ? res->message
-                                                    : "handler failed");
-    sl_redact(msg, sizeof msg);
+    if (res->message[0])
+        sl_text_copy(msg, sizeof msg, res->message,
+                     strnlen(res->message, sizeof res->message));
+    else
+        snprintf(msg, sizeof msg, "handler failed");
+    const char *cls = sl_errclass_name(res->errclass);
     int rc;
-    RETRYING(w, rc,
-                   sl_queue_fail(w->conn, s, w->owner, j, retry, delay,
-                                 sl_errclass_name(res->errclass), msg, err,
-                                 sizeof err));
+    RETRYING(w, rc, sl_queue_fail(w->conn, s, w->owner, j, retry, delay, cls,
+                                  msg, err, sizeof err));
+    for (int fallback = 1; rc < 0 && rc != -SL_ELEASE && fallback <= 2 &&
+                           !atomic_load(&stop_now);
+         fallback++) {
+        log_job(SL_LOG_WARN, "failure message refused; recording a shorter one",
+                s, j, ms, "error", err, NULL, NULL);
+        char shorter[sizeof msg];
+        if (fallback == 1)
+            sl_text_format(shorter, 240, "%s", msg);
+        else
+            snprintf(shorter, sizeof shorter,
+                     "%s: the failure message could not be recorded", cls);
+        snprintf(msg, sizeof msg, "%s", shorter);
+        RETRYING(w, rc, sl_queue_fail(w->conn, s, w->owner, j, retry, delay,
+                                      cls, msg, err, sizeof err));
+    }
     if (rc == -SL_ELEASE)
         log_job(SL_LOG_WARN, "failure not recorded: lease lost (fenced)", s,
                 j, ms, "error", msg, NULL, NULL);
     else if (rc < 0)
         log_job(SL_LOG_ERROR, "failure not recorded", s, j, ms, "error", err,
                 NULL, NULL);
-    else
+    else {
         sl_metrics_attempt(s, retry ? SL_ATTEMPT_RETRY : SL_ATTEMPT_FAILED, ms);
-    if (rc >= 0)
         log_job(retry ? SL_LOG_WARN : SL_LOG_ERROR,
                 retry ? "job failed, will retry" : "job failed", s, j, ms,
-                "class", sl_errclass_name(res->errclass), "error", msg);
+                "class", cls, "error", msg);
+    }
 }
 
 static void release_job(worker *w, const sl_qjob *j, int64_t delay) {

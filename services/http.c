@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,9 +15,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "model.h"
+#include "clock.h"
 #include "error.h"
 #include "log.h"
+#include "model.h"
+#include "text.h"
 
 #define DEFAULT_CONNECT_MS 10000
 #define DEFAULT_TIMEOUT_MS 60000
@@ -84,6 +87,12 @@ typedef struct xfer {
     FILE *fp;
     int64_t body_total;
     char retry_after[64], retry_after_ms[64];
+    /* The low-speed check (on_progress): bytes moved since win_start must
+     * reach low_bps per second over low_ms, except while the server has
+     * the whole request and has not begun to answer. */
+    int64_t low_ms, win_start, win_bytes;
+    long low_bps;
+    int answering, too_slow;
 } xfer;
 
 static size_t on_write(char *data, size_t size, size_t n, void *arg) {
@@ -130,6 +139,7 @@ static int header_value(const char *line, size_t len, const char *name,
 static size_t on_header(char *data, size_t size, size_t n, void *arg) {
     xfer *x = arg;
     size_t len = size * n;
+    x->answering = 1;
     /* A new status line (after a redirect or a 100 Continue) starts a new
      * response: forget the headers of the previous one. */
     if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
@@ -159,11 +169,31 @@ static int on_seek(void *arg, curl_off_t off, int origin) {
                                                   : CURL_SEEKFUNC_FAIL;
 }
 
+/* Also the low-speed check. libcurl's own (CURLOPT_LOW_SPEED_TIME)
+ * counts the time a server takes to think as a stall, so a completion
+ * that took longer than low_speed_time to start failed although
+ * request_timeout allowed it: here the wait between the last request
+ * byte and the first response byte is bounded by request_timeout alone. */
 static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
                        curl_off_t ultotal, curl_off_t ulnow) {
     xfer *x = arg;
     (void)dltotal;
-    (void)dlnow;
+    int64_t t = sl_now_ms(), moved = (int64_t)dlnow + (int64_t)ulnow;
+    int waiting =
+        !x->answering && (ulnow == 0 || (int64_t)ulnow >= x->body_total);
+    if (waiting) {
+        x->win_start = t;
+        x->win_bytes = moved;
+    } else if (t - x->win_start >= x->low_ms) {
+        if ((moved - x->win_bytes) * 1000 <
+            (int64_t)x->low_bps * (t - x->win_start)) {
+            x->too_slow = 1;
+            return 1;
+        }
+        x->win_start = t;
+        x->win_bytes = moved;
+    }
+    if (!x->req->progress) return 0;
     int64_t total = x->body_total > 0 ? x->body_total : (int64_t)ultotal;
     return x->req->progress(x->req->progress_arg, (int64_t)ulnow, total);
 }
@@ -191,7 +221,7 @@ int64_t sl_http_parse_retry_after(const char *value, int64_t now) {
         double s = strtod(value, &end);
         while (*end == ' ')
             end++;
-        if (errno || *end || s < 0) return -1;
+        if (errno || *end || !isfinite(s) || s < 0) return -1;
         if (s * 1000.0 > (double)MAX_RETRY_AFTER_MS) return MAX_RETRY_AFTER_MS;
         return (int64_t)(s * 1000.0);
     }
@@ -209,18 +239,66 @@ static int64_t parse_retry_after_ms(const char *value) {
     double ms = strtod(value, &end);
     while (*end == ' ')
         end++;
-    if (errno || *end || ms < 0) return -1;
+    /* NaN and infinities are refused: converting them to an integer is
+     * undefined. */
+    if (errno || *end || !isfinite(ms) || ms < 0) return -1;
     return ms > (double)MAX_RETRY_AFTER_MS ? MAX_RETRY_AFTER_MS : (int64_t)ms;
 }
 
-/* Writes a printable copy of at most n bytes of s into buf. */
+/* Writes a printable copy of at most n bytes of s into buf: control
+ * characters become spaces, runs of spaces one space; then made safe. */
 static void printable(const char *s, size_t n, char *buf, size_t len) {
+    char tmp[512];
     size_t o = 0;
-    for (size_t i = 0; i < n && o + 1 < len; i++) {
+    for (size_t i = 0; i < n && o + 1 < sizeof tmp; i++) {
         unsigned char c = (unsigned char)s[i];
-        buf[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+        if (c < 0x20 || c == 0x7f) c = ' ';
+        if (c == ' ' && (o == 0 || tmp[o - 1] == ' ')) continue;
+        tmp[o++] = (char)c;
     }
-    buf[o] = '\0';
+    while (o > 0 && tmp[o - 1] == ' ')
+        o--;
+    sl_text_copy(buf, len, tmp, o);
+}
+
+/* The text of an HTML page's first <tag>...</tag> (NULL when absent); *n
+ * is its length. */
+static const char *html_element(const char *body, size_t len, const char *tag,
+                                size_t *n) {
+    char open[16], close[16];
+    snprintf(open, sizeof open, "<%s", tag);
+    snprintf(close, sizeof close, "</%s", tag);
+    const char *p = memmem(body, len, open, strlen(open));
+    if (!p) return NULL;
+    const char *gt = memchr(p, '>', (size_t)(body + len - p));
+    if (!gt) return NULL;
+    gt++;
+    const char *end =
+        memmem(gt, (size_t)(body + len - gt), close, strlen(close));
+    if (!end) return NULL;
+    *n = (size_t)(end - gt);
+    return gt;
+}
+
+/* The text of the start of an HTML page, without its tags. */
+static void html_text(const char *body, size_t n, char *buf, size_t len) {
+    char tmp[320];
+    size_t o = 0;
+    int in_tag = 0;
+    for (size_t i = 0; i < n && o + 1 < sizeof tmp; i++) {
+        if (body[i] == '<') in_tag = 1;
+        else if (body[i] == '>') in_tag = 0;
+        else if (!in_tag) tmp[o++] = body[i];
+    }
+    printable(tmp, o, buf, len);
+}
+
+static int looks_like_html(const char *body, size_t len) {
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' ||
+                       body[i] == '\r' || body[i] == '\n'))
+        i++;
+    return i < len && body[i] == '<';
 }
 
 void sl_http_error_text(const char *body, size_t body_len, char *buf,
@@ -228,7 +306,7 @@ void sl_http_error_text(const char *body, size_t body_len, char *buf,
     if (!len) return;
     buf[0] = '\0';
     if (!body || !body_len) return;
-    json_t *j = json_loadb(body, body_len, 0, NULL);
+    json_t *j = json_loadb(body, body_len, JSON_ALLOW_NUL, NULL);
     const char *msg = NULL;
     if (json_is_object(j)) {
         json_t *e = json_object_get(j, "error");
@@ -240,10 +318,27 @@ void sl_http_error_text(const char *body, size_t body_len, char *buf,
         else if (json_is_string(json_object_get(j, "message")))
             msg = json_string_value(json_object_get(j, "message"));
     }
-    if (msg)
+    size_t n = 0;
+    const char *title;
+    if (msg) {
         printable(msg, strlen(msg), buf, len);
-    else
-        printable(body, body_len > 300 ? 300 : body_len, buf, len);
+    } else if (looks_like_html(body, body_len)) {
+        /* An HTML error page (a proxy's 502): its title, or its first
+         * heading; never the markup. */
+        if ((title = html_element(body, body_len, "title", &n)) != NULL ||
+            (title = html_element(body, body_len, "h1", &n)) != NULL)
+            printable(title, n > 200 ? 200 : n, buf, len);
+        else
+            html_text(body, body_len > 300 ? 300 : body_len, buf, len);
+    } else {
+        /* Plain text: its first non-empty line. */
+        const char *p = body, *end = body + body_len;
+        while (p < end && (*p == '\n' || *p == '\r' || *p == ' '))
+            p++;
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        n = (size_t)((nl ? nl : end) - p);
+        printable(p, n > 300 ? 300 : n, buf, len);
+    }
     json_decref(j);
 }
 
@@ -316,11 +411,10 @@ static int setup(sl_http *h, const sl_http_req *req, xfer *x,
     curl_easy_setopt(
         c, CURLOPT_TIMEOUT_MS,
         (long)(req->timeout_ms > 0 ? req->timeout_ms : DEFAULT_TIMEOUT_MS));
-    int64_t low_ms =
+    x->low_ms =
         req->low_speed_ms > 0 ? req->low_speed_ms : DEFAULT_LOW_SPEED_MS;
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)((low_ms + 999) / 1000));
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT,
-                     req->low_speed_bps > 0 ? req->low_speed_bps : 1L);
+    x->low_bps = req->low_speed_bps > 0 ? req->low_speed_bps : 1L;
+    x->win_start = sl_now_ms();
     if (req->follow_redirects) {
         curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
         curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
@@ -330,11 +424,9 @@ static int setup(sl_http *h, const sl_http_req *req, xfer *x,
     curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
-    if (req->progress) {
-        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-        curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
-    }
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
 
     int is_post = strcmp(method, "POST") == 0;
     if (x->fp) {
@@ -443,6 +535,10 @@ int sl_http_do(sl_http *h, const sl_http_req *req, sl_http_resp *resp,
         if (x.too_big) {
             fail_req(res, req, SL_EC_INVALID_RESPONSE, 0,
                      "response body larger than %zu bytes", x.max);
+        } else if (x.too_slow) {
+            fail_req(res, req, SL_EC_TIMEOUT, 0,
+                     "transfer stalled: under %ld bytes/s for %lld ms",
+                     x.low_bps, (long long)x.low_ms);
         } else if (cc == CURLE_ABORTED_BY_CALLBACK) {
             fail_req(res, req, SL_EC_RETRYABLE, 0, "aborted");
         } else if (cc == CURLE_READ_ERROR && x.fp) {
@@ -487,7 +583,9 @@ int sl_http_json(const sl_http_req *req, const sl_http_resp *resp, json_t **out,
                  "empty response body where JSON was expected");
         return -SL_EHTTP;
     }
-    json_t *j = json_loadb(resp->body, resp->body_len, 0, &je);
+    /* "\u0000" is valid JSON: accept it; the sanitiser turns NUL into
+     * U+FFFD wherever the text is written. */
+    json_t *j = json_loadb(resp->body, resp->body_len, JSON_ALLOW_NUL, &je);
     if (!j) {
         /* jansson reports a premature end when the text stops inside a
          * value: the body was cut short. */

@@ -14,7 +14,9 @@
  * return as it is:
  *   transfer timed out (connect, total, low speed)  -> timeout
  *   cannot resolve/connect, reset, short body, TLS  -> connection
- *   HTTP 5xx, 408, 409                              -> http_5xx
+ *   HTTP 5xx, 408, 409                              -> http_5xx, with
+ *                                                      delay_ms from the
+ *                                                      retry headers too
  *   HTTP 429                                        -> rate_limited, with
  *                                                      delay_ms from
  *                                                      retry-after-ms, else
@@ -26,7 +28,10 @@
  * Messages name the operation, the method and the URL without its query
  * string, the status and the provider's own error message; they never
  * contain request headers (so never an Authorization header or key) and
- * are passed through sl_redact().
+ * are made safe by the sanitiser (text.h). A JSON reply may hold "\u0000"
+ * escapes (JSON_ALLOW_NUL). The low-speed limit applies while the request
+ * is sent and the answer arrives, not while the server has the request
+ * and has not begun to answer: that wait is bounded by timeout_ms alone.
  */
 #ifndef SL_HTTP_H
 #define SL_HTTP_H
@@ -66,7 +71,8 @@ typedef struct sl_http_req {
     int64_t connect_timeout_ms;   /* 0 = 10 s */
     int64_t timeout_ms;           /* whole request; 0 = 60 s */
     int64_t low_speed_ms;         /* abort when slower than low_speed_bps
-                                     for this long; 0 = 30 s */
+                                     for this long while sending or
+                                     receiving; 0 = 30 s */
     long low_speed_bps;           /* 0 = 1 byte per second */
     size_t max_response;          /* response body cap; 0 = 16 MiB */
     int follow_redirects;         /* follow up to 5 redirects (http/https) */
@@ -81,7 +87,8 @@ typedef struct sl_http_resp {
     size_t body_len;
     int64_t retry_after_ms; /* retry-after-ms, else Retry-After (seconds or
                                an HTTP-date) of the final response,
-                               capped at one hour; -1 when absent */
+                               capped at one hour; -1 when absent or not
+                               a finite, non-negative number */
     char content_type[128]; /* "" when absent */
 } sl_http_resp;
 
@@ -123,8 +130,9 @@ int sl_http_json(const sl_http_req *req, const sl_http_resp *resp, json_t **out,
                  sl_result *res);
 
 /* The provider's error message in an error body: {"error": "text"},
- * {"error": {"message": "text"}}, {"message": "text"}, else the start of
- * the body as printable text. Writes at most len bytes into buf (always
+ * {"error": {"message": "text"}}, {"message": "text"}; for an HTML page
+ * its <title> (else its first <h1>); for other text its first line; as
+ * safe, printable text. Writes at most len bytes into buf (always
  * NUL-terminated); "" when there is nothing. */
 void sl_http_error_text(const char *body, size_t body_len, char *buf,
                         size_t len);

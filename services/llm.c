@@ -249,19 +249,22 @@ json_t *sl_llm_hook_messages(json_t *ret, const char *system_prompt,
 /* ---- the call -------------------------------------------------------------
  */
 
-/* Parses the reply text as JSON, tolerating a Markdown code fence around
- * it (some compatible servers add one in json_object mode). */
-static json_t *parse_content(const char *text) {
-    json_t *j = json_loads(text, JSON_DECODE_ANY, NULL);
+/* Parses the reply text (len bytes, NUL escapes included) as JSON,
+ * tolerating a Markdown code fence around it (some compatible servers add
+ * one in json_object mode). */
+static json_t *parse_content(const char *text, size_t len) {
+    const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
+    json_t *j = json_loadb(text, len, flags, NULL);
     if (j) return j;
-    const char *s = strstr(text, "```");
+    const char *end = text + len;
+    const char *s = memmem(text, len, "```", 3);
     if (!s) return NULL;
     s += 3;
-    while (*s && *s != '\n')
+    while (s < end && *s != '\n')
         s++; /* skip "json" after the fence */
-    const char *e = strstr(s, "```");
+    const char *e = memmem(s, (size_t)(end - s), "```", 3);
     if (!e) return NULL;
-    return json_loadb(s, (size_t)(e - s), JSON_DECODE_ANY, NULL);
+    return json_loadb(s, (size_t)(e - s), flags, NULL);
 }
 
 static int fail_reply(sl_result *res, const char *fmt, ...)
@@ -380,10 +383,11 @@ int sl_llm_chat(sl_http *h, const sl_llm_cfg *cfg, const json_t *messages,
         rc = 0;
         goto out;
     }
-    json_t *parsed = parse_content(json_string_value(content));
+    json_t *parsed = parse_content(json_string_value(content),
+                                   json_string_length(content));
     if (!parsed) {
         fail_reply(res, "the reply is not JSON (%zu bytes)",
-                   strlen(json_string_value(content)));
+                   json_string_length(content));
         goto out;
     }
     char verr[512];

@@ -15,6 +15,7 @@
 #include "llm.h"
 #include "log.h"
 #include "lua_priv.h"
+#include "text.h"
 
 /* ------------------------------------------------------------------ */
 /* sluice.json                                                        */
@@ -84,17 +85,37 @@ static const char *job_id(sl_lua *h) {
     return h->job && h->job->id ? h->job->id : "";
 }
 
-/* sluice.log(level, message [, fields]) */
+/* The string argument at idx made safe (text.h) into buf (cap bytes): a
+ * NUL byte or invalid UTF-8 replaced, cut between characters. */
+static const char *safe_arg(lua_State *L, int idx, char *buf, size_t cap) {
+    size_t len;
+    const char *s = luaL_checklstring(L, idx, &len);
+    sl_text_copy(buf, cap, s, len);
+    return buf;
+}
+
+/* sluice.log(level, message [, fields]): fields keep their types in JSON
+ * lines (numbers, booleans); a table is written as its JSON text. */
 static int api_log(lua_State *L) {
     static const char *const names[] = {"debug", "info", "warn", "error", NULL};
     int level = luaL_checkoption(L, 1, NULL, names);
-    const char *msg = luaL_checkstring(L, 2);
-    const char *kv[17] = {NULL};
-    int n = 0;
+    char msg[2048];
+    safe_arg(L, 2, msg, sizeof msg);
+    sl_lua *h = sl_lua__host(L);
+    lua_settop(L, 3);
+    /* The fields live in a box: a Lua error below frees them. */
+    sl_lua__box *b = sl_lua__box_new(L);
+    b->json = json_object();
+    if (!b->json) return luaL_error(L, "sluice.log: out of memory");
+    json_object_set_new(b->json, "stage",
+                        json_string(h->stage && h->stage->name ? h->stage->name
+                                                               : ""));
+    json_object_set_new(b->json, "job", json_string(job_id(h)));
+    json_object_set_new(b->json, "hook", json_string(h->point ? h->point : ""));
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
-        lua_settop(L, 3);
-        luaL_checkstack(L, 40, "sluice.log");
+        luaL_checkstack(L, 8, "sluice.log");
+        int n = 0;
         lua_pushnil(L);
         while (n < 16 && lua_next(L, 3) != 0) {
             int top = lua_gettop(L); /* key at top-1, value at top */
@@ -102,25 +123,55 @@ static int api_log(lua_State *L) {
                 lua_pop(L, 1);
                 continue;
             }
-            lua_pushvalue(L, top - 1);
-            kv[n++] = lua_tostring(L, -1);
-            if (lua_istable(L, top))
-                kv[n++] = push_encoded(L, top, JSON_COMPACT | JSON_SORT_KEYS,
-                                       "sluice.log");
-            else
-                kv[n++] = luaL_tolstring(L, top, NULL);
-            /* key, value, kstr, vstr -> kstr, vstr, key: the strings stay
-             * referenced on the stack, the key goes back to lua_next. */
-            lua_rotate(L, top - 1, 2);
-            lua_pop(L, 1);
+            size_t kl, vl;
+            const char *k = lua_tolstring(L, top - 1, &kl);
+            json_t *v = NULL;
+            char *text = NULL;
+            switch (lua_type(L, top)) {
+            case LUA_TBOOLEAN: v = json_boolean(lua_toboolean(L, top)); break;
+            case LUA_TNUMBER:
+                if (lua_isinteger(L, top))
+                    v = json_integer((json_int_t)lua_tointeger(L, top));
+                else if (isfinite(lua_tonumber(L, top)))
+                    v = json_real(lua_tonumber(L, top));
+                break;
+            case LUA_TTABLE: {
+                /* Its JSON text; a table without one (invalid UTF-8, a
+                 * function) is logged with the reason, not an error. */
+                char e[160] = "(no JSON form)";
+                sl_lua__box *tb = sl_lua__box_new(L);
+                tb->json = sl_lua__to_json(L, top, e, sizeof e);
+                tb->str = tb->json ? json_dumps(tb->json, JSON_COMPACT |
+                                                              JSON_SORT_KEYS |
+                                                              JSON_ENCODE_ANY)
+                                   : NULL;
+                if (tb->str)
+                    text = sl_text_dup(tb->str, strlen(tb->str), 0);
+                else
+                    text = sl_text_dup(e, strlen(e), 0);
+                sl_lua__box_free(tb);
+                lua_pop(L, 1);
+                break;
+            }
+            default: break;
+            }
+            if (!v && !text) {
+                const char *t = luaL_tolstring(L, top, &vl);
+                text = sl_text_dup(t, vl, 0);
+                lua_pop(L, 1);
+            }
+            if (text) v = json_string_nocheck(text);
+            free(text);
+            char *key = sl_text_dup(k, kl, 0);
+            if (key && v) json_object_set_new_nocheck(b->json, key, v);
+            else json_decref(v);
+            free(key);
+            n++;
+            lua_settop(L, top - 1); /* the key goes back to lua_next */
         }
     }
-    sl_lua *h = sl_lua__host(L);
-    sl_log(level, msg, "stage",
-           h->stage && h->stage->name ? h->stage->name : "", "job", job_id(h),
-           "hook", h->point ? h->point : "", kv[0], kv[1], kv[2], kv[3], kv[4],
-           kv[5], kv[6], kv[7], kv[8], kv[9], kv[10], kv[11], kv[12], kv[13],
-           kv[14], kv[15], NULL);
+    sl_log_fields(level, msg, b->json);
+    sl_lua__box_free(b);
     return 0;
 }
 
@@ -135,7 +186,9 @@ static sl_ctx *need_ctx(lua_State *L, const char *who) {
 /* sluice.progress(pct [, detail]) */
 static int api_progress(lua_State *L) {
     lua_Number pct = luaL_checknumber(L, 1);
-    const char *detail = luaL_optstring(L, 2, NULL);
+    char buf[1024];
+    const char *detail =
+        lua_isnoneornil(L, 2) ? NULL : safe_arg(L, 2, buf, sizeof buf);
     sl_ctx *ctx = need_ctx(L, "sluice.progress");
     if (!(pct >= 0)) pct = 0; /* also NaN */
     if (pct > 100) pct = 100;
@@ -183,7 +236,9 @@ static int api_checkpoint_set(lua_State *L) {
 /* sluice.retry(message [, delay_seconds]): fails the job with class
  * `retryable`, to run again after the delay (or the policy's backoff). */
 static int api_retry(lua_State *L) {
-    const char *msg = luaL_optstring(L, 1, "retry requested by the hook");
+    char buf[1024];
+    const char *msg = lua_isnoneornil(L, 1) ? "retry requested by the hook"
+                                            : safe_arg(L, 1, buf, sizeof buf);
     lua_Number delay = luaL_optnumber(L, 2, 0);
     if (!(delay >= 0)) delay = 0;
     if (delay > 86400.0 * 365) delay = 86400.0 * 365;
@@ -194,7 +249,8 @@ static int api_retry(lua_State *L) {
 /* sluice.fail(message [, class]): fails the job with an error class
  * (default `script`); the stage's retry policy decides what follows. */
 static int api_fail(lua_State *L) {
-    const char *msg = luaL_checkstring(L, 1);
+    char buf[1024];
+    const char *msg = safe_arg(L, 1, buf, sizeof buf);
     const char *name = luaL_optstring(L, 2, "script");
     int cls = sl_errclass_parse(name);
     if (cls < 0)

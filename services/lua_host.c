@@ -19,6 +19,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "text.h"
 #include "lua_priv.h"
 
 /* The count hook runs every HOOK_EVERY VM instructions. */
@@ -103,7 +104,7 @@ int sl_lua__raise(lua_State *L, sl_errclass cls, int64_t delay_ms,
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    sl_text_vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
     lua_createtable(L, 0, 4);
     lua_pushstring(L, sl_errclass_name(cls));
@@ -592,17 +593,23 @@ static void set_idle_limits(sl_lua *h) {
 }
 
 /* Copies the message of a failed pcall (at the top of the stack) to buf. */
+/* The error at the top of the stack as safe text (text.h) in buf. */
 static void error_text(lua_State *L, char *buf, size_t len) {
     const char *m = NULL;
+    size_t ml = 0;
     if (is_sluice_error(L, -1)) {
         lua_getfield(L, -1, "message");
-        m = lua_tostring(L, -1);
-        snprintf(buf, len, "%s", m ? m : "?");
+        m = lua_tolstring(L, -1, &ml);
+        sl_text_copy(buf, len, m ? m : "?", m ? ml : 1);
         lua_pop(L, 1);
         return;
     }
-    m = lua_tostring(L, -1);
-    snprintf(buf, len, "%s", m ? m : "(error object is not a string)");
+    m = lua_tolstring(L, -1, &ml);
+    if (!m) {
+        m = "(error object is not a string)";
+        ml = strlen(m);
+    }
+    sl_text_copy(buf, len, m, ml);
 }
 
 int sl_lua_open(const sl_stage *stage, sl_lua **out, char *err, size_t errlen) {

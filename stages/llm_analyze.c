@@ -24,12 +24,13 @@
 #include "clock.h"
 #include "db.h"
 #include "error.h"
+#include "handler.h"
 #include "http.h"
 #include "llm.h"
 #include "log.h"
 #include "lua_host.h"
 #include "model.h"
-#include "handler.h"
+#include "text.h"
 
 #define DEFAULT_CHUNK_CHARS 6000
 #define MIN_CHUNK_CHARS 200
@@ -394,14 +395,25 @@ static int store_chunk(PGconn *conn, const an_cfg *c, const char *subject,
              c->personas_table, c->fk, c->fk);
     snprintf(ck, sizeof ck, "%zu", k);
 
-    if (exec_ok(conn, "BEGIN", 0, NULL, "BEGIN", res) != 0) return -1;
-    json_t *insights = json_object_get(result, "insights");
-    json_t *personas = json_object_get(result, "personas");
+    /* The provider's text as the database will hold it: no NUL, no
+     * secret (text.h). */
+    json_t *safe = sl_text_json(result);
+    if (!safe) {
+        sl_fail(res, SL_EC_RETRYABLE, "llm.analyze: out of memory");
+        return -1;
+    }
+    if (exec_ok(conn, "BEGIN", 0, NULL, "BEGIN", res) != 0) {
+        json_decref(safe);
+        return -1;
+    }
+    json_t *insights = json_object_get(safe, "insights");
+    json_t *personas = json_object_get(safe, "personas");
     size_t i;
     json_t *it;
     size_t nseq = 0;
     json_array_foreach(insights, i, it) {
-        char *data = json_dumps(it, JSON_COMPACT);
+        /* 0.55 stays 0.55 (not 0.55000000000000004). */
+        char *data = sl_text_json_dumps(it, JSON_COMPACT);
         double cf = json_number_value(json_object_get(it, "confidence"));
         if (cf < 0) cf = 0;
         if (cf > 1) cf = 1;
@@ -429,7 +441,8 @@ static int store_chunk(PGconn *conn, const an_cfg *c, const char *subject,
     json_array_foreach(personas, i, it) {
         const char *name = str_or_null(it, "name");
         if (!name || !*name) continue;
-        char *traits = json_dumps(json_object_get(it, "traits"), JSON_COMPACT);
+        char *traits = sl_text_json_dumps(json_object_get(it, "traits"),
+                                          JSON_COMPACT);
         const char *params[5] = {subject, name, str_or_null(it, "role"),
                                  str_or_null(it, "description"), traits};
         int rc = exec_ok(conn, per, 5, params, "storing a persona", res);
@@ -437,9 +450,11 @@ static int store_chunk(PGconn *conn, const an_cfg *c, const char *subject,
         if (rc != 0) goto rollback;
     }
     if (exec_ok(conn, "COMMIT", 0, NULL, "COMMIT", res) != 0) goto rollback;
+    json_decref(safe);
     return 0;
 rollback:
     PQclear(PQexec(conn, "ROLLBACK"));
+    json_decref(safe);
     return -1;
 }
 
@@ -586,12 +601,10 @@ static void an_run(sl_ctx *ctx, const sl_job *job, void *state,
                         &result, sl_http_stop_check, ctx, res);
         json_decref(msgs);
         if (rc != 0) {
-            char m[sizeof res->message + 64];
-            snprintf(m, sizeof m, "chunk %zu/%zu: %s", k, n, res->message);
-            size_t ml = strlen(m);
-            if (ml >= sizeof res->message) ml = sizeof res->message - 1;
-            memcpy(res->message, m, ml);
-            res->message[ml] = '\0';
+            char m[sizeof res->message];
+            sl_text_format(m, sizeof m, "chunk %zu/%zu: %s", k, n,
+                           res->message);
+            memcpy(res->message, m, sizeof m);
             goto out;
         }
         if (post_hook(st, ctx, job, &result, k, n, res) != 0 ||

@@ -2,7 +2,8 @@
  *
  * with:
  *   fail_first: N   fail the first N attempts with class `retryable`
- *   sleep_ms: N     sleep before finishing (tests of leases and shutdown)
+ *   sleep_ms: N     sleep before finishing (tests of leases and shutdown);
+ *                   told to stop before then, the job is released, not done
  */
 #include <time.h>
 
@@ -20,6 +21,12 @@ static void noop_run(sl_ctx *ctx, const sl_job *job, void *state,
             nanosleep(&ts, NULL);
             left -= step;
         }
+        /* Told to stop (shutdown past the drain, cancelled, lease lost,
+         * timed out): the sleep was not done, so neither is the job. A
+         * snooze gives it back without using an attempt; the runtime
+         * turns it into a release, an abandon or a timeout as the
+         * reason requires. */
+        if (left > 0) return (void)sl_snooze(res, 0);
     }
     v = json_object_get(job->stage->with, "fail_first");
     if (json_is_integer(v) && job->attempt <= json_integer_value(v)) {

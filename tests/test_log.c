@@ -48,10 +48,10 @@ static void redact_dup_grows_instead_of_truncating(void **state) {
     (void)state;
     setenv("SHORT_SECRET", "abcdef", 1);
     sl_redact_reload();
-    char *out = sl_redact_dup("{\"a\":\"abcdef\",\"b\":\"abcdefabcdef\"}");
+    char *out = sl_redact_dup("{\"a\":\"abcdef\",\"b\":\"abcdef abcdef\"}");
     assert_non_null(out);
     assert_string_equal(out, "{\"a\":\"[redacted]\",\"b\":"
-                             "\"[redacted][redacted]\"}");
+                             "\"[redacted] [redacted]\"}");
     free(out);
 }
 

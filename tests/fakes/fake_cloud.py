@@ -38,6 +38,9 @@ tokens:
   truncated    a complete HTTP response whose JSON is cut short
   malformed    a complete HTTP response whose body is not JSON
   big          a 4 MiB JSON body
+  html502      a 502 whose body is an HTML page (a proxy's)
+  nanretry     a 503 with retry-after-ms: NaN
+  nul          the good reply plus a string holding \u0000
   error        (poll) the transcript ends in status "error"
   schema       (chat) content that breaks the requested schema
   length       (chat) finish_reason "length" with cut content
@@ -378,6 +381,26 @@ class Handler(BaseHTTPRequestHandler):
             return True
         if fault == "big":
             self.send(200, {"padding": "x" * (4 << 20)})
+            return True
+        if fault == "html502":
+            page = (b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway"
+                    b"</title></head>\n<body><h1>Bad Gateway</h1><p>The proxy "
+                    b"received an invalid response.</p>" + b"<!-- pad -->" * 200
+                    + b"</body></html>\n")
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return True
+        if fault == "nanretry":
+            self.send(503, self.error_body(api, 503, "overloaded"),
+                      headers={"retry-after-ms": "NaN"})
+            return True
+        if fault == "nul":
+            obj = dict(good)
+            obj["note"] = "before\u0000after"
+            self.send(200, obj)
             return True
         return False
 
