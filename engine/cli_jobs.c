@@ -1290,7 +1290,10 @@ int sl_cmd_watch(int argc, char **argv) {
             }
             PGnotify *nt;
             while ((nt = PQnotifies(w.c)) != NULL) {
-                changed |= watch_apply(&w, nt->extra);
+                /* The channel carries no payload (docs/schema.md): re-read
+                 * the row. A payload is from a database not yet migrated. */
+                if (!nt->extra[0]) reread = 1;
+                else changed |= watch_apply(&w, nt->extra);
                 PQfreemem(nt);
             }
         }
