@@ -436,8 +436,8 @@ static int watch_resolve(watch *w, const sl_model *m, const char *only) {
 }
 
 /* Waits for notifications on w->c for at most wait_ms and applies ours.
- * Returns 1 when one changed the subject, 0 when none did, -1 after an
- * error. */
+ * Returns 2 when one asks for a re-read (no payload), 1 when one changed
+ * the subject, 0 when none did, -1 after an error. */
 static int watch_wait(watch *w, int64_t wait_ms) {
     const char *cmd = "watch";
     struct pollfd pfd = {PQsocket(w->c), POLLIN, 0};
@@ -456,7 +456,12 @@ static int watch_wait(watch *w, int64_t wait_ms) {
     }
     PGnotify *nt;
     while ((nt = PQnotifies(w->c)) != NULL) {
-        changed |= watch_apply(w, nt->extra);
+        /* The channel carries no payload (docs/schema.md): re-read the
+         * row. A payload comes from a database not yet migrated. */
+        if (!nt->extra[0])
+            changed = 2;
+        else if (changed != 2)
+            changed |= watch_apply(w, nt->extra);
         PQfreemem(nt);
     }
     return changed;
@@ -481,7 +486,7 @@ static int watch_loop(watch *w, int64_t timeout_ms, int64_t reread_ms) {
             wait = start + timeout_ms - now;
         int changed = watch_wait(w, wait < 0 ? 0 : wait);
         if (changed < 0) return SL_EXIT_FAILURE;
-        int reread = sl_now_ms() >= next_reread;
+        int reread = changed == 2 || sl_now_ms() >= next_reread;
         if (reread) {
             /* The safety net for a missed notification. */
             int r = watch_read(w);

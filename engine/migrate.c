@@ -588,8 +588,43 @@ static void plan_grant(mctx *x, const sl_schema_object *o) {
         if (PQntuples(r) == 0 || PQgetvalue(r, 0, 0)[0] != 't') missing = 1;
         PQclear(r);
     }
+    /* A queue's column grants: the role may INSERT and UPDATE exactly
+     * the listed columns. has_column_privilege also sees a table-wide
+     * grant, so a database from before the column grants (table-wide
+     * INSERT, UPDATE) differs here and gets the REVOKE ALL + GRANTs. */
+    if (!missing && !x->rc && o->insert_columns && o->update_columns) {
+        sl_buf ins, upd;
+        sl_buf_init(&ins);
+        sl_buf_init(&upd);
+        sl_buf_printf(&ins, "{%s}", o->insert_columns);
+        sl_buf_printf(&upd, "{%s}", o->update_columns);
+        const char *params[3] = {qt, sl_buf_str(&ins), sl_buf_str(&upd)};
+        PGresult *r = sl_buf_failed(&ins) || sl_buf_failed(&upd)
+                          ? NULL
+                          : query(x,
+                                  "SELECT count(*) FROM pg_catalog.pg_attribute a"
+                                  " WHERE a.attrelid = to_regclass($1)"
+                                  "   AND a.attnum > 0 AND NOT a.attisdropped"
+                                  "   AND (has_column_privilege('" APP_ROLE
+                                  "', a.attrelid, a.attnum, 'INSERT')"
+                                  "        <> (a.attname = ANY ($2::text[]))"
+                                  "     OR has_column_privilege('" APP_ROLE
+                                  "', a.attrelid, a.attnum, 'UPDATE')"
+                                  "        <> (a.attname = ANY ($3::text[])))",
+                                  3, params);
+        if (r && PQntuples(r) == 1 && atol(PQgetvalue(r, 0, 0)) > 0)
+            missing = 1;
+        PQclear(r);
+        sl_buf_free(&ins);
+        sl_buf_free(&upd);
+    }
     free(qt);
-    if (missing)
+    if (missing && o->insert_columns)
+        add_step(x, o->sql,
+                 "grant %s, INSERT (%s), UPDATE (%s) on %s to " APP_ROLE,
+                 o->privileges, o->insert_columns, o->update_columns,
+                 o->table);
+    else if (missing)
         add_step(x, o->sql, "grant %s on %s to " APP_ROLE, o->privileges,
                  o->table);
 }

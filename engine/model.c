@@ -276,6 +276,15 @@ const sl_engine_col sl_engine_columns[] = {
     {"finished_at", "timestamptz", 0, NULL},
     {"created_at", "timestamptz", 1, "now()"},
     {"updated_at", "timestamptz", 1, "now()"},
+    /* Who asked for the job: the JWT subject of the session that inserted
+     * it (the same settings auth.uid() reads), NULL when the engine or the
+     * owner did. The application cannot write it (column grants); the
+     * hand-off copies it, and sl_ctx_act_for_requester runs a stage's SQL
+     * under this user's Row Level Security. */
+    {"requested_by", "uuid", 0,
+     "(COALESCE(NULLIF(current_setting('request.jwt.claim.sub', true), ''), "
+     "NULLIF(current_setting('request.jwt.claims', true), '')::jsonb ->> "
+     "'sub'))::uuid"},
     {NULL, NULL, 0, NULL},
 };
 

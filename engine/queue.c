@@ -33,13 +33,14 @@ enum {
     OP_UNFINISHED,
     OP_CLAIM_BARE,
     OP_INPUT,
+    OP_REQUESTER,
     OP__COUNT
 };
 
 static const char *const op_names[OP__COUNT] = {
     "claim",     "complete", "fail",    "snooze",  "checkpoint", "progress",
     "heartbeat", "rescue",   "nextdue", "stale",   "unfinished",
-    "claimbare", "input"};
+    "claimbare", "input",    "requester"};
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -179,6 +180,13 @@ static void build_input(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, " q WHERE q.id = $1");
 }
 
+/* $1 job id. */
+static void build_requester(sl_buf *b, const sl_stage *s) {
+    sl_buf_puts(b, "SELECT q.requested_by::text FROM ");
+    sl_buf_ident(b, s->queue);
+    sl_buf_puts(b, " q WHERE q.id = $1");
+}
+
 /* $1 owner, $2 max, $3 lease ms, then the on_start mapping. The bare
  * variant leaves the input out (read per job with OP_INPUT). */
 static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
@@ -265,7 +273,7 @@ static void build_complete(sl_buf *b, const sl_stage *s) {
     }
     sl_buf_puts(b, " FROM u WHERE j.id = u.id AND j.locked_by = $1 AND"
                    " j.attempts = u.a AND j.status = 'in_progress'"
-                   " RETURNING j.id, u.o, j.priority");
+                   " RETURNING j.id, u.o, j.priority, j.requested_by");
     if (fk) {
         sl_buf_puts(b, ", j.");
         sl_buf_ident(b, fk);
@@ -281,7 +289,8 @@ static void build_complete(sl_buf *b, const sl_stage *s) {
         const sl_stage *t = nx->stage;
         sl_buf_printf(b, ", n%zu AS (INSERT INTO ", k);
         sl_buf_ident(b, t->queue);
-        sl_buf_puts(b, " (dedup_key");
+        /* The next job acts for whoever asked for this one. */
+        sl_buf_puts(b, " (dedup_key, requested_by");
         if (fk) {
             sl_buf_puts(b, ", ");
             sl_buf_ident(b, fk);
@@ -297,7 +306,7 @@ static void build_complete(sl_buf *b, const sl_stage *s) {
             sl_buf_puts(b, ", ");
             sl_buf_ident(b, to);
         }
-        sl_buf_puts(b, ") SELECT 'from:' || d.id::text");
+        sl_buf_puts(b, ") SELECT 'from:' || d.id::text, d.requested_by");
         if (fk) {
             sl_buf_puts(b, ", d.");
             sl_buf_ident(b, fk);
@@ -483,7 +492,7 @@ static const builder builders[OP__COUNT] = {
     build_claim,     build_complete, build_fail,      build_snooze,
     build_checkpoint, build_progress, build_heartbeat, build_rescue,
     build_next_due,  build_stale,    build_unfinished, build_claim_bare,
-    build_input};
+    build_input,     build_requester};
 
 int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen) {
     for (size_t pi = 0; pi < m->npipelines; pi++) {
@@ -656,6 +665,24 @@ int sl_queue_claim_bare(PGconn *c, const sl_stage *s, const char *owner,
                         int max, sl_qjob *jobs, int *n, char *err,
                         size_t errlen) {
     return claim(c, s, OP_CLAIM_BARE, owner, max, jobs, n, err, errlen);
+}
+
+int sl_queue_requester(PGconn *c, const sl_stage *s, const char *id,
+                       char out[40], char *err, size_t errlen) {
+    const char *vals[1] = {id};
+    PGresult *r;
+    out[0] = '\0';
+    int rc =
+        exec(c, s, OP_REQUESTER, 1, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
+    if (PQntuples(r) == 0) {
+        snprintf(err, errlen, "job %s of %s no longer exists", id, s->queue);
+        rc = -SL_ELEASE;
+    } else if (!PQgetisnull(r, 0, 0)) {
+        snprintf(out, 40, "%s", PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return rc;
 }
 
 int sl_queue_input(PGconn *c, const sl_stage *s, sl_qjob *j, char *err,

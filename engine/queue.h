@@ -63,6 +63,13 @@ int sl_queue_claim_bare(PGconn *c, const sl_stage *s, const char *owner,
 int sl_queue_input(PGconn *c, const sl_stage *s, sl_qjob *j, char *err,
                    size_t errlen);
 
+/* Who asked for job `id`: its requested_by (the application user whose
+ * session inserted it, or whose job handed off to it), copied into out
+ * (OUT: a uuid, or "" when the engine or the owner inserted it). Returns 0,
+ * -SL_ELEASE when the job no longer exists, or an error as above. */
+int sl_queue_requester(PGconn *c, const sl_stage *s, const char *id,
+                       char out[40], char *err, size_t errlen);
+
 /* One finished job for sl_queue_complete. */
 typedef struct sl_qdone {
     const sl_qjob *job;

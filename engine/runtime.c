@@ -14,6 +14,7 @@
  */
 #include "runtime.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
@@ -34,6 +35,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "handler.h"
+#include "schema.h"
 #include "text.h"
 
 #define MAX_BATCH 1000
@@ -216,6 +218,35 @@ int sl_ctx_should_stop(sl_ctx *ctx) {
 }
 
 PGconn *sl_ctx_conn(sl_ctx *ctx) { return ctx->w->conn; }
+
+int sl_ctx_act_for_requester(sl_ctx *ctx, char *err, size_t errlen) {
+    worker *w = ctx->w;
+    char user[40];
+    assert(PQtransactionStatus(w->conn) == PQTRANS_INTRANS);
+    int rc = sl_queue_requester(w->conn, w->st->s, ctx->job.id, user, err,
+                                errlen);
+    if (rc < 0 || !user[0]) return rc;
+    /* The same settings PostgREST sets for a request, so auth.uid() (ours
+     * or Supabase's) answers this user; then the application role, so
+     * every policy applies. Both end with the transaction. */
+    char claims[128];
+    snprintf(claims, sizeof claims, "{\"sub\": \"%s\", \"role\": "
+             "\"authenticated\"}", user);
+    const char *vals[2] = {user, claims};
+    PGresult *r = PQexecParams(
+        w->conn,
+        "SELECT set_config('request.jwt.claim.sub', $1, true),"
+        " set_config('request.jwt.claims', $2, true),"
+        " set_config('role', '" SL_APP_ROLE "', true)",
+        2, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "acting for user %s as " SL_APP_ROLE ": %s",
+                 user, PQresultErrorMessage(r));
+        rc = PQstatus(w->conn) == CONNECTION_OK ? -SL_EDB : -SL_ECONN;
+    }
+    PQclear(r);
+    return rc;
+}
 
 void sl_ctx_log(sl_ctx *ctx, int level, const char *fmt, ...) {
     char msg[1024], att[16];

@@ -528,12 +528,13 @@ static void build_triggers(builder *b, const sl_schema_table *t,
     if (s) add_function(b, fn_ins, s);
     free(s);
 
+    /* No payload: a worker only needs waking, and any role that can log
+     * in may LISTEN on any channel, so a job id here would tell every
+     * tenant about every other tenant's jobs. */
     sl_buf_init(&body);
     sl_buf_puts(&body, "BEGIN\n  PERFORM pg_notify(");
     sl_buf_literal(&body, st->channel);
-    sl_buf_puts(&body, ", NEW.");
-    sl_buf_ident(&body, "id");
-    sl_buf_puts(&body, "::text);\n  RETURN NULL;\nEND\n");
+    sl_buf_puts(&body, ", '');\n  RETURN NULL;\nEND\n");
     s = take(b, &body);
     if (s) add_function(b, fn_upd, s);
     free(s);
@@ -590,6 +591,118 @@ static void add_grant(builder *b, const char *table, const char *privs) {
     if (!b->rc) b->s->objects[b->s->nobjects - 1].privileges = dup(b, privs);
 }
 
+/* The application may change one engine column, status, and only to
+ * cancel a job or to retry it (what `sluice cancel` and `sluice retry`
+ * do); every other change of status by a role that neither owns the table
+ * nor bypasses RLS is refused. Column grants keep it away from the rest. */
+static void build_guard(builder *b, const sl_schema_table *t) {
+    char fn[64];
+    derive_name(fn, t->name, "guard");
+    char desc[200];
+    snprintf(desc, sizeof desc, "status guard function of queue %s", t->name);
+    claim_name(b, "function", fn, desc);
+    add_function(
+        b, fn,
+        "BEGIN\n"
+        "  IF pg_has_role(current_user, (SELECT c.relowner FROM"
+        " pg_catalog.pg_class c WHERE c.oid = TG_RELID), 'USAGE')\n"
+        "     OR (SELECT r.rolbypassrls FROM pg_catalog.pg_roles r"
+        " WHERE r.rolname = current_user) THEN\n"
+        "    RETURN NEW;\n"
+        "  END IF;\n"
+        "  IF NEW.\"status\" = 'cancelled'\n"
+        "     AND OLD.\"status\" IN ('pending', 'retry', 'in_progress') THEN\n"
+        "    NEW.\"finished_at\" := now();\n"
+        "    NEW.\"locked_until\" := NULL;\n"
+        "  ELSIF NEW.\"status\" IN ('pending', 'retry')\n"
+        "        AND OLD.\"status\" IN ('error', 'cancelled') THEN\n"
+        "    NEW.\"status\" := 'retry';\n"
+        "    NEW.\"run_at\" := now();\n"
+        "    NEW.\"attempts\" := 0;\n"
+        "    NEW.\"locked_by\" := NULL;\n"
+        "    NEW.\"locked_until\" := NULL;\n"
+        "    NEW.\"finished_at\" := NULL;\n"
+        "  ELSE\n"
+        "    RAISE EXCEPTION 'permission denied: the application may only"
+        " cancel a job (pending, retry, in_progress -> cancelled) or retry it"
+        " (error, cancelled -> retry), not change its status from % to %',\n"
+        "      OLD.\"status\", NEW.\"status\"\n"
+        "      USING ERRCODE = 'insufficient_privilege';\n"
+        "  END IF;\n"
+        "  RETURN NEW;\n"
+        "END\n");
+    /* The engine's statements set updated_at (which the application may
+     * not), so the claim/complete hot path does not call it. */
+    add_trigger(b, fn, t->name, "BEFORE UPDATE OF \"status\"",
+                "FOR EACH ROW WHEN (OLD.\"status\" IS DISTINCT FROM"
+                " NEW.\"status\" AND NEW.\"updated_at\" IS NOT DISTINCT FROM"
+                " OLD.\"updated_at\")",
+                fn);
+}
+
+/* The application role's privileges on a queue: it reads its rows and
+ * deletes them; it inserts only the subject key and the declared columns
+ * (never an engine column: not priority, run_at, attempts, dedup_key,
+ * requested_by, ...); it updates only status, through the guard. A queue
+ * without RLS is not granted to it at all. REVOKE ALL first, so a database
+ * from before these column grants loses its table-wide INSERT and UPDATE. */
+static void build_queue_grant(builder *b, const sl_schema_table *t,
+                              const sl_pipeline *p) {
+    sl_buf cols, q;
+    sl_buf_init(&cols);
+    sl_buf_init(&q);
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        const sl_schema_column *c = &t->columns[i];
+        if (c->engine && !(p->has_subject && strcmp(c->name, p->subject.fk) == 0))
+            continue;
+        if (cols.len) sl_buf_putn(&cols, ",", 1);
+        sl_buf_puts(&cols, c->name);
+    }
+    sl_buf_puts(&q, "DO " DQ "\nBEGIN\n  IF EXISTS (SELECT 1 FROM "
+                    "pg_catalog.pg_roles WHERE rolname = ");
+    sl_buf_literal(&q, APP_ROLE);
+    sl_buf_puts(&q, ") THEN\n    REVOKE ALL ON TABLE ");
+    sl_buf_ident(&q, t->name);
+    sl_buf_puts(&q, " FROM ");
+    sl_buf_ident(&q, APP_ROLE);
+    sl_buf_puts(&q, ";\n    GRANT SELECT, DELETE ON TABLE ");
+    sl_buf_ident(&q, t->name);
+    sl_buf_puts(&q, " TO ");
+    sl_buf_ident(&q, APP_ROLE);
+    sl_buf_puts(&q, ";\n    GRANT INSERT (");
+    for (size_t i = 0, n = 0; i < t->ncolumns; i++) {
+        const sl_schema_column *c = &t->columns[i];
+        if (c->engine && !(p->has_subject && strcmp(c->name, p->subject.fk) == 0))
+            continue;
+        if (n++) sl_buf_puts(&q, ", ");
+        sl_buf_ident(&q, c->name);
+    }
+    sl_buf_puts(&q, ") ON TABLE ");
+    sl_buf_ident(&q, t->name);
+    sl_buf_puts(&q, " TO ");
+    sl_buf_ident(&q, APP_ROLE);
+    sl_buf_puts(&q, ";\n    GRANT UPDATE (");
+    sl_buf_ident(&q, "status");
+    sl_buf_puts(&q, ") ON TABLE ");
+    sl_buf_ident(&q, t->name);
+    sl_buf_puts(&q, " TO ");
+    sl_buf_ident(&q, APP_ROLE);
+    sl_buf_puts(&q, ";\n  END IF;\nEND\n" DQ ";\n");
+    char *sql = take(b, &q), *ins = take(b, &cols);
+    if (sql && ins) {
+        add_object(b, SL_OBJ_GRANT, t->name, t->name, -1, sql, NULL, NULL);
+        if (!b->rc) {
+            sl_schema_object *o = &b->s->objects[b->s->nobjects - 1];
+            o->privileges = dup(b, "SELECT, DELETE");
+            o->insert_columns = ins;
+            ins = NULL;
+            o->update_columns = dup(b, "status");
+        }
+    }
+    free(sql);
+    free(ins);
+}
+
 static void build_security(builder *b, const sl_schema_table *t,
                            const sl_pipeline *p) {
     char where[200];
@@ -643,8 +756,40 @@ static void build_security(builder *b, const sl_schema_table *t,
     sl_buf_ident(&q, POLICY_NAME);
     sl_buf_puts(&q, " ON ");
     sl_buf_ident(&q, t->name);
-    sl_buf_printf(&q, " FOR ALL\n  USING (%s)\n  WITH CHECK (%s);\n",
+    sl_buf_printf(&q, " FOR ALL\n  USING (%s)\n  WITH CHECK (%s",
                   sl_buf_str(&cond), sl_buf_str(&cond));
+    /* References stay inside what the caller may see: a foreign key is
+     * checked without Row Level Security, so without this a tenant could
+     * point its job at another account's row (a report of B's project)
+     * and have the engine, which runs as the owner, read it. The
+     * sub-select runs under the caller's policies on the referenced
+     * table, so an invisible row and a missing one are refused alike. */
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        const sl_schema_column *c = &t->columns[i];
+        if (!c->ref_table) continue;
+        if (strcmp(c->name, p->rls.column) == 0 &&
+            strcmp(c->ref_table, p->rls.table) == 0 &&
+            strcmp(c->ref_column, p->rls.key) == 0)
+            continue; /* the inherit condition checks it already */
+        sl_buf_puts(&q, "\n    AND (");
+        sl_buf_ident(&q, t->name);
+        sl_buf_putn(&q, ".", 1);
+        sl_buf_ident(&q, c->name);
+        sl_buf_puts(&q, " IS NULL OR EXISTS (SELECT 1 FROM ");
+        sl_buf_ident(&q, c->ref_table);
+        sl_buf_puts(&q, " ");
+        sl_buf_ident(&q, "r");
+        sl_buf_puts(&q, " WHERE ");
+        sl_buf_ident(&q, "r");
+        sl_buf_putn(&q, ".", 1);
+        sl_buf_ident(&q, c->ref_column);
+        sl_buf_puts(&q, " = ");
+        sl_buf_ident(&q, t->name);
+        sl_buf_putn(&q, ".", 1);
+        sl_buf_ident(&q, c->name);
+        sl_buf_puts(&q, "))");
+    }
+    sl_buf_puts(&q, ");\n");
     sl_buf on;
     sl_buf_init(&on);
     sl_buf_puts(&on, "POLICY ");
@@ -661,9 +806,8 @@ static void build_security(builder *b, const sl_schema_table *t,
     free(target);
     sl_buf_free(&cond);
 
-    /* The app role reaches the queue only through the policy; a queue
-     * without RLS is not granted to it at all. */
-    add_grant(b, t->name, "SELECT, INSERT, UPDATE, DELETE");
+    build_guard(b, t);
+    build_queue_grant(b, t, p);
 }
 
 static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
@@ -707,8 +851,8 @@ static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
     build_security(b, t, p);
 }
 
-/* The NOTIFY a live UI listens to: the subject's status, progress and
- * detail as JSON, on every update that changes one of them. */
+/* The NOTIFY a live UI listens to: an empty notification on every update
+ * that changes the subject's status, progress or detail. */
 static void build_subject_channel(builder *b, const sl_pipeline *p) {
     const sl_subject *sj = &p->subject;
     char fn[64];
@@ -720,20 +864,16 @@ static void build_subject_channel(builder *b, const sl_pipeline *p) {
 
     const char *cols[3] = {sj->status_column, sj->progress_column,
                            sj->detail_column};
-    const char *keys[3] = {"status", "progress", "detail"};
 
+    /* No payload: LISTEN needs no privilege, so whatever is sent here
+     * reaches every role that can log in. A listener re-reads the rows it
+     * follows, under its own Row Level Security (docs/schema.md, "Roles:
+     * who sees what"). */
     sl_buf body;
     sl_buf_init(&body);
     sl_buf_puts(&body, "BEGIN\n  PERFORM pg_notify(");
     sl_buf_literal(&body, sj->channel);
-    sl_buf_puts(&body, ", json_build_object('id', NEW.");
-    sl_buf_ident(&body, sj->key);
-    for (int i = 0; i < 3; i++) {
-        if (!cols[i]) continue;
-        sl_buf_printf(&body, ", '%s', NEW.", keys[i]);
-        sl_buf_ident(&body, cols[i]);
-    }
-    sl_buf_puts(&body, ")::text);\n  RETURN NULL;\nEND\n");
+    sl_buf_puts(&body, ", '');\n  RETURN NULL;\nEND\n");
     char *s = take(b, &body);
     if (s) add_function(b, fn, s);
     free(s);
@@ -915,6 +1055,8 @@ void sl_schema_free(sl_schema *s) {
         free(o->replace_sql);
         free(o->fingerprint);
         free(o->privileges);
+        free(o->insert_columns);
+        free(o->update_columns);
     }
     free(s->objects);
     free(s);

@@ -26,6 +26,10 @@
 
 #include "model.h"
 
+/* The application role: sql/base.sql creates it; the generated schema
+ * grants to it; the runtime acts as it for a job's requester. */
+#define SL_APP_ROLE "sluice_app"
+
 /* The job_status values in enum order, NULL-terminated. */
 extern const char *const sl_job_status_values[];
 
@@ -75,7 +79,11 @@ typedef struct sl_schema_object {
     char *replace_sql; /* run before sql when an existing object's
                           fingerprint differs (e.g. DROP INDEX), or NULL */
     char *fingerprint; /* "sluice:<hex>" stored as COMMENT, or NULL */
-    char *privileges;  /* GRANT: "SELECT, INSERT, ...", else NULL */
+    char *privileges;  /* GRANT: table-wide "SELECT, DELETE", else NULL */
+    char *insert_columns; /* GRANT on a queue: the only columns the app
+                             role may INSERT, "a,b,c"; NULL elsewhere */
+    char *update_columns; /* GRANT on a queue: the only columns it may
+                             UPDATE ("status"); NULL elsewhere */
 } sl_schema_object;
 
 /* The whole schema. Owns every string; borrows the model's stages, so the

@@ -417,6 +417,20 @@ static int sql_query(lua_State *L) {
                    sizeof err) != 0)
         return sl_lua__raise(L, classify_sql(conn, NULL), 0,
                              "sluice.sql.query: %s", err);
+    /* A job an application user asked for reads and writes only what
+     * that user may: the report of a project is built from the rows the
+     * requester can see, whatever project id the job names. */
+    if (h->ctx) {
+        int rc = sl_ctx_act_for_requester(h->ctx, err, sizeof err);
+        if (rc < 0) {
+            char ignore[64];
+            exec_plain(conn, b, "ROLLBACK", ignore, sizeof ignore);
+            return sl_lua__raise(L,
+                                 rc == -SL_ECONN ? SL_EC_CONNECTION
+                                                 : SL_EC_INTERNAL,
+                                 0, "sluice.sql.query: %s", err);
+        }
+    }
     if (h->stage && h->stage->timeout_ms > 0) {
         char set[96];
         snprintf(set, sizeof set, "SET LOCAL statement_timeout = %lld",

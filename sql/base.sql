@@ -227,10 +227,17 @@ CREATE POLICY sluice_projects_member ON public.projects FOR ALL
   USING (public.sluice_is_account_member(account_id))
   WITH CHECK (public.sluice_is_account_member(account_id));
 
+-- A foreign key is checked without RLS: the project an interview names
+-- must be visible to the caller and belong to the interview's own account,
+-- or a tenant could file its interviews under another account's project.
 DROP POLICY IF EXISTS sluice_interviews_member ON public.interviews;
 CREATE POLICY sluice_interviews_member ON public.interviews FOR ALL
   USING (public.sluice_is_account_member(account_id))
-  WITH CHECK (public.sluice_is_account_member(account_id));
+  WITH CHECK (public.sluice_is_account_member(account_id)
+              AND (project_id IS NULL
+                   OR EXISTS (SELECT 1 FROM public.projects p
+                              WHERE p.id = interviews.project_id
+                                AND p.account_id = interviews.account_id)));
 
 -- Insights and personas inherit visibility from their interview.
 DROP POLICY IF EXISTS sluice_insights_interview ON public.insights;
@@ -248,6 +255,14 @@ CREATE POLICY sluice_personas_interview ON public.personas FOR ALL
 
 -- ---------------------------------------------------------------- grants
 
+-- SECURITY DEFINER functions run with their owner's rights: nobody but the
+-- application role may call them (PostgreSQL grants EXECUTE to PUBLIC by
+-- default). The trigger function needs no EXECUTE grant to fire. Each
+-- answers only about the caller's own memberships.
+REVOKE ALL ON FUNCTION public.sluice_is_account_member(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.sluice_is_account_owner(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.sluice_base_add_account_owner() FROM PUBLIC;
+
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'sluice_app') THEN
@@ -256,6 +271,18 @@ BEGIN
       public.accounts, public.account_members, public.projects,
       public.interviews, public.insights, public.personas
       TO sluice_app;
+    GRANT EXECUTE ON FUNCTION public.sluice_is_account_member(uuid),
+      public.sluice_is_account_owner(uuid) TO sluice_app;
+    -- The worker (this role) acts as sluice_app for a job's requester
+    -- (SET LOCAL ROLE): a role that created sluice_app without being a
+    -- superuser may need the membership granted to itself.
+    IF NOT pg_catalog.pg_has_role(current_user, 'sluice_app', 'MEMBER') THEN
+      BEGIN
+        EXECUTE pg_catalog.format('GRANT sluice_app TO %I', current_user);
+      EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN
+        RAISE NOTICE 'sluice: cannot grant sluice_app to % (%)', current_user, SQLERRM;
+      END;
+    END IF;
     BEGIN
       GRANT USAGE ON SCHEMA auth TO sluice_app;
       GRANT EXECUTE ON FUNCTION auth.uid() TO sluice_app;

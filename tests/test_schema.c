@@ -307,8 +307,8 @@ static void insert_notify_trigger_is_statement_level(void **state) {
                          "FOR EACH ROW WHEN (NEW.\"status\" IN ('pending', "
                          "'retry') AND OLD.\"status\" IS DISTINCT FROM "
                          "NEW.\"status\")");
-    assert_contains(ddl, "PERFORM pg_notify('upload_jobs_channel', "
-                         "NEW.\"id\"::text);");
+    /* No payload on either: any role may LISTEN (docs/schema.md). */
+    assert_not_contains(ddl, "NEW.\"id\"::text");
     assert_not_contains(ddl, "AFTER INSERT ON \"upload_jobs\"\n  FOR EACH "
                              "ROW");
     free(ddl);
@@ -332,8 +332,16 @@ static void rls_policy_inherits_visibility_from_the_subject(void **state) {
              cond, cond);
     assert_contains(ddl, want);
     assert_not_contains(ddl, "FORCE ROW LEVEL SECURITY");
-    assert_contains(ddl, "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "
-                         "\"upload_jobs\" TO \"sluice_app\"");
+    /* Column grants: inputs only, and status through the guard. */
+    assert_contains(ddl, "REVOKE ALL ON TABLE \"upload_jobs\" FROM "
+                         "\"sluice_app\";\n    GRANT SELECT, DELETE ON TABLE "
+                         "\"upload_jobs\" TO \"sluice_app\";\n    GRANT INSERT "
+                         "(\"interview_id\", \"media_file\", \"external_url\") ON "
+                         "TABLE \"upload_jobs\" TO \"sluice_app\";\n    GRANT "
+                         "UPDATE (\"status\") ON TABLE \"upload_jobs\" TO "
+                         "\"sluice_app\";");
+    assert_not_contains(ddl, "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE");
+    assert_contains(ddl, "BEFORE UPDATE OF \"status\" ON \"upload_jobs\"");
     free(ddl);
     sl_model_free(m);
 }
@@ -353,6 +361,10 @@ static void standalone_queue_gets_its_references_and_no_subject(void **state) {
                          "\"generation_jobs\" (\"project_id\");");
     assert_contains(ddl, "EXISTS (SELECT 1 FROM \"projects\" \"t\" WHERE "
                          "\"t\".\"id\" = \"generation_jobs\".\"project_id\")");
+    /* A reference other than the inherited one must be visible too. */
+    assert_contains(ddl, "AND (\"generation_jobs\".\"account_id\" IS NULL OR "
+                         "EXISTS (SELECT 1 FROM \"accounts\" \"r\" WHERE "
+                         "\"r\".\"id\" = \"generation_jobs\".\"account_id\")));");
     assert_not_contains(ddl, "interview");
     assert_not_contains(ddl, "subject_idx");
     free(ddl);
@@ -415,10 +427,9 @@ static void subject_channel_notifies_status_progress_and_detail(void **state) {
     (void)state;
     sl_model *m = load_yaml("i.yaml", INTERVIEW_YAML);
     char *ddl = ddl_of(m);
-    assert_contains(ddl, "PERFORM pg_notify('interviews_status', "
-                         "json_build_object('id', NEW.\"id\", 'status', "
-                         "NEW.\"status\", 'progress', NEW.\"progress\", "
-                         "'detail', NEW.\"status_detail\")::text);");
+    /* No payload: a listener re-reads the row under its own RLS. */
+    assert_contains(ddl, "PERFORM pg_notify('interviews_status', '');");
+    assert_not_contains(ddl, "json_build_object");
     assert_contains(ddl, "AFTER UPDATE ON \"interviews\"\n  FOR EACH ROW WHEN "
                          "(OLD.\"status\" IS DISTINCT FROM NEW.\"status\" OR "
                          "OLD.\"progress\" IS DISTINCT FROM NEW.\"progress\" "

@@ -135,8 +135,10 @@ tenant_cannot_move_its_job_to_another_tenants_interview(void **state) {
     expect_refused(USER_A, "UPDATE upload_jobs SET interview_id = '" IV_B "'");
     expect_refused(USER_A,
                    "UPDATE analysis_jobs SET interview_id = '" IV_B "'");
-    /* Its own job stays editable: the policy is not simply read-only. */
-    expect_rows(USER_A, "UPDATE upload_jobs SET priority = 5", 1);
+    /* Its own job can be cancelled: the policy is not simply read-only;
+     * but the engine's columns are not the application's to write. */
+    expect_rows(USER_A, "UPDATE upload_jobs SET status = 'cancelled'", 1);
+    expect_refused(USER_A, "UPDATE upload_jobs SET priority = 5");
 }
 
 static void
