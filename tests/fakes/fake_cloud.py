@@ -58,7 +58,7 @@ tokens:
 
 POST /echo answers {"received": <the JSON body>, "method", "token_ok":
 whether X-Token carried the OpenAI key} (a webhook receiver for the http
-stage).
+stage); its log entries keep the Idempotency-Key header.
 
 GET /_stats returns counters and a log of requests (with the bodies of chat
 requests); POST /_reset clears them. The chosen port is printed on stdout as
@@ -701,7 +701,8 @@ class Handler(BaseHTTPRequestHandler):
             body = data.decode("utf-8", "replace")
         self.st.log({"peer_port": self.client_address[1], "at": time.time(),
                      "route": "echo", "fault": fault, "body": body,
-                     "content_type": self.headers.get("Content-Type")})
+                     "content_type": self.headers.get("Content-Type"),
+                     "idempotency_key": self.headers.get("Idempotency-Key")})
         good = {"received": body, "method": self.command,
                 "token_ok": token is not None and token == self.st.args.openai_key}
         if not self.apply_fault("openai", "echo", fault, good):
