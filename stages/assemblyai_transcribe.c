@@ -296,6 +296,7 @@ static int find_submitted(sl_http *h, const tx_cfg *c, sl_ctx *ctx,
         json_t *reply = NULL;
         snprintf(url, sizeof url, "%s?limit=%d%s%s", c->submit_url,
                  LIST_PAGE, before[0] ? "&before_id=" : "", before);
+        before[0] = '\0'; /* the next page starts after this page's last */
         if (call(h, c, "AssemblyAI transcript list", "GET", url, NULL, ctx,
                  &reply, res) != 0)
             return -1;

@@ -139,6 +139,31 @@ static void worker_killed_mid_submission_does_not_transcribe_twice(
     free(iv);
 }
 
+/* The transcript is found a page back: 150 transcripts of other audio were
+ * created after it (the list is read newest first, 100 a page). */
+static void transcript_found_past_the_first_page_of_the_list(void **state) {
+    (void)state;
+    cloud_setup(&env, "once_paged", "--faults 'transcript=sleep:3000'",
+                cloud_yaml((cloud_opts){.request_timeout = "10s"}));
+    char *iv = cloud_interview(&env, CLOUD_MEDIA, NULL, NULL);
+    pid_t w = cloud_spawn(&env);
+    assert_true(cloud_wait_count(&env, "transcripts_created", 1, 15000));
+    cloud_kill(w);
+    int rc = sl_test_sh(NULL,
+                        "for i in $(seq 150); do curl -sf -o /dev/null -H "
+                        "'Authorization: %s' -d '{\"audio_url\": "
+                        "\"https://example.com/other.mp3\"}' "
+                        "%s/v2/transcript || exit 1; done",
+                        CLOUD_AKEY, env.fake.base);
+    assert_int_equal(rc, 0);
+    assert_int_equal(fake_count(&env.fake, "transcripts_created"), 151);
+    assert_int_equal(cloud_run(&env, 60), 0);
+    assert_ready(iv);
+    assert_int_equal(fake_count(&env.fake, "transcripts_created"), 151);
+    assert_int_equal(fake_count(&env.fake, "lists"), 2);
+    free(iv);
+}
+
 /* An HTTP error status is a refusal: nothing to find, so the next attempt
  * submits (once). */
 static void refused_submission_is_submitted_again_once(void **state) {
@@ -235,6 +260,8 @@ int main(void) {
             unreadable_list_is_retried_before_any_resubmission, teardown),
         cmocka_unit_test_teardown(
             worker_killed_mid_submission_does_not_transcribe_twice, teardown),
+        cmocka_unit_test_teardown(
+            transcript_found_past_the_first_page_of_the_list, teardown),
         cmocka_unit_test_teardown(refused_submission_is_submitted_again_once,
                                   teardown),
         cmocka_unit_test_teardown(
