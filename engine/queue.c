@@ -187,15 +187,122 @@ static void build_requester(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, " q WHERE q.id = $1");
 }
 
-/* $1 owner, $2 max, $3 lease ms, then the on_start mapping. The bare
- * variant leaves the input out (read per job with OP_INPUT). */
+/* Whether the claim touches the subject: an on_start mapping to apply, or
+ * a detail column that may hold a retry note to replace. */
+static int claim_touches_subject(const sl_stage *s) {
+    return has_mapping(s, &s->status.on_start) ||
+           (s->pipeline->has_subject && s->pipeline->subject.detail_column);
+}
+
+/* Appends ", s AS (UPDATE subject ...)" for the claim (alias j: the claimed
+ * jobs, with j.was their status before the claim and j.resumed whether
+ * they ran before), binding on_start's values from *param on, then the
+ * stage's progress status when it differs from on_start's.
+ *
+ * A fresh job gets the on_start mapping as it is. A job that ran before (a
+ * retry, a snooze, a rescue, a release at shutdown) resumes its stage:
+ * when the subject is still in one of the stage's running statuses (or the
+ * stage sets none), status and progress stay where the earlier attempts
+ * got them (progress never goes below on_start's), and the detail is kept
+ * unless it holds the note written when the job went into retry, which
+ * on_start's detail (or "Running attempt n") replaces. docs/dsl.md
+ * describes the result. */
+static void claim_subject_cte(sl_buf *b, const sl_stage *s, int *param) {
+    const sl_subject *subj = &s->pipeline->subject;
+    const sl_mapping *m = &s->status.on_start;
+    const char *ps = s->status.on_progress_status;
+    int st = m->status ? (*param)++ : 0;
+    int pg = m->progress >= 0 && subj->progress_column ? (*param)++ : 0;
+    int dt = m->detail && subj->detail_column ? (*param)++ : 0;
+    int qs = st && ps && strcmp(ps, m->status) != 0 ? (*param)++ : 0;
+    int sets = 0;
+    sl_buf k;
+    sl_buf_init(&k);
+    sl_buf_puts(&k, "(j.resumed");
+    if (st) {
+        sl_buf_puts(&k, " AND (t.");
+        sl_buf_ident(&k, subj->status_column);
+        sl_buf_printf(&k, " = $%d", st);
+        if (qs) {
+            sl_buf_puts(&k, " OR t.");
+            sl_buf_ident(&k, subj->status_column);
+            sl_buf_printf(&k, " = $%d", qs);
+        }
+        sl_buf_puts(&k, ")");
+    }
+    sl_buf_puts(&k, ")");
+    const char *resumed = sl_buf_str(&k);
+
+    sl_buf_puts(b, ", s AS (UPDATE ");
+    sl_buf_ident(b, subj->table);
+    sl_buf_puts(b, " t SET ");
+    if (st) {
+        sl_buf_ident(b, subj->status_column);
+        sl_buf_printf(b, " = CASE WHEN %s THEN t.", resumed);
+        sl_buf_ident(b, subj->status_column);
+        sl_buf_printf(b, " ELSE $%d END", st);
+        sets++;
+    }
+    if (pg) {
+        sl_buf_puts(b, sets++ ? ", " : "");
+        sl_buf_ident(b, subj->progress_column);
+        sl_buf_printf(b, " = CASE WHEN %s THEN GREATEST(t.", resumed);
+        sl_buf_ident(b, subj->progress_column);
+        sl_buf_printf(b, ", $%d::int) ELSE $%d::int END", pg, pg);
+    }
+    if (subj->detail_column) {
+        sl_buf_puts(b, sets++ ? ", " : "");
+        sl_buf_ident(b, subj->detail_column);
+        if (dt) {
+            sl_buf_printf(b, " = CASE WHEN %s AND j.was <> 'retry' THEN t.",
+                          resumed);
+            sl_buf_ident(b, subj->detail_column);
+            sl_buf_printf(b, " ELSE $%d::text END", dt);
+        } else {
+            sl_buf_puts(b, " = CASE WHEN j.was = 'retry' THEN 'Running"
+                           " attempt ' || j.attempts ELSE t.");
+            sl_buf_ident(b, subj->detail_column);
+            sl_buf_puts(b, " END");
+        }
+    }
+    sl_buf_puts(b, " FROM j WHERE t.");
+    sl_buf_ident(b, subj->key);
+    sl_buf_puts(b, " = j.");
+    sl_buf_ident(b, subj->fk);
+    /* Without a mapping only a retry note has anything to change. */
+    if (!has_mapping(s, m)) sl_buf_puts(b, " AND j.was = 'retry'");
+    sl_buf_puts(b, ")");
+    sl_buf_free(&k);
+}
+
+/* The values claim_subject_cte binds, in its order. */
+static int claim_subject_values(const sl_stage *s, const char **vals,
+                                char progress[12]) {
+    const sl_mapping *m = &s->status.on_start;
+    const char *ps = s->status.on_progress_status;
+    int n = has_mapping(s, m)
+                ? mapping_values(&s->pipeline->subject, m, vals, progress)
+                : 0;
+    if (m->status && ps && strcmp(ps, m->status) != 0) vals[n++] = ps;
+    return n;
+}
+
+/* $1 owner, $2 max, $3 lease ms, then claim_subject_values. The bare
+ * variant leaves the input out (read per job with OP_INPUT).
+ *
+ * Order: priority, then run_at, then attempts (descending): a job that
+ * already ran (rescued from a dead worker, which keeps its run_at) goes
+ * ahead of the jobs queued with it or after it, ties included: a bulk
+ * enqueue gives a whole batch one run_at. The claim index has the same
+ * columns (schema.c). */
 static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
     const char *fk = s->pipeline->has_subject ? s->pipeline->subject.fk : NULL;
     int param = 4;
-    sl_buf_puts(b, "WITH c AS (SELECT id FROM ");
+    sl_buf_puts(b, "WITH c AS (SELECT id, status AS was, started_at IS NOT"
+                   " NULL AS resumed FROM ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " WHERE status IN ('pending','retry') AND run_at <= now()"
-                   " ORDER BY priority DESC, run_at LIMIT $2"
+                   " ORDER BY priority DESC, run_at, attempts DESC LIMIT $2"
                    " FOR UPDATE SKIP LOCKED), j AS (UPDATE ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " q SET status = 'in_progress', attempts = q.attempts + 1,"
@@ -220,8 +327,8 @@ static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
         sl_buf_puts(b, ", q.");
         sl_buf_ident(b, fk);
     }
-    sl_buf_puts(b, ")");
-    subject_cte(b, s, &s->status.on_start, "s", "j", NULL, &param);
+    sl_buf_puts(b, ", c.was, c.resumed)");
+    if (claim_touches_subject(s)) claim_subject_cte(b, s, &param);
     sl_buf_puts(b, " SELECT id, subject, attempts, checkpoint, input FROM j");
 }
 
@@ -329,8 +436,38 @@ static void build_complete(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, " SELECT id FROM d");
 }
 
+/* Appends ", <cte> AS (UPDATE subject SET detail = <note> FROM <from>
+ * WHERE key = from.fk AND <cond>)": the note a subject shows while its job
+ * waits to run again (docs/dsl.md, "While a job waits"). `at` is the SQL
+ * of when it runs again, `attempt` and `max` of the attempt that ended and
+ * the stage's max_attempts, `cls` of the error class. Nothing when the
+ * subject has no detail column. */
+static void retry_note_cte(sl_buf *b, const sl_stage *s, const char *cte,
+                           const char *from, const char *cond, const char *at,
+                           const char *attempt, const char *max,
+                           const char *cls) {
+    const sl_pipeline *p = s->pipeline;
+    if (!p->has_subject || !p->subject.detail_column) return;
+    const char *ts = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
+    sl_buf_printf(b, ", %s AS (UPDATE ", cte);
+    sl_buf_ident(b, p->subject.table);
+    sl_buf_puts(b, " t SET ");
+    sl_buf_ident(b, p->subject.detail_column);
+    sl_buf_printf(b, " = CASE WHEN %s = 'rate_limited' THEN 'Rate limited:"
+                     " waiting until ' || to_char((%s) AT TIME ZONE 'UTC', %s)"
+                     " || ' (attempt ' || %s || ' of ' || %s || ')' ELSE"
+                     " 'Retrying at ' || to_char((%s) AT TIME ZONE 'UTC', %s)"
+                     " || ': attempt ' || %s || ' of ' || %s || ' failed ('"
+                     " || %s || ')' END FROM %s WHERE t.",
+                  cls, at, ts, attempt, max, at, ts, attempt, max, cls, from);
+    sl_buf_ident(b, p->subject.key);
+    sl_buf_printf(b, " = %s.", from);
+    sl_buf_ident(b, p->subject.fk);
+    sl_buf_printf(b, " AND %s)", cond);
+}
+
 /* $1 id, $2 owner, $3 attempts, $4 status, $5 delay ms, $6 message,
- * $7 class, then the on_error mapping. */
+ * $7 class, then the on_error mapping, then max_attempts. */
 static void build_fail(sl_buf *b, const sl_stage *s) {
     const sl_pipeline *p = s->pipeline;
     int param = 8;
@@ -350,6 +487,11 @@ static void build_fail(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, ")");
     subject_cte(b, s, &s->status.on_error, "s", "f",
                 "$4::job_status = 'error'", &param);
+    char max[16];
+    snprintf(max, sizeof max, "$%d::int", param);
+    retry_note_cte(b, s, "w", "f", "$4::job_status = 'retry'",
+                   "now() + $5::bigint * interval '1 millisecond'",
+                   "$3::int", max, "$7::text");
     sl_buf_puts(b, " SELECT count(*) FROM f");
 }
 
@@ -400,9 +542,16 @@ static void build_progress(sl_buf *b, const sl_stage *s) {
         sl_buf_ident(b, subj->status_column);
         sl_buf_puts(b, ")");
         if (subj->progress_column) {
+            /* Within one status (a stage's running status) progress only
+             * grows: a retried or resumed handler reports from its start
+             * or its checkpoint again. */
             sl_buf_puts(b, ", ");
             sl_buf_ident(b, subj->progress_column);
-            sl_buf_puts(b, " = $7::int");
+            sl_buf_puts(b, " = CASE WHEN $6 IS NULL OR t.");
+            sl_buf_ident(b, subj->status_column);
+            sl_buf_puts(b, " = $6 THEN GREATEST(t.");
+            sl_buf_ident(b, subj->progress_column);
+            sl_buf_puts(b, ", $7::int) ELSE $7::int END");
         }
         if (subj->detail_column) {
             sl_buf_puts(b, ", ");
@@ -450,7 +599,8 @@ static void build_rescue(sl_buf *b, const sl_stage *s) {
                    " WHERE q.id IN (SELECT id FROM ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " WHERE status = 'in_progress' AND locked_until < now()"
-                   " FOR UPDATE SKIP LOCKED) RETURNING q.status");
+                   " FOR UPDATE SKIP LOCKED) RETURNING q.status, q.attempts,"
+                   " q.run_at");
     if (p->has_subject) {
         sl_buf_puts(b, ", q.");
         sl_buf_ident(b, p->subject.fk);
@@ -458,6 +608,9 @@ static void build_rescue(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, ")");
     subject_cte(b, s, &s->status.on_error, "s", "r", "r.status = 'error'",
                 &param);
+    retry_note_cte(b, s, "w", "r", "r.status = 'retry'",
+                   "GREATEST(r.run_at, now())", "r.attempts", "$1::int",
+                   "'lease_expired'::text");
     sl_buf_puts(b, " SELECT count(*) FROM r");
 }
 
@@ -611,9 +764,7 @@ static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
     vals[1] = maxs;
     vals[2] = lease;
     int nv = 3;
-    if (has_mapping(s, &s->status.on_start))
-        nv += mapping_values(&s->pipeline->subject, &s->status.on_start,
-                             vals + 3, prog);
+    if (claim_touches_subject(s)) nv += claim_subject_values(s, vals + 3, prog);
     *n = 0;
     PGresult *r;
     int rc = exec(c, s, op, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
@@ -778,6 +929,10 @@ int sl_queue_fail(PGconn *c, const sl_stage *s, const char *owner,
     if (has_mapping(s, &s->status.on_error))
         nv += mapping_values(&s->pipeline->subject, &s->status.on_error,
                              vals + 7, prog);
+    char max[16];
+    snprintf(max, sizeof max, "%d", s->retry.max_attempts);
+    if (s->pipeline->has_subject && s->pipeline->subject.detail_column)
+        vals[nv++] = max;
     PGresult *r;
     int rc = exec(c, s, OP_FAIL, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
     if (rc < 0) return rc;

@@ -427,9 +427,14 @@ static void build_indexes(builder *b, const sl_schema_table *t,
     sl_buf_init(&c);
     sl_buf_init(&w);
 
+    /* The claim's order (queue.c): attempts last, so that a rescued job
+     * goes ahead of the jobs that share its run_at. */
     sl_buf_ident(&c, "priority");
     sl_buf_puts(&c, " DESC, ");
     sl_buf_ident(&c, "run_at");
+    sl_buf_puts(&c, ", ");
+    sl_buf_ident(&c, "attempts");
+    sl_buf_puts(&c, " DESC");
     sl_buf_ident(&w, "status");
     sl_buf_puts(&w, " IN ('pending', 'retry')");
     add_index(b, t->name, "claim_idx", "claim index", 0, sl_buf_str(&c),

@@ -7,7 +7,18 @@
  * while the transcript is queued or processing, snoozes the job for
  * with.poll_interval (the worker serves other jobs meanwhile; a snooze does
  * not use an attempt). A retry or a worker that died finds the id in the
- * checkpoint and resumes polling: a transcript is never submitted twice.
+ * checkpoint and resumes polling.
+ *
+ * The submission is not idempotent (each POST is a billed transcription)
+ * and its answer can be lost after AssemblyAI acted on it (a reset
+ * connection, a timeout, an empty or broken 200, a worker killed mid-call).
+ * So before the POST the handler records a marker in the checkpoint
+ * ({"submitting": {"audio_url", "at"}}); after a POST without a usable
+ * answer, and in any later run that finds the marker without an id, it
+ * lists the account's recent transcripts (GET /v2/transcript) and adopts
+ * one for the same audio_url created since the marker (less a clock
+ * allowance) instead of submitting again. docs/stages.md says what this
+ * guarantees and what it does not.
  *
  * On completed the outputs are the transcript text (by default one line
  * per utterance, "Speaker A: ..."), the transcript id and audio duration,
@@ -31,6 +42,12 @@
 #define AAI_DEFAULT_BASE "https://api.assemblyai.com"
 #define POLL_DEFAULT_MS 3000
 #define MAX_WAIT_DEFAULT_MS (6LL * 3600 * 1000)
+/* How far AssemblyAI's clock may be behind ours when a transcript's
+ * `created` is compared with the marker's time. */
+#define CLOCK_ALLOWANCE_MS (5LL * 60 * 1000)
+/* The list is read in pages of LIST_PAGE, at most LIST_PAGES of them. */
+#define LIST_PAGE 100
+#define LIST_PAGES 10
 
 /* The stage's configuration, read from `with` (borrowed strings). */
 typedef struct tx_cfg {
@@ -241,6 +258,193 @@ static void completed(sl_ctx *ctx, const sl_job *job, const tx_cfg *c,
     sl_done(res, out);
 }
 
+/* A transcript `created` time ("2024-03-11T21:29:59.936851", UTC) in ms
+ * since the epoch, or -1 when it does not parse. */
+static int64_t created_ms(const char *t) {
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = t ? strptime(t, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!end) return -1;
+    int64_t ms = (int64_t)timegm(&tm) * 1000;
+    if (*end == '.') {
+        int64_t scale = 100;
+        for (end++; *end >= '0' && *end <= '9'; end++, scale /= 10)
+            ms += (*end - '0') * scale;
+    }
+    return ms;
+}
+
+/* An id that can go into a URL path as it is. */
+static int usable_id(const char *id) {
+    if (!id || !*id || strlen(id) > 128) return 0;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            return 0;
+    return 1;
+}
+
+/* Looks for a transcript of `audio` created since `since_ms` (less the
+ * clock allowance) among the account's transcripts, newest first. Returns
+ * 1 with its id in id (idlen bytes), 0 when there is none, or -1 with res
+ * filled when the list cannot be read. */
+static int find_submitted(sl_http *h, const tx_cfg *c, sl_ctx *ctx,
+                          const char *audio, int64_t since_ms, char *id,
+                          size_t idlen, sl_result *res) {
+    char url[1024], before[160] = "";
+    int64_t cutoff = since_ms - CLOCK_ALLOWANCE_MS;
+    for (int page = 0; page < LIST_PAGES; page++) {
+        json_t *reply = NULL;
+        snprintf(url, sizeof url, "%s?limit=%d%s%s", c->submit_url,
+                 LIST_PAGE, before[0] ? "&before_id=" : "", before);
+        before[0] = '\0'; /* the next page starts after this page's last */
+        if (call(h, c, "AssemblyAI transcript list", "GET", url, NULL, ctx,
+                 &reply, res) != 0)
+            return -1;
+        json_t *items = json_object_get(reply, "transcripts");
+        if (!json_is_array(items)) {
+            json_decref(reply);
+            sl_fail(res, SL_EC_INVALID_RESPONSE,
+                    "AssemblyAI transcript list: the reply has no "
+                    "transcripts");
+            return -1;
+        }
+        size_t i, n = json_array_size(items);
+        json_t *t;
+        int past = 0;
+        json_array_foreach(items, i, t) {
+            const char *tid = json_string_value(json_object_get(t, "id"));
+            const char *au = json_string_value(json_object_get(t, "audio_url"));
+            int64_t at = created_ms(
+                json_string_value(json_object_get(t, "created")));
+            if (at >= 0 && at < cutoff) {
+                past = 1; /* newest first: the rest are older still */
+                break;
+            }
+            if (au && strcmp(au, audio) == 0 && usable_id(tid)) {
+                snprintf(id, idlen, "%s", tid);
+                json_decref(reply);
+                return 1;
+            }
+            if (i + 1 == n && usable_id(tid))
+                snprintf(before, sizeof before, "%s", tid);
+        }
+        json_t *pd = json_object_get(reply, "page_details");
+        int more = json_is_string(json_object_get(pd, "prev_url"));
+        json_decref(reply);
+        if (past || !more || n == 0 || !before[0]) return 0;
+    }
+    return 0;
+}
+
+/* Saves the transcript id as the checkpoint and snoozes until the first
+ * poll. */
+static void adopt_id(sl_ctx *ctx, const tx_cfg *c, const char *id,
+                      sl_result *res) {
+    json_t *cp = json_pack("{s:s, s:I}", "transcript_id", id, "submitted_at",
+                           (json_int_t)wall_ms());
+    int rc = sl_ctx_checkpoint(ctx, cp);
+    json_decref(cp);
+    if (rc != 0) {
+        /* The marker stays: the next run finds this transcript again. */
+        sl_fail(res, SL_EC_RETRYABLE,
+                "assemblyai.transcribe: could not save the transcript id %s",
+                id);
+        return;
+    }
+    sl_ctx_progress(ctx, 0, "Transcribing (queued)");
+    sl_snooze(res, c->poll_ms);
+}
+
+/* Whether a failed submission may have been carried out all the same: no
+ * answer, or an answer that could not be read. An HTTP error status means
+ * AssemblyAI refused it. */
+static int outcome_unknown(const sl_result *res) {
+    switch (res->errclass) {
+    case SL_EC_TIMEOUT:
+    case SL_EC_CONNECTION:
+    case SL_EC_INVALID_RESPONSE:
+    case SL_EC_RETRYABLE:
+    case SL_EC_HTTP_5XX: return 1;
+    default: return 0;
+    }
+}
+
+/* Submits `audio` once: recorded as a marker first, reconciled with the
+ * account's transcripts when an earlier run left the marker without an id
+ * or this POST got no usable answer. */
+static void submit(sl_ctx *ctx, const sl_job *job, sl_http *h,
+                   const tx_cfg *c, const char *audio, sl_result *res) {
+    char found[160];
+    json_t *reply = NULL;
+    char *body = NULL;
+    json_t *mark = json_object_get(job->checkpoint, "submitting");
+    const char *mark_audio =
+        json_string_value(json_object_get(mark, "audio_url"));
+    json_t *mark_at = json_object_get(mark, "at");
+    int64_t since = wall_ms();
+    if (mark_audio && strcmp(mark_audio, audio) == 0 &&
+        json_is_integer(mark_at)) {
+        since = json_integer_value(mark_at);
+        int rc = find_submitted(h, c, ctx, audio, since, found, sizeof found,
+                                res);
+        if (rc < 0) return; /* unknown: never submit blind */
+        if (rc == 1) {
+            sl_ctx_log(ctx, SL_LOG_INFO,
+                       "AssemblyAI transcript %s of an earlier unanswered "
+                       "submission found; not submitting again",
+                       found);
+            adopt_id(ctx, c, found, res);
+            return;
+        }
+    } else {
+        json_t *cp = json_pack("{s:{s:s, s:I}}", "submitting", "audio_url",
+                               audio, "at", (json_int_t)since);
+        int rc = cp ? sl_ctx_checkpoint(ctx, cp) : -SL_ENOMEM;
+        json_decref(cp);
+        if (rc != 0) {
+            sl_fail(res, SL_EC_RETRYABLE,
+                    "assemblyai.transcribe: could not record the submission "
+                    "before making it");
+            return;
+        }
+    }
+    json_t *b = submit_body(job->stage->with, audio);
+    body = b ? json_dumps(b, JSON_COMPACT) : NULL;
+    json_decref(b);
+    if (!body) {
+        sl_fail(res, SL_EC_RETRYABLE, "assemblyai.transcribe: out of memory");
+        return;
+    }
+    int rc = call(h, c, "AssemblyAI transcript", "POST", c->submit_url, body,
+                  ctx, &reply, res);
+    free(body);
+    const char *id =
+        rc == 0 ? json_string_value(json_object_get(reply, "id")) : NULL;
+    if (rc == 0 && !usable_id(id))
+        sl_fail(res, SL_EC_INVALID_RESPONSE,
+                "AssemblyAI transcript: the reply has no usable id");
+    if (usable_id(id)) {
+        adopt_id(ctx, c, id, res);
+    } else if (outcome_unknown(res) && !sl_ctx_should_stop(ctx)) {
+        /* Look now; if the list cannot be read either, the marker makes
+         * the next run look before it submits. */
+        sl_result lr;
+        memset(&lr, 0, sizeof lr);
+        if (find_submitted(h, c, ctx, audio, since, found, sizeof found,
+                           &lr) == 1) {
+            sl_ctx_log(ctx, SL_LOG_INFO,
+                       "AssemblyAI transcript %s created by a submission "
+                       "whose answer was lost",
+                       found);
+            memset(res, 0, sizeof *res);
+            adopt_id(ctx, c, found, res);
+        }
+        json_decref(lr.outputs);
+    }
+    json_decref(reply);
+}
+
 static void tx_run(sl_ctx *ctx, const sl_job *job, void *state,
                    sl_result *res) {
     sl_http *h = state;
@@ -273,39 +477,8 @@ static void tx_run(sl_ctx *ctx, const sl_job *job, void *state,
                     "assemblyai.transcribe: the job has no %s", c.audio_column);
             return;
         }
-        json_t *b = submit_body(job->stage->with, audio);
-        body = b ? json_dumps(b, JSON_COMPACT) : NULL;
-        json_decref(b);
-        if (!body) {
-            sl_fail(res, SL_EC_RETRYABLE,
-                    "assemblyai.transcribe: out of "
-                    "memory");
-            return;
-        }
-        if (call(h, &c, "AssemblyAI transcript", "POST", c.submit_url, body,
-                 ctx, &reply, res) != 0)
-            goto out;
-        id = json_string_value(json_object_get(reply, "id"));
-        if (!id || !*id || strchr(id, '/') || strchr(id, '?')) {
-            sl_fail(res, SL_EC_INVALID_RESPONSE,
-                    "AssemblyAI transcript: the reply has no usable id");
-            goto out;
-        }
-        submitted = wall_ms();
-        json_t *cp = json_pack("{s:s, s:I}", "transcript_id", id,
-                               "submitted_at", (json_int_t)submitted);
-        int rc = sl_ctx_checkpoint(ctx, cp);
-        json_decref(cp);
-        if (rc != 0) {
-            sl_fail(res, SL_EC_RETRYABLE,
-                    "assemblyai.transcribe: could not save the transcript "
-                    "id %s",
-                    id);
-            goto out;
-        }
-        sl_ctx_progress(ctx, 0, "Transcribing (queued)");
-        sl_snooze(res, c.poll_ms);
-        goto out;
+        submit(ctx, job, h, &c, audio, res);
+        return;
     }
 
     snprintf(url, sizeof url, "%s/%s", c.submit_url, id);

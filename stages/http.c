@@ -10,10 +10,16 @@
  * completes the job with outputs {"status_code": n, "response": <the body
  * as JSON when it parses, else as text>}; failures are classified as in
  * http.h (5xx, 408, 409 and 429 retry by default, other 4xx fail).
+ *
+ * A retry after a lost answer sends the request again, so every request
+ * carries "Idempotency-Key: <job id>" (unless with.headers or
+ * with.headers_env set one): the same on every attempt of a job, for a
+ * receiver that deduplicates.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "error.h"
 #include "http.h"
@@ -144,6 +150,15 @@ static void hs_run(sl_ctx *ctx, const sl_job *job, void *state,
             goto out;
         }
         if (asprintf(&lines[nh], "%s: %s", k, val) < 0) lines[nh] = NULL;
+        headers[nh] = lines[nh];
+        nh++;
+    }
+    int own_key = 0;
+    for (size_t i = 0; i < nh; i++)
+        own_key |= lines[i] && strncasecmp(lines[i], "Idempotency-Key:", 16) == 0;
+    if (!own_key) {
+        if (asprintf(&lines[nh], "Idempotency-Key: %s", job->id) < 0)
+            lines[nh] = NULL;
         headers[nh] = lines[nh];
         nh++;
     }

@@ -305,6 +305,30 @@ static void http_stage_retries_a_server_error(void **state) {
     free(id);
 }
 
+/* A lost answer (the receiver acted, the connection reset) is sent again
+ * with the same Idempotency-Key, the job's id, for the receiver to
+ * deduplicate. */
+static void http_stage_resends_a_lost_answer_with_the_same_idempotency_key(
+    void **state) {
+    (void)state;
+    fake_faults(&env.fake, "echo", "[\"reset\"]");
+    char *id = insert("INSERT INTO webhook_jobs (event) VALUES ('lost') "
+                      "RETURNING id",
+                      NULL);
+    assert_int_equal(cloud_run(&env, 30), 0);
+    Q("SELECT status::text || '/' || attempts FROM webhook_jobs WHERE id = "
+      "$1",
+      id, "done/2");
+    json_t *echo = requests("echo");
+    assert_int_equal(json_array_size(echo), 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_string_equal(json_string_value(json_object_get(
+                                json_array_get(echo, i), "idempotency_key")),
+                            id);
+    json_decref(echo);
+    free(id);
+}
+
 static void http_stage_fails_a_client_error_at_once(void **state) {
     (void)state;
     fake_faults(&env.fake, "echo", "[\"422\"]");
@@ -371,6 +395,7 @@ int main(void) {
         T(generate_retries_a_reply_that_breaks_the_schema),
         T(http_stage_posts_the_job_input_with_headers),
         T(http_stage_retries_a_server_error),
+        T(http_stage_resends_a_lost_answer_with_the_same_idempotency_key),
         T(http_stage_fails_a_client_error_at_once),
         T(analysis_hooks_replace_chunking_prompts_and_results),
 #undef T

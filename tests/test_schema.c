@@ -389,7 +389,8 @@ static void claim_lease_and_dedup_indexes_are_partial(void **state) {
     sl_model *m = load_yaml("i.yaml", INTERVIEW_YAML);
     char *ddl = ddl_of(m);
     assert_contains(ddl, "CREATE INDEX IF NOT EXISTS \"upload_jobs_claim_idx\""
-                         " ON \"upload_jobs\" (\"priority\" DESC, \"run_at\")"
+                         " ON \"upload_jobs\" (\"priority\" DESC, \"run_at\","
+                         " \"attempts\" DESC)"
                          " WHERE \"status\" IN ('pending', 'retry');");
     assert_contains(ddl, "CREATE INDEX IF NOT EXISTS \"upload_jobs_lease_idx\""
                          " ON \"upload_jobs\" (\"locked_until\") WHERE "

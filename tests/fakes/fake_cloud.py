@@ -7,11 +7,23 @@ It speaks the wire formats the cloud stages use:
     POST /v2/upload               raw bytes -> {"upload_url"}
     POST /v2/transcript           {audio_url, speech_models, ...} -> {id, status}
     GET  /v2/transcript/<id>      queued -> processing -> completed | error
+    GET  /v2/transcript?limit=N&before_id=&after_id=&status=
+                                  {"page_details": {limit, result_count,
+                                  current_url, prev_url, next_url},
+                                  "transcripts": [{id, resource_url, status,
+                                  created, completed, audio_url, error}]},
+                                  newest first (the real list endpoint)
     errors are {"error": "..."}
   OpenAI (Authorization: Bearer <key>)
     POST /v1/chat/completions     {model, messages, response_format, ...}
     errors are {"error": {"message", "type", "param", "code"}}
 A wrong or missing key gets 401.
+
+As with the real services, a request whose answer is lost (reset,
+truncated, malformed, empty, big, timeout) has still been carried out: the
+transcript is created (counted in transcripts_created), the upload stored
+(counted in uploads_unanswered; "uploads" counts answered ones), the chat
+completion counted. Status faults (NNN, 429, quota) are refused requests.
 
 The transcript of an uploaded file is the file's own text when it is UTF-8
 text with lines "Speaker: words" (tests upload such "media"); any other
@@ -21,7 +33,7 @@ with a cue word and one persona per speaker; for any other JSON schema a
 minimal instance of the schema filled from the prompt; without a schema a
 line of text.
 
-Faults, per route (upload, transcript, poll, chat), are consumed one per
+Faults, per route (upload, transcript, poll, list, chat), are consumed one per
 request, in order, from a plan given with --faults
 'chat=500,429*2;upload=reset' or POSTed to /_faults as
 {"chat": ["500", "429"]}; with --fault-rate P --seed S every request with an
@@ -37,6 +49,7 @@ tokens:
   reset        send half of the body, then reset the connection
   truncated    a complete HTTP response whose JSON is cut short
   malformed    a complete HTTP response whose body is not JSON
+  empty        a 200 response with an empty body
   big          a 4 MiB JSON body
   html502      a 502 whose body is an HTML page (a proxy's)
   nanretry     a 503 with retry-after-ms: NaN
@@ -48,13 +61,14 @@ tokens:
 
 POST /echo answers {"received": <the JSON body>, "method", "token_ok":
 whether X-Token carried the OpenAI key} (a webhook receiver for the http
-stage).
+stage); its log entries keep the Idempotency-Key header.
 
 GET /_stats returns counters and a log of requests (with the bodies of chat
 requests); POST /_reset clears them. The chosen port is printed on stdout as
 "PORT <n>".
 """
 import argparse
+import datetime
 import hashlib
 import json
 import random
@@ -64,6 +78,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -92,6 +107,7 @@ class State:
         self.fault_kinds = [k for k in args.fault_kinds.split(",") if k]
         self.uploads = {}  # url -> bytes
         self.transcripts = {}  # id -> dict
+        self.seq = 0  # creation order of transcripts
         self.reset()
         if args.faults:
             self.add_plan(parse_plan(args.faults))
@@ -99,7 +115,8 @@ class State:
     def reset(self):
         self.stats = {
             "uploads": 0, "uploads_started": 0, "uploads_incomplete": 0,
-            "upload_bytes": 0, "transcripts_created": 0, "polls": 0,
+            "upload_bytes": 0, "uploads_unanswered": 0,
+            "transcripts_created": 0, "polls": 0, "lists": 0,
             "chat": 0, "chat_by_chunk": {}, "unauthorized": 0,
             "faults": {}, "requests": [],
         }
@@ -140,6 +157,14 @@ def applies(kind, route):
     if kind.startswith("slowread"):
         return route == "upload"
     return True
+
+
+# Faults after which the request has been carried out, only its answer lost.
+ANSWER_LOST = ("reset", "truncated", "malformed", "empty", "big", "timeout")
+
+
+def answer_lost(fault):
+    return fault in ANSWER_LOST or (fault or "").startswith("sleep:")
 
 
 def parse_plan(text):
@@ -379,6 +404,9 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             self.send(200, raw=b'{"id": oops, this is not json]')
             return True
+        if fault == "empty":
+            self.send(200, raw=b"")
+            return True
         if fault == "big":
             self.send(200, {"padding": "x" * (4 << 20)})
             return True
@@ -415,6 +443,9 @@ class Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/v2/transcript/([\w-]+)", path)
         if m:
             self.poll(m.group(1))
+            return
+        if path == "/v2/transcript":
+            self.list_transcripts()
             return
         self.send(404, {"error": "Not found"})
 
@@ -461,6 +492,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         url = "https://cdn.assemblyai.invalid/upload/%s" % uuid.uuid4()
         good = {"upload_url": url}
+        if answer_lost(fault) and fault != "timeout":
+            with self.st.lock:  # stored; the client never learns the URL
+                self.st.uploads[url] = data
+                self.st.stats["uploads_unanswered"] += 1
         if self.apply_fault("assemblyai", "upload", fault, good):
             return
         with self.st.lock:
@@ -492,16 +527,88 @@ class Handler(BaseHTTPRequestHandler):
             return
         tid = str(uuid.uuid4())
         good = {"id": tid, "status": "queued", "audio_url": req["audio_url"]}
+        if answer_lost(fault):
+            self.create(tid, req)
         if self.apply_fault("assemblyai", "transcript", fault, good):
             return
+        if not answer_lost(fault):
+            self.create(tid, req)
+        self.send(200, good)
+
+    def create(self, tid, req):
         with self.st.lock:
             audio = self.st.uploads.get(req["audio_url"], b"")
+            self.st.seq += 1
             self.st.transcripts[tid] = {
-                "request": req, "polls": 0,
+                "request": req, "polls": 0, "seq": self.st.seq,
+                "created": datetime.datetime.now(datetime.timezone.utc)
+                .replace(tzinfo=None).isoformat(timespec="microseconds"),
                 "text": transcript_text(audio),
             }
             self.st.stats["transcripts_created"] += 1
-        self.send(200, good)
+
+    def list_transcripts(self):
+        """GET /v2/transcript: the account's transcripts, newest first, in
+        pages (limit 1..200, default 10; before_id: older than that one;
+        after_id: newer; status filter)."""
+        fault = self.st.next_fault("list")
+        if not self.authorized("assemblyai"):
+            return
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        arg = lambda k: (q.get(k) or [None])[0]
+        try:
+            limit = int(arg("limit") or 10)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 200:
+            self.send(400, {"error": "limit must be between 1 and 200"})
+            return
+        self.st.count("lists")
+        self.st.log({"peer_port": self.client_address[1], "at": time.time(),
+                     "route": "list", "fault": fault})
+        with self.st.lock:
+            items = sorted(self.st.transcripts.items(),
+                           key=lambda kv: -kv[1]["seq"])
+            seq_of = {tid: t["seq"] for tid, t in items}
+            before, after = arg("before_id"), arg("after_id")
+            if before is not None:
+                items = [kv for kv in items if kv[1]["seq"] < seq_of.get(before, 0)]
+            if after is not None:
+                items = [kv for kv in items if kv[1]["seq"] > seq_of.get(after, 1 << 62)]
+                items = items[-limit:]  # the oldest ones newer than after_id
+            items = [(tid, t, self.status_of(t)) for tid, t in items]
+            if arg("status"):
+                items = [x for x in items if x[2] == arg("status")]
+            page, more = items[:limit], len(items) > limit
+        base = "https://api.assemblyai.com/v2/transcript?limit=%d" % limit
+        good = {
+            "page_details": {
+                "limit": limit, "result_count": len(page),
+                "current_url": base + "".join(
+                    "&%s=%s" % (k, v[0]) for k, v in q.items() if k != "limit"),
+                "prev_url": base + "&before_id=" + page[-1][0] if page and more else None,
+                "next_url": base + "&after_id=" + page[0][0] if page else None,
+            },
+            "transcripts": [{
+                "id": tid,
+                "resource_url": "https://api.assemblyai.com/v2/transcript/" + tid,
+                "status": status, "created": t["created"],
+                "completed": t["created"] if status in ("completed", "error") else None,
+                "audio_url": t["request"]["audio_url"],
+                "error": "Transcoding failed" if status == "error" else None,
+            } for tid, t, status in page],
+        }
+        if not self.apply_fault("assemblyai", "list", fault, good):
+            self.send(200, good)
+
+    def status_of(self, t):
+        if t.get("failed"):
+            return "error"
+        if t["polls"] == 0:
+            return "queued"
+        if t["polls"] <= self.st.args.polls_before_complete:
+            return "processing"
+        return "completed"
 
     def poll(self, tid):
         fault = self.st.next_fault("poll")
@@ -617,7 +724,8 @@ class Handler(BaseHTTPRequestHandler):
             body = data.decode("utf-8", "replace")
         self.st.log({"peer_port": self.client_address[1], "at": time.time(),
                      "route": "echo", "fault": fault, "body": body,
-                     "content_type": self.headers.get("Content-Type")})
+                     "content_type": self.headers.get("Content-Type"),
+                     "idempotency_key": self.headers.get("Idempotency-Key")})
         good = {"received": body, "method": self.command,
                 "token_ok": token is not None and token == self.st.args.openai_key}
         if not self.apply_fault("openai", "echo", fault, good):
