@@ -12,6 +12,7 @@
  * passed to catalog queries as bound parameters.
  */
 #include "migrate.h"
+#include "migrate_priv.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -36,39 +37,10 @@ const char *sl_migrate_base_sql(void) {
 /* pg_advisory_xact_lock(LOCK_CLASS, LOCK_OBJ): 'sluc', 1. */
 #define LOCK_CLASS "1936487779"
 #define LOCK_OBJ "1"
-#define APP_ROLE "sluice_app"
-#define QUEUE_COMMENT_PREFIX "sluice queue "
 
 /* ------------------------------------------------------------ plan */
 
-typedef struct step {
-    char *summary; /* one line: "add column upload_jobs.x" */
-    char *sql;     /* statements, each ending ";\n" */
-} step;
-
-typedef struct mctx {
-    PGconn *c;
-    const sl_model *m;
-    const sl_schema *s;
-    sl_migrate_opts o;
-    char *err;
-    size_t errlen;
-    int rc;
-    json_t *last_snapshot;    /* the newest recorded snapshot, or NULL */
-    char *last_base_checksum; /* its base checksum, or NULL */
-    char *base_checksum;      /* of the embedded base.sql */
-    int base_applied;
-    step *steps;
-    size_t nsteps, cap;
-    sl_buf refused; /* destructive changes, one per line */
-    int ndestructive;
-    char **dropped; /* tables the plan drops */
-    size_t ndropped;
-} mctx;
-
-static void fail(mctx *x, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(mctx *x, int rc, const char *fmt, ...) {
+void sl_migrate__fail(mctx *x, int rc, const char *fmt, ...) {
     if (x->rc) return;
     x->rc = rc;
     if (x->err && x->errlen) {
@@ -80,15 +52,13 @@ static void fail(mctx *x, int rc, const char *fmt, ...) {
 }
 
 /* Adds a step; takes ownership of nothing (copies). */
-static void add_step(mctx *x, const char *sql, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void add_step(mctx *x, const char *sql, const char *fmt, ...) {
+void sl_migrate__add_step(mctx *x, const char *sql, const char *fmt, ...) {
     if (x->rc) return;
     if (x->nsteps == x->cap) {
         size_t cap = x->cap ? x->cap * 2 : 32;
         step *s = realloc(x->steps, cap * sizeof *s);
         if (!s) {
-            fail(x, -SL_ENOMEM, "out of memory");
+            sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
             return;
         }
         x->steps = s;
@@ -108,20 +78,20 @@ static void add_step(mctx *x, const char *sql, const char *fmt, ...) {
     if (!s->summary || !s->sql) {
         free(s->summary);
         free(s->sql);
-        fail(x, -SL_ENOMEM, "out of memory");
+        sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
         return;
     }
     x->nsteps++;
 }
 
 /* A destructive change: refused (noted) unless allowed, then a step. */
-static void add_destructive(mctx *x, const char *sql, const char *what) {
+void sl_migrate__add_destructive(mctx *x, const char *sql, const char *what) {
     x->ndestructive++;
     sl_buf_printf(&x->refused, "%s\n", what);
-    add_step(x, sql, "%s", what);
+    sl_migrate__add_step(x, sql, "%s", what);
 }
 
-static char *qident(const char *name) {
+char *sl_migrate__qident(const char *name) {
     sl_buf b;
     sl_buf_init(&b);
     sl_buf_ident(&b, name);
@@ -132,8 +102,8 @@ static char *qident(const char *name) {
 
 /* Runs a query with text parameters; returns the result (caller PQclear)
  * or NULL with x->rc set. */
-static PGresult *query(mctx *x, const char *sql, int n,
-                       const char *const *params) {
+PGresult *sl_migrate__query(mctx *x, const char *sql, int n,
+                            const char *const *params) {
     if (x->rc) return NULL;
     PGresult *r = PQexecParams(x->c, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
@@ -141,7 +111,7 @@ static PGresult *query(mctx *x, const char *sql, int n,
         char msg[600];
         sl_db_error(x->c, r, msg, sizeof msg);
         msg[strcspn(msg, "\n")] = '\0';
-        fail(x, -SL_EDB, "catalog query failed: %s", msg);
+        sl_migrate__fail(x, -SL_EDB, "catalog query failed: %s", msg);
         PQclear(r);
         return NULL;
     }
@@ -166,7 +136,7 @@ static void object_comment(mctx *x, const char *sql, const char *p1,
     *exists = 0;
     *comment = NULL;
     const char *params[2] = {p1, p2};
-    PGresult *r = query(x, sql, p2 ? 2 : 1, params);
+    PGresult *r = sl_migrate__query(x, sql, p2 ? 2 : 1, params);
     if (!r) return;
     if (PQntuples(r) > 0) {
         *exists = 1;
@@ -175,7 +145,7 @@ static void object_comment(mctx *x, const char *sql, const char *p1,
     PQclear(r);
 }
 
-static long count_rows(mctx *x, const char *table, const char *column) {
+long sl_migrate__count_rows(mctx *x, const char *table, const char *column) {
     sl_buf q;
     sl_buf_init(&q);
     sl_buf_puts(&q, "SELECT count(*) FROM ");
@@ -185,7 +155,9 @@ static long count_rows(mctx *x, const char *table, const char *column) {
         sl_buf_ident(&q, column);
         sl_buf_puts(&q, " IS NOT NULL");
     }
-    PGresult *r = sl_buf_failed(&q) ? NULL : query(x, sl_buf_str(&q), 0, NULL);
+    PGresult *r = sl_buf_failed(&q)
+                      ? NULL
+                      : sl_migrate__query(x, sl_buf_str(&q), 0, NULL);
     sl_buf_free(&q);
     long n = r && PQntuples(r) ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
     PQclear(r);
@@ -195,19 +167,19 @@ static long count_rows(mctx *x, const char *table, const char *column) {
 /* ------------------------------------------------------------ base.sql */
 
 static int base_objects_present(mctx *x) {
-    PGresult *r =
-        query(x,
-              "SELECT to_regclass('public.accounts') IS NOT NULL"
-              " AND to_regclass('public.account_members') IS NOT NULL"
-              " AND to_regclass('public.projects') IS NOT NULL"
-              " AND to_regclass('public.interviews') IS NOT NULL"
-              " AND to_regclass('public.insights') IS NOT NULL"
-              " AND to_regclass('public.personas') IS NOT NULL"
-              " AND to_regtype('public.interview_status') IS NOT NULL"
-              " AND to_regprocedure('auth.uid()') IS NOT NULL"
-              " AND to_regprocedure('public.sluice_is_account_member(uuid)')"
-              " IS NOT NULL",
-              0, NULL);
+    PGresult *r = sl_migrate__query(
+        x,
+        "SELECT to_regclass('public.accounts') IS NOT NULL"
+        " AND to_regclass('public.account_members') IS NOT NULL"
+        " AND to_regclass('public.projects') IS NOT NULL"
+        " AND to_regclass('public.interviews') IS NOT NULL"
+        " AND to_regclass('public.insights') IS NOT NULL"
+        " AND to_regclass('public.personas') IS NOT NULL"
+        " AND to_regtype('public.interview_status') IS NOT NULL"
+        " AND to_regprocedure('auth.uid()') IS NOT NULL"
+        " AND to_regprocedure('public.sluice_is_account_member(uuid)')"
+        " IS NOT NULL",
+        0, NULL);
     int ok = r && PQntuples(r) && PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
     return ok;
@@ -215,13 +187,13 @@ static int base_objects_present(mctx *x) {
 
 static void plan_base(mctx *x) {
     const char *params[1] = {sl_base_sql};
-    PGresult *r = query(
+    PGresult *r = sl_migrate__query(
         x, "SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", 1, params);
     if (!r) return;
     x->base_checksum = strdup(PQgetvalue(r, 0, 0));
     PQclear(r);
     if (!x->base_checksum) {
-        fail(x, -SL_ENOMEM, "out of memory");
+        sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
         return;
     }
     if (x->o.skip_base) return;
@@ -233,7 +205,7 @@ static void plan_base(mctx *x) {
      * sees the base tables they reference. */
     char msg[600];
     if (exec_simple(x->c, sl_base_sql, msg, sizeof msg) != 0) {
-        fail(x, -SL_EDB, "applying sql/base.sql: %s", msg);
+        sl_migrate__fail(x, -SL_EDB, "applying sql/base.sql: %s", msg);
         return;
     }
     x->base_applied = 1;
@@ -255,13 +227,14 @@ static void ensure_history(mctx *x) {
                     "  snapshot jsonb NOT NULL\n"
                     ");\n",
                     msg, sizeof msg) != 0) {
-        fail(x, -SL_EDB, "creating sluice.migrations: %s", msg);
+        sl_migrate__fail(x, -SL_EDB, "creating sluice.migrations: %s", msg);
         return;
     }
-    PGresult *r = query(x,
-                        "SELECT base_checksum, snapshot::text FROM "
-                        "sluice.migrations ORDER BY id DESC LIMIT 1",
-                        0, NULL);
+    PGresult *r =
+        sl_migrate__query(x,
+                          "SELECT base_checksum, snapshot::text FROM "
+                          "sluice.migrations ORDER BY id DESC LIMIT 1",
+                          0, NULL);
     if (!r) return;
     if (PQntuples(r) == 1) {
         if (!PQgetisnull(r, 0, 0))
@@ -273,7 +246,7 @@ static void ensure_history(mctx *x) {
 
 /* ------------------------------------------------------------ checks */
 
-static int model_has_queue(const mctx *x, const char *name) {
+int sl_migrate__model_has_queue(const mctx *x, const char *name) {
     for (size_t i = 0; i < x->s->ntables; i++)
         if (strcmp(x->s->tables[i].name, name) == 0) return 1;
     return 0;
@@ -283,13 +256,13 @@ static int model_has_queue(const mctx *x, const char *name) {
  * of: attname, format_type, typtype, enum labels (text[]); NULL rows when
  * the table does not exist. */
 static PGresult *table_columns(mctx *x, const char *table) {
-    char *qt = qident(table);
+    char *qt = sl_migrate__qident(table);
     if (!qt) {
-        fail(x, -SL_ENOMEM, "out of memory");
+        sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
         return NULL;
     }
     const char *params[1] = {qt};
-    PGresult *r = query(
+    PGresult *r = sl_migrate__query(
         x,
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype,"
         " ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e"
@@ -303,7 +276,7 @@ static PGresult *table_columns(mctx *x, const char *table) {
     return r;
 }
 
-static int find_row(PGresult *r, int col, const char *value) {
+int sl_migrate__find_row(PGresult *r, int col, const char *value) {
     for (int i = 0; i < PQntuples(r); i++)
         if (strcmp(PQgetvalue(r, i, col), value) == 0) return i;
     return -1;
@@ -352,13 +325,13 @@ static void check_references(mctx *x) {
                                        sj->progress_column, sj->detail_column};
                 for (int k = 0; k < 4; k++) {
                     if (!cols[k]) continue;
-                    if (find_row(r, 0, cols[k]) < 0)
+                    if (sl_migrate__find_row(r, 0, cols[k]) < 0)
                         sl_buf_printf(&e,
                                       "pipeline \"%s\": subject table \"%s\" "
                                       "has no column \"%s\"\n",
                                       p->name, sj->table, cols[k]);
                 }
-                int row = find_row(r, 0, sj->status_column);
+                int row = sl_migrate__find_row(r, 0, sj->status_column);
                 if (row >= 0 && PQgetvalue(r, row, 2)[0] == 'e') {
                     for (size_t v = 0; v < sj->nstatus_values; v++)
                         if (!array_has(PQgetvalue(r, row, 3),
@@ -374,7 +347,7 @@ static void check_references(mctx *x) {
             PQclear(r);
         }
         if (p->rls.enabled && p->rls.table &&
-            !model_has_queue(x, p->rls.table)) {
+            !sl_migrate__model_has_queue(x, p->rls.table)) {
             PGresult *r = table_columns(x, p->rls.table);
             if (!r) break;
             if (PQntuples(r) == 0)
@@ -382,7 +355,7 @@ static void check_references(mctx *x) {
                               "pipeline \"%s\": security.inherit table \"%s\" "
                               "does not exist\n",
                               p->name, p->rls.table);
-            else if (find_row(r, 0, p->rls.key) < 0)
+            else if (sl_migrate__find_row(r, 0, p->rls.key) < 0)
                 sl_buf_printf(&e,
                               "pipeline \"%s\": security.inherit table \"%s\" "
                               "has no column \"%s\"\n",
@@ -393,7 +366,9 @@ static void check_references(mctx *x) {
             const sl_stage *st = &p->stages[j];
             for (size_t k = 0; k < st->ncolumns; k++) {
                 const sl_column *c = &st->columns[k];
-                if (!c->ref_table || model_has_queue(x, c->ref_table)) continue;
+                if (!c->ref_table ||
+                    sl_migrate__model_has_queue(x, c->ref_table))
+                    continue;
                 PGresult *r = table_columns(x, c->ref_table);
                 if (!r) break;
                 if (PQntuples(r) == 0)
@@ -401,7 +376,7 @@ static void check_references(mctx *x) {
                                   "queue \"%s\": column \"%s\" references "
                                   "table \"%s\", which does not exist\n",
                                   st->queue, c->name, c->ref_table);
-                else if (find_row(r, 0, c->ref_column) < 0)
+                else if (sl_migrate__find_row(r, 0, c->ref_column) < 0)
                     sl_buf_printf(&e,
                                   "queue \"%s\": column \"%s\" references "
                                   "\"%s\".\"%s\", which does not exist\n",
@@ -413,14 +388,14 @@ static void check_references(mctx *x) {
     }
     if (!x->rc && e.len) {
         if (e.s[e.len - 1] == '\n') e.s[--e.len] = '\0';
-        fail(x, -SL_EINVAL, "%s", sl_buf_str(&e));
+        sl_migrate__fail(x, -SL_EINVAL, "%s", sl_buf_str(&e));
     }
     sl_buf_free(&e);
 }
 
 /* ------------------------------------------------------------ objects */
 
-static const char *kind_name(sl_obj_kind k) {
+const char *sl_migrate__kind_name(sl_obj_kind k) {
     switch (k) {
     case SL_OBJ_ENUM: return "type";
     case SL_OBJ_FUNCTION: return "function";
@@ -436,17 +411,18 @@ static const char *kind_name(sl_obj_kind k) {
 }
 
 static void plan_enum(mctx *x, const sl_schema_object *o) {
-    char *qn = qident(o->name);
+    char *qn = sl_migrate__qident(o->name);
     const char *params[1] = {qn};
-    PGresult *r = qn ? query(x,
-                             "SELECT t.typtype, ARRAY(SELECT e.enumlabel::text"
-                             " FROM pg_catalog.pg_enum e WHERE e.enumtypid ="
-                             " t.oid ORDER BY e.enumsortorder)"
-                             " FROM pg_catalog.pg_type t"
-                             " WHERE t.oid = to_regtype($1)",
-                             1, params)
+    PGresult *r = qn ? sl_migrate__query(
+                           x,
+                           "SELECT t.typtype, ARRAY(SELECT e.enumlabel::text"
+                           " FROM pg_catalog.pg_enum e WHERE e.enumtypid ="
+                           " t.oid ORDER BY e.enumsortorder)"
+                           " FROM pg_catalog.pg_type t"
+                           " WHERE t.oid = to_regtype($1)",
+                           1, params)
                      : NULL;
-    if (!qn) fail(x, -SL_ENOMEM, "out of memory");
+    if (!qn) sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
     sl_buf q;
     sl_buf_init(&q);
     if (r && PQntuples(r) == 0) {
@@ -456,9 +432,10 @@ static void plan_enum(mctx *x, const sl_schema_object *o) {
             sl_buf_literal(&q, sl_job_status_values[i]);
         }
         sl_buf_puts(&q, ");\n");
-        add_step(x, sl_buf_str(&q), "create type %s", o->name);
+        sl_migrate__add_step(x, sl_buf_str(&q), "create type %s", o->name);
     } else if (r && PQgetvalue(r, 0, 0)[0] != 'e') {
-        fail(x, -SL_EINVAL, "type \"%s\" exists and is not an enum", o->name);
+        sl_migrate__fail(x, -SL_EINVAL, "type \"%s\" exists and is not an enum",
+                         o->name);
     } else if (r) {
         for (int i = 0; sl_job_status_values[i]; i++) {
             if (array_has(PQgetvalue(r, 0, 1), sl_job_status_values[i]))
@@ -467,11 +444,11 @@ static void plan_enum(mctx *x, const sl_schema_object *o) {
             sl_buf_printf(&q, "ALTER TYPE %s ADD VALUE ", qn);
             sl_buf_literal(&q, sl_job_status_values[i]);
             sl_buf_puts(&q, ";\n");
-            add_step(x, sl_buf_str(&q), "add value '%s' to type %s",
-                     sl_job_status_values[i], o->name);
+            sl_migrate__add_step(x, sl_buf_str(&q), "add value '%s' to type %s",
+                                 sl_job_status_values[i], o->name);
         }
     }
-    if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
+    if (sl_buf_failed(&q)) sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
     sl_buf_free(&q);
     PQclear(r);
     free(qn);
@@ -491,7 +468,7 @@ static void plan_fingerprinted(mctx *x, const sl_schema_object *o) {
     if (o->kind == SL_OBJ_FUNCTION) sl_buf_puts(&b, "()");
     p1 = sl_buf_steal(&b);
     if (!p1) {
-        fail(x, -SL_ENOMEM, "out of memory");
+        sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
         return;
     }
     switch (o->kind) {
@@ -523,44 +500,48 @@ static void plan_fingerprinted(mctx *x, const sl_schema_object *o) {
     object_comment(x, sql, p1, p2, &exists, &comment);
     free(p1);
     if (x->rc) return;
-    const char *kind = kind_name(o->kind);
+    const char *kind = sl_migrate__kind_name(o->kind);
     char on[200] = "";
     if (o->kind == SL_OBJ_TRIGGER || o->kind == SL_OBJ_POLICY)
         snprintf(on, sizeof on, " on %s", o->table);
     if (!exists) {
-        add_step(x, o->sql, "create %s %s%s", kind, o->name, on);
+        sl_migrate__add_step(x, o->sql, "create %s %s%s", kind, o->name, on);
     } else if (comment && strncmp(comment, "sluice:", 7) == 0 &&
                strcmp(comment, o->fingerprint) != 0) {
         sl_buf q;
         sl_buf_init(&q);
         if (o->replace_sql) sl_buf_puts(&q, o->replace_sql);
         sl_buf_puts(&q, o->sql);
-        if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
-        add_step(x, sl_buf_str(&q), "replace %s %s%s", kind, o->name, on);
+        if (sl_buf_failed(&q)) sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
+        sl_migrate__add_step(x, sl_buf_str(&q), "replace %s %s%s", kind,
+                             o->name, on);
         sl_buf_free(&q);
     }
     free(comment);
 }
 
 static void plan_rls(mctx *x, const sl_schema_object *o) {
-    char *qt = qident(o->table);
+    char *qt = sl_migrate__qident(o->table);
     const char *params[1] = {qt};
-    PGresult *r = qt ? query(x,
-                             "SELECT c.relrowsecurity FROM pg_catalog.pg_class"
-                             " c WHERE c.oid = to_regclass($1)",
-                             1, params)
+    PGresult *r = qt ? sl_migrate__query(
+                           x,
+                           "SELECT c.relrowsecurity FROM pg_catalog.pg_class"
+                           " c WHERE c.oid = to_regclass($1)",
+                           1, params)
                      : NULL;
     if (r && (PQntuples(r) == 0 || PQgetvalue(r, 0, 0)[0] != 't'))
-        add_step(x, o->sql, "enable row level security on %s", o->table);
+        sl_migrate__add_step(x, o->sql, "enable row level security on %s",
+                             o->table);
     PQclear(r);
     free(qt);
 }
 
 static int app_role_exists(mctx *x) {
-    PGresult *r = query(x,
-                        "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = "
-                        "'" APP_ROLE "'",
-                        0, NULL);
+    PGresult *r =
+        sl_migrate__query(x,
+                          "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = "
+                          "'" SL_APP_ROLE "'",
+                          0, NULL);
     int yes = r && PQntuples(r) > 0;
     PQclear(r);
     return yes;
@@ -568,9 +549,9 @@ static int app_role_exists(mctx *x) {
 
 static void plan_grant(mctx *x, const sl_schema_object *o) {
     if (!app_role_exists(x)) return;
-    char *qt = qident(o->table);
+    char *qt = sl_migrate__qident(o->table);
     if (!qt) {
-        fail(x, -SL_ENOMEM, "out of memory");
+        sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
         return;
     }
     int missing = 0;
@@ -579,11 +560,12 @@ static void plan_grant(mctx *x, const sl_schema_object *o) {
     for (char *save = NULL, *p = strtok_r(privs, ", ", &save); p && !missing;
          p = strtok_r(NULL, ", ", &save)) {
         const char *params[2] = {qt, p};
-        PGresult *r = query(x,
-                            "SELECT has_table_privilege('" APP_ROLE
-                            "', c.oid, $2) FROM pg_catalog.pg_class c"
-                            " WHERE c.oid = to_regclass($1)",
-                            2, params);
+        PGresult *r =
+            sl_migrate__query(x,
+                              "SELECT has_table_privilege('" SL_APP_ROLE
+                              "', c.oid, $2) FROM pg_catalog.pg_class c"
+                              " WHERE c.oid = to_regclass($1)",
+                              2, params);
         if (!r) break;
         if (PQntuples(r) == 0 || PQgetvalue(r, 0, 0)[0] != 't') missing = 1;
         PQclear(r);
@@ -601,17 +583,18 @@ static void plan_grant(mctx *x, const sl_schema_object *o) {
         const char *params[3] = {qt, sl_buf_str(&ins), sl_buf_str(&upd)};
         PGresult *r = sl_buf_failed(&ins) || sl_buf_failed(&upd)
                           ? NULL
-                          : query(x,
-                                  "SELECT count(*) FROM pg_catalog.pg_attribute a"
-                                  " WHERE a.attrelid = to_regclass($1)"
-                                  "   AND a.attnum > 0 AND NOT a.attisdropped"
-                                  "   AND (has_column_privilege('" APP_ROLE
-                                  "', a.attrelid, a.attnum, 'INSERT')"
-                                  "        <> (a.attname = ANY ($2::text[]))"
-                                  "     OR has_column_privilege('" APP_ROLE
-                                  "', a.attrelid, a.attnum, 'UPDATE')"
-                                  "        <> (a.attname = ANY ($3::text[])))",
-                                  3, params);
+                          : sl_migrate__query(
+                                x,
+                                "SELECT count(*) FROM pg_catalog.pg_attribute a"
+                                " WHERE a.attrelid = to_regclass($1)"
+                                "   AND a.attnum > 0 AND NOT a.attisdropped"
+                                "   AND (has_column_privilege('" SL_APP_ROLE
+                                "', a.attrelid, a.attnum, 'INSERT')"
+                                "        <> (a.attname = ANY ($2::text[]))"
+                                "     OR has_column_privilege('" SL_APP_ROLE
+                                "', a.attrelid, a.attnum, 'UPDATE')"
+                                "        <> (a.attname = ANY ($3::text[])))",
+                                3, params);
         if (r && PQntuples(r) == 1 && atol(PQgetvalue(r, 0, 0)) > 0)
             missing = 1;
         PQclear(r);
@@ -620,393 +603,12 @@ static void plan_grant(mctx *x, const sl_schema_object *o) {
     }
     free(qt);
     if (missing && o->insert_columns)
-        add_step(x, o->sql,
-                 "grant %s, INSERT (%s), UPDATE (%s) on %s to " APP_ROLE,
-                 o->privileges, o->insert_columns, o->update_columns,
-                 o->table);
+        sl_migrate__add_step(
+            x, o->sql, "grant %s, INSERT (%s), UPDATE (%s) on %s to " SL_APP_ROLE,
+            o->privileges, o->insert_columns, o->update_columns, o->table);
     else if (missing)
-        add_step(x, o->sql, "grant %s on %s to " APP_ROLE, o->privileges,
-                 o->table);
-}
-
-/* ------------------------------------------------------------ tables */
-
-/* "5", "'-1'::integer", "(-1)" -> the integer. */
-static int parse_int_default(const char *expr, long *v) {
-    const char *p = expr;
-    while (*p == '(' || *p == '\'')
-        p++;
-    char *end;
-    errno = 0;
-    *v = strtol(p, &end, 10);
-    return end != p && errno == 0;
-}
-
-static void plan_foreign_keys(mctx *x, const sl_schema_table *t, const char *qt,
-                              PGresult *cols) {
-    const char *params[1] = {qt};
-    PGresult *r =
-        query(x,
-              "SELECT a.attname, r.relname, ra.attname, c.conname"
-              "  FROM pg_catalog.pg_constraint c"
-              "  JOIN pg_catalog.pg_attribute a"
-              "    ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
-              "  JOIN pg_catalog.pg_class r ON r.oid = c.confrelid"
-              "  JOIN pg_catalog.pg_attribute ra"
-              "    ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]"
-              " WHERE c.conrelid = to_regclass($1) AND c.contype = 'f'"
-              "   AND cardinality(c.conkey) = 1"
-              " ORDER BY c.conname",
-              1, params);
-    if (!r) return;
-    sl_buf q;
-    sl_buf_init(&q);
-    for (size_t i = 0; i < t->ncolumns; i++) {
-        const sl_schema_column *c = &t->columns[i];
-        if (find_row(cols, 0, c->name) < 0) continue; /* added whole */
-        int matched = 0;
-        for (int k = 0; k < PQntuples(r); k++) {
-            if (strcmp(PQgetvalue(r, k, 0), c->name) != 0) continue;
-            if (c->ref_table && !matched &&
-                strcmp(PQgetvalue(r, k, 1), c->ref_table) == 0 &&
-                strcmp(PQgetvalue(r, k, 2), c->ref_column) == 0) {
-                matched = 1;
-                continue;
-            }
-            sl_buf_free(&q);
-            sl_buf_printf(&q, "ALTER TABLE %s DROP CONSTRAINT ", qt);
-            sl_buf_ident(&q, PQgetvalue(r, k, 3));
-            sl_buf_puts(&q, ";\n");
-            add_step(x, sl_buf_str(&q), "drop foreign key %s.%s -> %s.%s",
-                     t->name, c->name, PQgetvalue(r, k, 1),
-                     PQgetvalue(r, k, 2));
-        }
-        if (c->ref_table && !matched) {
-            sl_buf_free(&q);
-            sl_buf_printf(&q, "ALTER TABLE %s ADD FOREIGN KEY (", qt);
-            sl_buf_ident(&q, c->name);
-            sl_buf_puts(&q, ") REFERENCES ");
-            sl_buf_ident(&q, c->ref_table);
-            sl_buf_puts(&q, " (");
-            sl_buf_ident(&q, c->ref_column);
-            sl_buf_puts(&q, ") ON DELETE CASCADE;\n");
-            add_step(x, sl_buf_str(&q), "add foreign key %s.%s -> %s.%s",
-                     t->name, c->name, c->ref_table, c->ref_column);
-        }
-    }
-    if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
-    sl_buf_free(&q);
-    PQclear(r);
-}
-
-static void plan_existing_table(mctx *x, const sl_schema_table *t,
-                                const char *qt, const char *comment) {
-    const char *params[1] = {qt};
-    PGresult *cols =
-        query(x,
-              "SELECT a.attname, format_type(a.atttypid, a.atttypmod),"
-              "       a.attnotnull, pg_get_expr(d.adbin, d.adrelid), ty.typname"
-              "  FROM pg_catalog.pg_attribute a"
-              "  JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid"
-              "  LEFT JOIN pg_catalog.pg_attrdef d"
-              "    ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
-              " WHERE a.attrelid = to_regclass($1) AND a.attnum > 0"
-              "   AND NOT a.attisdropped ORDER BY a.attnum",
-              1, params);
-    if (!cols) return;
-    sl_buf q;
-    sl_buf_init(&q);
-    for (size_t i = 0; i < t->ncolumns && !x->rc; i++) {
-        const sl_schema_column *c = &t->columns[i];
-        int row = find_row(cols, 0, c->name);
-        sl_buf_free(&q);
-        if (row < 0) {
-            sl_buf_printf(&q, "ALTER TABLE %s ADD COLUMN %s;\n", qt,
-                          c->def_sql);
-            add_step(x, sl_buf_str(&q), "add column %s.%s %s", t->name, c->name,
-                     c->sql_type);
-            continue;
-        }
-        const char *have = PQgetvalue(cols, row, 1);
-        int is_enum = strcmp(c->cat_type, "job_status") == 0;
-        if (is_enum ? strcmp(PQgetvalue(cols, row, 4), c->cat_type) != 0
-                    : strcmp(have, c->cat_type) != 0) {
-            sl_buf_printf(&q, "ALTER TABLE %s ALTER COLUMN ", qt);
-            sl_buf_ident(&q, c->name);
-            sl_buf_printf(&q, " TYPE %s USING ", c->sql_type);
-            sl_buf_ident(&q, c->name);
-            sl_buf_printf(&q, "::%s;\n", c->sql_type);
-            char what[512];
-            snprintf(what, sizeof what,
-                     "change type of column %s.%s from %s to %s (%ld "
-                     "non-null values)",
-                     t->name, c->name, have, c->cat_type,
-                     count_rows(x, t->name, c->name));
-            add_destructive(x, sl_buf_str(&q), what);
-            sl_buf_free(&q);
-        }
-        int has_default = !PQgetisnull(cols, row, 3);
-        long want, got;
-        int default_differs =
-            c->default_sql &&
-            (!has_default ||
-             (strcmp(c->name, "priority") == 0 &&
-              parse_int_default(c->default_sql, &want) &&
-              (!parse_int_default(PQgetvalue(cols, row, 3), &got) ||
-               want != got)));
-        if (default_differs) {
-            sl_buf_printf(&q, "ALTER TABLE %s ALTER COLUMN ", qt);
-            sl_buf_ident(&q, c->name);
-            sl_buf_printf(&q, " SET DEFAULT %s;\n", c->default_sql);
-            add_step(x, sl_buf_str(&q), "set default of %s.%s to %s", t->name,
-                     c->name, c->default_sql);
-            sl_buf_free(&q);
-        }
-        int have_nn = PQgetvalue(cols, row, 2)[0] == 't';
-        if (c->not_null && !have_nn) {
-            /* Engine columns have defaults: old rows take them. */
-            if (c->default_sql) {
-                sl_buf_printf(&q, "UPDATE %s SET ", qt);
-                sl_buf_ident(&q, c->name);
-                sl_buf_puts(&q, " = DEFAULT WHERE ");
-                sl_buf_ident(&q, c->name);
-                sl_buf_puts(&q, " IS NULL;\n");
-            }
-            sl_buf_printf(&q, "ALTER TABLE %s ALTER COLUMN ", qt);
-            sl_buf_ident(&q, c->name);
-            sl_buf_puts(&q, " SET NOT NULL;\n");
-            add_step(x, sl_buf_str(&q), "set not null on %s.%s", t->name,
-                     c->name);
-        } else if (!c->not_null && have_nn) {
-            sl_buf_printf(&q, "ALTER TABLE %s ALTER COLUMN ", qt);
-            sl_buf_ident(&q, c->name);
-            sl_buf_puts(&q, " DROP NOT NULL;\n");
-            add_step(x, sl_buf_str(&q), "drop not null on %s.%s", t->name,
-                     c->name);
-        }
-    }
-    /* Columns the pipelines no longer declare. */
-    for (int k = 0; k < PQntuples(cols) && !x->rc; k++) {
-        const char *name = PQgetvalue(cols, k, 0);
-        int wanted = 0;
-        for (size_t i = 0; i < t->ncolumns; i++)
-            if (strcmp(t->columns[i].name, name) == 0) wanted = 1;
-        if (wanted) continue;
-        sl_buf_free(&q);
-        sl_buf_printf(&q, "ALTER TABLE %s DROP COLUMN ", qt);
-        sl_buf_ident(&q, name);
-        sl_buf_puts(&q, ";\n");
-        char what[512];
-        snprintf(what, sizeof what, "drop column %s.%s (%ld non-null values)",
-                 t->name, name, count_rows(x, t->name, name));
-        add_destructive(x, sl_buf_str(&q), what);
-    }
-    plan_foreign_keys(x, t, qt, cols);
-    if (!comment || strcmp(comment, t->comment) != 0) {
-        sl_buf_free(&q);
-        sl_buf_printf(&q, "COMMENT ON TABLE %s IS ", qt);
-        sl_buf_literal(&q, t->comment);
-        sl_buf_puts(&q, ";\n");
-        add_step(x, sl_buf_str(&q), "comment on table %s", t->name);
-    }
-    if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
-    sl_buf_free(&q);
-    PQclear(cols);
-}
-
-static void plan_table(mctx *x, const sl_schema_object *o) {
-    const sl_schema_table *t = &x->s->tables[o->table_index];
-    char *qt = qident(t->name);
-    if (!qt) {
-        fail(x, -SL_ENOMEM, "out of memory");
-        return;
-    }
-    const char *params[1] = {qt};
-    PGresult *r = query(x,
-                        "SELECT c.relkind, obj_description(c.oid, 'pg_class')"
-                        " FROM pg_catalog.pg_class c"
-                        " WHERE c.oid = to_regclass($1)",
-                        1, params);
-    if (r && PQntuples(r) == 0) {
-        add_step(x, t->create_sql, "create table %s", t->name);
-    } else if (r) {
-        char kind = PQgetvalue(r, 0, 0)[0];
-        if (kind != 'r' && kind != 'p')
-            fail(x, -SL_EINVAL,
-                 "queue \"%s\": a relation of that name exists and is not "
-                 "a table",
-                 t->name);
-        else
-            plan_existing_table(
-                x, t, qt, PQgetisnull(r, 0, 1) ? NULL : PQgetvalue(r, 0, 1));
-    }
-    PQclear(r);
-    free(qt);
-}
-
-/* ------------------------------------------------------------ removals */
-
-static int dropping(const mctx *x, const char *table) {
-    for (size_t i = 0; i < x->ndropped; i++)
-        if (strcmp(x->dropped[i], table) == 0) return 1;
-    return 0;
-}
-
-static void note_dropped(mctx *x, const char *table) {
-    if (dropping(x, table)) return;
-    char **d = realloc(x->dropped, (x->ndropped + 1) * sizeof *d);
-    if (!d || !(d[x->ndropped] = strdup(table))) {
-        if (d) x->dropped = d;
-        fail(x, -SL_ENOMEM, "out of memory");
-        return;
-    }
-    x->dropped = d;
-    x->ndropped++;
-}
-
-/* Queue tables that exist but are no longer declared: those with our table
- * comment in the current schema, and those an earlier migration recorded. */
-static void find_dropped_tables(mctx *x) {
-    PGresult *r = query(
-        x,
-        "SELECT c.relname FROM pg_catalog.pg_class c"
-        " WHERE c.relkind IN ('r', 'p')"
-        "   AND c.relnamespace ="
-        "       to_regnamespace(current_schema())"
-        "   AND obj_description(c.oid, 'pg_class') LIKE '" QUEUE_COMMENT_PREFIX
-        "%'"
-        " ORDER BY 1",
-        0, NULL);
-    for (int i = 0; r && i < PQntuples(r); i++)
-        if (!model_has_queue(x, PQgetvalue(r, i, 0)))
-            note_dropped(x, PQgetvalue(r, i, 0));
-    PQclear(r);
-    json_t *tables = json_object_get(x->last_snapshot, "tables");
-    size_t i;
-    json_t *jt;
-    json_array_foreach(tables, i, jt) {
-        const char *name = json_string_value(json_object_get(jt, "name"));
-        if (!name || model_has_queue(x, name) || dropping(x, name)) continue;
-        char *qn = qident(name);
-        const char *params[1] = {qn};
-        PGresult *e = qn ? query(x,
-                                 "SELECT 1 FROM pg_catalog.pg_class c WHERE"
-                                 " c.oid = to_regclass($1)"
-                                 " AND c.relkind IN ('r', 'p')",
-                                 1, params)
-                         : NULL;
-        if (e && PQntuples(e) > 0) note_dropped(x, name);
-        PQclear(e);
-        free(qn);
-    }
-}
-
-static void plan_drop_tables(mctx *x) {
-    for (size_t i = 0; i < x->ndropped && !x->rc; i++) {
-        sl_buf q;
-        sl_buf_init(&q);
-        sl_buf_puts(&q, "DROP TABLE ");
-        sl_buf_ident(&q, x->dropped[i]);
-        sl_buf_puts(&q, ";\n");
-        char what[512];
-        snprintf(what, sizeof what, "drop table %s (%ld rows)", x->dropped[i],
-                 count_rows(x, x->dropped[i], NULL));
-        if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
-        add_destructive(x, sl_buf_str(&q), what);
-        sl_buf_free(&q);
-    }
-}
-
-static int wanted_object(const mctx *x, sl_obj_kind kind, const char *name,
-                         const char *table) {
-    for (size_t i = 0; i < x->s->nobjects; i++) {
-        const sl_schema_object *o = &x->s->objects[i];
-        if (o->kind == kind && strcmp(o->name, name) == 0 &&
-            (!table || (o->table && strcmp(o->table, table) == 0)))
-            return 1;
-    }
-    return 0;
-}
-
-/* Generated objects (recognised by their "sluice:" comment) that the
- * pipelines no longer imply: a subject trigger whose channel was renamed,
- * the index of a reference that was removed, the functions of a dropped
- * queue. Removing them loses no data. `functions` selects the pass:
- * functions go last, after the triggers that use them. */
-static void plan_stale(mctx *x, int functions) {
-    static const char *const q_triggers =
-        "SELECT c.relname, t.tgname FROM pg_catalog.pg_trigger t"
-        "  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid"
-        " WHERE NOT t.tgisinternal"
-        "   AND c.relnamespace = to_regnamespace(current_schema())"
-        "   AND obj_description(t.oid, 'pg_trigger') LIKE 'sluice:%'"
-        " ORDER BY 1, 2";
-    static const char *const q_policies =
-        "SELECT c.relname, p.polname FROM pg_catalog.pg_policy p"
-        "  JOIN pg_catalog.pg_class c ON c.oid = p.polrelid"
-        " WHERE c.relnamespace = to_regnamespace(current_schema())"
-        "   AND obj_description(p.oid, 'pg_policy') LIKE 'sluice:%'"
-        " ORDER BY 1, 2";
-    static const char *const q_indexes =
-        "SELECT t.relname, c.relname FROM pg_catalog.pg_index i"
-        "  JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
-        "  JOIN pg_catalog.pg_class t ON t.oid = i.indrelid"
-        " WHERE c.relnamespace = to_regnamespace(current_schema())"
-        "   AND obj_description(c.oid, 'pg_class') LIKE 'sluice:%'"
-        " ORDER BY 1, 2";
-    static const char *const q_functions =
-        "SELECT NULL, p.proname FROM pg_catalog.pg_proc p"
-        " WHERE p.pronamespace = to_regnamespace(current_schema())"
-        "   AND obj_description(p.oid, 'pg_proc') LIKE 'sluice:%'"
-        " ORDER BY 2";
-    const char *queries[3] = {q_triggers, q_policies, q_indexes};
-    const sl_obj_kind kinds[3] = {SL_OBJ_TRIGGER, SL_OBJ_POLICY, SL_OBJ_INDEX};
-    int from = functions ? 3 : 0, to = functions ? 4 : 3;
-    for (int k = from; k < to && !x->rc; k++) {
-        const char *sql = k == 3 ? q_functions : queries[k];
-        sl_obj_kind kind = k == 3 ? SL_OBJ_FUNCTION : kinds[k];
-        PGresult *r = query(x, sql, 0, NULL);
-        for (int i = 0; r && i < PQntuples(r) && !x->rc; i++) {
-            const char *table =
-                PQgetisnull(r, i, 0) ? NULL : PQgetvalue(r, i, 0);
-            const char *name = PQgetvalue(r, i, 1);
-            if (wanted_object(x, kind, name,
-                              kind == SL_OBJ_INDEX ? NULL : table))
-                continue;
-            if (table && dropping(x, table)) continue; /* goes with it */
-            sl_buf q;
-            sl_buf_init(&q);
-            switch (kind) {
-            case SL_OBJ_TRIGGER:
-            case SL_OBJ_POLICY:
-                sl_buf_printf(&q, "DROP %s IF EXISTS ",
-                              kind == SL_OBJ_TRIGGER ? "TRIGGER" : "POLICY");
-                sl_buf_ident(&q, name);
-                sl_buf_puts(&q, " ON ");
-                sl_buf_ident(&q, table);
-                break;
-            case SL_OBJ_INDEX:
-                sl_buf_puts(&q, "DROP INDEX IF EXISTS ");
-                sl_buf_ident(&q, name);
-                break;
-            default:
-                sl_buf_puts(&q, "DROP FUNCTION IF EXISTS ");
-                sl_buf_ident(&q, name);
-                sl_buf_puts(&q, "()");
-                break;
-            }
-            sl_buf_puts(&q, ";\n");
-            if (sl_buf_failed(&q)) fail(x, -SL_ENOMEM, "out of memory");
-            if (table)
-                add_step(x, sl_buf_str(&q), "drop stale %s %s on %s",
-                         kind_name(kind), name, table);
-            else
-                add_step(x, sl_buf_str(&q), "drop stale %s %s", kind_name(kind),
-                         name);
-            sl_buf_free(&q);
-        }
-        PQclear(r);
-    }
+        sl_migrate__add_step(x, o->sql, "grant %s on %s to " SL_APP_ROLE,
+                             o->privileges, o->table);
 }
 
 static void plan_all(mctx *x) {
@@ -1014,16 +616,16 @@ static void plan_all(mctx *x) {
         const sl_schema_object *o = &x->s->objects[i];
         switch (o->kind) {
         case SL_OBJ_ENUM: plan_enum(x, o); break;
-        case SL_OBJ_TABLE: plan_table(x, o); break;
+        case SL_OBJ_TABLE: sl_migrate__plan_table(x, o); break;
         case SL_OBJ_RLS: plan_rls(x, o); break;
         case SL_OBJ_GRANT: plan_grant(x, o); break;
         default: plan_fingerprinted(x, o); break;
         }
     }
-    find_dropped_tables(x);
-    plan_stale(x, 0);
-    plan_drop_tables(x);
-    plan_stale(x, 1);
+    sl_migrate__find_dropped_tables(x);
+    sl_migrate__plan_stale(x, 0);
+    sl_migrate__plan_drop_tables(x);
+    sl_migrate__plan_stale(x, 1);
 }
 
 /* ------------------------------------------------------------ apply */
@@ -1032,28 +634,29 @@ static void apply_steps(mctx *x) {
     for (size_t i = 0; i < x->nsteps && !x->rc; i++) {
         char msg[800];
         if (exec_simple(x->c, x->steps[i].sql, msg, sizeof msg) != 0)
-            fail(x, -SL_EDB, "%s: %s", x->steps[i].summary, msg);
+            sl_migrate__fail(x, -SL_EDB, "%s: %s", x->steps[i].summary, msg);
     }
 }
 
 static void record(mctx *x, const char *ddl, sl_migrate_result *res) {
     char *snap = sl_schema_snapshot(x->s);
     if (!snap) {
-        fail(x, -SL_ENOMEM, "out of memory");
+        sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
         return;
     }
     const char *base =
         x->o.skip_base ? x->last_base_checksum : x->base_checksum;
     const char *params[4] = {ddl, snap, base,
                              x->ndestructive ? "true" : "false"};
-    PGresult *r = query(x,
-                        "INSERT INTO sluice.migrations"
-                        " (checksum, ddl, snapshot, base_checksum,"
-                        "  destructive)"
-                        " VALUES (encode(sha256(convert_to($1, 'UTF8')),"
-                        " 'hex'), $1, $2::jsonb, $3, $4::boolean)"
-                        " RETURNING id",
-                        4, params);
+    PGresult *r =
+        sl_migrate__query(x,
+                          "INSERT INTO sluice.migrations"
+                          " (checksum, ddl, snapshot, base_checksum,"
+                          "  destructive)"
+                          " VALUES (encode(sha256(convert_to($1, 'UTF8')),"
+                          " 'hex'), $1, $2::jsonb, $3, $4::boolean)"
+                          " RETURNING id",
+                          4, params);
     if (r && PQntuples(r) == 1) res->id = strtol(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     free(snap);
@@ -1087,13 +690,13 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
 
     char msg[600];
     if (PQtransactionStatus(c) != PQTRANS_IDLE) {
-        fail(&x, -SL_EDB, "the connection is %s",
-             PQstatus(c) == CONNECTION_OK ? "inside a transaction"
-                                          : "not connected");
+        sl_migrate__fail(&x, -SL_EDB, "the connection is %s",
+                         PQstatus(c) == CONNECTION_OK ? "inside a transaction"
+                                                      : "not connected");
         goto out_schema;
     }
     if (exec_simple(c, "BEGIN", msg, sizeof msg) != 0) {
-        fail(&x, -SL_EDB, "BEGIN: %s", msg);
+        sl_migrate__fail(&x, -SL_EDB, "BEGIN: %s", msg);
         goto out_schema;
     }
     /* Notices ("relation exists, skipping") are noise for the caller. */
@@ -1102,7 +705,7 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
         exec_simple(
             c, "SELECT pg_advisory_xact_lock(" LOCK_CLASS ", " LOCK_OBJ ")",
             msg, sizeof msg) != 0) {
-        fail(&x, -SL_EDB, "taking the migration lock: %s", msg);
+        sl_migrate__fail(&x, -SL_EDB, "taking the migration lock: %s", msg);
         goto out_rollback;
     }
     ensure_history(&x);
@@ -1113,11 +716,11 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
 
     if (x.ndestructive && !x.o.allow_destructive) {
         res->refused = sl_buf_steal(&x.refused);
-        fail(&x, -SL_EREFUSED,
-             "refusing %d destructive change%s (rerun with "
-             "--allow-destructive to apply):\n%s",
-             x.ndestructive, x.ndestructive == 1 ? "" : "s",
-             res->refused ? res->refused : "");
+        sl_migrate__fail(&x, -SL_EREFUSED,
+                         "refusing %d destructive change%s (rerun with "
+                         "--allow-destructive to apply):\n%s",
+                         x.ndestructive, x.ndestructive == 1 ? "" : "s",
+                         res->refused ? res->refused : "");
         if (err && errlen) {
             size_t n = strlen(err);
             if (n && err[n - 1] == '\n') err[n - 1] = '\0';
@@ -1146,7 +749,7 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
     res->sql = sl_buf_steal(&sql);
     res->summary = sl_buf_steal(&sum);
     if (failed || !res->sql || !res->summary) {
-        fail(&x, -SL_ENOMEM, "out of memory");
+        sl_migrate__fail(&x, -SL_ENOMEM, "out of memory");
         goto out_rollback;
     }
     res->changed = 1;
@@ -1154,7 +757,7 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
     record(&x, res->sql, res);
     if (x.rc) goto out_rollback;
     if (exec_simple(c, "COMMIT", msg, sizeof msg) != 0) {
-        fail(&x, -SL_EDB, "COMMIT: %s", msg);
+        sl_migrate__fail(&x, -SL_EDB, "COMMIT: %s", msg);
         res->id = 0;
     }
     goto out_schema;

@@ -1,10 +1,9 @@
-/* queue.c - all SQL the runtime runs against queue and subject tables.
+/* queue.c - the queue operations of queue.h: prepares the statements of
+ * queue_sql.c (all queue SQL) and runs them.
  *
- * Each stage gets a family of statements, built here from the model and
+ * Each stage gets a family of statements, built from the model and
  * prepared once per connection under names derived from a hash of the
- * queue name ("sl_claim_1a2b3c4d"). Identifiers are quoted with
- * sl_buf_ident; every value is a bound parameter, including the mapping's
- * status/progress/detail constants, so no YAML value is ever spliced.
+ * queue name ("sl_claim_1a2b3c4d").
  */
 #include "queue.h"
 
@@ -17,635 +16,14 @@
 #include "db.h"
 #include "error.h"
 #include "log.h"
+#include "queue_priv.h"
 #include "text.h"
-
-enum {
-    OP_CLAIM,
-    OP_COMPLETE,
-    OP_FAIL,
-    OP_SNOOZE,
-    OP_CHECKPOINT,
-    OP_PROGRESS,
-    OP_HEARTBEAT,
-    OP_RESCUE,
-    OP_NEXT_DUE,
-    OP_STALE,
-    OP_UNFINISHED,
-    OP_CLAIM_BARE,
-    OP_INPUT,
-    OP_REQUESTER,
-    OP__COUNT
-};
-
-static const char *const op_names[OP__COUNT] = {
-    "claim",     "complete", "fail",    "snooze",  "checkpoint", "progress",
-    "heartbeat", "rescue",   "nextdue", "stale",   "unfinished",
-    "claimbare", "input",    "requester"};
-
-/* ---- helpers ------------------------------------------------------------ */
-
-static void stmt_name(const sl_stage *s, int op, char *out, size_t n) {
-    uint32_t h = 2166136261u; /* FNV-1a of the queue name */
-    for (const char *p = s->queue; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
-    snprintf(out, n, "sl_%s_%08x", op_names[op], h);
-}
 
 static void set_err(char *err, size_t n, const char *what, PGconn *c,
                     const PGresult *r) {
     char m[2048];
     snprintf(err, n, "%s: %s", what, sl_db_error(c, r, m, sizeof m));
 }
-
-static int is_json_type(const char *t) {
-    return strcmp(t, "jsonb") == 0 || strcmp(t, "json") == 0;
-}
-
-static int is_array_type(const char *t) {
-    size_t l = strlen(t);
-    return l > 2 && strcmp(t + l - 2, "[]") == 0;
-}
-
-/* Appends the SQL reading field `key` of the jsonb expression `obj` as a
- * value of SQL type `type`. */
-static void json_field_as(sl_buf *b, const char *obj, const char *key,
-                          const char *type) {
-    if (is_json_type(type)) {
-        sl_buf_printf(b, "(%s->", obj);
-        sl_buf_literal(b, key);
-        sl_buf_printf(b, ")::%s", type);
-    } else if (is_array_type(type)) {
-        sl_buf_printf(b, "(CASE WHEN jsonb_typeof(%s->", obj);
-        sl_buf_literal(b, key);
-        sl_buf_printf(b, ") = 'array' THEN ARRAY(SELECT "
-                         "jsonb_array_elements_text(%s->",
-                      obj);
-        sl_buf_literal(b, key);
-        sl_buf_printf(b, "))::%s END)", type);
-    } else {
-        sl_buf_printf(b, "(%s->>", obj);
-        sl_buf_literal(b, key);
-        sl_buf_printf(b, ")::%s", type);
-    }
-}
-
-/* Appends "SET"-list assignments for a subject mapping, binding the values
- * as parameters starting at *param. Returns how many were added. */
-static int mapping_sets(sl_buf *b, const sl_subject *subj, const sl_mapping *m,
-                        const char *alias, int *param) {
-    int n = 0;
-    if (m->status) {
-        sl_buf_ident(b, subj->status_column);
-        sl_buf_printf(b, " = $%d", (*param)++);
-        n++;
-    }
-    if (m->progress >= 0 && subj->progress_column) {
-        sl_buf_puts(b, n ? ", " : "");
-        sl_buf_ident(b, subj->progress_column);
-        sl_buf_printf(b, " = $%d::int", (*param)++);
-        n++;
-    }
-    if (m->detail && subj->detail_column) {
-        sl_buf_puts(b, n ? ", " : "");
-        sl_buf_ident(b, subj->detail_column);
-        sl_buf_printf(b, " = $%d::text", (*param)++);
-        n++;
-    }
-    (void)alias;
-    return n;
-}
-
-/* The parameter values of a mapping, in mapping_sets' order. */
-static int mapping_values(const sl_subject *subj, const sl_mapping *m,
-                          const char **vals, char progress[12]) {
-    int n = 0;
-    if (m->status) vals[n++] = m->status;
-    if (m->progress >= 0 && subj->progress_column) {
-        snprintf(progress, 12, "%d", m->progress);
-        vals[n++] = progress;
-    }
-    if (m->detail && subj->detail_column) vals[n++] = m->detail;
-    return n;
-}
-
-static int has_mapping(const sl_stage *s, const sl_mapping *m) {
-    const sl_subject *subj = &s->pipeline->subject;
-    return s->pipeline->has_subject &&
-           (m->status || (m->progress >= 0 && subj->progress_column) ||
-            (m->detail && subj->detail_column));
-}
-
-/* Appends ", s AS (UPDATE subject ... FROM <from> WHERE key = from.fk
- * [AND cond])" for mapping m. */
-static void subject_cte(sl_buf *b, const sl_stage *s, const sl_mapping *m,
-                        const char *cte, const char *from, const char *cond,
-                        int *param) {
-    const sl_subject *subj = &s->pipeline->subject;
-    if (!has_mapping(s, m)) return;
-    sl_buf_printf(b, ", %s AS (UPDATE ", cte);
-    sl_buf_ident(b, subj->table);
-    sl_buf_puts(b, " t SET ");
-    mapping_sets(b, subj, m, "t", param);
-    sl_buf_printf(b, " FROM %s WHERE t.", from);
-    sl_buf_ident(b, subj->key);
-    sl_buf_printf(b, " = %s.", from);
-    sl_buf_ident(b, subj->fk);
-    if (cond) sl_buf_printf(b, " AND %s", cond);
-    sl_buf_puts(b, ")");
-}
-
-/* ---- statement builders --------------------------------------------------- */
-
-/* The job's declared columns as one jsonb value (alias q). */
-static void input_expr(sl_buf *b, const sl_stage *s) {
-    if (s->ncolumns == 0) {
-        sl_buf_puts(b, "NULL::jsonb");
-        return;
-    }
-    sl_buf_puts(b, "jsonb_build_object(");
-    for (size_t i = 0; i < s->ncolumns; i++) {
-        sl_buf_puts(b, i ? ", " : "");
-        sl_buf_literal(b, s->columns[i].name);
-        sl_buf_puts(b, ", q.");
-        sl_buf_ident(b, s->columns[i].name);
-    }
-    sl_buf_puts(b, ")");
-}
-
-/* $1 job id. */
-static void build_input(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "SELECT ");
-    input_expr(b, s);
-    sl_buf_puts(b, " FROM ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " q WHERE q.id = $1");
-}
-
-/* $1 job id. */
-static void build_requester(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "SELECT q.requested_by::text FROM ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " q WHERE q.id = $1");
-}
-
-/* Whether the claim touches the subject: an on_start mapping to apply, or
- * a detail column that may hold a retry note to replace. */
-static int claim_touches_subject(const sl_stage *s) {
-    return has_mapping(s, &s->status.on_start) ||
-           (s->pipeline->has_subject && s->pipeline->subject.detail_column);
-}
-
-/* Appends ", s AS (UPDATE subject ...)" for the claim (alias j: the claimed
- * jobs, with j.was their status before the claim and j.resumed whether
- * they ran before), binding on_start's values from *param on, then the
- * stage's progress status when it differs from on_start's.
- *
- * A fresh job gets the on_start mapping as it is. A job that ran before (a
- * retry, a snooze, a rescue, a release at shutdown) resumes its stage:
- * when the subject is still in one of the stage's running statuses (or the
- * stage sets none), status and progress stay where the earlier attempts
- * got them (progress never goes below on_start's), and the detail is kept
- * unless it holds the note written when the job went into retry, which
- * on_start's detail (or "Running attempt n") replaces. docs/dsl.md
- * describes the result. */
-static void claim_subject_cte(sl_buf *b, const sl_stage *s, int *param) {
-    const sl_subject *subj = &s->pipeline->subject;
-    const sl_mapping *m = &s->status.on_start;
-    const char *ps = s->status.on_progress_status;
-    int st = m->status ? (*param)++ : 0;
-    int pg = m->progress >= 0 && subj->progress_column ? (*param)++ : 0;
-    int dt = m->detail && subj->detail_column ? (*param)++ : 0;
-    int qs = st && ps && strcmp(ps, m->status) != 0 ? (*param)++ : 0;
-    int sets = 0;
-    sl_buf k;
-    sl_buf_init(&k);
-    sl_buf_puts(&k, "(j.resumed");
-    if (st) {
-        sl_buf_puts(&k, " AND (t.");
-        sl_buf_ident(&k, subj->status_column);
-        sl_buf_printf(&k, " = $%d", st);
-        if (qs) {
-            sl_buf_puts(&k, " OR t.");
-            sl_buf_ident(&k, subj->status_column);
-            sl_buf_printf(&k, " = $%d", qs);
-        }
-        sl_buf_puts(&k, ")");
-    }
-    sl_buf_puts(&k, ")");
-    const char *resumed = sl_buf_str(&k);
-
-    sl_buf_puts(b, ", s AS (UPDATE ");
-    sl_buf_ident(b, subj->table);
-    sl_buf_puts(b, " t SET ");
-    if (st) {
-        sl_buf_ident(b, subj->status_column);
-        sl_buf_printf(b, " = CASE WHEN %s THEN t.", resumed);
-        sl_buf_ident(b, subj->status_column);
-        sl_buf_printf(b, " ELSE $%d END", st);
-        sets++;
-    }
-    if (pg) {
-        sl_buf_puts(b, sets++ ? ", " : "");
-        sl_buf_ident(b, subj->progress_column);
-        sl_buf_printf(b, " = CASE WHEN %s THEN GREATEST(t.", resumed);
-        sl_buf_ident(b, subj->progress_column);
-        sl_buf_printf(b, ", $%d::int) ELSE $%d::int END", pg, pg);
-    }
-    if (subj->detail_column) {
-        sl_buf_puts(b, sets++ ? ", " : "");
-        sl_buf_ident(b, subj->detail_column);
-        if (dt) {
-            sl_buf_printf(b, " = CASE WHEN %s AND j.was <> 'retry' THEN t.",
-                          resumed);
-            sl_buf_ident(b, subj->detail_column);
-            sl_buf_printf(b, " ELSE $%d::text END", dt);
-        } else {
-            sl_buf_puts(b, " = CASE WHEN j.was = 'retry' THEN 'Running"
-                           " attempt ' || j.attempts ELSE t.");
-            sl_buf_ident(b, subj->detail_column);
-            sl_buf_puts(b, " END");
-        }
-    }
-    sl_buf_puts(b, " FROM j WHERE t.");
-    sl_buf_ident(b, subj->key);
-    sl_buf_puts(b, " = j.");
-    sl_buf_ident(b, subj->fk);
-    /* Without a mapping only a retry note has anything to change. */
-    if (!has_mapping(s, m)) sl_buf_puts(b, " AND j.was = 'retry'");
-    sl_buf_puts(b, ")");
-    sl_buf_free(&k);
-}
-
-/* The values claim_subject_cte binds, in its order. */
-static int claim_subject_values(const sl_stage *s, const char **vals,
-                                char progress[12]) {
-    const sl_mapping *m = &s->status.on_start;
-    const char *ps = s->status.on_progress_status;
-    int n = has_mapping(s, m)
-                ? mapping_values(&s->pipeline->subject, m, vals, progress)
-                : 0;
-    if (m->status && ps && strcmp(ps, m->status) != 0) vals[n++] = ps;
-    return n;
-}
-
-/* $1 owner, $2 max, $3 lease ms, then claim_subject_values. The bare
- * variant leaves the input out (read per job with OP_INPUT).
- *
- * Order: priority, then run_at, then attempts (descending): a job that
- * already ran (rescued from a dead worker, which keeps its run_at) goes
- * ahead of the jobs queued with it or after it, ties included: a bulk
- * enqueue gives a whole batch one run_at. The claim index has the same
- * columns (schema.c). */
-static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
-    const char *fk = s->pipeline->has_subject ? s->pipeline->subject.fk : NULL;
-    int param = 4;
-    sl_buf_puts(b, "WITH c AS (SELECT id, status AS was, started_at IS NOT"
-                   " NULL AS resumed FROM ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " WHERE status IN ('pending','retry') AND run_at <= now()"
-                   " ORDER BY priority DESC, run_at, attempts DESC LIMIT $2"
-                   " FOR UPDATE SKIP LOCKED), j AS (UPDATE ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " q SET status = 'in_progress', attempts = q.attempts + 1,"
-                   " updated_at = now(),"
-                   " locked_by = $1, locked_until = now() + $3::bigint *"
-                   " interval '1 millisecond', started_at = now(),"
-                   " finished_at = NULL FROM c WHERE q.id = c.id"
-                   " RETURNING q.id, ");
-    if (fk) {
-        sl_buf_puts(b, "q.");
-        sl_buf_ident(b, fk);
-    } else {
-        sl_buf_puts(b, "NULL::uuid");
-    }
-    sl_buf_puts(b, " AS subject, q.attempts, q.checkpoint, ");
-    if (bare)
-        sl_buf_puts(b, "NULL::jsonb");
-    else
-        input_expr(b, s);
-    sl_buf_puts(b, " AS input");
-    if (fk) {
-        sl_buf_puts(b, ", q.");
-        sl_buf_ident(b, fk);
-    }
-    sl_buf_puts(b, ", c.was, c.resumed)");
-    if (claim_touches_subject(s)) claim_subject_cte(b, s, &param);
-    sl_buf_puts(b, " SELECT id, subject, attempts, checkpoint, input FROM j");
-}
-
-static void build_claim(sl_buf *b, const sl_stage *s) {
-    build_claim_any(b, s, 0);
-}
-
-static void build_claim_bare(sl_buf *b, const sl_stage *s) {
-    build_claim_any(b, s, 1);
-}
-
-/* The value handed to next-stage column `to` (type `type`) from field
- * `from`: the job's column after the update (outputs merged over the row)
- * when `from` is a declared column, else the output field. */
-static void handoff_value(sl_buf *b, const sl_stage *s, const char *from,
-                          const char *type) {
-    if (sl_stage_column(s, from)) {
-        sl_buf_puts(b, "d.");
-        sl_buf_ident(b, from);
-        sl_buf_printf(b, "::%s", type);
-    } else {
-        json_field_as(b, "d.o", from, type);
-    }
-}
-
-/* $1 owner, $2 jsonb array of {"id","a","o"}, then the on_done mapping. */
-static void build_complete(sl_buf *b, const sl_stage *s) {
-    const sl_pipeline *p = s->pipeline;
-    const char *fk = p->has_subject ? p->subject.fk : NULL;
-    int param = 3;
-    sl_buf_puts(b, "WITH u AS (SELECT (e->>'id')::uuid AS id, (e->>'a')::int"
-                   " AS a, COALESCE(e->'o', '{}'::jsonb) AS o"
-                   " FROM jsonb_array_elements($2::jsonb) e), d AS (UPDATE ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " j SET status = 'done', finished_at = now(),"
-                   " updated_at = now(),"
-                   " locked_by = NULL, locked_until = NULL, progress = 100");
-    for (size_t i = 0; i < s->ncolumns; i++) {
-        const sl_column *col = &s->columns[i];
-        sl_buf_puts(b, ", ");
-        sl_buf_ident(b, col->name);
-        sl_buf_puts(b, " = CASE WHEN u.o ? ");
-        sl_buf_literal(b, col->name);
-        sl_buf_puts(b, " THEN ");
-        json_field_as(b, "u.o", col->name, col->type);
-        sl_buf_puts(b, " ELSE j.");
-        sl_buf_ident(b, col->name);
-        sl_buf_puts(b, " END");
-    }
-    sl_buf_puts(b, " FROM u WHERE j.id = u.id AND j.locked_by = $1 AND"
-                   " j.attempts = u.a AND j.status = 'in_progress'"
-                   " RETURNING j.id, u.o, j.priority, j.requested_by");
-    if (fk) {
-        sl_buf_puts(b, ", j.");
-        sl_buf_ident(b, fk);
-    }
-    for (size_t i = 0; i < s->ncolumns; i++) {
-        sl_buf_puts(b, ", j.");
-        sl_buf_ident(b, s->columns[i].name);
-    }
-    sl_buf_puts(b, ")");
-
-    for (size_t k = 0; k < s->nnext; k++) {
-        const sl_next *nx = &s->next[k];
-        const sl_stage *t = nx->stage;
-        sl_buf_printf(b, ", n%zu AS (INSERT INTO ", k);
-        sl_buf_ident(b, t->queue);
-        /* The next job acts for whoever asked for this one. */
-        sl_buf_puts(b, " (dedup_key, requested_by");
-        if (fk) {
-            sl_buf_puts(b, ", ");
-            sl_buf_ident(b, fk);
-        }
-        /* Which target columns get a value, and from where. */
-        for (size_t c = 0; c < t->ncolumns; c++) {
-            const char *to = t->columns[c].name, *from = NULL;
-            if (nx->nmap) {
-                for (size_t m = 0; m < nx->nmap; m++)
-                    if (strcmp(nx->map[m].to, to) == 0) from = nx->map[m].from;
-                if (!from) continue;
-            }
-            sl_buf_puts(b, ", ");
-            sl_buf_ident(b, to);
-        }
-        sl_buf_puts(b, ") SELECT 'from:' || d.id::text, d.requested_by");
-        if (fk) {
-            sl_buf_puts(b, ", d.");
-            sl_buf_ident(b, fk);
-        }
-        for (size_t c = 0; c < t->ncolumns; c++) {
-            const char *to = t->columns[c].name, *from = to;
-            if (nx->nmap) {
-                from = NULL;
-                for (size_t m = 0; m < nx->nmap; m++)
-                    if (strcmp(nx->map[m].to, to) == 0) from = nx->map[m].from;
-                if (!from) continue;
-            }
-            sl_buf_puts(b, ", ");
-            handoff_value(b, s, from, t->columns[c].type);
-        }
-        sl_buf_puts(b, " FROM d ON CONFLICT (dedup_key) WHERE dedup_key IS"
-                       " NOT NULL DO NOTHING)");
-    }
-    subject_cte(b, s, &s->status.on_done, "s", "d", NULL, &param);
-    sl_buf_puts(b, " SELECT id FROM d");
-}
-
-/* Appends ", <cte> AS (UPDATE subject SET detail = <note> FROM <from>
- * WHERE key = from.fk AND <cond>)": the note a subject shows while its job
- * waits to run again (docs/dsl.md, "While a job waits"). `at` is the SQL
- * of when it runs again, `attempt` and `max` of the attempt that ended and
- * the stage's max_attempts, `cls` of the error class. Nothing when the
- * subject has no detail column. */
-static void retry_note_cte(sl_buf *b, const sl_stage *s, const char *cte,
-                           const char *from, const char *cond, const char *at,
-                           const char *attempt, const char *max,
-                           const char *cls) {
-    const sl_pipeline *p = s->pipeline;
-    if (!p->has_subject || !p->subject.detail_column) return;
-    const char *ts = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
-    sl_buf_printf(b, ", %s AS (UPDATE ", cte);
-    sl_buf_ident(b, p->subject.table);
-    sl_buf_puts(b, " t SET ");
-    sl_buf_ident(b, p->subject.detail_column);
-    sl_buf_printf(b, " = CASE WHEN %s = 'rate_limited' THEN 'Rate limited:"
-                     " waiting until ' || to_char((%s) AT TIME ZONE 'UTC', %s)"
-                     " || ' (attempt ' || %s || ' of ' || %s || ')' ELSE"
-                     " 'Retrying at ' || to_char((%s) AT TIME ZONE 'UTC', %s)"
-                     " || ': attempt ' || %s || ' of ' || %s || ' failed ('"
-                     " || %s || ')' END FROM %s WHERE t.",
-                  cls, at, ts, attempt, max, at, ts, attempt, max, cls, from);
-    sl_buf_ident(b, p->subject.key);
-    sl_buf_printf(b, " = %s.", from);
-    sl_buf_ident(b, p->subject.fk);
-    sl_buf_printf(b, " AND %s)", cond);
-}
-
-/* $1 id, $2 owner, $3 attempts, $4 status, $5 delay ms, $6 message,
- * $7 class, then the on_error mapping, then max_attempts. */
-static void build_fail(sl_buf *b, const sl_stage *s) {
-    const sl_pipeline *p = s->pipeline;
-    int param = 8;
-    sl_buf_puts(b, "WITH f AS (UPDATE ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " SET status = $4::job_status, updated_at = now(),"
-                   " run_at = now() +"
-                   " $5::bigint * interval '1 millisecond', last_error = $6,"
-                   " error_class = $7, locked_by = NULL, locked_until = NULL,"
-                   " finished_at = CASE WHEN $4::job_status = 'error' THEN"
-                   " now() END WHERE id = $1 AND locked_by = $2 AND"
-                   " attempts = $3 AND status = 'in_progress' RETURNING ");
-    if (p->has_subject)
-        sl_buf_ident(b, p->subject.fk);
-    else
-        sl_buf_puts(b, "id");
-    sl_buf_puts(b, ")");
-    subject_cte(b, s, &s->status.on_error, "s", "f",
-                "$4::job_status = 'error'", &param);
-    char max[16];
-    snprintf(max, sizeof max, "$%d::int", param);
-    retry_note_cte(b, s, "w", "f", "$4::job_status = 'retry'",
-                   "now() + $5::bigint * interval '1 millisecond'",
-                   "$3::int", max, "$7::text");
-    sl_buf_puts(b, " SELECT count(*) FROM f");
-}
-
-/* $1 id, $2 owner, $3 attempts, $4 delay ms. */
-static void build_snooze(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "UPDATE ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " SET status = 'pending', attempts = attempts - 1,"
-                   " updated_at = now(),"
-                   " run_at = now() + $4::bigint * interval '1 millisecond',"
-                   " locked_by = NULL, locked_until = NULL WHERE id = $1 AND"
-                   " locked_by = $2 AND attempts = $3 AND"
-                   " status = 'in_progress'");
-}
-
-/* $1 id, $2 owner, $3 attempts, $4 checkpoint, $5 lease ms. */
-static void build_checkpoint(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "UPDATE ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " SET checkpoint = $4::jsonb, updated_at = now(),"
-                   " locked_until = now() +"
-                   " $5::bigint * interval '1 millisecond' WHERE id = $1 AND"
-                   " locked_by = $2 AND attempts = $3 AND"
-                   " status = 'in_progress'");
-}
-
-/* $1 id, $2 owner, $3 attempts, $4 job pct, $5 detail, [$6 subject status,
- * $7 subject pct]. */
-static void build_progress(sl_buf *b, const sl_stage *s) {
-    const sl_pipeline *p = s->pipeline;
-    const sl_subject *subj = &p->subject;
-    int mapped = p->has_subject && s->status.progress_from >= 0;
-    sl_buf_puts(b, "WITH p AS (UPDATE ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " SET progress = $4::int, updated_at = now(),"
-                   " status_detail ="
-                   " COALESCE($5::text, status_detail) WHERE id = $1 AND"
-                   " locked_by = $2 AND attempts = $3 AND"
-                   " status = 'in_progress' RETURNING ");
-    sl_buf_ident(b, p->has_subject ? subj->fk : "id");
-    sl_buf_puts(b, " AS fk)");
-    if (mapped) {
-        sl_buf_puts(b, ", s AS (UPDATE ");
-        sl_buf_ident(b, subj->table);
-        sl_buf_puts(b, " t SET ");
-        sl_buf_ident(b, subj->status_column);
-        sl_buf_puts(b, " = COALESCE($6, t.");
-        sl_buf_ident(b, subj->status_column);
-        sl_buf_puts(b, ")");
-        if (subj->progress_column) {
-            /* Within one status (a stage's running status) progress only
-             * grows: a retried or resumed handler reports from its start
-             * or its checkpoint again. */
-            sl_buf_puts(b, ", ");
-            sl_buf_ident(b, subj->progress_column);
-            sl_buf_puts(b, " = CASE WHEN $6 IS NULL OR t.");
-            sl_buf_ident(b, subj->status_column);
-            sl_buf_puts(b, " = $6 THEN GREATEST(t.");
-            sl_buf_ident(b, subj->progress_column);
-            sl_buf_puts(b, ", $7::int) ELSE $7::int END");
-        }
-        if (subj->detail_column) {
-            sl_buf_puts(b, ", ");
-            sl_buf_ident(b, subj->detail_column);
-            sl_buf_puts(b, " = COALESCE($5::text, t.");
-            sl_buf_ident(b, subj->detail_column);
-            sl_buf_puts(b, ")");
-        }
-        sl_buf_puts(b, " FROM p WHERE t.");
-        sl_buf_ident(b, subj->key);
-        sl_buf_puts(b, " = p.fk)");
-    } else {
-        /* Keep $6/$7 typed so one parameter list fits both shapes. */
-        sl_buf_puts(b, ", s AS (SELECT $6::text, $7::int)");
-    }
-    sl_buf_puts(b, " SELECT count(*) FROM p");
-}
-
-/* $1 uuid[] ids, $2 owner, $3 lease ms. */
-static void build_heartbeat(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "UPDATE ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " SET updated_at = now(), locked_until = now() +"
-                   " $3::bigint * interval"
-                   " '1 millisecond' WHERE id = ANY($1::uuid[]) AND"
-                   " locked_by = $2 AND status = 'in_progress' RETURNING id");
-}
-
-/* $1 max attempts, $2 lease_expired retries (bool), then on_error. A
- * rescued job keeps its run_at, so it runs before the jobs queued after
- * it rather than behind the whole backlog. */
-static void build_rescue(sl_buf *b, const sl_stage *s) {
-    const sl_pipeline *p = s->pipeline;
-    int param = 3;
-    sl_buf_puts(b, "WITH r AS (UPDATE ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " q SET updated_at = now(), status = CASE WHEN $2::bool"
-                   " AND q.attempts < $1::int"
-                   " THEN 'retry'::job_status ELSE 'error'::job_status END,"
-                   " last_error = 'lease expired: worker ' ||"
-                   " COALESCE(q.locked_by, '?') || ' stopped renewing it',"
-                   " error_class = 'lease_expired', locked_by = NULL,"
-                   " locked_until = NULL, finished_at = CASE WHEN $2::bool"
-                   " AND q.attempts < $1::int THEN NULL ELSE now() END"
-                   " WHERE q.id IN (SELECT id FROM ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " WHERE status = 'in_progress' AND locked_until < now()"
-                   " FOR UPDATE SKIP LOCKED) RETURNING q.status, q.attempts,"
-                   " q.run_at");
-    if (p->has_subject) {
-        sl_buf_puts(b, ", q.");
-        sl_buf_ident(b, p->subject.fk);
-    }
-    sl_buf_puts(b, ")");
-    subject_cte(b, s, &s->status.on_error, "s", "r", "r.status = 'error'",
-                &param);
-    retry_note_cte(b, s, "w", "r", "r.status = 'retry'",
-                   "GREATEST(r.run_at, now())", "r.attempts", "$1::int",
-                   "'lease_expired'::text");
-    sl_buf_puts(b, " SELECT count(*) FROM r");
-}
-
-static void build_next_due(sl_buf *b, const sl_stage *s) {
-    /* GREATEST ignores NULLs: without the CASE an empty queue reads as
-     * "due now". */
-    sl_buf_puts(b, "SELECT CASE WHEN min(run_at) IS NOT NULL THEN GREATEST(0,"
-                   " ceil(EXTRACT(EPOCH FROM (min(run_at) -"
-                   " clock_timestamp())) * 1000))::bigint END FROM ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " WHERE status IN ('pending','retry')");
-}
-
-/* $1 age ms, $2 channel. */
-static void build_stale(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "WITH st AS (SELECT count(*) AS n FROM ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " WHERE status IN ('pending','retry') AND run_at <= now() -"
-                   " $1::bigint * interval '1 millisecond') SELECT st.n,"
-                   " CASE WHEN st.n > 0 THEN pg_notify($2, 'sweep') END::text"
-                   " FROM st");
-}
-
-static void build_unfinished(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "SELECT count(*) FROM ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " WHERE status IN ('pending','retry','in_progress')");
-}
-
-typedef void (*builder)(sl_buf *, const sl_stage *);
-static const builder builders[OP__COUNT] = {
-    build_claim,     build_complete, build_fail,      build_snooze,
-    build_checkpoint, build_progress, build_heartbeat, build_rescue,
-    build_next_due,  build_stale,    build_unfinished, build_claim_bare,
-    build_input,     build_requester};
 
 int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen) {
     for (size_t pi = 0; pi < m->npipelines; pi++) {
@@ -656,18 +34,18 @@ int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen) {
                 sl_buf b;
                 char name[64];
                 sl_buf_init(&b);
-                builders[op](&b, s);
+                sl_queue__builders[op](&b, s);
                 if (sl_buf_failed(&b)) {
                     sl_buf_free(&b);
                     snprintf(err, errlen, "out of memory");
                     return -SL_ENOMEM;
                 }
-                stmt_name(s, op, name, sizeof name);
+                sl_queue__stmt_name(s, op, name, sizeof name);
                 PGresult *r = PQprepare(c, name, sl_buf_str(&b), 0, NULL);
                 if (PQresultStatus(r) != PGRES_COMMAND_OK) {
                     char what[128];
                     snprintf(what, sizeof what, "prepare %s for %s",
-                             op_names[op], s->queue);
+                             sl_queue__op_names[op], s->queue);
                     set_err(err, errlen, what, c, r);
                     PQclear(r);
                     sl_buf_free(&b);
@@ -681,7 +59,8 @@ int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen) {
     return 0;
 }
 
-/* ---- execution -------------------------------------------------------------- */
+/* ---- execution --------------------------------------------------------------
+ */
 
 /* Connection trouble, as opposed to an error in the statement: libpq's own
  * errors carry no SQLSTATE; the server's say 08xxx (connection exception)
@@ -692,9 +71,12 @@ static int conn_error(PGconn *c, const PGresult *r) {
 
 /* The values did not fit the statement: a data exception (class 22, such
  * as an output that is not a valid integer) or an integrity violation
- * (class 23), or a value past a limit (class 54). Anything else (a statement timeout, a deadlock, lack of
- * resources) says nothing about the job and is worth repeating. */
-static int data_error(const PGresult *r) { return sl_db_data_error(r); }
+ * (class 23), or a value past a limit (class 54). Anything else (a statement
+ * timeout, a deadlock, lack of resources) says nothing about the job and is
+ * worth repeating. */
+static int data_error(const PGresult *r) {
+    return sl_db_data_error(r);
+}
 
 /* Runs prepared statement `op` of stage s. Returns 0 with *out set (the
  * caller clears it), -SL_ECONN when the connection is the problem,
@@ -704,7 +86,7 @@ static int exec(PGconn *c, const sl_stage *s, int op, int n,
                 const char *const *vals, ExecStatusType want, PGresult **out,
                 char *err, size_t errlen) {
     char name[64];
-    stmt_name(s, op, name, sizeof name);
+    sl_queue__stmt_name(s, op, name, sizeof name);
     PGresult *r = PQexecPrepared(c, name, n, vals, NULL, NULL, 0);
     *out = NULL;
     if (PQresultStatus(r) != want) {
@@ -712,7 +94,7 @@ static int exec(PGconn *c, const sl_stage *s, int op, int n,
         int rc = conn_error(c, r) ? -SL_ECONN
                  : data_error(r)  ? -SL_EINVAL
                                   : -SL_EDB;
-        snprintf(what, sizeof what, "%s on %s", op_names[op], s->queue);
+        snprintf(what, sizeof what, "%s on %s", sl_queue__op_names[op], s->queue);
         set_err(err, errlen, what, c, r);
         PQclear(r);
         return rc;
@@ -764,7 +146,8 @@ static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
     vals[1] = maxs;
     vals[2] = lease;
     int nv = 3;
-    if (claim_touches_subject(s)) nv += claim_subject_values(s, vals + 3, prog);
+    if (sl_queue__claim_touches_subject(s))
+        nv += sl_queue__claim_subject_values(s, vals + 3, prog);
     *n = 0;
     PGresult *r;
     int rc = exec(c, s, op, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
@@ -779,8 +162,8 @@ static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
         j->attempts = atoi(PQgetvalue(r, i, 2));
         json_error_t je;
         if (!PQgetisnull(r, i, 3)) {
-            j->checkpoint = json_loads(PQgetvalue(r, i, 3), JSON_DECODE_ANY,
-                                       &je);
+            j->checkpoint =
+                json_loads(PQgetvalue(r, i, 3), JSON_DECODE_ANY, &je);
             if (!j->checkpoint)
                 snprintf(j->undecodable, sizeof j->undecodable,
                          "checkpoint cannot be decoded: %.150s", je.text);
@@ -887,12 +270,12 @@ int sl_queue_complete(PGconn *c, const sl_stage *s, const char *owner,
     vals[0] = owner;
     vals[1] = payload;
     int nv = 2;
-    if (has_mapping(s, &s->status.on_done))
-        nv += mapping_values(&s->pipeline->subject, &s->status.on_done,
-                             vals + 2, prog);
+    if (sl_queue__has_mapping(s, &s->status.on_done))
+        nv += sl_queue__mapping_values(&s->pipeline->subject,
+                                       &s->status.on_done, vals + 2, prog);
     PGresult *r;
-    int rc = exec(c, s, OP_COMPLETE, nv, vals, PGRES_TUPLES_OK, &r, err,
-                  errlen);
+    int rc =
+        exec(c, s, OP_COMPLETE, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
     free(payload);
     if (rc < 0) return rc;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -926,9 +309,9 @@ int sl_queue_fail(PGconn *c, const sl_stage *s, const char *owner,
     vals[5] = message;
     vals[6] = errclass;
     int nv = 7;
-    if (has_mapping(s, &s->status.on_error))
-        nv += mapping_values(&s->pipeline->subject, &s->status.on_error,
-                             vals + 7, prog);
+    if (sl_queue__has_mapping(s, &s->status.on_error))
+        nv += sl_queue__mapping_values(&s->pipeline->subject,
+                                       &s->status.on_error, vals + 7, prog);
     char max[16];
     snprintf(max, sizeof max, "%d", s->retry.max_attempts);
     if (s->pipeline->has_subject && s->pipeline->subject.detail_column)
@@ -977,25 +360,24 @@ int sl_queue_checkpoint(PGconn *c, const sl_stage *s, const char *owner,
 }
 
 int sl_queue_progress(PGconn *c, const sl_stage *s, const char *owner,
-                      const sl_qjob *j, int pct, const char *detail,
-                      char *err, size_t errlen) {
+                      const sl_qjob *j, int pct, const char *detail, char *err,
+                      size_t errlen) {
     char att[16], jp[12], sp[12];
     if (pct < 0) pct = 0;
     if (pct > 100) pct = 100;
     snprintf(att, sizeof att, "%d", j->attempts);
     snprintf(jp, sizeof jp, "%d", pct);
     const sl_status_map *m = &s->status;
-    int mapped = m->progress_from >= 0 ? m->progress_from +
-                                             (m->progress_to - m->progress_from) *
-                                                 pct / 100
-                                       : 0;
+    int mapped =
+        m->progress_from >= 0
+            ? m->progress_from + (m->progress_to - m->progress_from) * pct / 100
+            : 0;
     snprintf(sp, sizeof sp, "%d", mapped);
-    const char *st = m->on_progress_status ? m->on_progress_status
-                                           : m->on_start.status;
+    const char *st =
+        m->on_progress_status ? m->on_progress_status : m->on_start.status;
     char safe[512];
     if (detail) sl_text_copy(safe, sizeof safe, detail, strlen(detail));
-    const char *vals[7] = {j->id, owner, att, jp, detail ? safe : NULL, st,
-                           sp};
+    const char *vals[7] = {j->id, owner, att, jp, detail ? safe : NULL, st, sp};
     PGresult *r;
     int rc = exec(c, s, OP_PROGRESS, 7, vals, PGRES_TUPLES_OK, &r, err, errlen);
     if (rc < 0) return rc;
@@ -1018,8 +400,8 @@ int sl_queue_heartbeat(PGconn *c, const sl_stage *s, const char *owner,
     snprintf(lease, sizeof lease, "%lld", (long long)s->lease_ms);
     const char *vals[3] = {sl_buf_str(&arr), owner, lease};
     PGresult *r;
-    int rc = exec(c, s, OP_HEARTBEAT, 3, vals, PGRES_TUPLES_OK, &r, err,
-                  errlen);
+    int rc =
+        exec(c, s, OP_HEARTBEAT, 3, vals, PGRES_TUPLES_OK, &r, err, errlen);
     sl_buf_free(&arr);
     if (rc < 0) return rc;
     for (int i = 0; i < PQntuples(r); i++)
@@ -1035,12 +417,12 @@ int sl_queue_rescue(PGconn *c, const sl_stage *s, int *rescued, char *err,
     char max[16], prog[12];
     snprintf(max, sizeof max, "%d", s->retry.max_attempts);
     vals[0] = max;
-    vals[1] = (s->retry.retry_mask & (1u << SL_EC_LEASE_EXPIRED)) ? "true"
-                                                                  : "false";
+    vals[1] =
+        (s->retry.retry_mask & (1u << SL_EC_LEASE_EXPIRED)) ? "true" : "false";
     int nv = 2;
-    if (has_mapping(s, &s->status.on_error))
-        nv += mapping_values(&s->pipeline->subject, &s->status.on_error,
-                             vals + 2, prog);
+    if (sl_queue__has_mapping(s, &s->status.on_error))
+        nv += sl_queue__mapping_values(&s->pipeline->subject,
+                                       &s->status.on_error, vals + 2, prog);
     PGresult *r;
     int rc = exec(c, s, OP_RESCUE, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
     if (rc < 0) return rc;
@@ -1073,7 +455,8 @@ int sl_queue_reannounce(PGconn *c, const sl_stage *s, int *stale, char *err,
 int sl_queue_unfinished(PGconn *c, const sl_stage *s, long *n, char *err,
                         size_t errlen) {
     PGresult *r;
-    int rc = exec(c, s, OP_UNFINISHED, 0, NULL, PGRES_TUPLES_OK, &r, err, errlen);
+    int rc =
+        exec(c, s, OP_UNFINISHED, 0, NULL, PGRES_TUPLES_OK, &r, err, errlen);
     if (rc < 0) return rc;
     *n = count_result(r);
     return 0;

@@ -240,8 +240,9 @@ int sl_ctx_act_for_requester(sl_ctx *ctx, char *err, size_t errlen) {
         " set_config('role', '" SL_APP_ROLE "', true)",
         2, NULL, vals, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char m[512];
         snprintf(err, errlen, "acting for user %s as " SL_APP_ROLE ": %s",
-                 user, PQresultErrorMessage(r));
+                 user, sl_db_error(w->conn, r, m, sizeof m));
         rc = PQstatus(w->conn) == CONNECTION_OK ? -SL_EDB : -SL_ECONN;
     }
     PQclear(r);

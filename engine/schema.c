@@ -19,21 +19,10 @@
 
 #include "buf.h"
 #include "error.h"
+#include "schema_priv.h"
 
 const char *const sl_job_status_values[] = {
     "pending", "in_progress", "done", "error", "retry", "cancelled", NULL};
-
-/* The role the app uses; grants go to it where it exists (sql/base.sql
- * creates it). */
-#define APP_ROLE "sluice_app"
-#define STATS_VIEW "sluice_statistics"
-#define ENUM_NAME "job_status"
-#define TOUCH_FN "sluice_set_updated_at"
-#define POLICY_NAME "sluice_inherit"
-#define TRANSITION "new_rows"
-/* The dollar quote of generated function bodies; identifiers cannot
- * contain '$', so no body can end it early. */
-#define DQ "$sluice$"
 
 /* ------------------------------------------------------------ small tools */
 
@@ -48,7 +37,8 @@ static uint64_t fnv64(const char *s) {
 
 /* base + "_" + suffix, shortened to 63 bytes with a hash of base when it
  * would be longer, so distinct bases stay distinct. */
-static void derive_name(char out[64], const char *base, const char *suffix) {
+void sl_schema__derive_name(char out[64], const char *base,
+                            const char *suffix) {
     size_t bl = strlen(base), sl = strlen(suffix);
     if (sl > 40) sl = 40; /* suffixes are short; keep the bound obvious */
     size_t n = 0;
@@ -72,23 +62,7 @@ static void derive_name(char out[64], const char *base, const char *suffix) {
 
 /* ------------------------------------------------------------ the builder */
 
-typedef struct gen_name {
-    char *ns, *name, *what;
-} gen_name;
-
-typedef struct builder {
-    sl_schema *s;
-    size_t cap_tables, cap_objects;
-    gen_name *names;
-    size_t nnames, cap_names;
-    char *err;
-    size_t errlen;
-    int rc; /* first error; later steps do nothing once set */
-} builder;
-
-static void fail(builder *b, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(builder *b, int rc, const char *fmt, ...) {
+void sl_schema__fail(builder *b, int rc, const char *fmt, ...) {
     if (b->rc) return;
     b->rc = rc;
     if (b->err && b->errlen) {
@@ -99,79 +73,81 @@ static void fail(builder *b, int rc, const char *fmt, ...) {
     }
 }
 
-static char *dup(builder *b, const char *s) {
+char *sl_schema__dup(builder *b, const char *s) {
     if (!s) return NULL;
     char *d = strdup(s);
-    if (!d) fail(b, -SL_ENOMEM, "out of memory");
+    if (!d) sl_schema__fail(b, -SL_ENOMEM, "out of memory");
     return d;
 }
 
 /* Takes the buffer's string (NULL and an error on allocation failure). */
-static char *take(builder *b, sl_buf *buf) {
+char *sl_schema__take(builder *b, sl_buf *buf) {
     int failed = sl_buf_failed(buf);
     char *s = sl_buf_steal(buf);
     if (failed || !s) {
         free(s);
-        fail(b, -SL_ENOMEM, "out of memory");
+        sl_schema__fail(b, -SL_ENOMEM, "out of memory");
         return NULL;
     }
     return s;
 }
 
-static void check_ident(builder *b, const char *s, const char *what,
-                        const char *where) {
+void sl_schema__check_ident(builder *b, const char *s, const char *what,
+                            const char *where) {
     if (b->rc) return;
     if (!sl_ident_ok(s))
-        fail(b, -SL_EINVAL,
-             "%s: %s \"%s\" is not a valid SQL identifier "
-             "([a-z_][a-z0-9_]*, at most 63 bytes)",
-             where, what, s ? s : "(missing)");
+        sl_schema__fail(b, -SL_EINVAL,
+                        "%s: %s \"%s\" is not a valid SQL identifier "
+                        "([a-z_][a-z0-9_]*, at most 63 bytes)",
+                        where, what, s ? s : "(missing)");
 }
 
 /* Registers a generated name in namespace ns ("relation", "function",
  * "trigger on x", "policy on x"); fails on a collision. */
-static void claim_name(builder *b, const char *ns, const char *name,
-                       const char *what) {
+void sl_schema__claim_name(builder *b, const char *ns, const char *name,
+                           const char *what) {
     if (b->rc) return;
     for (size_t i = 0; i < b->nnames; i++)
         if (strcmp(b->names[i].ns, ns) == 0 &&
             strcmp(b->names[i].name, name) == 0) {
-            fail(b, -SL_EINVAL,
-                 "generated name \"%s\" (%s) collides with %s; rename one "
-                 "of the queues",
-                 name, what, b->names[i].what);
+            sl_schema__fail(
+                b, -SL_EINVAL,
+                "generated name \"%s\" (%s) collides with %s; rename one "
+                "of the queues",
+                name, what, b->names[i].what);
             return;
         }
     if (b->nnames == b->cap_names) {
         size_t cap = b->cap_names ? b->cap_names * 2 : 32;
         gen_name *n = realloc(b->names, cap * sizeof *n);
         if (!n) {
-            fail(b, -SL_ENOMEM, "out of memory");
+            sl_schema__fail(b, -SL_ENOMEM, "out of memory");
             return;
         }
         b->names = n;
         b->cap_names = cap;
     }
     gen_name *g = &b->names[b->nnames];
-    g->ns = dup(b, ns);
-    g->name = dup(b, name);
-    g->what = dup(b, what);
+    g->ns = sl_schema__dup(b, ns);
+    g->name = sl_schema__dup(b, name);
+    g->what = sl_schema__dup(b, what);
     b->nnames++;
 }
 
 /* Appends an object. `create` is its idempotent SQL; when comment_on is
  * set ("INDEX \"x\""), a fingerprint of `create` is recorded as the
  * object's comment. The strings are copied. */
-static void add_object(builder *b, sl_obj_kind kind, const char *name,
-                       const char *table, int table_index, const char *create,
-                       const char *comment_on, const char *replace) {
+void sl_schema__add_object(builder *b, sl_obj_kind kind, const char *name,
+                           const char *table, int table_index,
+                           const char *create, const char *comment_on,
+                           const char *replace) {
     if (b->rc) return;
     sl_schema *s = b->s;
     if (s->nobjects == b->cap_objects) {
         size_t cap = b->cap_objects ? b->cap_objects * 2 : 32;
         sl_schema_object *o = realloc(s->objects, cap * sizeof *o);
         if (!o) {
-            fail(b, -SL_ENOMEM, "out of memory");
+            sl_schema__fail(b, -SL_ENOMEM, "out of memory");
             return;
         }
         s->objects = o;
@@ -181,9 +157,9 @@ static void add_object(builder *b, sl_obj_kind kind, const char *name,
     memset(o, 0, sizeof *o);
     o->kind = kind;
     o->table_index = table_index;
-    o->name = dup(b, name);
-    o->table = dup(b, table);
-    o->replace_sql = dup(b, replace);
+    o->name = sl_schema__dup(b, name);
+    o->table = sl_schema__dup(b, table);
+    o->replace_sql = sl_schema__dup(b, replace);
     sl_buf sql;
     sl_buf_init(&sql);
     sl_buf_puts(&sql, create);
@@ -191,12 +167,12 @@ static void add_object(builder *b, sl_obj_kind kind, const char *name,
         char fp[32];
         snprintf(fp, sizeof fp, "sluice:%016llx",
                  (unsigned long long)fnv64(create));
-        o->fingerprint = dup(b, fp);
+        o->fingerprint = sl_schema__dup(b, fp);
         sl_buf_printf(&sql, "COMMENT ON %s IS ", comment_on);
         sl_buf_literal(&sql, fp);
         sl_buf_puts(&sql, ";\n");
     }
-    o->sql = take(b, &sql);
+    o->sql = sl_schema__take(b, &sql);
 }
 
 /* ------------------------------------------------------------ pieces */
@@ -227,13 +203,15 @@ static void build_enum(builder *b) {
         sl_buf_literal(&q, sl_job_status_values[i]);
         sl_buf_puts(&q, ";\n");
     }
-    char *sql = take(b, &q);
-    if (sql) add_object(b, SL_OBJ_ENUM, ENUM_NAME, NULL, -1, sql, NULL, NULL);
+    char *sql = sl_schema__take(b, &q);
+    if (sql)
+        sl_schema__add_object(b, SL_OBJ_ENUM, ENUM_NAME, NULL, -1, sql, NULL,
+                              NULL);
     free(sql);
 }
 
 /* CREATE OR REPLACE FUNCTION "name"() RETURNS trigger ... body. */
-static void add_function(builder *b, const char *name, const char *body) {
+void sl_schema__add_function(builder *b, const char *name, const char *body) {
     sl_buf q, on;
     sl_buf_init(&q);
     sl_buf_init(&on);
@@ -245,22 +223,24 @@ static void add_function(builder *b, const char *name, const char *body) {
     sl_buf_puts(&on, "FUNCTION ");
     sl_buf_ident(&on, name);
     sl_buf_puts(&on, "()");
-    char *sql = take(b, &q), *target = take(b, &on);
+    char *sql = sl_schema__take(b, &q), *target = sl_schema__take(b, &on);
     if (sql && target)
-        add_object(b, SL_OBJ_FUNCTION, name, NULL, -1, sql, target, NULL);
+        sl_schema__add_object(b, SL_OBJ_FUNCTION, name, NULL, -1, sql, target,
+                              NULL);
     free(sql);
     free(target);
 }
 
 static void build_touch_function(builder *b) {
-    claim_name(b, "function", TOUCH_FN, "the updated_at trigger function");
+    sl_schema__claim_name(b, "function", TOUCH_FN,
+                          "the updated_at trigger function");
     sl_buf body;
     sl_buf_init(&body);
     sl_buf_puts(&body, "BEGIN\n  NEW.");
     sl_buf_ident(&body, "updated_at");
     sl_buf_puts(&body, " := now();\n  RETURN NEW;\nEND\n");
-    char *s = take(b, &body);
-    if (s) add_function(b, TOUCH_FN, s);
+    char *s = sl_schema__take(b, &body);
+    if (s) sl_schema__add_function(b, TOUCH_FN, s);
     free(s);
 }
 
@@ -273,17 +253,18 @@ static void add_column(builder *b, sl_schema_table *t, size_t *cap,
     if (b->rc) return;
     for (size_t k = 0; k < t->ncolumns; k++)
         if (strcmp(t->columns[k].name, name) == 0) {
-            fail(b, -SL_EINVAL,
-                 "queue \"%s\": column \"%s\" is declared twice or uses a "
-                 "name the engine reserves",
-                 t->name, name);
+            sl_schema__fail(
+                b, -SL_EINVAL,
+                "queue \"%s\": column \"%s\" is declared twice or uses a "
+                "name the engine reserves",
+                t->name, name);
             return;
         }
     if (t->ncolumns == *cap) {
         size_t nc = *cap ? *cap * 2 : 32;
         sl_schema_column *c = realloc(t->columns, nc * sizeof *c);
         if (!c) {
-            fail(b, -SL_ENOMEM, "out of memory");
+            sl_schema__fail(b, -SL_ENOMEM, "out of memory");
             return;
         }
         t->columns = c;
@@ -291,12 +272,12 @@ static void add_column(builder *b, sl_schema_table *t, size_t *cap,
     }
     sl_schema_column *c = &t->columns[t->ncolumns++];
     memset(c, 0, sizeof *c);
-    c->name = dup(b, name);
+    c->name = sl_schema__dup(b, name);
     c->not_null = not_null;
     c->engine = engine;
-    c->default_sql = dup(b, default_sql);
-    c->ref_table = dup(b, ref_table);
-    c->ref_column = dup(b, ref_column);
+    c->default_sql = sl_schema__dup(b, default_sql);
+    c->ref_table = sl_schema__dup(b, ref_table);
+    c->ref_column = sl_schema__dup(b, ref_column);
     sl_buf d;
     sl_buf_init(&d);
     sl_buf_ident(&d, name);
@@ -305,12 +286,12 @@ static void add_column(builder *b, sl_schema_table *t, size_t *cap,
         sl_buf q;
         sl_buf_init(&q);
         sl_buf_ident(&q, ENUM_NAME);
-        c->sql_type = take(b, &q);
-        c->cat_type = dup(b, ENUM_NAME);
+        c->sql_type = sl_schema__take(b, &q);
+        c->cat_type = sl_schema__dup(b, ENUM_NAME);
         sl_buf_ident(&d, ENUM_NAME);
     } else {
-        c->sql_type = dup(b, type);
-        c->cat_type = dup(b, sl_type_canonical(type));
+        c->sql_type = sl_schema__dup(b, type);
+        c->cat_type = sl_schema__dup(b, sl_type_canonical(type));
         sl_buf_puts(&d, type);
     }
     if (not_null) sl_buf_puts(&d, " NOT NULL");
@@ -323,7 +304,7 @@ static void add_column(builder *b, sl_schema_table *t, size_t *cap,
         sl_buf_ident(&d, ref_column);
         sl_buf_puts(&d, ") ON DELETE CASCADE");
     }
-    c->def_sql = take(b, &d);
+    c->def_sql = sl_schema__take(b, &d);
 }
 
 /* The engine's columns (docs/schema.md), then the declared ones. */
@@ -347,26 +328,28 @@ static void build_columns(builder *b, sl_schema_table *t, const sl_pipeline *p,
     snprintf(where, sizeof where, "queue \"%s\"", st->queue);
     for (size_t i = 0; i < st->ncolumns && !b->rc; i++) {
         const sl_column *c = &st->columns[i];
-        check_ident(b, c->name, "column", where);
+        sl_schema__check_ident(b, c->name, "column", where);
         const char *ti = sl_type_normalise(c->type);
         if (!ti && !b->rc) {
-            fail(b, -SL_EINVAL,
-                 "%s: column \"%s\" has type \"%s\", which is not one of "
-                 "the allowed column types",
-                 where, c->name, c->type ? c->type : "(missing)");
+            sl_schema__fail(
+                b, -SL_EINVAL,
+                "%s: column \"%s\" has type \"%s\", which is not one of "
+                "the allowed column types",
+                where, c->name, c->type ? c->type : "(missing)");
             break;
         }
         if (c->ref_table || c->ref_column) {
-            check_ident(b, c->ref_table, "referenced table", where);
-            check_ident(b, c->ref_column, "referenced column", where);
+            sl_schema__check_ident(b, c->ref_table, "referenced table", where);
+            sl_schema__check_ident(b, c->ref_column, "referenced column",
+                                   where);
         }
         add_column(b, t, &cap, c->name, ti, 0, c->not_null, NULL, c->ref_table,
                    c->ref_column, 0);
     }
 }
 
-static const sl_schema_column *find_column(const sl_schema_table *t,
-                                           const char *name) {
+const sl_schema_column *sl_schema__find_column(const sl_schema_table *t,
+                                               const char *name) {
     for (size_t i = 0; i < t->ncolumns; i++)
         if (strcmp(t->columns[i].name, name) == 0) return &t->columns[i];
     return NULL;
@@ -386,17 +369,17 @@ static void build_table_sql(builder *b, sl_schema_table *t) {
     sl_buf_puts(&q, " IS ");
     sl_buf_literal(&q, t->comment);
     sl_buf_puts(&q, ";\n");
-    t->create_sql = take(b, &q);
+    t->create_sql = sl_schema__take(b, &q);
 }
 
 static void add_index(builder *b, const char *table, const char *suffix,
                       const char *what, int unique, const char *cols_sql,
                       const char *where_sql) {
     char name[64];
-    derive_name(name, table, suffix);
+    sl_schema__derive_name(name, table, suffix);
     char desc[200];
     snprintf(desc, sizeof desc, "%s of queue %s", what, table);
-    claim_name(b, "relation", name, desc);
+    sl_schema__claim_name(b, "relation", name, desc);
     sl_buf q, on, rep;
     sl_buf_init(&q);
     sl_buf_init(&on);
@@ -413,9 +396,10 @@ static void add_index(builder *b, const char *table, const char *suffix,
     sl_buf_puts(&rep, "DROP INDEX IF EXISTS ");
     sl_buf_ident(&rep, name);
     sl_buf_puts(&rep, ";\n");
-    char *sql = take(b, &q), *target = take(b, &on), *r = take(b, &rep);
+    char *sql = sl_schema__take(b, &q), *target = sl_schema__take(b, &on),
+         *r = sl_schema__take(b, &rep);
     if (sql && target && r)
-        add_object(b, SL_OBJ_INDEX, name, table, -1, sql, target, r);
+        sl_schema__add_object(b, SL_OBJ_INDEX, name, table, -1, sql, target, r);
     free(sql);
     free(target);
     free(r);
@@ -475,16 +459,17 @@ static void build_indexes(builder *b, const sl_schema_table *t,
         sl_buf_free(&c);
     }
     if (sl_buf_failed(&c) || sl_buf_failed(&w))
-        fail(b, -SL_ENOMEM, "out of memory");
+        sl_schema__fail(b, -SL_ENOMEM, "out of memory");
 }
 
 /* CREATE OR REPLACE TRIGGER name <timing> ON table <rest> EXECUTE FUNCTION
  * fn(). */
-static void add_trigger(builder *b, const char *name, const char *table,
-                        const char *timing, const char *rest, const char *fn) {
+void sl_schema__add_trigger(builder *b, const char *name, const char *table,
+                            const char *timing, const char *rest,
+                            const char *fn) {
     char ns[100];
     snprintf(ns, sizeof ns, "trigger on %s", table);
-    claim_name(b, ns, name, "a generated trigger");
+    sl_schema__claim_name(b, ns, name, "a generated trigger");
     sl_buf q, on;
     sl_buf_init(&q);
     sl_buf_init(&on);
@@ -499,9 +484,10 @@ static void add_trigger(builder *b, const char *name, const char *table,
     sl_buf_ident(&on, name);
     sl_buf_puts(&on, " ON ");
     sl_buf_ident(&on, table);
-    char *sql = take(b, &q), *target = take(b, &on);
+    char *sql = sl_schema__take(b, &q), *target = sl_schema__take(b, &on);
     if (sql && target)
-        add_object(b, SL_OBJ_TRIGGER, name, table, -1, sql, target, NULL);
+        sl_schema__add_object(b, SL_OBJ_TRIGGER, name, table, -1, sql, target,
+                              NULL);
     free(sql);
     free(target);
 }
@@ -509,14 +495,14 @@ static void add_trigger(builder *b, const char *name, const char *table,
 static void build_triggers(builder *b, const sl_schema_table *t,
                            const sl_stage *st) {
     char fn_ins[64], fn_upd[64], tg_touch[64];
-    derive_name(fn_ins, t->name, "notify_insert");
-    derive_name(fn_upd, t->name, "notify_status");
-    derive_name(tg_touch, t->name, "updated_at");
+    sl_schema__derive_name(fn_ins, t->name, "notify_insert");
+    sl_schema__derive_name(fn_upd, t->name, "notify_status");
+    sl_schema__derive_name(tg_touch, t->name, "updated_at");
     char desc[200];
     snprintf(desc, sizeof desc, "insert NOTIFY function of queue %s", t->name);
-    claim_name(b, "function", fn_ins, desc);
+    sl_schema__claim_name(b, "function", fn_ins, desc);
     snprintf(desc, sizeof desc, "status NOTIFY function of queue %s", t->name);
-    claim_name(b, "function", fn_upd, desc);
+    sl_schema__claim_name(b, "function", fn_upd, desc);
 
     /* Statement level: one NOTIFY per INSERT statement however many rows
      * it adds, and only when one of them is ready to run. */
@@ -526,11 +512,12 @@ static void build_triggers(builder *b, const sl_schema_table *t,
     sl_buf_ident(&body, TRANSITION);
     sl_buf_puts(&body, " WHERE ");
     sl_buf_ident(&body, "status");
-    sl_buf_puts(&body, " IN ('pending', 'retry')) THEN\n    PERFORM pg_notify(");
+    sl_buf_puts(&body,
+                " IN ('pending', 'retry')) THEN\n    PERFORM pg_notify(");
     sl_buf_literal(&body, st->channel);
     sl_buf_puts(&body, ", '');\n  END IF;\n  RETURN NULL;\nEND\n");
-    char *s = take(b, &body);
-    if (s) add_function(b, fn_ins, s);
+    char *s = sl_schema__take(b, &body);
+    if (s) sl_schema__add_function(b, fn_ins, s);
     free(s);
 
     /* No payload: a worker only needs waking, and any role that can log
@@ -540,24 +527,26 @@ static void build_triggers(builder *b, const sl_schema_table *t,
     sl_buf_puts(&body, "BEGIN\n  PERFORM pg_notify(");
     sl_buf_literal(&body, st->channel);
     sl_buf_puts(&body, ", '');\n  RETURN NULL;\nEND\n");
-    s = take(b, &body);
-    if (s) add_function(b, fn_upd, s);
+    s = sl_schema__take(b, &body);
+    if (s) sl_schema__add_function(b, fn_upd, s);
     free(s);
 
     /* Only for updates that did not set updated_at themselves: the
      * engine's own statements do, so the hot path calls no PL/pgSQL. */
-    add_trigger(b, tg_touch, t->name, "BEFORE UPDATE",
-                "FOR EACH ROW WHEN (NEW.\"updated_at\" IS NOT DISTINCT FROM"
-                " OLD.\"updated_at\")",
-                TOUCH_FN);
+    sl_schema__add_trigger(
+        b, tg_touch, t->name, "BEFORE UPDATE",
+        "FOR EACH ROW WHEN (NEW.\"updated_at\" IS NOT DISTINCT FROM"
+        " OLD.\"updated_at\")",
+        TOUCH_FN);
 
     sl_buf rest;
     sl_buf_init(&rest);
     sl_buf_puts(&rest, "REFERENCING NEW TABLE AS ");
     sl_buf_ident(&rest, TRANSITION);
     sl_buf_puts(&rest, " FOR EACH STATEMENT");
-    s = take(b, &rest);
-    if (s) add_trigger(b, fn_ins, t->name, "AFTER INSERT", s, fn_ins);
+    s = sl_schema__take(b, &rest);
+    if (s)
+        sl_schema__add_trigger(b, fn_ins, t->name, "AFTER INSERT", s, fn_ins);
     free(s);
 
     sl_buf timing;
@@ -572,264 +561,28 @@ static void build_triggers(builder *b, const sl_schema_table *t,
     sl_buf_puts(&rest, " IS DISTINCT FROM NEW.");
     sl_buf_ident(&rest, "status");
     sl_buf_puts(&rest, ")");
-    char *tm = take(b, &timing);
-    s = take(b, &rest);
-    if (s && tm) add_trigger(b, fn_upd, t->name, tm, s, fn_upd);
+    char *tm = sl_schema__take(b, &timing);
+    s = sl_schema__take(b, &rest);
+    if (s && tm) sl_schema__add_trigger(b, fn_upd, t->name, tm, s, fn_upd);
     free(s);
     free(tm);
-}
-
-static void add_grant(builder *b, const char *table, const char *privs) {
-    sl_buf q;
-    sl_buf_init(&q);
-    sl_buf_puts(&q, "DO " DQ "\nBEGIN\n  IF EXISTS (SELECT 1 FROM "
-                    "pg_catalog.pg_roles WHERE rolname = ");
-    sl_buf_literal(&q, APP_ROLE);
-    sl_buf_printf(&q, ") THEN\n    GRANT %s ON TABLE ", privs);
-    sl_buf_ident(&q, table);
-    sl_buf_puts(&q, " TO ");
-    sl_buf_ident(&q, APP_ROLE);
-    sl_buf_puts(&q, ";\n  END IF;\nEND\n" DQ ";\n");
-    char *sql = take(b, &q);
-    if (sql) add_object(b, SL_OBJ_GRANT, table, table, -1, sql, NULL, NULL);
-    free(sql);
-    if (!b->rc) b->s->objects[b->s->nobjects - 1].privileges = dup(b, privs);
-}
-
-/* The application may change one engine column, status, and only to
- * cancel a job or to retry it (what `sluice cancel` and `sluice retry`
- * do); every other change of status by a role that neither owns the table
- * nor bypasses RLS is refused. Column grants keep it away from the rest. */
-static void build_guard(builder *b, const sl_schema_table *t) {
-    char fn[64];
-    derive_name(fn, t->name, "guard");
-    char desc[200];
-    snprintf(desc, sizeof desc, "status guard function of queue %s", t->name);
-    claim_name(b, "function", fn, desc);
-    add_function(
-        b, fn,
-        "BEGIN\n"
-        "  IF pg_has_role(current_user, (SELECT c.relowner FROM"
-        " pg_catalog.pg_class c WHERE c.oid = TG_RELID), 'USAGE')\n"
-        "     OR (SELECT r.rolbypassrls FROM pg_catalog.pg_roles r"
-        " WHERE r.rolname = current_user) THEN\n"
-        "    RETURN NEW;\n"
-        "  END IF;\n"
-        "  IF NEW.\"status\" = 'cancelled'\n"
-        "     AND OLD.\"status\" IN ('pending', 'retry', 'in_progress') THEN\n"
-        "    NEW.\"finished_at\" := now();\n"
-        "    NEW.\"locked_until\" := NULL;\n"
-        "  ELSIF NEW.\"status\" IN ('pending', 'retry')\n"
-        "        AND OLD.\"status\" IN ('error', 'cancelled') THEN\n"
-        "    NEW.\"status\" := 'retry';\n"
-        "    NEW.\"run_at\" := now();\n"
-        "    NEW.\"attempts\" := 0;\n"
-        "    NEW.\"locked_by\" := NULL;\n"
-        "    NEW.\"locked_until\" := NULL;\n"
-        "    NEW.\"finished_at\" := NULL;\n"
-        "  ELSE\n"
-        "    RAISE EXCEPTION 'permission denied: the application may only"
-        " cancel a job (pending, retry, in_progress -> cancelled) or retry it"
-        " (error, cancelled -> retry), not change its status from % to %',\n"
-        "      OLD.\"status\", NEW.\"status\"\n"
-        "      USING ERRCODE = 'insufficient_privilege';\n"
-        "  END IF;\n"
-        "  RETURN NEW;\n"
-        "END\n");
-    /* The engine's statements set updated_at (which the application may
-     * not), so the claim/complete hot path does not call it. */
-    add_trigger(b, fn, t->name, "BEFORE UPDATE OF \"status\"",
-                "FOR EACH ROW WHEN (OLD.\"status\" IS DISTINCT FROM"
-                " NEW.\"status\" AND NEW.\"updated_at\" IS NOT DISTINCT FROM"
-                " OLD.\"updated_at\")",
-                fn);
-}
-
-/* The application role's privileges on a queue: it reads its rows and
- * deletes them; it inserts only the subject key and the declared columns
- * (never an engine column: not priority, run_at, attempts, dedup_key,
- * requested_by, ...); it updates only status, through the guard. A queue
- * without RLS is not granted to it at all. REVOKE ALL first, so a database
- * from before these column grants loses its table-wide INSERT and UPDATE. */
-static void build_queue_grant(builder *b, const sl_schema_table *t,
-                              const sl_pipeline *p) {
-    sl_buf cols, q;
-    sl_buf_init(&cols);
-    sl_buf_init(&q);
-    for (size_t i = 0; i < t->ncolumns; i++) {
-        const sl_schema_column *c = &t->columns[i];
-        if (c->engine && !(p->has_subject && strcmp(c->name, p->subject.fk) == 0))
-            continue;
-        if (cols.len) sl_buf_putn(&cols, ",", 1);
-        sl_buf_puts(&cols, c->name);
-    }
-    sl_buf_puts(&q, "DO " DQ "\nBEGIN\n  IF EXISTS (SELECT 1 FROM "
-                    "pg_catalog.pg_roles WHERE rolname = ");
-    sl_buf_literal(&q, APP_ROLE);
-    sl_buf_puts(&q, ") THEN\n    REVOKE ALL ON TABLE ");
-    sl_buf_ident(&q, t->name);
-    sl_buf_puts(&q, " FROM ");
-    sl_buf_ident(&q, APP_ROLE);
-    sl_buf_puts(&q, ";\n    GRANT SELECT, DELETE ON TABLE ");
-    sl_buf_ident(&q, t->name);
-    sl_buf_puts(&q, " TO ");
-    sl_buf_ident(&q, APP_ROLE);
-    sl_buf_puts(&q, ";\n    GRANT INSERT (");
-    for (size_t i = 0, n = 0; i < t->ncolumns; i++) {
-        const sl_schema_column *c = &t->columns[i];
-        if (c->engine && !(p->has_subject && strcmp(c->name, p->subject.fk) == 0))
-            continue;
-        if (n++) sl_buf_puts(&q, ", ");
-        sl_buf_ident(&q, c->name);
-    }
-    sl_buf_puts(&q, ") ON TABLE ");
-    sl_buf_ident(&q, t->name);
-    sl_buf_puts(&q, " TO ");
-    sl_buf_ident(&q, APP_ROLE);
-    sl_buf_puts(&q, ";\n    GRANT UPDATE (");
-    sl_buf_ident(&q, "status");
-    sl_buf_puts(&q, ") ON TABLE ");
-    sl_buf_ident(&q, t->name);
-    sl_buf_puts(&q, " TO ");
-    sl_buf_ident(&q, APP_ROLE);
-    sl_buf_puts(&q, ";\n  END IF;\nEND\n" DQ ";\n");
-    char *sql = take(b, &q), *ins = take(b, &cols);
-    if (sql && ins) {
-        add_object(b, SL_OBJ_GRANT, t->name, t->name, -1, sql, NULL, NULL);
-        if (!b->rc) {
-            sl_schema_object *o = &b->s->objects[b->s->nobjects - 1];
-            o->privileges = dup(b, "SELECT, DELETE");
-            o->insert_columns = ins;
-            ins = NULL;
-            o->update_columns = dup(b, "status");
-        }
-    }
-    free(sql);
-    free(ins);
-}
-
-static void build_security(builder *b, const sl_schema_table *t,
-                           const sl_pipeline *p) {
-    char where[200];
-    snprintf(where, sizeof where, "pipeline \"%s\", queue \"%s\"", p->name,
-             t->name);
-    if (!p->rls.enabled) return;
-    check_ident(b, p->rls.table, "security.inherit table", where);
-    check_ident(b, p->rls.column, "security.inherit column", where);
-    check_ident(b, p->rls.key, "security.inherit key", where);
-    if (b->rc) return;
-    if (!find_column(t, p->rls.column)) {
-        fail(b, -SL_EINVAL,
-             "%s: security.inherit column \"%s\" is not a column of the "
-             "queue table",
-             where, p->rls.column);
-        return;
-    }
-    sl_buf q;
-    sl_buf_init(&q);
-    sl_buf_puts(&q, "ALTER TABLE ");
-    sl_buf_ident(&q, t->name);
-    sl_buf_puts(&q, " ENABLE ROW LEVEL SECURITY;\n");
-    char *sql = take(b, &q);
-    if (sql) add_object(b, SL_OBJ_RLS, t->name, t->name, -1, sql, NULL, NULL);
-    free(sql);
-
-    /* A queue row is visible exactly when the row it belongs to is: the
-     * sub-select runs under the caller's own policies on that table. */
-    sl_buf cond;
-    sl_buf_init(&cond);
-    sl_buf_puts(&cond, "EXISTS (SELECT 1 FROM ");
-    sl_buf_ident(&cond, p->rls.table);
-    sl_buf_puts(&cond, " ");
-    sl_buf_ident(&cond, "t");
-    sl_buf_puts(&cond, " WHERE ");
-    sl_buf_ident(&cond, "t");
-    sl_buf_puts(&cond, ".");
-    sl_buf_ident(&cond, p->rls.key);
-    sl_buf_puts(&cond, " = ");
-    sl_buf_ident(&cond, t->name);
-    sl_buf_puts(&cond, ".");
-    sl_buf_ident(&cond, p->rls.column);
-    sl_buf_puts(&cond, ")");
-
-    sl_buf_init(&q);
-    sl_buf_puts(&q, "DROP POLICY IF EXISTS ");
-    sl_buf_ident(&q, POLICY_NAME);
-    sl_buf_puts(&q, " ON ");
-    sl_buf_ident(&q, t->name);
-    sl_buf_puts(&q, ";\nCREATE POLICY ");
-    sl_buf_ident(&q, POLICY_NAME);
-    sl_buf_puts(&q, " ON ");
-    sl_buf_ident(&q, t->name);
-    sl_buf_printf(&q, " FOR ALL\n  USING (%s)\n  WITH CHECK (%s",
-                  sl_buf_str(&cond), sl_buf_str(&cond));
-    /* References stay inside what the caller may see: a foreign key is
-     * checked without Row Level Security, so without this a tenant could
-     * point its job at another account's row (a report of B's project)
-     * and have the engine, which runs as the owner, read it. The
-     * sub-select runs under the caller's policies on the referenced
-     * table, so an invisible row and a missing one are refused alike. */
-    for (size_t i = 0; i < t->ncolumns; i++) {
-        const sl_schema_column *c = &t->columns[i];
-        if (!c->ref_table) continue;
-        if (strcmp(c->name, p->rls.column) == 0 &&
-            strcmp(c->ref_table, p->rls.table) == 0 &&
-            strcmp(c->ref_column, p->rls.key) == 0)
-            continue; /* the inherit condition checks it already */
-        sl_buf_puts(&q, "\n    AND (");
-        sl_buf_ident(&q, t->name);
-        sl_buf_putn(&q, ".", 1);
-        sl_buf_ident(&q, c->name);
-        sl_buf_puts(&q, " IS NULL OR EXISTS (SELECT 1 FROM ");
-        sl_buf_ident(&q, c->ref_table);
-        sl_buf_puts(&q, " ");
-        sl_buf_ident(&q, "r");
-        sl_buf_puts(&q, " WHERE ");
-        sl_buf_ident(&q, "r");
-        sl_buf_putn(&q, ".", 1);
-        sl_buf_ident(&q, c->ref_column);
-        sl_buf_puts(&q, " = ");
-        sl_buf_ident(&q, t->name);
-        sl_buf_putn(&q, ".", 1);
-        sl_buf_ident(&q, c->name);
-        sl_buf_puts(&q, "))");
-    }
-    sl_buf_puts(&q, ");\n");
-    sl_buf on;
-    sl_buf_init(&on);
-    sl_buf_puts(&on, "POLICY ");
-    sl_buf_ident(&on, POLICY_NAME);
-    sl_buf_puts(&on, " ON ");
-    sl_buf_ident(&on, t->name);
-    sql = take(b, &q);
-    char *target = take(b, &on);
-    if (sl_buf_failed(&cond)) fail(b, -SL_ENOMEM, "out of memory");
-    if (sql && target)
-        add_object(b, SL_OBJ_POLICY, POLICY_NAME, t->name, -1, sql, target,
-                   NULL);
-    free(sql);
-    free(target);
-    sl_buf_free(&cond);
-
-    build_guard(b, t);
-    build_queue_grant(b, t, p);
 }
 
 static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
     char where[200];
     snprintf(where, sizeof where, "pipeline \"%s\", stage \"%s\"", p->name,
              st->name ? st->name : "?");
-    check_ident(b, st->queue, "queue", where);
-    check_ident(b, st->channel, "channel", where);
+    sl_schema__check_ident(b, st->queue, "queue", where);
+    sl_schema__check_ident(b, st->channel, "channel", where);
     if (b->rc) return;
-    claim_name(b, "relation", st->queue, "a queue table");
+    sl_schema__claim_name(b, "relation", st->queue, "a queue table");
 
     sl_schema *s = b->s;
     if (s->ntables == b->cap_tables) {
         size_t cap = b->cap_tables ? b->cap_tables * 2 : 8;
         sl_schema_table *t = realloc(s->tables, cap * sizeof *t);
         if (!t) {
-            fail(b, -SL_ENOMEM, "out of memory");
+            sl_schema__fail(b, -SL_ENOMEM, "out of memory");
             return;
         }
         s->tables = t;
@@ -839,21 +592,21 @@ static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
     sl_schema_table *t = &s->tables[ti];
     memset(t, 0, sizeof *t);
     t->stage = st;
-    t->name = dup(b, st->queue);
+    t->name = sl_schema__dup(b, st->queue);
     char comment[300];
     snprintf(comment, sizeof comment, "sluice queue %s.%s", p->name,
              st->name ? st->name : "");
-    t->comment = dup(b, comment);
+    t->comment = sl_schema__dup(b, comment);
     if (b->rc) return;
     build_columns(b, t, p, st);
     if (b->rc) return;
     build_table_sql(b, t);
     if (b->rc) return;
-    add_object(b, SL_OBJ_TABLE, t->name, t->name, ti, t->create_sql, NULL,
-               NULL);
+    sl_schema__add_object(b, SL_OBJ_TABLE, t->name, t->name, ti, t->create_sql,
+                          NULL, NULL);
     build_indexes(b, t, p);
     build_triggers(b, t, st);
-    build_security(b, t, p);
+    sl_schema__build_security(b, t, p);
 }
 
 /* The NOTIFY a live UI listens to: an empty notification on every update
@@ -861,11 +614,11 @@ static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
 static void build_subject_channel(builder *b, const sl_pipeline *p) {
     const sl_subject *sj = &p->subject;
     char fn[64];
-    derive_name(fn, sj->channel, "notify");
+    sl_schema__derive_name(fn, sj->channel, "notify");
     char desc[200];
     snprintf(desc, sizeof desc, "subject NOTIFY function of pipeline %s",
              p->name);
-    claim_name(b, "function", fn, desc);
+    sl_schema__claim_name(b, "function", fn, desc);
 
     const char *cols[3] = {sj->status_column, sj->progress_column,
                            sj->detail_column};
@@ -879,8 +632,8 @@ static void build_subject_channel(builder *b, const sl_pipeline *p) {
     sl_buf_puts(&body, "BEGIN\n  PERFORM pg_notify(");
     sl_buf_literal(&body, sj->channel);
     sl_buf_puts(&body, ", '');\n  RETURN NULL;\nEND\n");
-    char *s = take(b, &body);
-    if (s) add_function(b, fn, s);
+    char *s = sl_schema__take(b, &body);
+    if (s) sl_schema__add_function(b, fn, s);
     free(s);
 
     sl_buf rest;
@@ -897,8 +650,8 @@ static void build_subject_channel(builder *b, const sl_pipeline *p) {
         sl_buf_ident(&rest, cols[i]);
     }
     sl_buf_puts(&rest, ")");
-    s = take(b, &rest);
-    if (s) add_trigger(b, fn, sj->table, "AFTER UPDATE", s, fn);
+    s = sl_schema__take(b, &rest);
+    if (s) sl_schema__add_trigger(b, fn, sj->table, "AFTER UPDATE", s, fn);
     free(s);
 }
 
@@ -906,7 +659,7 @@ static void build_view(builder *b) {
     static const char *const counted[] = {
         "pending", "in_progress", "retry", "done", "error", "cancelled"};
     const sl_schema *s = b->s;
-    claim_name(b, "relation", STATS_VIEW, "the statistics view");
+    sl_schema__claim_name(b, "relation", STATS_VIEW, "the statistics view");
     sl_buf q;
     sl_buf_init(&q);
     sl_buf_puts(&q, "CREATE OR REPLACE VIEW ");
@@ -966,12 +719,13 @@ static void build_view(builder *b) {
     sl_buf_init(&on);
     sl_buf_puts(&on, "VIEW ");
     sl_buf_ident(&on, STATS_VIEW);
-    char *sql = take(b, &q), *target = take(b, &on);
+    char *sql = sl_schema__take(b, &q), *target = sl_schema__take(b, &on);
     if (sql && target)
-        add_object(b, SL_OBJ_VIEW, STATS_VIEW, NULL, -1, sql, target, NULL);
+        sl_schema__add_object(b, SL_OBJ_VIEW, STATS_VIEW, NULL, -1, sql, target,
+                              NULL);
     free(sql);
     free(target);
-    add_grant(b, STATS_VIEW, "SELECT");
+    sl_schema__add_grant(b, STATS_VIEW, "SELECT");
 }
 
 /* ------------------------------------------------------------ public API */
@@ -986,7 +740,7 @@ int sl_schema_build(const sl_model *m, sl_schema **out, char *err,
     b.errlen = errlen;
     b.s = calloc(1, sizeof *b.s);
     if (!b.s) {
-        fail(&b, -SL_ENOMEM, "out of memory");
+        sl_schema__fail(&b, -SL_ENOMEM, "out of memory");
         return b.rc;
     }
     build_enum(&b);
@@ -996,21 +750,23 @@ int sl_schema_build(const sl_model *m, sl_schema **out, char *err,
         char where[120];
         snprintf(where, sizeof where, "pipeline \"%s\"",
                  p->name ? p->name : "?");
-        check_ident(&b, p->name, "name", where);
+        sl_schema__check_ident(&b, p->name, "name", where);
         if (p->has_subject) {
             const sl_subject *sj = &p->subject;
-            check_ident(&b, sj->table, "subject table", where);
-            check_ident(&b, sj->key, "subject key", where);
-            check_ident(&b, sj->fk, "subject foreign_key", where);
-            check_ident(&b, sj->status_column, "subject status column", where);
+            sl_schema__check_ident(&b, sj->table, "subject table", where);
+            sl_schema__check_ident(&b, sj->key, "subject key", where);
+            sl_schema__check_ident(&b, sj->fk, "subject foreign_key", where);
+            sl_schema__check_ident(&b, sj->status_column,
+                                   "subject status column", where);
             if (sj->progress_column)
-                check_ident(&b, sj->progress_column, "subject progress column",
-                            where);
+                sl_schema__check_ident(&b, sj->progress_column,
+                                       "subject progress column", where);
             if (sj->detail_column)
-                check_ident(&b, sj->detail_column, "subject detail column",
-                            where);
+                sl_schema__check_ident(&b, sj->detail_column,
+                                       "subject detail column", where);
             if (sj->channel)
-                check_ident(&b, sj->channel, "subject channel", where);
+                sl_schema__check_ident(&b, sj->channel, "subject channel",
+                                       where);
         }
         for (size_t j = 0; j < p->nstages && !b.rc; j++)
             build_queue(&b, p, &p->stages[j]);
