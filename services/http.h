@@ -41,6 +41,7 @@
 #include <stdint.h>
 
 #include "handler.h"
+#include "with.h"
 
 typedef struct sl_http sl_http; /* opaque; one per thread */
 
@@ -139,48 +140,16 @@ void sl_http_error_text(const char *body, size_t body_len, char *buf,
 
 /* ---- a handler's `with:` ------------------------------------------------ */
 
-/* The string option `key` of `with`, or dflt when it is absent or not a
- * string (borrowed from `with`). */
-const char *sl_http_with_str(const json_t *with, const char *key,
-                             const char *dflt);
-
-/* Checks that each of the NULL-terminated keys that `with` has is a
- * string. Returns 0 or -SL_EINVAL with "with.<key>: expected a string". */
-int sl_http_with_strings(const json_t *with, const char *const *keys, char *err,
-                         size_t errlen);
-
 /* Handler init()/fini() for handlers whose per-thread state is just an
  * sl_http client (stage.h). */
 int sl_http_state_init(const sl_stage *stage, void **state, char *err,
                        size_t errlen);
 void sl_http_state_fini(void *state);
 
-/* A duration option of `with`: a string such as "250ms", "30s", "5m", or an
- * integer number of milliseconds; *ms = dflt when absent. Returns 0 or
- * -SL_EINVAL with a message naming the key. */
-int sl_http_with_duration(const json_t *with, const char *key, int64_t dflt,
-                          int64_t *ms, char *err, size_t errlen);
-
 /* Sets req's limits from `with`: connect_timeout (default 10s),
  * request_timeout (default dflt_timeout_ms), low_speed_time (default 30s)
  * and max_response (bytes, default 16 MiB). Returns 0 or -SL_EINVAL. */
 int sl_http_with_limits(const json_t *with, int64_t dflt_timeout_ms,
                         sl_http_req *req, char *err, size_t errlen);
-
-/* The API key for a provider: the value of the environment variable named
- * by with.api_key_env (default dflt_env). A key written into `with`
- * itself (api_key, key, token) is refused: keys live only in the
- * environment. Returns 0 with *key = the environment's string (NULL when
- * unset or empty; never copy it anywhere that is logged or stored), or
- * -SL_EINVAL. */
-int sl_http_with_key(const json_t *with, const char *dflt_env, const char **key,
-                     char *err, size_t errlen);
-
-/* Joins with.base_url (default dflt_base, trailing slashes dropped) and
- * path into buf. Returns 0, or -SL_EINVAL when the base is not an http(s)
- * URL or does not fit. */
-int sl_http_with_url(const json_t *with, const char *dflt_base,
-                     const char *path, char *buf, size_t len, char *err,
-                     size_t errlen);
 
 #endif

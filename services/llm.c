@@ -30,7 +30,7 @@ int sl_llm_cfg_from_with(const json_t *with, sl_llm_cfg *cfg, char *err,
     const char *path = bl >= 3 && strncmp(base + bl - 3, "/v1", 3) == 0
                            ? "/chat/completions"
                            : "/v1/chat/completions";
-    if ((rc = sl_http_with_url(with, DEFAULT_BASE, path, cfg->url,
+    if ((rc = sl_with_url(with, DEFAULT_BASE, path, cfg->url,
                                sizeof cfg->url, err, errlen)))
         return rc;
     v = json_object_get(with, "model");
@@ -41,7 +41,7 @@ int sl_llm_cfg_from_with(const json_t *with, sl_llm_cfg *cfg, char *err,
         return -SL_EINVAL;
     }
     cfg->model = json_string_value(v);
-    if ((rc = sl_http_with_key(with, "OPENAI_API_KEY", &cfg->api_key, err,
+    if ((rc = sl_with_key(with, "OPENAI_API_KEY", &cfg->api_key, err,
                                errlen)))
         return rc;
     v = json_object_get(with, "temperature");

@@ -615,7 +615,7 @@ static int http_request(lua_State *L) {
             return luaL_error(L, "sluice.http.request: auth needs "
                                  "with.api_key_env on the stage (the "
                                  "environment variable holding the key)");
-        if (sl_http_with_key(with, "", &key, err, sizeof err) != 0)
+        if (sl_with_key(with, "", &key, err, sizeof err) != 0)
             return luaL_error(L, "sluice.http.request: %s", err);
         if (!key)
             return luaL_error(

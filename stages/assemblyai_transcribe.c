@@ -61,23 +61,23 @@ typedef struct tx_cfg {
 
 static int tx_config(const json_t *with, tx_cfg *c, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
-    if (sl_http_with_url(with, AAI_DEFAULT_BASE, "/v2/transcript",
+    if (sl_with_url(with, AAI_DEFAULT_BASE, "/v2/transcript",
                          c->submit_url, sizeof c->submit_url, err,
                          errlen) != 0 ||
-        sl_http_with_key(with, "ASSEMBLYAI_API_KEY", &c->key, err, errlen) ||
+        sl_with_key(with, "ASSEMBLYAI_API_KEY", &c->key, err, errlen) ||
         sl_http_with_limits(with, 60000, &c->limits, err, errlen) ||
-        sl_http_with_duration(with, "poll_interval", POLL_DEFAULT_MS,
+        sl_with_duration(with, "poll_interval", POLL_DEFAULT_MS,
                               &c->poll_ms, err, errlen) ||
-        sl_http_with_duration(with, "max_wait", MAX_WAIT_DEFAULT_MS,
+        sl_with_duration(with, "max_wait", MAX_WAIT_DEFAULT_MS,
                               &c->max_wait_ms, err, errlen))
         return -1;
     static const char *const strings[] = {"audio_column",      "text_column",
                                           "subject_column",    "language_code",
                                           "transcript_format", NULL};
-    if (sl_http_with_strings(with, strings, err, errlen) != 0) return -1;
-    c->audio_column = sl_http_with_str(with, "audio_column", "upload_url");
-    c->text_column = sl_http_with_str(with, "text_column", "transcript");
-    c->subject_column = sl_http_with_str(with, "subject_column", NULL);
+    if (sl_with_strings(with, strings, err, errlen) != 0) return -1;
+    c->audio_column = sl_with_str(with, "audio_column", "upload_url");
+    c->text_column = sl_with_str(with, "text_column", "transcript");
+    c->subject_column = sl_with_str(with, "subject_column", NULL);
     if (c->subject_column && !sl_ident_ok(c->subject_column)) {
         snprintf(err, errlen,
                  "with.subject_column: '%s' is not a column name "
@@ -85,7 +85,7 @@ static int tx_config(const json_t *with, tx_cfg *c, char *err, size_t errlen) {
                  c->subject_column);
         return -1;
     }
-    const char *fmt = sl_http_with_str(with, "transcript_format", "speakers");
+    const char *fmt = sl_with_str(with, "transcript_format", "speakers");
     if (strcmp(fmt, "speakers") != 0 && strcmp(fmt, "text") != 0) {
         snprintf(err, errlen, "with.transcript_format: speakers or text");
         return -1;
@@ -148,7 +148,7 @@ static json_t *submit_body(const json_t *with, const char *audio_url) {
     json_t *sl = json_object_get(with, "speaker_labels");
     json_object_set_new(b, "speaker_labels",
                         json_boolean(sl ? json_is_true(sl) : 1));
-    const char *lang = sl_http_with_str(with, "language_code", NULL);
+    const char *lang = sl_with_str(with, "language_code", NULL);
     if (lang) json_object_set_new(b, "language_code", json_string(lang));
     json_t *o = json_object_get(with, "options");
     if (json_is_object(o)) json_object_update(b, o);
@@ -460,7 +460,7 @@ static void tx_run(sl_ctx *ctx, const sl_job *job, void *state,
         sl_fail(res, SL_EC_INVALID_INPUT,
                 "assemblyai.transcribe: no API key: set %s in the worker's "
                 "environment",
-                sl_http_with_str(job->stage->with, "api_key_env",
+                sl_with_str(job->stage->with, "api_key_env",
                                  "ASSEMBLYAI_API_KEY"));
         return;
     }

@@ -36,12 +36,12 @@ static int upload_validate(const sl_stage *stage, char *err, size_t errlen) {
     char url[512];
     const char *key;
     sl_http_req req;
-    if (sl_http_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url,
+    if (sl_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url,
                          err, errlen) ||
-        sl_http_with_key(with, "ASSEMBLYAI_API_KEY", &key, err, errlen) ||
+        sl_with_key(with, "ASSEMBLYAI_API_KEY", &key, err, errlen) ||
         sl_http_with_limits(with, UPLOAD_DEFAULT_TIMEOUT_MS, &req, err, errlen))
         return -1;
-    return sl_http_with_strings(with, strings, err, errlen) ? -1 : 0;
+    return sl_with_strings(with, strings, err, errlen) ? -1 : 0;
 }
 
 static int hexval(int c) {
@@ -156,7 +156,7 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
     }
     /* 2. A URL AssemblyAI fetches itself. */
     const char *ext =
-        input_str(job, sl_http_with_str(with, "url_column", "external_url"));
+        input_str(job, sl_with_str(with, "url_column", "external_url"));
     if (ext) {
         if (strncmp(ext, "https://", 8) != 0 &&
             strncmp(ext, "http://", 7) != 0) {
@@ -168,9 +168,9 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
         return;
     }
 
-    if (sl_http_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url,
+    if (sl_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url,
                          err, sizeof err) != 0 ||
-        sl_http_with_key(with, "ASSEMBLYAI_API_KEY", &key, err, sizeof err) !=
+        sl_with_key(with, "ASSEMBLYAI_API_KEY", &key, err, sizeof err) !=
             0 ||
         sl_http_with_limits(with, UPLOAD_DEFAULT_TIMEOUT_MS, &req, err,
                             sizeof err) != 0) {
@@ -181,19 +181,19 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
         sl_fail(res, SL_EC_INVALID_INPUT,
                 "assemblyai.upload: no API key: set %s in the worker's "
                 "environment",
-                sl_http_with_str(with, "api_key_env", "ASSEMBLYAI_API_KEY"));
+                sl_with_str(with, "api_key_env", "ASSEMBLYAI_API_KEY"));
         return;
     }
 
     /* 3.-5. The media itself. */
     const char *hex =
-        input_str(job, sl_http_with_str(with, "media_column", "media_file"));
-    const char *root = sl_http_with_str(with, "path_root", NULL);
+        input_str(job, sl_with_str(with, "media_column", "media_file"));
+    const char *root = sl_with_str(with, "path_root", NULL);
     const char *rowpath =
         root ? input_str(job,
-                         sl_http_with_str(with, "path_column", "media_path"))
+                         sl_with_str(with, "path_column", "media_path"))
              : NULL;
-    const char *fixed = sl_http_with_str(with, "path", NULL);
+    const char *fixed = sl_with_str(with, "path", NULL);
     if (hex) {
         int rc = bytea_decode(hex, &bytes, &nbytes);
         if (rc == -SL_ENOMEM) {
@@ -223,8 +223,8 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
     } else {
         sl_fail(res, SL_EC_INVALID_INPUT,
                 "assemblyai.upload: no media: the job has neither %s nor %s%s",
-                sl_http_with_str(with, "media_column", "media_file"),
-                sl_http_with_str(with, "url_column", "external_url"),
+                sl_with_str(with, "media_column", "media_file"),
+                sl_with_str(with, "url_column", "external_url"),
                 root ? " nor a path" : "");
         goto out;
     }

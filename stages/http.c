@@ -29,7 +29,7 @@
 
 static int hs_check(const json_t *with, sl_http_req *limits, char *err,
                     size_t errlen) {
-    const char *url = sl_http_with_str(with, "url", NULL);
+    const char *url = sl_with_str(with, "url", NULL);
     if (!url ||
         (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) {
         snprintf(err, errlen,
@@ -39,7 +39,7 @@ static int hs_check(const json_t *with, sl_http_req *limits, char *err,
     }
     static const char *const strings[] = {
         "method", "body_column", "content_type", "response_column", NULL};
-    if (sl_http_with_strings(with, strings, err, errlen) != 0) return -1;
+    if (sl_with_strings(with, strings, err, errlen) != 0) return -1;
     static const char *const maps[] = {"headers", "headers_env"};
     size_t nh = 0;
     for (size_t i = 0; i < 2; i++) {
@@ -101,14 +101,14 @@ static void hs_run(sl_ctx *ctx, const sl_job *job, void *state,
         return;
     }
     req.what = "http stage";
-    req.url = sl_http_with_str(with, "url", NULL);
-    req.method = sl_http_with_str(with, "method", "POST");
+    req.url = sl_with_str(with, "url", NULL);
+    req.method = sl_with_str(with, "method", "POST");
     req.follow_redirects =
         json_is_true(json_object_get(with, "follow_redirects"));
     req.progress = sl_http_stop_check;
     req.progress_arg = ctx;
 
-    const char *bc = sl_http_with_str(with, "body_column", NULL);
+    const char *bc = sl_with_str(with, "body_column", NULL);
     int wants_body = bc || !(strcmp(req.method, "GET") == 0 ||
                              strcmp(req.method, "HEAD") == 0 ||
                              strcmp(req.method, "DELETE") == 0);
@@ -128,7 +128,7 @@ static void hs_run(sl_ctx *ctx, const sl_job *job, void *state,
         req.body_len = strlen(body);
         if (asprintf(
                 &lines[nh], "Content-Type: %s",
-                sl_http_with_str(with, "content_type", "application/json")) < 0)
+                sl_with_str(with, "content_type", "application/json")) < 0)
             lines[nh] = NULL;
         headers[nh] = lines[nh];
         nh++;
@@ -176,7 +176,7 @@ static void hs_run(sl_ctx *ctx, const sl_job *job, void *state,
     if (!parsed) parsed = resp.body ? json_string(resp.body) : json_null();
     sl_done(res,
             json_pack("{s:I, s:o}", "status_code", (json_int_t)resp.status,
-                      sl_http_with_str(with, "response_column", "response"),
+                      sl_with_str(with, "response_column", "response"),
                       parsed ? parsed : json_null()));
 out:
     /* Header lines may hold tokens: wipe them before freeing. */

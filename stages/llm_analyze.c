@@ -77,17 +77,17 @@ static int an_config(const sl_stage *s, an_cfg *c, char *err, size_t errlen) {
                                           "system_prompt",
                                           "instructions",
                                           NULL};
-    if (sl_http_with_strings(with, strings, err, errlen) != 0) return -1;
+    if (sl_with_strings(with, strings, err, errlen) != 0) return -1;
     c->transcript_column =
-        sl_http_with_str(with, "transcript_column", "transcript");
-    c->insights_table = sl_http_with_str(with, "insights_table", "insights");
-    c->personas_table = sl_http_with_str(with, "personas_table", "personas");
-    c->fk = sl_http_with_str(with, "subject_column",
+        sl_with_str(with, "transcript_column", "transcript");
+    c->insights_table = sl_with_str(with, "insights_table", "insights");
+    c->personas_table = sl_with_str(with, "personas_table", "personas");
+    c->fk = sl_with_str(with, "subject_column",
                              s->pipeline && s->pipeline->has_subject
                                  ? s->pipeline->subject.fk
                                  : NULL);
-    c->system_prompt = sl_http_with_str(with, "system_prompt", DEFAULT_SYSTEM);
-    c->instructions = sl_http_with_str(with, "instructions", NULL);
+    c->system_prompt = sl_with_str(with, "system_prompt", DEFAULT_SYSTEM);
+    c->instructions = sl_with_str(with, "instructions", NULL);
     const char *idents[][2] = {{"insights_table", c->insights_table},
                                {"personas_table", c->personas_table},
                                {"subject_column", c->fk}};

@@ -40,11 +40,11 @@ static int gen_config(const json_t *with, gen_cfg *c, char *err,
     if (sl_llm_cfg_from_with(with, &c->llm, err, errlen) != 0) return -1;
     static const char *const strings[] = {"payload_column", "result_column",
                                           "system_prompt", "schema_name", NULL};
-    if (sl_http_with_strings(with, strings, err, errlen) != 0) return -1;
-    c->payload_column = sl_http_with_str(with, "payload_column", "payload");
-    c->result_column = sl_http_with_str(with, "result_column", "result");
-    c->system_prompt = sl_http_with_str(with, "system_prompt", DEFAULT_SYSTEM);
-    c->schema_name = sl_http_with_str(with, "schema_name", "generation");
+    if (sl_with_strings(with, strings, err, errlen) != 0) return -1;
+    c->payload_column = sl_with_str(with, "payload_column", "payload");
+    c->result_column = sl_with_str(with, "result_column", "result");
+    c->system_prompt = sl_with_str(with, "system_prompt", DEFAULT_SYSTEM);
+    c->schema_name = sl_with_str(with, "schema_name", "generation");
     c->schema = json_object_get(with, "schema");
     if (c->schema && !json_is_object(c->schema)) {
         snprintf(err, errlen, "with.schema: expected a JSON Schema mapping");
