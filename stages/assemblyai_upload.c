@@ -22,9 +22,9 @@
 #include <string.h>
 
 #include "error.h"
+#include "handler.h"
 #include "http.h"
 #include "log.h"
-#include "handler.h"
 
 #define AAI_DEFAULT_BASE "https://api.assemblyai.com"
 #define UPLOAD_DEFAULT_TIMEOUT_MS (30LL * 60 * 1000)
@@ -36,8 +36,8 @@ static int upload_validate(const sl_stage *stage, char *err, size_t errlen) {
     char url[512];
     const char *key;
     sl_http_req req;
-    if (sl_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url,
-                         err, errlen) ||
+    if (sl_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url, err,
+                    errlen) ||
         sl_with_key(with, "ASSEMBLYAI_API_KEY", &key, err, errlen) ||
         sl_http_with_limits(with, UPLOAD_DEFAULT_TIMEOUT_MS, &req, err, errlen))
         return -1;
@@ -131,6 +131,56 @@ static void done_with_url(sl_result *res, const char *url) {
     sl_done(res, json_pack("{s:s}", "upload_url", url));
 }
 
+/* Steps 3.-5.: the media of the job as req's body: the bytea column
+ * (decoded into *bytes, which the caller frees), a path in the row under
+ * path_root, or a fixed path. Returns 0, or -1 with res failed. */
+static int media_body(const sl_job *job, const json_t *with, sl_http_req *req,
+                      unsigned char **bytes, size_t *nbytes,
+                      char path[PATH_MAX], sl_result *res) {
+    const char *hex =
+        input_str(job, sl_with_str(with, "media_column", "media_file"));
+    const char *root = sl_with_str(with, "path_root", NULL);
+    const char *rowpath =
+        root ? input_str(job, sl_with_str(with, "path_column", "media_path"))
+             : NULL;
+    const char *fixed = sl_with_str(with, "path", NULL);
+    if (hex) {
+        int rc = bytea_decode(hex, bytes, nbytes);
+        if (rc == -SL_ENOMEM) {
+            sl_fail(res, SL_EC_RETRYABLE,
+                    "assemblyai.upload: out of memory "
+                    "decoding the media");
+            return -1;
+        }
+        if (rc != 0) {
+            sl_fail(res, SL_EC_INVALID_INPUT,
+                    "assemblyai.upload: the media column is not bytea");
+            return -1;
+        }
+        if (*nbytes == 0) {
+            sl_fail(res, SL_EC_INVALID_INPUT,
+                    "assemblyai.upload: the media file is empty");
+            return -1;
+        }
+        req->body = (const char *)*bytes;
+        req->body_len = *nbytes;
+    } else if (rowpath) {
+        if (resolve_path(root, rowpath, path, res) != 0) return -1;
+        req->body_file = path;
+    } else if (fixed) {
+        snprintf(path, PATH_MAX, "%s", fixed);
+        req->body_file = path;
+    } else {
+        sl_fail(res, SL_EC_INVALID_INPUT,
+                "assemblyai.upload: no media: the job has neither %s nor %s%s",
+                sl_with_str(with, "media_column", "media_file"),
+                sl_with_str(with, "url_column", "external_url"),
+                root ? " nor a path" : "");
+        return -1;
+    }
+    return 0;
+}
+
 static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
                        sl_result *res) {
     sl_http *h = state;
@@ -168,10 +218,9 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
         return;
     }
 
-    if (sl_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url,
-                         err, sizeof err) != 0 ||
-        sl_with_key(with, "ASSEMBLYAI_API_KEY", &key, err, sizeof err) !=
-            0 ||
+    if (sl_with_url(with, AAI_DEFAULT_BASE, "/v2/upload", url, sizeof url, err,
+                    sizeof err) != 0 ||
+        sl_with_key(with, "ASSEMBLYAI_API_KEY", &key, err, sizeof err) != 0 ||
         sl_http_with_limits(with, UPLOAD_DEFAULT_TIMEOUT_MS, &req, err,
                             sizeof err) != 0) {
         sl_fail(res, SL_EC_INVALID_INPUT, "assemblyai.upload: %s", err);
@@ -186,48 +235,7 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
     }
 
     /* 3.-5. The media itself. */
-    const char *hex =
-        input_str(job, sl_with_str(with, "media_column", "media_file"));
-    const char *root = sl_with_str(with, "path_root", NULL);
-    const char *rowpath =
-        root ? input_str(job,
-                         sl_with_str(with, "path_column", "media_path"))
-             : NULL;
-    const char *fixed = sl_with_str(with, "path", NULL);
-    if (hex) {
-        int rc = bytea_decode(hex, &bytes, &nbytes);
-        if (rc == -SL_ENOMEM) {
-            sl_fail(res, SL_EC_RETRYABLE,
-                    "assemblyai.upload: out of memory "
-                    "decoding the media");
-            goto out;
-        }
-        if (rc != 0) {
-            sl_fail(res, SL_EC_INVALID_INPUT,
-                    "assemblyai.upload: the media column is not bytea");
-            goto out;
-        }
-        if (nbytes == 0) {
-            sl_fail(res, SL_EC_INVALID_INPUT,
-                    "assemblyai.upload: the media file is empty");
-            goto out;
-        }
-        req.body = (const char *)bytes;
-        req.body_len = nbytes;
-    } else if (rowpath) {
-        if (resolve_path(root, rowpath, path, res) != 0) goto out;
-        req.body_file = path;
-    } else if (fixed) {
-        snprintf(path, sizeof path, "%s", fixed);
-        req.body_file = path;
-    } else {
-        sl_fail(res, SL_EC_INVALID_INPUT,
-                "assemblyai.upload: no media: the job has neither %s nor %s%s",
-                sl_with_str(with, "media_column", "media_file"),
-                sl_with_str(with, "url_column", "external_url"),
-                root ? " nor a path" : "");
-        goto out;
-    }
+    if (media_body(job, with, &req, &bytes, &nbytes, path, res) != 0) goto out;
 
     snprintf(auth, sizeof auth, "Authorization: %s", key);
     const char *headers[] = {auth, "Content-Type: application/octet-stream",
