@@ -2,21 +2,46 @@
 #include "db.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 
+/* systemd's LoadCredential=database_url:FILE: the URL read once from
+ * $CREDENTIALS_DIRECTORY/database_url, trailing newlines dropped. */
+static char credential[4096];
+static pthread_once_t credential_once = PTHREAD_ONCE_INIT;
+
+static void read_credential(void) {
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    char path[1024];
+    if (!dir || snprintf(path, sizeof path, "%s/database_url", dir) >=
+                    (int)sizeof path)
+        return;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t n = fread(credential, 1, sizeof credential - 1, f);
+    fclose(f);
+    credential[n] = '\0';
+    while (n > 0 && (credential[n - 1] == '\n' || credential[n - 1] == '\r'))
+        credential[--n] = '\0';
+}
+
 sl_dbsource sl_db_source(const char *flag) {
     sl_dbsource s;
     const char *env = getenv("DATABASE_URL");
+    pthread_once(&credential_once, read_credential);
     if (flag) {
         s.conninfo = flag;
         s.origin = "--database";
     } else if (env && *env) {
         s.conninfo = env;
         s.origin = "DATABASE_URL";
+    } else if (credential[0]) {
+        s.conninfo = credential;
+        s.origin = "the systemd credential database_url";
     } else {
         s.conninfo = "";
         s.origin = "the PG* environment";

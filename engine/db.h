@@ -17,12 +17,14 @@
 /* Where a connection string came from, named in connection errors. */
 typedef struct sl_dbsource {
     const char *conninfo; /* borrowed; "" means libpq's PG* environment */
-    const char *origin;   /* "--database", "DATABASE_URL", "the PG* environment" */
+    const char *origin;   /* "--database", "DATABASE_URL", "the systemd
+                             credential database_url", "the PG* environment" */
 } sl_dbsource;
 
 /* The connection string to use: flag (a --database value) when not NULL,
- * else $DATABASE_URL when set and not empty, else "" (libpq reads PGHOST,
- * PGPORT, PGUSER, PGDATABASE, PGPASSWORD, ...). */
+ * else $DATABASE_URL when set and not empty, else the systemd credential
+ * $CREDENTIALS_DIRECTORY/database_url when there is one, else "" (libpq
+ * reads PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, ...). */
 sl_dbsource sl_db_source(const char *flag);
 
 /* Connects to src. Returns the connection (notices silenced; free with
