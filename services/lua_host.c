@@ -815,7 +815,9 @@ int sl_lua_call(sl_lua *h, const char *point, sl_ctx *ctx, const sl_job *job,
     }
     lua_settop(L, base);
 
-    /* Back to the idle state: no job, a collected heap. */
+    /* Back to the idle state: no job, no statement in flight, a
+     * collected heap. */
+    sl_lua__sql_end_call(h);
     h->ctx = NULL;
     h->job = NULL;
     h->point = NULL;

@@ -33,6 +33,8 @@ struct sl_lua {
     json_t *checkpoint;   /* owned: the job's checkpoint or the last one set */
     PGconn *conn;         /* sl_lua_set_conn; used when ctx is NULL */
     struct sl_http *http; /* sluice.http's client, created on first use */
+    PGconn *sqlconn;      /* sluice.sql's own connection (lua_sql.c) */
+    size_t sql_bytes;     /* bytes read on it since it was opened */
 };
 
 /* Registry keys (their addresses are the keys). */
@@ -68,6 +70,18 @@ typedef struct sl_lua__box {
 
 sl_lua__box *sl_lua__box_new(lua_State *L); /* pushes it */
 void sl_lua__box_free(sl_lua__box *b);
+
+/* Pushes the JSON text of the value at idx (a table, string, number...)
+ * and returns it; raises with `who` in the message when it has no JSON
+ * form (lua_api.c). */
+const char *sl_lua__push_encoded(lua_State *L, int idx, size_t flags,
+                                 const char *who);
+
+/* lua_sql.c: sluice.sql.query; closing the hook's own connection; the end
+ * of a call (a connection not left idle is closed). */
+int sl_lua__sql_query(lua_State *L);
+void sl_lua__sql_close(sl_lua *h);
+void sl_lua__sql_end_call(sl_lua *h);
 
 /* Installs the global table `sluice` (lua_api.c). Runs in protected mode
  * during sl_lua_open. */
