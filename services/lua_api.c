@@ -244,13 +244,43 @@ static int http_progress(void *arg, int64_t sent, int64_t total) {
     return h->ctx && sl_ctx_should_stop(h->ctx);
 }
 
-static sl_http *need_http(lua_State *L, sl_lua *h) {
-    if (!h->http) {
+/* The client of sluice.llm (h->http) or of sluice.http.request
+ * (h->http_req: its own, so that it never reuses a connection that the
+ * LLM client opened to a configured private endpoint). */
+static sl_http *need_http(lua_State *L, sl_http **client) {
+    if (!*client) {
         char err[256];
-        if (sl_http_new(&h->http, err, sizeof err) != 0)
+        if (sl_http_new(client, err, sizeof err) != 0)
             luaL_error(L, "sluice.http.request: %s", err);
     }
-    return h->http;
+    return *client;
+}
+
+/* Whether url starts with prefix at a boundary (the prefix ends with '/',
+ * or the URL goes on with '/', '?', '#' or ends), so that
+ * "https://api.example.com" does not admit "https://api.example.com.evil"
+ * or "https://api.example.com@evil". */
+static int url_under(const char *url, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (n == 0 || strncmp(url, prefix, n) != 0) return 0;
+    char next = url[n];
+    return prefix[n - 1] == '/' || next == '\0' || next == '/' ||
+           next == '?' || next == '#';
+}
+
+/* auth = ... sends the key only to the stage's base_url or a URL under one
+ * of with.http_auth_urls. */
+static int auth_url_allowed(const json_t *with, const char *url) {
+    const json_t *base = json_object_get(with, "base_url");
+    if (json_is_string(base) && url_under(url, json_string_value(base)))
+        return 1;
+    const json_t *list = json_object_get(with, "http_auth_urls");
+    size_t i;
+    const json_t *v;
+    json_array_foreach(list, i, v) if (json_is_string(v) &&
+                                       url_under(url, json_string_value(v)))
+        return 1;
+    return 0;
 }
 
 static int64_t opt_ms(lua_State *L, int t, const char *field) {
@@ -348,6 +378,12 @@ static int http_request(lua_State *L) {
         const json_t *with = h->stage ? h->stage->with : NULL;
         const char *key = NULL;
         char err[256];
+        if (!auth_url_allowed(with, req.url))
+            return luaL_error(L,
+                              "sluice.http.request: auth refused for this "
+                              "URL: the key is only sent to the stage's "
+                              "with.base_url or a URL under "
+                              "with.http_auth_urls");
         if (!json_is_string(json_object_get(with, "api_key_env")))
             return luaL_error(L, "sluice.http.request: auth needs "
                                  "with.api_key_env on the stage (the "
@@ -375,8 +411,23 @@ static int http_request(lua_State *L) {
     req.timeout_ms = opt_ms(L, 1, "timeout");
     req.connect_timeout_ms = opt_ms(L, 1, "connect_timeout");
     lua_getfield(L, 1, "max_bytes");
-    if (!lua_isnil(L, -1)) req.max_response = (size_t)luaL_checkinteger(L, -1);
+    if (!lua_isnil(L, -1)) {
+        lua_Integer mb = luaL_checkinteger(L, -1);
+        req.max_response = mb > 0 ? (size_t)mb : 1;
+    }
     lua_pop(L, 1);
+    /* The body becomes a Lua string: it must fit in what is left of the
+     * hook's memory limit (counted twice: the buffer and the string). */
+    if (h->mem_limit > 0) {
+        size_t left = h->mem_limit > h->mem_used
+                          ? (h->mem_limit - h->mem_used) / 2
+                          : 1;
+        if (!req.max_response || req.max_response > left)
+            req.max_response = left ? left : 1;
+    }
+    req.public_only =
+        !json_is_true(json_object_get(h->stage ? h->stage->with : NULL,
+                                      "http_private"));
     lua_getfield(L, 1, "follow_redirects");
     req.follow_redirects = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -387,7 +438,7 @@ static int http_request(lua_State *L) {
     req.progress = http_progress;
     req.progress_arg = h;
 
-    sl_http *client = need_http(L, h);
+    sl_http *client = need_http(L, &h->http_req);
     sl_lua__box *b = sl_lua__box_new(L);
     sl_http_resp resp;
     memset(&resp, 0, sizeof resp);
@@ -497,7 +548,7 @@ static int llm_chat(lua_State *L) {
     lua_getfield(L, 1, "schema_name");
     const char *schema_name = luaL_optstring(L, -1, "response");
 
-    sl_http *client = need_http(L, h);
+    sl_http *client = need_http(L, &h->http);
     sl_lua__box *outbox = sl_lua__box_new(L);
     sl_result res;
     memset(&res, 0, sizeof res);
@@ -529,6 +580,8 @@ static int llm_available(lua_State *L) {
 void sl_lua__close_api(sl_lua *h) {
     sl_http_free(h->http);
     h->http = NULL;
+    sl_http_free(h->http_req);
+    h->http_req = NULL;
     sl_lua__sql_close(h);
 }
 

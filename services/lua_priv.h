@@ -32,7 +32,8 @@ struct sl_lua {
     const char *point;
     json_t *checkpoint;   /* owned: the job's checkpoint or the last one set */
     PGconn *conn;         /* sl_lua_set_conn; used when ctx is NULL */
-    struct sl_http *http; /* sluice.http's client, created on first use */
+    struct sl_http *http; /* sluice.llm's client, created on first use */
+    struct sl_http *http_req; /* sluice.http.request's, on first use */
     PGconn *sqlconn;      /* sluice.sql's own connection (lua_sql.c) */
     size_t sql_bytes;     /* bytes read on it since it was opened */
 };
