@@ -94,6 +94,17 @@ struct sl_ctx {
 
 /* ---- connections ------------------------------------------------------------ */
 
+/* Prepares the statements of the stages this runtime runs (only those:
+ * `run -s` must not need the other stages' tables). */
+static int prepare_selected(runtime *rt, PGconn *c, char *err,
+                            size_t errlen) {
+    for (size_t i = 0; i < rt->nstages; i++) {
+        int rc = sl_queue_prepare_stage(c, rt->stages[i].s, err, errlen);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
 /* Connects and prepares, retrying with backoff until it works or the
  * runtime stops at once. */
 static PGconn *connect_worker(runtime *rt, const char *who) {
@@ -105,7 +116,7 @@ static PGconn *connect_worker(runtime *rt, const char *who) {
             PGresult *r = PQexec(c, "SET synchronous_commit = off");
             PQclear(r);
         }
-        if (c && sl_queue_prepare(c, rt->m, err, sizeof err) == 0) return c;
+        if (c && prepare_selected(rt, c, err, sizeof err) == 0) return c;
         if (c) PQfinish(c);
         if (atomic_load(&stop_now)) return NULL;
         sl_log(SL_LOG_WARN, "database unavailable, retrying", "who", who,
@@ -863,7 +874,7 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
         rc = -SL_EDB;
         goto out_free;
     }
-    if (sl_queue_prepare(probe, m, err, errlen) != 0) {
+    if (prepare_selected(&rt, probe, err, errlen) != 0) {
         PQfinish(probe);
         rc = -SL_EDB;
         goto out_free;
