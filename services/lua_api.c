@@ -298,6 +298,40 @@ static int64_t opt_ms(lua_State *L, int t, const char *field) {
     return ms;
 }
 
+/* The Authorization header of auth = "bearer" | "raw" (the value at the
+ * top of the stack): the key named by the stage's with.api_key_env, added
+ * here so that Lua never sees it, and only for a URL the stage allows
+ * (auth_url_allowed). The line is held by a box pushed on the stack. */
+static const char *auth_header(lua_State *L, sl_lua *h, const char *url) {
+    const char *scheme = luaL_checkstring(L, -1);
+    int bearer = strcmp(scheme, "bearer") == 0;
+    if (!bearer && strcmp(scheme, "raw") != 0)
+        luaL_error(L, "sluice.http.request: auth is \"bearer\" or \"raw\"");
+    const json_t *with = h->stage ? h->stage->with : NULL;
+    const char *key = NULL;
+    char err[256];
+    if (!auth_url_allowed(with, url))
+        luaL_error(L, "sluice.http.request: auth refused for this URL: the "
+                      "key is only sent to the stage's with.base_url or a "
+                      "URL under with.http_auth_urls");
+    if (!json_is_string(json_object_get(with, "api_key_env")))
+        luaL_error(L, "sluice.http.request: auth needs with.api_key_env on "
+                      "the stage (the environment variable holding the key)");
+    if (sl_http_with_key(with, "", &key, err, sizeof err) != 0)
+        luaL_error(L, "sluice.http.request: %s", err);
+    if (!key)
+        luaL_error(L,
+                   "sluice.http.request: the environment variable %s is not "
+                   "set",
+                   json_string_value(json_object_get(with, "api_key_env")));
+    sl_lua__box *kb = sl_lua__box_new(L);
+    size_t kl = strlen(key) + 32;
+    kb->str = malloc(kl);
+    if (!kb->str) luaL_error(L, "sluice.http.request: out of memory");
+    snprintf(kb->str, kl, "Authorization: %s%s", bearer ? "Bearer " : "", key);
+    return kb->str;
+}
+
 /* sluice.http.request{method, url, headers, body, timeout, ...} -> response
  *
  * Goes through the engine's HTTP client (engine/http.h): its timeouts,
@@ -369,42 +403,7 @@ static int http_request(lua_State *L) {
     /* auth = "bearer" | "raw": the key named by the stage's
      * with.api_key_env, added here so that Lua never sees it. */
     lua_getfield(L, 1, "auth");
-    if (!lua_isnil(L, -1)) {
-        const char *scheme = luaL_checkstring(L, -1);
-        int bearer = strcmp(scheme, "bearer") == 0;
-        if (!bearer && strcmp(scheme, "raw") != 0)
-            return luaL_error(L, "sluice.http.request: auth is \"bearer\" "
-                                 "or \"raw\"");
-        const json_t *with = h->stage ? h->stage->with : NULL;
-        const char *key = NULL;
-        char err[256];
-        if (!auth_url_allowed(with, req.url))
-            return luaL_error(L,
-                              "sluice.http.request: auth refused for this "
-                              "URL: the key is only sent to the stage's "
-                              "with.base_url or a URL under "
-                              "with.http_auth_urls");
-        if (!json_is_string(json_object_get(with, "api_key_env")))
-            return luaL_error(L, "sluice.http.request: auth needs "
-                                 "with.api_key_env on the stage (the "
-                                 "environment variable holding the key)");
-        if (sl_http_with_key(with, "", &key, err, sizeof err) != 0)
-            return luaL_error(L, "sluice.http.request: %s", err);
-        if (!key)
-            return luaL_error(
-                L,
-                "sluice.http.request: the environment "
-                "variable %s is not set",
-                json_string_value(json_object_get(with, "api_key_env")));
-        sl_lua__box *kb = sl_lua__box_new(L);
-        size_t kl = strlen(key) + 32;
-        kb->str = malloc(kl);
-        if (!kb->str)
-            return luaL_error(L, "sluice.http.request: out of memory");
-        snprintf(kb->str, kl, "Authorization: %s%s", bearer ? "Bearer " : "",
-                 key);
-        hdrs[nh++] = kb->str;
-    }
+    if (!lua_isnil(L, -1)) hdrs[nh++] = auth_header(L, h, req.url);
     hdrs[nh] = NULL;
     req.headers = hdrs;
 
