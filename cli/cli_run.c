@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "db.h"
 #include "dsl.h"
 #include "error.h"
 #include "httpd.h"
@@ -34,6 +35,11 @@ static void run_usage(FILE *f) {
             "on ADDR\n"
             "                         (HOST:PORT, :PORT or PORT; host "
             "127.0.0.1 unless given)\n"
+            "      --allow-superuser  run even when connected as a superuser or "
+            "a\n"
+            "                         BYPASSRLS role (hooks could then read "
+            "server\n"
+            "                         files and bypass row security)\n"
             "      --log-format F     logfmt (default) or json\n"
             "      --log-level L      debug, info (default), warn, error\n"
             "Connects with DATABASE_URL or the libpq environment (PGHOST, "
@@ -47,6 +53,42 @@ static int log_level_parse(const char *s) {
     if (strcmp(s, "warn") == 0) return SL_LOG_WARN;
     if (strcmp(s, "error") == 0) return SL_LOG_ERROR;
     return -1;
+}
+
+/* Refuses a superuser or BYPASSRLS connection: a worker runs hooks, and
+ * a hook's SQL would then read server files (pg_read_file), run programs
+ * (COPY ... TO PROGRAM) and see every tenant's rows. Returns 0 when the
+ * role is fine, else an exit code after printing why. */
+static int check_role(void) {
+    char err[1024];
+    PGconn *c = sl_db_connect(sl_db_source(NULL), err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "sluice run: %s\n", err);
+        return SL_EXIT_FAILURE;
+    }
+    int rc = 0;
+    PGresult *r = PQexec(c, "SELECT current_user, rolsuper, rolbypassrls "
+                            "FROM pg_roles WHERE rolname = current_user");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+        PQnfields(r) != 3) {
+        fprintf(stderr, "sluice run: cannot read the connection's role: %s\n",
+                sl_db_error(c, r, err, sizeof err));
+        rc = SL_EXIT_FAILURE;
+    } else if (PQgetvalue(r, 0, 1)[0] == 't' || PQgetvalue(r, 0, 2)[0] == 't') {
+        fprintf(stderr,
+                "sluice run: refusing to run as role \"%s\": it is a %s. "
+                "Workers run hooks, whose SQL could then read server files, "
+                "run programs and bypass row security. Connect as the "
+                "pipeline's own role (docs/operations.md), or pass "
+                "--allow-superuser.\n",
+                PQgetvalue(r, 0, 0),
+                PQgetvalue(r, 0, 1)[0] == 't' ? "superuser"
+                                              : "role with BYPASSRLS");
+        rc = SL_EXIT_FAILURE;
+    }
+    PQclear(r);
+    PQfinish(c);
+    return rc;
 }
 
 int sl_cmd_run(int argc, char **argv) {
@@ -63,6 +105,7 @@ int sl_cmd_run(int argc, char **argv) {
     const char *http = NULL;
     sl_httpd *server = NULL;
     int level = SL_LOG_INFO;
+    int allow_superuser = 0;
     static const struct option opts[] = {
         {"stage", required_argument, 0, 's'},
         {"concurrency", required_argument, 0, 'c'},
@@ -71,6 +114,7 @@ int sl_cmd_run(int argc, char **argv) {
         {"exit-when-idle", no_argument, 0, 'x'},
         {"async-commit", no_argument, 0, 'a'},
         {"worker-id", required_argument, 0, 'w'},
+        {"allow-superuser", no_argument, 0, 'S'},
         {"log-format", required_argument, 0, 'f'},
         {"log-level", required_argument, 0, 'l'},
         {"http", required_argument, 0, 'H'},
@@ -97,6 +141,7 @@ int sl_cmd_run(int argc, char **argv) {
         case 'a': o.async_commit = 1; break;
         case 'w': o.worker_id = optarg; break;
         case 'H': http = optarg; break;
+        case 'S': allow_superuser = 1; break;
         case 'f':
             if (strcmp(optarg, "json") == 0) fmt = SL_LOGJSON;
             else if (strcmp(optarg, "logfmt") == 0) fmt = SL_LOGFMT;
@@ -132,6 +177,7 @@ int sl_cmd_run(int argc, char **argv) {
     }
     o.only = nonly ? only : NULL;
     o.nonly = nonly;
+    if (!allow_superuser && (rc = check_role()) != 0) goto out;
     sl_log_init(fmt, level);
     sl_runtime_install_signals();
     o.on_event = sl_cli_sd_event;

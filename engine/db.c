@@ -102,6 +102,42 @@ PGconn *sl_db_connect(sl_dbsource src, char *err, size_t errlen) {
     return NULL;
 }
 
+PGconn *sl_db_connect_like(const PGconn *like, char *err, size_t errlen) {
+    assert(like && err && errlen > 0);
+    PQconninfoOption *opts = PQconninfo((PGconn *)like);
+    if (!opts) {
+        snprintf(err, errlen, "cannot read the connection's parameters");
+        return NULL;
+    }
+    size_t n = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) n++;
+    const char **keys = calloc(n + 1, sizeof *keys);
+    const char **vals = calloc(n + 1, sizeof *vals);
+    PGconn *c = NULL;
+    if (keys && vals) {
+        size_t k = 0;
+        for (PQconninfoOption *o = opts; o->keyword; o++) {
+            if (!o->val || !*o->val) continue;
+            keys[k] = o->keyword;
+            vals[k++] = o->val;
+        }
+        c = PQconnectdbParams(keys, vals, 0);
+    }
+    free(keys);
+    free(vals);
+    PQconninfoFree(opts);
+    if (c && PQstatus(c) == CONNECTION_OK) {
+        PQsetNoticeProcessor(c, quiet_notice, NULL);
+        return c;
+    }
+    /* libpq names host and port, never the password, in this message. */
+    snprintf(err, errlen, "cannot open a second database connection: %s",
+             c ? PQerrorMessage(c) : "out of memory");
+    trim(err);
+    if (c) PQfinish(c);
+    return NULL;
+}
+
 const char *sl_db_error(const PGconn *c, const PGresult *r, char *buf,
                         size_t len) {
     assert(buf && len > 0);

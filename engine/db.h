@@ -33,6 +33,13 @@ sl_dbsource sl_db_source(const char *flag);
  * [redacted]. */
 PGconn *sl_db_connect(sl_dbsource src, char *err, size_t errlen);
 
+/* Opens a second connection with the parameters of the open connection
+ * `like` (same server, database, role and password): for work that must
+ * not share `like`'s session, such as a Lua hook's SQL. Returns the
+ * connection (notices silenced; free with PQfinish), or NULL with the
+ * reason in err (no password in it). */
+PGconn *sl_db_connect_like(const PGconn *like, char *err, size_t errlen);
+
 /* The error text of a failed statement: r's message, else the
  * connection's, trailing newlines and spaces removed and the connection's
  * password replaced by [redacted], written into buf (always

@@ -73,7 +73,8 @@ int sl_ctx_should_stop(sl_ctx *ctx);
  * (e.g. upserting insights). Never leave a transaction open. */
 PGconn *sl_ctx_conn(sl_ctx *ctx);
 
-/* Inside a transaction the caller opened on sl_ctx_conn: when the job was
+/* Inside a transaction the caller opened on c (the worker's connection or
+ * a hook's own connection to the same database): when the job was
  * requested through the application (its requested_by is set), makes the
  * rest of the transaction run as the application role for that user
  * (SET LOCAL ROLE + the JWT claims auth.uid() reads), so Row Level
@@ -81,7 +82,8 @@ PGconn *sl_ctx_conn(sl_ctx *ctx);
  * or the owner inserted keeps the owner's rights. Returns 0, -SL_ELEASE
  * when the job no longer exists, or -SL_EDB/-SL_ECONN with the reason in
  * err. */
-int sl_ctx_act_for_requester(sl_ctx *ctx, char *err, size_t errlen);
+int sl_ctx_act_for_requester(sl_ctx *ctx, PGconn *c, char *err,
+                             size_t errlen);
 
 /* Logs a line with the job's id, stage and attempt. */
 void sl_ctx_log(sl_ctx *ctx, int level, const char *fmt, ...)

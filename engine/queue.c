@@ -25,35 +25,41 @@ static void set_err(char *err, size_t n, const char *what, PGconn *c,
     snprintf(err, n, "%s: %s", what, sl_db_error(c, r, m, sizeof m));
 }
 
+int sl_queue_prepare_stage(PGconn *c, const sl_stage *s, char *err,
+                           size_t errlen) {
+    for (int op = 0; op < OP__COUNT; op++) {
+        sl_buf b;
+        char name[64];
+        sl_buf_init(&b);
+        sl_queue__builders[op](&b, s);
+        if (sl_buf_failed(&b)) {
+            sl_buf_free(&b);
+            snprintf(err, errlen, "out of memory");
+            return -SL_ENOMEM;
+        }
+        sl_queue__stmt_name(s, op, name, sizeof name);
+        PGresult *r = PQprepare(c, name, sl_buf_str(&b), 0, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            char what[128];
+            snprintf(what, sizeof what, "prepare %s for %s",
+                     sl_queue__op_names[op], s->queue);
+            set_err(err, errlen, what, c, r);
+            PQclear(r);
+            sl_buf_free(&b);
+            return -SL_EDB;
+        }
+        PQclear(r);
+        sl_buf_free(&b);
+    }
+    return 0;
+}
+
 int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen) {
     for (size_t pi = 0; pi < m->npipelines; pi++) {
         const sl_pipeline *p = &m->pipelines[pi];
         for (size_t si = 0; si < p->nstages; si++) {
-            const sl_stage *s = &p->stages[si];
-            for (int op = 0; op < OP__COUNT; op++) {
-                sl_buf b;
-                char name[64];
-                sl_buf_init(&b);
-                sl_queue__builders[op](&b, s);
-                if (sl_buf_failed(&b)) {
-                    sl_buf_free(&b);
-                    snprintf(err, errlen, "out of memory");
-                    return -SL_ENOMEM;
-                }
-                sl_queue__stmt_name(s, op, name, sizeof name);
-                PGresult *r = PQprepare(c, name, sl_buf_str(&b), 0, NULL);
-                if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-                    char what[128];
-                    snprintf(what, sizeof what, "prepare %s for %s",
-                             sl_queue__op_names[op], s->queue);
-                    set_err(err, errlen, what, c, r);
-                    PQclear(r);
-                    sl_buf_free(&b);
-                    return -SL_EDB;
-                }
-                PQclear(r);
-                sl_buf_free(&b);
-            }
+            int rc = sl_queue_prepare_stage(c, &p->stages[si], err, errlen);
+            if (rc != 0) return rc;
         }
     }
     return 0;
@@ -91,13 +97,30 @@ static int exec(PGconn *c, const sl_stage *s, int op, int n,
     *out = NULL;
     if (PQresultStatus(r) != want) {
         char what[128];
-        int rc = conn_error(c, r) ? -SL_ECONN
-                 : data_error(r)  ? -SL_EINVAL
-                                  : -SL_EDB;
+        /* A prepared statement that vanished (26000) is mended like a lost
+         * connection: a new one prepares every statement again. */
+        const char *state = sl_db_sqlstate(r);
+        int gone = state && strcmp(state, "26000") == 0;
+        int rc = conn_error(c, r) || gone ? -SL_ECONN
+                 : data_error(r)          ? -SL_EINVAL
+                                          : -SL_EDB;
         snprintf(what, sizeof what, "%s on %s", sl_queue__op_names[op], s->queue);
         set_err(err, errlen, what, c, r);
         PQclear(r);
         return rc;
+    }
+    /* Never trust the shape of a result: a statement of this session
+     * replaced by another would make the readers below index columns
+     * that do not exist. Columns read: claims 0..2 (3 and more only
+     * through PQgetisnull, which is safe out of range), the others 0. */
+    int need = op == OP_CLAIM || op == OP_CLAIM_BARE ? 3 : 1;
+    if (want == PGRES_TUPLES_OK && PQnfields(r) < need) {
+        snprintf(err, errlen,
+                 "%s on %s: unexpected result (%d columns); the session's "
+                 "statements are replaced by a new connection",
+                 sl_queue__op_names[op], s->queue, PQnfields(r));
+        PQclear(r);
+        return -SL_ECONN;
     }
     *out = r;
     return 0;
@@ -288,7 +311,7 @@ int sl_queue_complete(PGconn *c, const sl_stage *s, const char *owner,
 }
 
 static int count_result(PGresult *r) {
-    int v = atoi(PQgetvalue(r, 0, 0));
+    int v = PQntuples(r) > 0 ? atoi(PQgetvalue(r, 0, 0)) : 0;
     PQclear(r);
     return v;
 }

@@ -44,6 +44,11 @@ void sl_queue_job_clear(sl_qjob *j);
  * Returns 0 or -SL_EDB with the server's message in err. */
 int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen);
 
+/* Prepares the statements of stage s only (what `run -s` needs: another
+ * stage's table may be missing). Same returns as sl_queue_prepare. */
+int sl_queue_prepare_stage(PGconn *c, const sl_stage *s, char *err,
+                           size_t errlen);
+
 /* Claims up to max jobs of stage s for worker `owner` with a lease of
  * lease_ms: FOR UPDATE SKIP LOCKED, by priority then run_at; counts the
  * attempt; applies the stage's on_start mapping to the subjects, all in one

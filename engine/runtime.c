@@ -101,6 +101,17 @@ struct sl_ctx {
 
 /* ---- connections ------------------------------------------------------------ */
 
+/* Prepares the statements of the stages this runtime runs (only those:
+ * `run -s` must not need the other stages' tables). */
+static int prepare_selected(runtime *rt, PGconn *c, char *err,
+                            size_t errlen) {
+    for (size_t i = 0; i < rt->nstages; i++) {
+        int rc = sl_queue_prepare_stage(c, rt->stages[i].s, err, errlen);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
 /* Connects and prepares, retrying with backoff until it works or the
  * runtime stops at once. */
 static PGconn *connect_worker(runtime *rt, const char *who) {
@@ -112,7 +123,7 @@ static PGconn *connect_worker(runtime *rt, const char *who) {
             PGresult *r = PQexec(c, "SET synchronous_commit = off");
             PQclear(r);
         }
-        if (c && sl_queue_prepare(c, rt->m, err, sizeof err) == 0) return c;
+        if (c && prepare_selected(rt, c, err, sizeof err) == 0) return c;
         if (c) PQfinish(c);
         if (atomic_load(&stop_now)) return NULL;
         sl_log(SL_LOG_WARN, "database unavailable, retrying", "who", who,
@@ -219,10 +230,11 @@ int sl_ctx_should_stop(sl_ctx *ctx) {
 
 PGconn *sl_ctx_conn(sl_ctx *ctx) { return ctx->w->conn; }
 
-int sl_ctx_act_for_requester(sl_ctx *ctx, char *err, size_t errlen) {
+int sl_ctx_act_for_requester(sl_ctx *ctx, PGconn *c, char *err,
+                             size_t errlen) {
     worker *w = ctx->w;
     char user[40];
-    assert(PQtransactionStatus(w->conn) == PQTRANS_INTRANS);
+    assert(c && PQtransactionStatus(c) == PQTRANS_INTRANS);
     int rc = sl_queue_requester(w->conn, w->st->s, ctx->job.id, user, err,
                                 errlen);
     if (rc < 0 || !user[0]) return rc;
@@ -234,7 +246,7 @@ int sl_ctx_act_for_requester(sl_ctx *ctx, char *err, size_t errlen) {
              "\"authenticated\"}", user);
     const char *vals[2] = {user, claims};
     PGresult *r = PQexecParams(
-        w->conn,
+        c,
         "SELECT set_config('request.jwt.claim.sub', $1, true),"
         " set_config('request.jwt.claims', $2, true),"
         " set_config('role', '" SL_APP_ROLE "', true)",
@@ -242,8 +254,8 @@ int sl_ctx_act_for_requester(sl_ctx *ctx, char *err, size_t errlen) {
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char m[512];
         snprintf(err, errlen, "acting for user %s as " SL_APP_ROLE ": %s",
-                 user, sl_db_error(w->conn, r, m, sizeof m));
-        rc = PQstatus(w->conn) == CONNECTION_OK ? -SL_EDB : -SL_ECONN;
+                 user, sl_db_error(c, r, m, sizeof m));
+        rc = PQstatus(c) == CONNECTION_OK ? -SL_EDB : -SL_ECONN;
     }
     PQclear(r);
     return rc;
@@ -985,7 +997,7 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
         rc = -SL_EDB;
         goto out_free;
     }
-    if (sl_queue_prepare(probe, m, err, errlen) != 0) {
+    if (prepare_selected(&rt, probe, err, errlen) != 0) {
         PQfinish(probe);
         rc = -SL_EDB;
         goto out_free;

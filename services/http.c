@@ -2,16 +2,20 @@
  * classified into error classes (http.h). */
 #include "http.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <netinet/in.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -84,6 +88,8 @@ typedef struct xfer {
     sl_http_resp *resp;
     size_t cap, max;
     int too_big;
+    int refused;             /* public_only refused an address */
+    char refused_addr[64];
     FILE *fp;
     int64_t body_total;
     char retry_after[64], retry_after_ms[64];
@@ -378,6 +384,58 @@ static void fail_req(sl_result *res, const sl_http_req *req, sl_errclass c,
     sl_redact(res->message, sizeof res->message);
 }
 
+/* ---- public addresses only ------------------------------------------------ */
+
+static int v4_private(uint32_t a) {
+    return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 ||
+           (a >> 22) == (100u << 2 | 1) ||           /* 100.64/10 */
+           (a >> 16) == (169u << 8 | 254) ||         /* 169.254/16 */
+           (a >> 20) == (172u << 4 | 1) ||           /* 172.16/12 */
+           (a >> 16) == (192u << 8 | 168) ||         /* 192.168/16 */
+           (a >> 8) == (192u << 16 | 0 << 8 | 0) ||  /* 192.0.0/24 */
+           (a >> 17) == (198u << 7 | 18 >> 1) ||     /* 198.18/15 */
+           (a >> 28) >= 14;                          /* multicast, 240/4 */
+}
+
+int sl_http_addr_private(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return v4_private(ntohl(in->sin_addr.s_addr));
+    }
+    if (sa->sa_family != AF_INET6) return 1;
+    const unsigned char *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                             0, 0, 0xff, 0xff};
+    static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b};
+    static const unsigned char zero[12] = {0};
+    if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 ||
+        memcmp(b, zero, 12) == 0) /* ::a.b.c.d, ::1 and :: included */
+        return v4_private((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 |
+                          (uint32_t)b[14] << 8 | b[15]);
+    return (b[0] & 0xfe) == 0xfc ||                 /* fc00::/7 */
+           (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* fe80::/10 */
+           b[0] == 0xff;                             /* multicast */
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION of public_only requests: the address curl is
+ * about to connect to, after DNS, for every connection it opens. */
+static curl_socket_t open_public(void *arg, curlsocktype purpose,
+                                 struct curl_sockaddr *a) {
+    xfer *x = arg;
+    (void)purpose;
+    if (sl_http_addr_private(&a->addr)) {
+        x->refused = 1;
+        if (a->family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&a->addr)->sin_addr,
+                      x->refused_addr, sizeof x->refused_addr);
+        else if (a->family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->addr)->sin6_addr,
+                      x->refused_addr, sizeof x->refused_addr);
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype, a->protocol);
+}
+
 static sl_errclass curl_class(CURLcode rc) {
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT: return SL_EC_TIMEOUT;
@@ -422,6 +480,11 @@ static int setup(sl_http *h, const sl_http_req *req, xfer *x,
         curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
         curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
         curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    }
+    if (req->public_only) {
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_public);
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, x);
+        curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
     }
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
@@ -535,7 +598,12 @@ int sl_http_do(sl_http *h, const sl_http_req *req, sl_http_resp *resp,
 
     if (cc != CURLE_OK) {
         rc = -SL_EHTTP;
-        if (x.too_big) {
+        if (x.refused) {
+            fail_req(res, req, SL_EC_INVALID_INPUT, 0,
+                     "refused to connect to %s: a loopback, private, "
+                     "link-local or otherwise non-public address",
+                     x.refused_addr[0] ? x.refused_addr : "?");
+        } else if (x.too_big) {
             fail_req(res, req, SL_EC_INVALID_RESPONSE, 0,
                      "response body larger than %zu bytes", x.max);
         } else if (x.too_slow) {

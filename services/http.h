@@ -77,6 +77,12 @@ typedef struct sl_http_req {
     long low_speed_bps;           /* 0 = 1 byte per second */
     size_t max_response;          /* response body cap; 0 = 16 MiB */
     int follow_redirects;         /* follow up to 5 redirects (http/https) */
+    int public_only;              /* refuse to connect to a loopback,
+                                     private, link-local, shared, multicast
+                                     or unspecified address (checked on the
+                                     address connected to, redirects and
+                                     every resolved address included; no
+                                     proxy is used): class invalid_input */
     sl_http_progress_fn progress; /* optional */
     void *progress_arg;
 } sl_http_req;
@@ -111,6 +117,11 @@ void sl_http_free(sl_http *h);
  * status and body of an error response for callers that look closer. */
 int sl_http_do(sl_http *h, const sl_http_req *req, sl_http_resp *resp,
                sl_result *res);
+
+/* Non-zero when the socket address sa is one a public_only request
+ * refuses (see sl_http_req.public_only). Exposed for tests. */
+struct sockaddr;
+int sl_http_addr_private(const struct sockaddr *sa);
 
 /* Frees resp's body and resets it. */
 void sl_http_resp_clear(sl_http_resp *resp);

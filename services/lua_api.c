@@ -21,10 +21,8 @@
 /* sluice.json                                                        */
 /* ------------------------------------------------------------------ */
 
-/* Pushes the JSON text of the value at idx (a table, string, number...);
- * raises with `who` in the message when it has no JSON form. */
-static const char *push_encoded(lua_State *L, int idx, size_t flags,
-                                const char *who) {
+const char *sl_lua__push_encoded(lua_State *L, int idx, size_t flags,
+                                 const char *who) {
     idx = lua_absindex(L, idx);
     sl_lua__box *b = sl_lua__box_new(L);
     char err[256];
@@ -47,7 +45,7 @@ static int json_encode(lua_State *L) {
         if (lua_toboolean(L, -1)) flags = JSON_INDENT(2) | JSON_SORT_KEYS;
         lua_pop(L, 1);
     }
-    push_encoded(L, 1, flags, "sluice.json.encode");
+    sl_lua__push_encoded(L, 1, flags, "sluice.json.encode");
     return 1;
 }
 
@@ -292,211 +290,6 @@ static int api_config(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------ */
-/* sluice.sql                                                         */
-/* ------------------------------------------------------------------ */
-
-/* Type OIDs from pg_type.h (stable across PostgreSQL versions). */
-enum {
-    OID_BOOL = 16,
-    OID_INT8 = 20,
-    OID_INT2 = 21,
-    OID_INT4 = 23,
-    OID_OID = 26,
-    OID_JSON = 114,
-    OID_FLOAT4 = 700,
-    OID_FLOAT8 = 701,
-    OID_NUMERIC = 1700,
-    OID_JSONB = 3802
-};
-
-static void push_field(lua_State *L, sl_lua__box *b, const char *v, int len,
-                       Oid type) {
-    switch (type) {
-    case OID_BOOL: lua_pushboolean(L, v[0] == 't'); return;
-    case OID_INT8:
-    case OID_INT2:
-    case OID_INT4:
-    case OID_OID:
-    case OID_FLOAT4:
-    case OID_FLOAT8:
-    case OID_NUMERIC:
-        if (lua_stringtonumber(L, v) == 0) lua_pushlstring(L, v, (size_t)len);
-        return;
-    case OID_JSON:
-    case OID_JSONB: {
-        json_error_t je;
-        b->json = json_loadb(v, (size_t)len, JSON_DECODE_ANY, &je);
-        if (!b->json) {
-            lua_pushlstring(L, v, (size_t)len);
-            return;
-        }
-        sl_lua__push_json(L, b->json);
-        json_decref(b->json);
-        b->json = NULL;
-        return;
-    }
-    default: lua_pushlstring(L, v, (size_t)len);
-    }
-}
-
-/* Runs a statement that must succeed; on failure leaves the error in
- * errbuf and returns -1. Uses b->res for the result. */
-static int exec_plain(PGconn *conn, sl_lua__box *b, const char *sql,
-                      char *errbuf, size_t errlen) {
-    b->res = PQexec(conn, sql);
-    int ok = PQresultStatus(b->res) == PGRES_COMMAND_OK;
-    if (!ok) sl_db_error(conn, b->res, errbuf, errlen);
-    PQclear(b->res);
-    b->res = NULL;
-    return ok ? 0 : -1;
-}
-
-/* The class of a failed statement (db.h), the script's own mistakes being
- * `script`; without a result (BEGIN, SET or COMMIT failed) only a lost
- * connection is worth a retry. */
-static sl_errclass classify_sql(PGconn *conn, const PGresult *r) {
-    if (!r && PQstatus(conn) == CONNECTION_OK) return SL_EC_SCRIPT;
-    return sl_db_errclass(conn, r, SL_EC_SCRIPT);
-}
-
-/* sluice.sql.query(sql, params...) -> rows, affected
- *
- * One statement, parameters bound as $1..$n (nil and sluice.json.null are
- * SQL NULL, tables are JSON text). It runs in its own transaction: READ
- * ONLY unless the stage has sql_writes: true, so PostgreSQL itself refuses
- * writes. Rows come back as an array of tables keyed by column name (SQL
- * NULL columns are absent); `affected` is the row count of the command. */
-static int sql_query(lua_State *L) {
-    sl_lua *h = sl_lua__host(L);
-    const char *sql = luaL_checkstring(L, 1);
-    int nparams = lua_gettop(L) - 1;
-    if (nparams > 1000)
-        return luaL_error(L, "sluice.sql.query: too many parameters (%d)",
-                          nparams);
-    PGconn *conn = h->ctx ? sl_ctx_conn(h->ctx) : h->conn;
-    if (!conn)
-        return luaL_error(L, "sluice.sql.query: not inside a job (no "
-                             "database connection in this call)");
-    luaL_checkstack(L, nparams + 16, "sluice.sql.query");
-    const char **values =
-        lua_newuserdatauv(L, sizeof(char *) * (size_t)(nparams + 1), 0);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &sl_lua__key_null);
-    int null_idx = lua_gettop(L);
-    for (int i = 0; i < nparams; i++) {
-        int idx = i + 2;
-        switch (lua_type(L, idx)) {
-        case LUA_TNIL: values[i] = NULL; break;
-        case LUA_TBOOLEAN:
-            values[i] = lua_toboolean(L, idx) ? "true" : "false";
-            break;
-        case LUA_TNUMBER: values[i] = luaL_tolstring(L, idx, NULL); break;
-        case LUA_TSTRING: values[i] = lua_tostring(L, idx); break;
-        case LUA_TTABLE:
-            values[i] = push_encoded(L, idx, JSON_COMPACT | JSON_SORT_KEYS,
-                                     "sluice.sql.query");
-            break;
-        default:
-            if (lua_rawequal(L, idx, null_idx)) {
-                values[i] = NULL;
-                break;
-            }
-            return luaL_error(L,
-                              "sluice.sql.query: parameter $%d: a %s value "
-                              "cannot be bound",
-                              i + 1, luaL_typename(L, idx));
-        }
-    }
-    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
-        return luaL_error(L, "sluice.sql.query: the connection is inside a "
-                             "transaction or busy; refusing to run");
-
-    sl_lua__box *b = sl_lua__box_new(L);
-    char err[512];
-    int writes = h->stage && h->stage->sql_writes;
-    if (exec_plain(conn, b, writes ? "BEGIN" : "BEGIN READ ONLY", err,
-                   sizeof err) != 0)
-        return sl_lua__raise(L, classify_sql(conn, NULL), 0,
-                             "sluice.sql.query: %s", err);
-    /* A job an application user asked for reads and writes only what
-     * that user may: the report of a project is built from the rows the
-     * requester can see, whatever project id the job names. */
-    if (h->ctx) {
-        int rc = sl_ctx_act_for_requester(h->ctx, err, sizeof err);
-        if (rc < 0) {
-            char ignore[64];
-            exec_plain(conn, b, "ROLLBACK", ignore, sizeof ignore);
-            return sl_lua__raise(L,
-                                 rc == -SL_ECONN ? SL_EC_CONNECTION
-                                                 : SL_EC_INTERNAL,
-                                 0, "sluice.sql.query: %s", err);
-        }
-    }
-    if (h->stage && h->stage->timeout_ms > 0) {
-        char set[96];
-        snprintf(set, sizeof set, "SET LOCAL statement_timeout = %lld",
-                 (long long)h->stage->timeout_ms);
-        if (exec_plain(conn, b, set, err, sizeof err) != 0) goto rollback;
-    }
-    b->res = PQexecParams(conn, sql, nparams, NULL, values, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(b->res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        const char *prim = PQresultErrorField(b->res, PG_DIAG_MESSAGE_PRIMARY);
-        const char *state = sl_db_sqlstate(b->res);
-        char sqlstate[8] = "", whole[512];
-        sl_errclass cls = classify_sql(conn, b->res);
-        if (state) snprintf(sqlstate, sizeof sqlstate, "%s", state);
-        snprintf(err, sizeof err, "%s (SQLSTATE %s)%s",
-                 prim ? prim : sl_db_error(conn, b->res, whole, sizeof whole),
-                 sqlstate[0] ? sqlstate : "?",
-                 strcmp(sqlstate, "25006") == 0
-                     ? "; this stage may only read: set `sql_writes: true` "
-                       "on the stage to allow writes"
-                     : "");
-        PQclear(b->res);
-        b->res = NULL;
-        char ignore[64];
-        exec_plain(conn, b, "ROLLBACK", ignore, sizeof ignore);
-        return sl_lua__raise(L, cls, 0, "sluice.sql.query: %s", err);
-    }
-    /* Keep the result; commit on the side. */
-    PGresult *res = b->res;
-    b->res = NULL;
-    if (exec_plain(conn, b, "COMMIT", err, sizeof err) != 0) {
-        PQclear(res);
-        return sl_lua__raise(L, classify_sql(conn, NULL), 0,
-                             "sluice.sql.query: commit failed: %s", err);
-    }
-    b->res = res;
-
-    int nrows = PQntuples(res), ncols = PQnfields(res);
-    lua_createtable(L, nrows, 0);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &sl_lua__key_array_mt);
-    lua_setmetatable(L, -2);
-    for (int r = 0; r < nrows; r++) {
-        lua_createtable(L, 0, ncols);
-        for (int c = 0; c < ncols; c++) {
-            if (PQgetisnull(res, r, c)) continue;
-            push_field(L, b, PQgetvalue(res, r, c), PQgetlength(res, r, c),
-                       PQftype(res, c));
-            lua_setfield(L, -2, PQfname(res, c));
-        }
-        lua_rawseti(L, -2, r + 1);
-    }
-    const char *affected = PQcmdTuples(res);
-    lua_pushinteger(L, affected && *affected ? strtoll(affected, NULL, 10)
-                                             : (lua_Integer)nrows);
-    sl_lua__box_free(b);
-    return 2;
-
-rollback : {
-    char ignore[64];
-    exec_plain(conn, b, "ROLLBACK", ignore, sizeof ignore);
-    return sl_lua__raise(L, classify_sql(conn, NULL), 0, "sluice.sql.query: %s",
-                         err);
-}
-}
-
-/* ------------------------------------------------------------------ */
 /* sluice.http                                                        */
 /* ------------------------------------------------------------------ */
 
@@ -507,13 +300,43 @@ static int http_progress(void *arg, int64_t sent, int64_t total) {
     return h->ctx && sl_ctx_should_stop(h->ctx);
 }
 
-static sl_http *need_http(lua_State *L, sl_lua *h) {
-    if (!h->http) {
+/* The client of sluice.llm (h->http) or of sluice.http.request
+ * (h->http_req: its own, so that it never reuses a connection that the
+ * LLM client opened to a configured private endpoint). */
+static sl_http *need_http(lua_State *L, sl_http **client) {
+    if (!*client) {
         char err[256];
-        if (sl_http_new(&h->http, err, sizeof err) != 0)
+        if (sl_http_new(client, err, sizeof err) != 0)
             luaL_error(L, "sluice.http.request: %s", err);
     }
-    return h->http;
+    return *client;
+}
+
+/* Whether url starts with prefix at a boundary (the prefix ends with '/',
+ * or the URL goes on with '/', '?', '#' or ends), so that
+ * "https://api.example.com" does not admit "https://api.example.com.evil"
+ * or "https://api.example.com@evil". */
+static int url_under(const char *url, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (n == 0 || strncmp(url, prefix, n) != 0) return 0;
+    char next = url[n];
+    return prefix[n - 1] == '/' || next == '\0' || next == '/' ||
+           next == '?' || next == '#';
+}
+
+/* auth = ... sends the key only to the stage's base_url or a URL under one
+ * of with.http_auth_urls. */
+static int auth_url_allowed(const json_t *with, const char *url) {
+    const json_t *base = json_object_get(with, "base_url");
+    if (json_is_string(base) && url_under(url, json_string_value(base)))
+        return 1;
+    const json_t *list = json_object_get(with, "http_auth_urls");
+    size_t i;
+    const json_t *v;
+    json_array_foreach(list, i, v) if (json_is_string(v) &&
+                                       url_under(url, json_string_value(v)))
+        return 1;
+    return 0;
 }
 
 static int64_t opt_ms(lua_State *L, int t, const char *field) {
@@ -529,6 +352,40 @@ static int64_t opt_ms(lua_State *L, int t, const char *field) {
     }
     lua_pop(L, 1);
     return ms;
+}
+
+/* The Authorization header of auth = "bearer" | "raw" (the value at the
+ * top of the stack): the key named by the stage's with.api_key_env, added
+ * here so that Lua never sees it, and only for a URL the stage allows
+ * (auth_url_allowed). The line is held by a box pushed on the stack. */
+static const char *auth_header(lua_State *L, sl_lua *h, const char *url) {
+    const char *scheme = luaL_checkstring(L, -1);
+    int bearer = strcmp(scheme, "bearer") == 0;
+    if (!bearer && strcmp(scheme, "raw") != 0)
+        luaL_error(L, "sluice.http.request: auth is \"bearer\" or \"raw\"");
+    const json_t *with = h->stage ? h->stage->with : NULL;
+    const char *key = NULL;
+    char err[256];
+    if (!auth_url_allowed(with, url))
+        luaL_error(L, "sluice.http.request: auth refused for this URL: the "
+                      "key is only sent to the stage's with.base_url or a "
+                      "URL under with.http_auth_urls");
+    if (!json_is_string(json_object_get(with, "api_key_env")))
+        luaL_error(L, "sluice.http.request: auth needs with.api_key_env on "
+                      "the stage (the environment variable holding the key)");
+    if (sl_with_key(with, "", &key, err, sizeof err) != 0)
+        luaL_error(L, "sluice.http.request: %s", err);
+    if (!key)
+        luaL_error(L,
+                   "sluice.http.request: the environment variable %s is not "
+                   "set",
+                   json_string_value(json_object_get(with, "api_key_env")));
+    sl_lua__box *kb = sl_lua__box_new(L);
+    size_t kl = strlen(key) + 32;
+    kb->str = malloc(kl);
+    if (!kb->str) luaL_error(L, "sluice.http.request: out of memory");
+    snprintf(kb->str, kl, "Authorization: %s%s", bearer ? "Bearer " : "", key);
+    return kb->str;
 }
 
 /* sluice.http.request{method, url, headers, body, timeout, ...} -> response
@@ -558,7 +415,7 @@ static int http_request(lua_State *L) {
     int json_body = 0;
     lua_getfield(L, 1, "body"); /* 4 */
     if (lua_istable(L, 4)) {
-        push_encoded(L, 4, JSON_COMPACT, "sluice.http.request: body");
+        sl_lua__push_encoded(L, 4, JSON_COMPACT, "sluice.http.request: body");
         lua_replace(L, 4);
         json_body = 1;
     }
@@ -602,44 +459,30 @@ static int http_request(lua_State *L) {
     /* auth = "bearer" | "raw": the key named by the stage's
      * with.api_key_env, added here so that Lua never sees it. */
     lua_getfield(L, 1, "auth");
-    if (!lua_isnil(L, -1)) {
-        const char *scheme = luaL_checkstring(L, -1);
-        int bearer = strcmp(scheme, "bearer") == 0;
-        if (!bearer && strcmp(scheme, "raw") != 0)
-            return luaL_error(L, "sluice.http.request: auth is \"bearer\" "
-                                 "or \"raw\"");
-        const json_t *with = h->stage ? h->stage->with : NULL;
-        const char *key = NULL;
-        char err[256];
-        if (!json_is_string(json_object_get(with, "api_key_env")))
-            return luaL_error(L, "sluice.http.request: auth needs "
-                                 "with.api_key_env on the stage (the "
-                                 "environment variable holding the key)");
-        if (sl_with_key(with, "", &key, err, sizeof err) != 0)
-            return luaL_error(L, "sluice.http.request: %s", err);
-        if (!key)
-            return luaL_error(
-                L,
-                "sluice.http.request: the environment "
-                "variable %s is not set",
-                json_string_value(json_object_get(with, "api_key_env")));
-        sl_lua__box *kb = sl_lua__box_new(L);
-        size_t kl = strlen(key) + 32;
-        kb->str = malloc(kl);
-        if (!kb->str)
-            return luaL_error(L, "sluice.http.request: out of memory");
-        snprintf(kb->str, kl, "Authorization: %s%s", bearer ? "Bearer " : "",
-                 key);
-        hdrs[nh++] = kb->str;
-    }
+    if (!lua_isnil(L, -1)) hdrs[nh++] = auth_header(L, h, req.url);
     hdrs[nh] = NULL;
     req.headers = hdrs;
 
     req.timeout_ms = opt_ms(L, 1, "timeout");
     req.connect_timeout_ms = opt_ms(L, 1, "connect_timeout");
     lua_getfield(L, 1, "max_bytes");
-    if (!lua_isnil(L, -1)) req.max_response = (size_t)luaL_checkinteger(L, -1);
+    if (!lua_isnil(L, -1)) {
+        lua_Integer mb = luaL_checkinteger(L, -1);
+        req.max_response = mb > 0 ? (size_t)mb : 1;
+    }
     lua_pop(L, 1);
+    /* The body becomes a Lua string: it must fit in what is left of the
+     * hook's memory limit (counted twice: the buffer and the string). */
+    if (h->mem_limit > 0) {
+        size_t left = h->mem_limit > h->mem_used
+                          ? (h->mem_limit - h->mem_used) / 2
+                          : 1;
+        if (!req.max_response || req.max_response > left)
+            req.max_response = left ? left : 1;
+    }
+    req.public_only =
+        !json_is_true(json_object_get(h->stage ? h->stage->with : NULL,
+                                      "http_private"));
     lua_getfield(L, 1, "follow_redirects");
     req.follow_redirects = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -650,7 +493,7 @@ static int http_request(lua_State *L) {
     req.progress = http_progress;
     req.progress_arg = h;
 
-    sl_http *client = need_http(L, h);
+    sl_http *client = need_http(L, &h->http_req);
     sl_lua__box *b = sl_lua__box_new(L);
     sl_http_resp resp;
     memset(&resp, 0, sizeof resp);
@@ -760,7 +603,7 @@ static int llm_chat(lua_State *L) {
     lua_getfield(L, 1, "schema_name");
     const char *schema_name = luaL_optstring(L, -1, "response");
 
-    sl_http *client = need_http(L, h);
+    sl_http *client = need_http(L, &h->http);
     sl_lua__box *outbox = sl_lua__box_new(L);
     sl_result res;
     memset(&res, 0, sizeof res);
@@ -792,6 +635,9 @@ static int llm_available(lua_State *L) {
 void sl_lua__close_api(sl_lua *h) {
     sl_http_free(h->http);
     h->http = NULL;
+    sl_http_free(h->http_req);
+    h->http_req = NULL;
+    sl_lua__sql_close(h);
 }
 
 /* ------------------------------------------------------------------ */
@@ -820,7 +666,7 @@ void sl_lua__open_api(lua_State *L) {
                                     {NULL, NULL}};
     static const luaL_Reg checkpoint[] = {
         {"get", api_checkpoint_get}, {"set", api_checkpoint_set}, {NULL, NULL}};
-    static const luaL_Reg sql[] = {{"query", sql_query}, {NULL, NULL}};
+    static const luaL_Reg sql[] = {{"query", sl_lua__sql_query}, {NULL, NULL}};
     static const luaL_Reg http[] = {{"request", http_request}, {NULL, NULL}};
     static const luaL_Reg llm[] = {
         {"chat", llm_chat}, {"available", llm_available}, {NULL, NULL}};

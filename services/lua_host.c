@@ -46,6 +46,8 @@ sl_lua *sl_lua__host(lua_State *L) {
 /* The allocator: counts the heap and refuses to grow it past mem_limit.
  * Lua turns a refusal into a "not enough memory" error (after an
  * emergency collection), which the state survives. */
+static void count_hook(lua_State *L, lua_Debug *ar);
+
 static void *sl_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     sl_lua *h = ud;
     size_t old = ptr ? osize : 0;
@@ -65,16 +67,13 @@ static void *sl_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return p;
 }
 
-/* The count hook: enforces the instruction budget and notices when the
- * runtime wants the job to stop. Once the budget is exceeded it runs at
- * every instruction and raises each time, so a hook that catches the error
- * with pcall is interrupted again by the first instruction after the pcall
- * returns, level after level, until the error leaves the hook (and the
- * call fails regardless). */
-static void count_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    sl_lua *h = sl_lua__host(L);
-    h->insn_used += HOOK_EVERY;
+/* Enforces the instruction budget and notices when the runtime wants the
+ * job to stop. Once the budget is exceeded the count hook runs at every
+ * instruction and raises each time, so a hook that catches the error is
+ * interrupted again by the first instruction after the catch, level after
+ * level, until the error leaves the hook (and the call fails regardless);
+ * the sandbox's pcall and xpcall do not even catch it (lua_guard.c). */
+static void check_budget(lua_State *L, sl_lua *h) {
     if (h->insn_limit > 0 && h->insn_used > h->insn_limit) {
         if (!h->insn_exceeded) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
         h->insn_exceeded = 1;
@@ -87,6 +86,19 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
                       "stopped: the job was cancelled or the worker is "
                       "shutting down");
     }
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    sl_lua *h = sl_lua__host(L);
+    h->insn_used += HOOK_EVERY;
+    check_budget(L, h);
+}
+
+void sl_lua__charge(lua_State *L, int64_t n) {
+    sl_lua *h = sl_lua__host(L);
+    h->insn_used += n;
+    check_budget(L, h);
 }
 
 static int panic(lua_State *L) {
@@ -144,10 +156,7 @@ int sl_lua__msgh(lua_State *L) {
     const char *msg = NULL;
     if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER)
         msg = lua_tostring(L, 1);
-    else if (luaL_callmeta(L, 1, "__tostring") &&
-             lua_type(L, -1) == LUA_TSTRING)
-        msg = lua_tostring(L, -1);
-    else
+    else /* never __tostring: this may run with the count hook off */
         msg = lua_pushfstring(L, "(error object is a %s value)",
                               luaL_typename(L, 1));
     luaL_traceback(L, L, msg, 1);
@@ -257,6 +266,8 @@ static int sb_load(lua_State *L) {
                            "(only text chunks)");
         return 2;
     }
+    /* The parser runs in C: a chunk costs one instruction a byte. */
+    sl_lua__charge(L, (int64_t)len);
     if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
         luaL_pushfail(L);
         lua_insert(L, -2);
@@ -367,9 +378,13 @@ static int open_sandbox(lua_State *L) {
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sl_lua__key_null);
 
-    lua_createtable(L, 0, 1);
+    /* Protected: a __gc added to it would make every later array a
+     * finalizer that runs with the count hook off. */
+    lua_createtable(L, 0, 2);
     lua_pushliteral(L, "sluice.json.array");
     lua_setfield(L, -2, "__name");
+    lua_pushliteral(L, "sluice.json.array");
+    lua_setfield(L, -2, "__metatable");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sl_lua__key_array_mt);
 
     lua_createtable(L, 0, 3);
@@ -394,9 +409,14 @@ static int open_sandbox(lua_State *L) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &key_loaded);
 
     sl_lua__open_api(L);
+    sl_lua__guard_install(L);
 
     lua_pushglobaltable(L);
     lock_table(L, -1, 0, locked_index);
+    lua_pop(L, 1);
+    sl_lua__snapshot_libs(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sl_lua__key_array_mt);
+    sl_lua__snapshot_add(L, -1);
     lua_pop(L, 1);
     return 0;
 }
@@ -427,6 +447,7 @@ static void run_file(lua_State *L, const char *path, const char *root) {
     lua_pushglobaltable(L);
     lock_table(L, -3, -1, NULL);
     lua_pop(L, 1);
+    sl_lua__snapshot_add(L, -2); /* E as the file left it */
     if (lua_isnil(L, -1))
         lua_pop(L, 1);
     else
@@ -703,6 +724,7 @@ struct call {
  * converts its first result. */
 static int call_p(lua_State *L) {
     struct call *c = lua_touserdata(L, 1);
+    sl_lua__restore(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &key_hooks);
     lua_getfield(L, -1, c->point);
     size_t n = json_array_size(c->args);
@@ -800,7 +822,9 @@ int sl_lua_call(sl_lua *h, const char *point, sl_ctx *ctx, const sl_job *job,
     }
     lua_settop(L, base);
 
-    /* Back to the idle state: no job, a collected heap. */
+    /* Back to the idle state: no job, no statement in flight, a
+     * collected heap. */
+    sl_lua__sql_end_call(h);
     h->ctx = NULL;
     h->job = NULL;
     h->point = NULL;

@@ -32,7 +32,10 @@ struct sl_lua {
     const char *point;
     json_t *checkpoint;   /* owned: the job's checkpoint or the last one set */
     PGconn *conn;         /* sl_lua_set_conn; used when ctx is NULL */
-    struct sl_http *http; /* sluice.http's client, created on first use */
+    struct sl_http *http; /* sluice.llm's client, created on first use */
+    struct sl_http *http_req; /* sluice.http.request's, on first use */
+    PGconn *sqlconn;      /* sluice.sql's own connection (lua_sql.c) */
+    size_t sql_bytes;     /* bytes read on it since it was opened */
 };
 
 /* Registry keys (their addresses are the keys). */
@@ -69,12 +72,49 @@ typedef struct sl_lua__box {
 sl_lua__box *sl_lua__box_new(lua_State *L); /* pushes it */
 void sl_lua__box_free(sl_lua__box *b);
 
+/* Pushes the JSON text of the value at idx (a table, string, number...)
+ * and returns it; raises with `who` in the message when it has no JSON
+ * form (lua_api.c). */
+const char *sl_lua__push_encoded(lua_State *L, int idx, size_t flags,
+                                 const char *who);
+
+/* lua_sql.c: sluice.sql.query; closing the hook's own connection; the end
+ * of a call (a connection not left idle is closed). */
+int sl_lua__sql_query(lua_State *L);
+void sl_lua__sql_close(sl_lua *h);
+void sl_lua__sql_end_call(sl_lua *h);
+
 /* Installs the global table `sluice` (lua_api.c). Runs in protected mode
  * during sl_lua_open. */
 void sl_lua__open_api(lua_State *L);
 
 /* Frees what the API keeps per state (the HTTP client). */
 void sl_lua__close_api(sl_lua *h);
+
+/* Adds n to the instruction count of the current call; raises
+ * "instruction limit exceeded" when the budget is spent, or the stop error
+ * when the job must stop (what the count hook does every 1000 VM
+ * instructions). For loops that run in C. */
+void sl_lua__charge(lua_State *L, int64_t n);
+
+/* Replaces string.find, match, gmatch and gsub in the string table at
+ * strtab by the step-counted copies of lua_match.c. */
+void sl_lua__open_match(lua_State *L, int strtab);
+
+/* lua_guard.c: installs the sandbox's pcall, xpcall, setmetatable (no
+ * __gc) and the charged table functions and pattern matching into the
+ * global table. */
+void sl_lua__guard_install(lua_State *L);
+
+/* lua_guard.c: records the global table, the tables it holds two levels
+ * down and the string metatable as they are now (once, after the sandbox
+ * is built); sl_lua__snapshot_add records one more table (a hook file's
+ * environment, the JSON array metatable). sl_lua__restore puts every
+ * recorded table's fields and metatable back: called at the start of
+ * every hook call, in protected mode (it may allocate). */
+void sl_lua__snapshot_libs(lua_State *L);
+void sl_lua__snapshot_add(lua_State *L, int idx);
+void sl_lua__restore(lua_State *L);
 
 /* The message handler used for every call: adds a traceback. */
 int sl_lua__msgh(lua_State *L);

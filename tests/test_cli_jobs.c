@@ -417,7 +417,7 @@ static char *failed_job(char **thing) {
     *thing = new_row("things");
     snprintf(args, sizeof args, "tf --subject %s", *thing);
     char *id = enqueue(args);
-    int rc = sluice(&out, "run -s tf --exit-when-idle --log-level error");
+    int rc = sluice(&out, "run --allow-superuser -s tf --exit-when-idle --log-level error");
     if (rc != 0) fail_msg("sluice run: %d: %s", rc, out);
     free(out);
     expect_q("error", "SELECT status FROM tf_only WHERE id = '%s'", id);
@@ -496,7 +496,7 @@ static void cancel_of_a_pending_job_means_it_never_runs(void **state) {
     expect_in(out, "cancelled (was pending");
     free(out);
     assert_int_equal(
-        sluice(&out, "run -s tp --exit-when-idle --log-level error"), 0);
+        sluice(&out, "run --allow-superuser -s tp --exit-when-idle --log-level error"), 0);
     free(out);
     expect_q("cancelled", "SELECT status FROM tp_first WHERE id = '%s'",
              doomed);
@@ -586,7 +586,7 @@ static void retry_of_an_errored_job_runs_it_again(void **state) {
     expect_q("noop: planned failure on attempt 2",
              "SELECT last_error FROM tf_only WHERE id = '%s'", id);
     /* The operator fixed the stage's configuration; the job now runs. */
-    assert_int_equal(sluice(&out, "run -p '%s' -s tf --exit-when-idle"
+    assert_int_equal(sluice(&out, "run --allow-superuser -p '%s' -s tf --exit-when-idle"
                                   " --log-level error",
                             fixed_dir),
                      0);

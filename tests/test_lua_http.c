@@ -50,6 +50,16 @@ static const char *const POINTS[] = {
     "get",       "chat", "chat_returning_errors", "header_injection",
     "chat_auth", NULL};
 
+/* Calls chat_auth(base) with a base URL of our choosing. */
+static int call_with_base(sl_lua *L, const char *point, const char *base,
+                          json_t **ret, sl_result *res) {
+    memset(res, 0, sizeof *res);
+    json_t *args = json_pack("[s]", base);
+    int rc = sl_lua_call(L, point, NULL, NULL, args, ret, res);
+    json_decref(args);
+    return rc;
+}
+
 typedef struct fixture {
     fake_cloud fake;
     sl_stage stage;
@@ -65,7 +75,11 @@ static int setup(void **state) {
         f->hooks[i] =
             (sl_hook){.point = POINTS[i], .file = file, .function = POINTS[i]};
     f->stage.name = "http";
-    f->stage.with = json_pack("{s:s}", "api_key_env", "LUA_HTTP_TEST_KEY");
+    /* The fake server listens on 127.0.0.1: a loopback address, which
+     * sluice.http refuses unless the stage allows it (http_private). */
+    f->stage.with = json_pack("{s:s, s:s, s:b}", "api_key_env",
+                              "LUA_HTTP_TEST_KEY", "base_url", f->fake.base,
+                              "http_private", 1);
     f->stage.hooks = f->hooks;
     f->stage.nhooks = 5;
     char err[512];
@@ -198,6 +212,57 @@ static void auth_adds_the_key_named_by_the_stage(void **state) {
     unsetenv("LUA_HTTP_TEST_KEY");
 }
 
+static void auth_is_refused_outside_the_base_url(void **state) {
+    fixture *f = *state;
+    json_t *ret = NULL;
+    sl_result res;
+    setenv("LUA_HTTP_TEST_KEY", "sk-test-lua-123", 1);
+    char other[300];
+    /* Same server, but not under base_url: a look-alike host, userinfo
+     * and another port. */
+    const char *const tricks[] = {"%s.evil.example", "%s@evil.example",
+                                  "%s0", NULL};
+    for (int i = 0; tricks[i]; i++) {
+        snprintf(other, sizeof other, tricks[i], f->fake.base);
+        assert_int_equal(call_with_base(f->L, "chat_auth", other, &ret, &res),
+                         -SL_ELUA);
+        assert_non_null(strstr(res.message, "auth refused for this URL"));
+        assert_null(strstr(res.message, "sk-test-lua-123"));
+    }
+    unsetenv("LUA_HTTP_TEST_KEY");
+}
+
+static void loopback_is_refused_unless_the_stage_allows_it(void **state) {
+    fixture *f = *state;
+    sl_stage st = f->stage;
+    st.with = json_pack("{s:s}", "api_key_env", "LUA_HTTP_TEST_KEY");
+    sl_lua *L = NULL;
+    char err[512];
+    assert_int_equal(sl_lua_open(&st, &L, err, sizeof err), 0);
+    json_t *ret = NULL;
+    sl_result res;
+    const char *const bases[] = {"http://127.0.0.1:9", "http://localhost:9",
+                                 "http://[::1]:9", "http://10.1.2.3:9",
+                                 "http://169.254.169.254", "http://0.0.0.0:9",
+                                 "http://[::ffff:127.0.0.1]:9", NULL};
+    for (int i = 0; bases[i]; i++) {
+        assert_int_equal(call_with_base(L, "get", bases[i], &ret, &res),
+                         -SL_ELUA);
+        if (!strstr(res.message, "refused to connect to") &&
+            !strstr(res.message, "Could not resolve"))
+            fail_msg("%s: %s", bases[i], res.message);
+        assert_int_equal(res.errclass, SL_EC_INVALID_INPUT);
+    }
+    /* The fake server itself, through a name that resolves to it. */
+    char url[300];
+    snprintf(url, sizeof url, "http://localhost:%s",
+             strrchr(f->fake.base, ':') + 1);
+    assert_int_equal(call_with_base(L, "get", url, &ret, &res), -SL_ELUA);
+    assert_non_null(strstr(res.message, "refused to connect to"));
+    sl_lua_close(L);
+    json_decref(st.with);
+}
+
 int main(void) {
 #define T(n) cmocka_unit_test_setup_teardown(n, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -209,6 +274,8 @@ int main(void) {
         T(errors_return_gives_the_response_instead),
         T(header_with_a_line_break_is_refused),
         T(auth_adds_the_key_named_by_the_stage),
+        T(auth_is_refused_outside_the_base_url),
+        T(loopback_is_refused_unless_the_stage_allows_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -132,7 +132,9 @@ static inline pid_t cloud_spawn(cloud_env *e) {
             dup2(fd, 2);
             close(fd);
         }
-        execl(sl_test_bin(), "sluice", "run", "--exit-when-idle", "-p",
+        /* The tests' cluster user is a superuser. */
+        execl(sl_test_bin(), "sluice", "run", "--allow-superuser",
+              "--exit-when-idle", "-p",
               e->dir, (char *)NULL);
         _exit(127);
     }
