@@ -13,6 +13,7 @@
  * than the sweep interval), so delayed jobs and retries need no polling.
  */
 #include "runtime.h"
+#include "runtime_priv.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -28,83 +29,29 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "log.h"
 #include "clock.h"
 #include "db.h"
+#include "error.h"
+#include "handler.h"
+#include "log.h"
 #include "metrics.h"
 #include "queue.h"
-#include "handler.h"
 #include "schema.h"
 #include "text.h"
 
-#define MAX_BATCH 1000
 #define IDLE_SAFETY_MS 30000
 
-static atomic_int stop_requested;
-static atomic_int stop_now;
-/* For sl_runtime_health(): the control loop's last turn and LISTEN. */
-static atomic_llong last_tick;
-static atomic_int listening;
+atomic_int sl_rt__stop_requested;
+atomic_int sl_rt__stop_now;
+atomic_llong sl_rt__last_tick;
+atomic_int sl_rt__listening;
 
-/* ---- structures ----------------------------------------------------------- */
-
-struct runtime;
-
-typedef struct stage_rt {
-    const sl_stage *s;
-    const sl_handler *h;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int tokens;  /* pending wake-ups */
-    int idle;    /* workers waiting */
-    int workers; /* workers alive */
-} stage_rt;
-
-typedef struct worker {
-    struct runtime *rt;
-    stage_rt *st;
-    int index;
-    pthread_t th;
-    PGconn *conn;
-    char owner[160];
-    void *hstate;
-    /* The batch in hand; guarded by mu for the control thread. */
-    pthread_mutex_t mu;
-    sl_qjob jobs[MAX_BATCH];
-    int njobs;
-    int64_t running_since; /* when the current handler call began, 0 idle */
-    int running;           /* index of the job whose handler runs, -1 */
-    atomic_int stop_job[MAX_BATCH];
-    atomic_int timed_out;
-} worker;
-
-typedef struct runtime {
-    const sl_model *m;
-    sl_runtime_opts o;
-    sl_dbsource db;
-    char worker_id[128];
-    stage_rt *stages;
-    size_t nstages;
-    worker *workers;
-    size_t nworkers;
-    int64_t sweep_ms;
-    int64_t throttle_ms;
-} runtime;
-
-struct sl_ctx {
-    worker *w;
-    int idx;
-    sl_job job;
-    int64_t last_progress;
-};
-
-/* ---- connections ------------------------------------------------------------ */
+/* ---- connections ------------------------------------------------------------
+ */
 
 /* Prepares the statements of the stages this runtime runs (only those:
  * `run -s` must not need the other stages' tables). */
-static int prepare_selected(runtime *rt, PGconn *c, char *err,
-                            size_t errlen) {
+static int prepare_selected(runtime *rt, PGconn *c, char *err, size_t errlen) {
     for (size_t i = 0; i < rt->nstages; i++) {
         int rc = sl_queue_prepare_stage(c, rt->stages[i].s, err, errlen);
         if (rc != 0) return rc;
@@ -114,7 +61,7 @@ static int prepare_selected(runtime *rt, PGconn *c, char *err,
 
 /* Connects and prepares, retrying with backoff until it works or the
  * runtime stops at once. */
-static PGconn *connect_worker(runtime *rt, const char *who) {
+PGconn *sl_rt__connect_worker(runtime *rt, const char *who) {
     int64_t delay = 100;
     char err[512];
     for (;;) {
@@ -125,7 +72,7 @@ static PGconn *connect_worker(runtime *rt, const char *who) {
         }
         if (c && prepare_selected(rt, c, err, sizeof err) == 0) return c;
         if (c) PQfinish(c);
-        if (atomic_load(&stop_now)) return NULL;
+        if (atomic_load(&sl_rt__stop_now)) return NULL;
         sl_log(SL_LOG_WARN, "database unavailable, retrying", "who", who,
                "error", err, NULL);
         sl_sleep_ms(delay);
@@ -133,32 +80,35 @@ static PGconn *connect_worker(runtime *rt, const char *who) {
     }
 }
 
-static int conn_lost(PGconn *c) { return !c || PQstatus(c) != CONNECTION_OK; }
+int sl_rt__conn_lost(PGconn *c) {
+    return !c || PQstatus(c) != CONNECTION_OK;
+}
 
 /* Whether rc (from queue.h) means the connection must be re-established. */
-static int need_reconnect(PGconn *c, int rc) {
-    return rc == -SL_ECONN || (rc < 0 && conn_lost(c));
+int sl_rt__need_reconnect(PGconn *c, int rc) {
+    return rc == -SL_ECONN || (rc < 0 && sl_rt__conn_lost(c));
 }
 
 static void reconnect(worker *w) {
     if (w->conn) PQfinish(w->conn);
-    w->conn = connect_worker(w->rt, w->owner);
+    w->conn = sl_rt__connect_worker(w->rt, w->owner);
     if (w->conn) {
         sl_metrics_reconnect();
         sl_log(SL_LOG_INFO, "reconnected", "worker", w->owner, NULL);
     }
 }
 
-/* ---- waking ------------------------------------------------------------------ */
+/* ---- waking
+ * ------------------------------------------------------------------ */
 
-static void stage_post(stage_rt *st) {
+void sl_rt__stage_post(stage_rt *st) {
     pthread_mutex_lock(&st->mu);
     if (st->tokens < st->workers) st->tokens++;
     pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
 }
 
-static void stage_broadcast(stage_rt *st) {
+void sl_rt__stage_broadcast(stage_rt *st) {
     pthread_mutex_lock(&st->mu);
     st->tokens = st->workers;
     pthread_cond_broadcast(&st->cv);
@@ -171,7 +121,7 @@ static void stage_wait(stage_rt *st, int64_t timeout_ms) {
     sl_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&st->mu);
     st->idle++;
-    while (st->tokens == 0 && !atomic_load(&stop_requested)) {
+    while (st->tokens == 0 && !atomic_load(&sl_rt__stop_requested)) {
         if (pthread_cond_timedwait(&st->cv, &st->mu, &dl) == ETIMEDOUT) break;
     }
     if (st->tokens > 0) st->tokens--;
@@ -179,15 +129,16 @@ static void stage_wait(stage_rt *st, int64_t timeout_ms) {
     pthread_mutex_unlock(&st->mu);
 }
 
-/* ---- the handler context ---------------------------------------------------- */
+/* ---- the handler context ----------------------------------------------------
+ */
 
 int sl_ctx_checkpoint(sl_ctx *ctx, json_t *checkpoint) {
     char err[512];
     worker *w = ctx->w;
-    int rc = sl_queue_checkpoint(w->conn, w->st->s, w->owner,
-                                 &w->jobs[ctx->idx], checkpoint, err,
-                                 sizeof err);
-    if (need_reconnect(w->conn, rc)) {
+    int rc =
+        sl_queue_checkpoint(w->conn, w->st->s, w->owner, &w->jobs[ctx->idx],
+                            checkpoint, err, sizeof err);
+    if (sl_rt__need_reconnect(w->conn, rc)) {
         reconnect(w);
         if (w->conn)
             rc = sl_queue_checkpoint(w->conn, w->st->s, w->owner,
@@ -217,44 +168,49 @@ void sl_ctx_progress(sl_ctx *ctx, int pct, const char *detail) {
     if (pct < 100 && t - ctx->last_progress < w->rt->throttle_ms) return;
     ctx->last_progress = t;
     char err[512];
-    int rc = sl_queue_progress(w->conn, w->st->s, w->owner,
-                               &w->jobs[ctx->idx], pct, detail, err,
-                               sizeof err);
-    if (rc == -SL_ELEASE) atomic_store(&w->stop_job[ctx->idx], 1);
-    else if (need_reconnect(w->conn, rc)) reconnect(w);
+    int rc = sl_queue_progress(w->conn, w->st->s, w->owner, &w->jobs[ctx->idx],
+                               pct, detail, err, sizeof err);
+    if (rc == -SL_ELEASE)
+        atomic_store(&w->stop_job[ctx->idx], 1);
+    else if (sl_rt__need_reconnect(w->conn, rc))
+        reconnect(w);
 }
 
 int sl_ctx_should_stop(sl_ctx *ctx) {
-    return atomic_load(&ctx->w->stop_job[ctx->idx]) || atomic_load(&stop_now);
+    return atomic_load(&ctx->w->stop_job[ctx->idx]) ||
+           atomic_load(&sl_rt__stop_now);
 }
 
-PGconn *sl_ctx_conn(sl_ctx *ctx) { return ctx->w->conn; }
+PGconn *sl_ctx_conn(sl_ctx *ctx) {
+    return ctx->w->conn;
+}
 
-int sl_ctx_act_for_requester(sl_ctx *ctx, PGconn *c, char *err,
-                             size_t errlen) {
+int sl_ctx_act_for_requester(sl_ctx *ctx, PGconn *c, char *err, size_t errlen) {
     worker *w = ctx->w;
     char user[40];
     assert(c && PQtransactionStatus(c) == PQTRANS_INTRANS);
-    int rc = sl_queue_requester(w->conn, w->st->s, ctx->job.id, user, err,
-                                errlen);
+    int rc =
+        sl_queue_requester(w->conn, w->st->s, ctx->job.id, user, err, errlen);
     if (rc < 0 || !user[0]) return rc;
     /* The same settings PostgREST sets for a request, so auth.uid() (ours
      * or Supabase's) answers this user; then the application role, so
      * every policy applies. Both end with the transaction. */
     char claims[128];
-    snprintf(claims, sizeof claims, "{\"sub\": \"%s\", \"role\": "
-             "\"authenticated\"}", user);
+    snprintf(claims, sizeof claims,
+             "{\"sub\": \"%s\", \"role\": "
+             "\"authenticated\"}",
+             user);
     const char *vals[2] = {user, claims};
-    PGresult *r = PQexecParams(
-        c,
-        "SELECT set_config('request.jwt.claim.sub', $1, true),"
-        " set_config('request.jwt.claims', $2, true),"
-        " set_config('role', '" SL_APP_ROLE "', true)",
-        2, NULL, vals, NULL, NULL, 0);
+    PGresult *r =
+        PQexecParams(c,
+                     "SELECT set_config('request.jwt.claim.sub', $1, true),"
+                     " set_config('request.jwt.claims', $2, true),"
+                     " set_config('role', '" SL_APP_ROLE "', true)",
+                     2, NULL, vals, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char m[512];
-        snprintf(err, errlen, "acting for user %s as " SL_APP_ROLE ": %s",
-                 user, sl_db_error(c, r, m, sizeof m));
+        snprintf(err, errlen, "acting for user %s as " SL_APP_ROLE ": %s", user,
+                 sl_db_error(c, r, m, sizeof m));
         rc = PQstatus(c) == CONNECTION_OK ? -SL_EDB : -SL_ECONN;
     }
     PQclear(r);
@@ -272,7 +228,8 @@ void sl_ctx_log(sl_ctx *ctx, int level, const char *fmt, ...) {
            "attempt", att, NULL);
 }
 
-/* ---- policy -------------------------------------------------------------------- */
+/* ---- policy
+ * -------------------------------------------------------------------- */
 
 int64_t sl_runtime_backoff_ms(const sl_retry *r, int attempt, double unit) {
     double d = (double)r->initial_ms;
@@ -290,7 +247,8 @@ static double jitter_unit(unsigned *seed) {
     return (double)rand_r(seed) / ((double)RAND_MAX + 1.0);
 }
 
-/* ---- running one batch ----------------------------------------------------------- */
+/* ---- running one batch
+ * ----------------------------------------------------------- */
 
 static void log_job(int level, const char *msg, const sl_stage *s,
                     const sl_qjob *j, int64_t ms, const char *k1,
@@ -307,21 +265,21 @@ static void log_job(int level, const char *msg, const sl_stage *s,
  * fresh connection again), after a short pause on other server errors
  * (statement timeout, deadlock). Fencing makes repeating a queue write
  * safe. Data errors (-SL_EINVAL) and fencing (-SL_ELEASE) are final. */
-#define RETRYING(w, rc, call)                                                 \
-    do {                                                                      \
-        rc = (call);                                                          \
-        for (int tries_ = 0; tries_ < 20 && !atomic_load(&stop_now);          \
-             tries_++) {                                                      \
-            if (need_reconnect((w)->conn, rc)) {                              \
-                reconnect(w);                                                 \
-                if (!(w)->conn) break;                                        \
-            } else if (rc == -SL_EDB && tries_ < 5) {                         \
-                sl_sleep_ms(50LL << tries_);                                     \
-            } else {                                                          \
-                break;                                                        \
-            }                                                                 \
-            rc = (call);                                                      \
-        }                                                                     \
+#define RETRYING(w, rc, call)                                                  \
+    do {                                                                       \
+        rc = (call);                                                           \
+        for (int tries_ = 0; tries_ < 20 && !atomic_load(&sl_rt__stop_now);    \
+             tries_++) {                                                       \
+            if (sl_rt__need_reconnect((w)->conn, rc)) {                        \
+                reconnect(w);                                                  \
+                if (!(w)->conn) break;                                         \
+            } else if (rc == -SL_EDB && tries_ < 5) {                          \
+                sl_sleep_ms(50LL << tries_);                                   \
+            } else {                                                           \
+                break;                                                         \
+            }                                                                  \
+            rc = (call);                                                       \
+        }                                                                      \
     } while (0)
 
 /* Records a failure. The message is made safe first (text.h); should the
@@ -337,8 +295,8 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
     int retry = retryable && j->attempts < s->retry.max_attempts;
     int64_t delay = 0;
     if (retry) {
-        delay = sl_runtime_backoff_ms(&s->retry, j->attempts,
-                                      jitter_unit(seed));
+        delay =
+            sl_runtime_backoff_ms(&s->retry, j->attempts, jitter_unit(seed));
         if (res->delay_ms > delay) delay = res->delay_ms;
     }
     if (res->message[0])
@@ -348,10 +306,11 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
         snprintf(msg, sizeof msg, "handler failed");
     const char *cls = sl_errclass_name(res->errclass);
     int rc;
-    RETRYING(w, rc, sl_queue_fail(w->conn, s, w->owner, j, retry, delay, cls,
-                                  msg, err, sizeof err));
+    RETRYING(w, rc,
+             sl_queue_fail(w->conn, s, w->owner, j, retry, delay, cls, msg, err,
+                           sizeof err));
     for (int fallback = 1; rc < 0 && rc != -SL_ELEASE && fallback <= 2 &&
-                           !atomic_load(&stop_now);
+                           !atomic_load(&sl_rt__stop_now);
          fallback++) {
         log_job(SL_LOG_WARN, "failure message refused; recording a shorter one",
                 s, j, ms, "error", err, NULL, NULL);
@@ -362,12 +321,13 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
             snprintf(shorter, sizeof shorter,
                      "%s: the failure message could not be recorded", cls);
         snprintf(msg, sizeof msg, "%s", shorter);
-        RETRYING(w, rc, sl_queue_fail(w->conn, s, w->owner, j, retry, delay,
-                                      cls, msg, err, sizeof err));
+        RETRYING(w, rc,
+                 sl_queue_fail(w->conn, s, w->owner, j, retry, delay, cls, msg,
+                               err, sizeof err));
     }
     if (rc == -SL_ELEASE)
-        log_job(SL_LOG_WARN, "failure not recorded: lease lost (fenced)", s,
-                j, ms, "error", msg, NULL, NULL);
+        log_job(SL_LOG_WARN, "failure not recorded: lease lost (fenced)", s, j,
+                ms, "error", msg, NULL, NULL);
     else if (rc < 0)
         log_job(SL_LOG_ERROR, "failure not recorded", s, j, ms, "error", err,
                 NULL, NULL);
@@ -382,8 +342,9 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
 static void release_job(worker *w, const sl_qjob *j, int64_t delay) {
     char err[512];
     int rc;
-    RETRYING(w, rc, sl_queue_snooze(w->conn, w->st->s, w->owner, j,
-                                          delay, err, sizeof err));
+    RETRYING(w, rc,
+             sl_queue_snooze(w->conn, w->st->s, w->owner, j, delay, err,
+                             sizeof err));
     if (rc < 0 && rc != -SL_ELEASE)
         sl_log(SL_LOG_ERROR, "release failed", "job", j->id, "error", err,
                NULL);
@@ -404,18 +365,18 @@ static void complete_jobs(worker *w, sl_qdone *done, int n, int64_t *ms,
     char err[512];
     int rc;
     if (n == 0) return;
-    RETRYING(w, rc, sl_queue_complete(w->conn, s, w->owner, done, n, err,
-                                      sizeof err));
+    RETRYING(w, rc,
+             sl_queue_complete(w->conn, s, w->owner, done, n, err, sizeof err));
     if (rc == -SL_EINVAL && n > 1) {
-        for (int i = 0; i < n; i++) complete_jobs(w, &done[i], 1, &ms[i], seed);
+        for (int i = 0; i < n; i++)
+            complete_jobs(w, &done[i], 1, &ms[i], seed);
         return;
     }
     for (int i = 0; i < n; i++) {
         if (rc == -SL_EINVAL) {
             sl_result res;
             memset(&res, 0, sizeof res);
-            sl_fail(&res, SL_EC_INVALID_INPUT, "cannot store outputs: %s",
-                    err);
+            sl_fail(&res, SL_EC_INVALID_INPUT, "cannot store outputs: %s", err);
             fail_job(w, done[i].job, &res, seed, ms[i]);
         } else if (rc < 0) {
             log_job(SL_LOG_ERROR,
@@ -427,8 +388,8 @@ static void complete_jobs(worker *w, sl_qdone *done, int n, int64_t *ms,
                     done[i].job, ms[i], NULL, NULL, NULL, NULL);
         } else {
             sl_metrics_attempt(s, SL_ATTEMPT_SUCCESS, ms[i]);
-            log_job(SL_LOG_INFO, "job done", s, done[i].job, ms[i], NULL,
-                    NULL, NULL, NULL);
+            log_job(SL_LOG_INFO, "job done", s, done[i].job, ms[i], NULL, NULL,
+                    NULL, NULL);
         }
     }
 }
@@ -450,15 +411,15 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
         sl_result *res = &bm->res;
         int64_t ms;
         memset(res, 0, sizeof *res);
-        if (atomic_load(&stop_requested)) {
+        if (atomic_load(&sl_rt__stop_requested)) {
             /* Shutting down: jobs not yet started go back at once. */
             release_job(w, j, 0);
             continue;
         }
         if (atomic_load(&w->stop_job[i])) {
             /* Cancelled or rescued before it started: never run it. */
-            log_job(SL_LOG_INFO, "job skipped: no longer ours", s, j, 0,
-                    NULL, NULL, NULL, NULL);
+            log_job(SL_LOG_INFO, "job skipped: no longer ours", s, j, 0, NULL,
+                    NULL, NULL, NULL);
             continue;
         }
         if (!j->input) {
@@ -516,17 +477,18 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
             continue;
         }
         if (atomic_load(&w->timed_out)) {
-            sl_fail(res, SL_EC_TIMEOUT, "%s: exceeded the stage timeout "
-                                        "of %lld ms",
+            sl_fail(res, SL_EC_TIMEOUT,
+                    "%s: exceeded the stage timeout "
+                    "of %lld ms",
                     s->handler, (long long)s->timeout_ms);
         } else if (atomic_load(&w->stop_job[i]) &&
-                   !atomic_load(&stop_requested)) {
-            log_job(SL_LOG_WARN, "job abandoned: lease lost or cancelled", s,
-                    j, ms, NULL, NULL, NULL, NULL);
+                   !atomic_load(&sl_rt__stop_requested)) {
+            log_job(SL_LOG_WARN, "job abandoned: lease lost or cancelled", s, j,
+                    ms, NULL, NULL, NULL, NULL);
             sl_metrics_attempt(s, SL_ATTEMPT_CANCELLED, ms);
             json_decref(res->outputs);
             continue;
-        } else if (atomic_load(&stop_requested) &&
+        } else if (atomic_load(&sl_rt__stop_requested) &&
                    atomic_load(&w->stop_job[i])) {
             /* Told to stop by shutdown: give it back, no attempt used. */
             release_job(w, j, 0);
@@ -536,13 +498,12 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
         if (res->outcome == SL_OUT_SNOOZE) {
             char err[512];
             int rc;
-            RETRYING(w, rc, sl_queue_snooze(w->conn, s, w->owner, j,
-                                                  res->delay_ms, err,
-                                                  sizeof err));
+            RETRYING(w, rc,
+                     sl_queue_snooze(w->conn, s, w->owner, j, res->delay_ms,
+                                     err, sizeof err));
             if (rc == 0) sl_metrics_attempt(s, SL_ATTEMPT_SNOOZED, ms);
             if (rc < 0)
-                log_job(SL_LOG_WARN, "snooze not recorded", s, j,
-                        ms, "error",
+                log_job(SL_LOG_WARN, "snooze not recorded", s, j, ms, "error",
                         rc == -SL_ELEASE ? "lease lost" : err, NULL, NULL);
         } else {
             fail_job(w, j, res, seed, ms);
@@ -550,10 +511,12 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
         json_decref(res->outputs);
     }
     complete_jobs(w, done, ndone, bm->done_ms, seed);
-    for (int i = 0; i < ndone; i++) json_decref((json_t *)done[i].outputs);
+    for (int i = 0; i < ndone; i++)
+        json_decref((json_t *)done[i].outputs);
 }
 
-/* ---- worker thread ------------------------------------------------------------------ */
+/* ---- worker thread
+ * ------------------------------------------------------------------ */
 
 static void *worker_main(void *arg) {
     worker *w = arg;
@@ -565,21 +528,22 @@ static void *worker_main(void *arg) {
     int batch = rt->o.batch > 0 ? rt->o.batch : s->batch;
     if (batch > MAX_BATCH) batch = MAX_BATCH;
     batch_mem bm = {calloc((size_t)batch, sizeof(sl_qdone)),
-                    calloc((size_t)batch, sizeof(int64_t)), {0}};
+                    calloc((size_t)batch, sizeof(int64_t)),
+                    {0}};
     if (!bm.done || !bm.done_ms) {
         sl_log(SL_LOG_ERROR, "out of memory", "stage", s->name, NULL);
         goto out_dead;
     }
 
     if (st->h->init && st->h->init(s, &w->hstate, err, sizeof err) != 0) {
-        sl_log(SL_LOG_ERROR, "handler init failed; worker not started",
-               "stage", s->name, "handler", s->handler, "error", err, NULL);
+        sl_log(SL_LOG_ERROR, "handler init failed; worker not started", "stage",
+               s->name, "handler", s->handler, "error", err, NULL);
         goto out_dead;
     }
-    w->conn = connect_worker(rt, w->owner);
+    w->conn = sl_rt__connect_worker(rt, w->owner);
     if (!w->conn) goto out_fini;
 
-    while (!atomic_load(&stop_requested)) {
+    while (!atomic_load(&sl_rt__stop_requested)) {
         int n = 0;
         int rc = sl_queue_claim(w->conn, s, w->owner, batch, w->jobs, &n, err,
                                 sizeof err);
@@ -590,14 +554,14 @@ static void *worker_main(void *arg) {
                                      err, sizeof err);
         }
         if (rc < 0) {
-            if (need_reconnect(w->conn, rc)) {
+            if (sl_rt__need_reconnect(w->conn, rc)) {
                 sl_log(SL_LOG_WARN, "connection lost", "worker", w->owner,
                        NULL);
                 reconnect(w);
                 if (!w->conn) break;
             } else {
-                sl_log(SL_LOG_ERROR, "claim failed", "stage", s->name,
-                       "error", err, NULL);
+                sl_log(SL_LOG_ERROR, "claim failed", "stage", s->name, "error",
+                       err, NULL);
                 stage_wait(st, 1000);
             }
             continue;
@@ -614,16 +578,18 @@ static void *worker_main(void *arg) {
             stage_wait(st, wait);
             continue;
         }
-        if (n == batch) stage_post(st); /* more may be waiting */
+        if (n == batch) sl_rt__stage_post(st); /* more may be waiting */
         pthread_mutex_lock(&w->mu);
         w->njobs = n;
-        for (int i = 0; i < n; i++) atomic_store(&w->stop_job[i], 0);
+        for (int i = 0; i < n; i++)
+            atomic_store(&w->stop_job[i], 0);
         pthread_mutex_unlock(&w->mu);
 
         run_batch(w, &bm, &seed);
 
         pthread_mutex_lock(&w->mu);
-        for (int i = 0; i < w->njobs; i++) sl_queue_job_clear(&w->jobs[i]);
+        for (int i = 0; i < w->njobs; i++)
+            sl_queue_job_clear(&w->jobs[i]);
         w->njobs = 0;
         pthread_mutex_unlock(&w->mu);
     }
@@ -641,269 +607,12 @@ out_dead:
     return NULL;
 }
 
-/* ---- control thread: listen, heartbeat, sweep ------------------------------------ */
-
-static int listen_all(runtime *rt, PGconn *c, char *err, size_t errlen) {
-    for (size_t i = 0; i < rt->nstages; i++) {
-        char sql[160];
-        snprintf(sql, sizeof sql, "LISTEN \"%s\"", rt->stages[i].s->channel);
-        PGresult *r = PQexec(c, sql);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok) {
-            char m[512];
-            snprintf(err, errlen, "LISTEN: %s", sl_db_error(c, r, m, sizeof m));
-        }
-        PQclear(r);
-        if (!ok) return -SL_EDB;
-    }
-    return 0;
-}
-
-static PGconn *control_connect(runtime *rt) {
-    char err[512];
-    int64_t delay = 100;
-    for (;;) {
-        PGconn *c = connect_worker(rt, "control");
-        if (!c) return NULL;
-        if (listen_all(rt, c, err, sizeof err) == 0) {
-            atomic_store(&listening, 1);
-            return c;
-        }
-        PQfinish(c);
-        sl_log(SL_LOG_WARN, "listen failed, retrying", "error", err, NULL);
-        sl_sleep_ms(delay);
-        delay = delay * 2 > 5000 ? 5000 : delay * 2;
-    }
-}
-
-/* Returns non-zero when the connection failed. */
-static int heartbeat(runtime *rt, PGconn *c) {
-    char err[512];
-    int lost = 0;
-    int64_t t = sl_now_ms();
-    for (size_t i = 0; i < rt->nworkers; i++) {
-        worker *w = &rt->workers[i];
-        const sl_stage *s = w->st->s;
-        const char *ids[MAX_BATCH];
-        int owned[MAX_BATCH];
-        pthread_mutex_lock(&w->mu);
-        int n = w->njobs;
-        for (int k = 0; k < n; k++) ids[k] = w->jobs[k].id;
-        if (w->running >= 0 && t - w->running_since > s->timeout_ms &&
-            !atomic_load(&w->timed_out)) {
-            atomic_store(&w->timed_out, 1);
-            atomic_store(&w->stop_job[w->running], 1);
-        }
-        int rc = n > 0 && !lost ? sl_queue_heartbeat(c, s, w->owner, ids, n,
-                                                   owned, err, sizeof err)
-                                : -1;
-        if (rc == 0) {
-            for (int k = 0; k < n; k++)
-                if (!owned[k]) atomic_store(&w->stop_job[k], 1);
-        } else if (need_reconnect(c, rc) && n > 0) {
-            lost = 1;
-        }
-        pthread_mutex_unlock(&w->mu);
-    }
-    return lost;
-}
-
-/* Returns non-zero when the connection failed. */
-static int sweep(runtime *rt, PGconn *c) {
-    char err[512], num[16];
-    for (size_t i = 0; i < rt->nstages; i++) {
-        const sl_stage *s = rt->stages[i].s;
-        int rescued = 0, stale = 0;
-        int rc = sl_queue_rescue(c, s, &rescued, err, sizeof err);
-        if (rc < 0) {
-            sl_log(SL_LOG_WARN, "sweep failed", "queue", s->queue, "error",
-                   err, NULL);
-            if (need_reconnect(c, rc)) return 1;
-            continue;
-        }
-        for (int k = 0; k < rescued; k++)
-            sl_metrics_attempt(s, SL_ATTEMPT_LEASE_EXPIRED, -1);
-        if (rescued > 0) {
-            snprintf(num, sizeof num, "%d", rescued);
-            sl_log(SL_LOG_WARN, "rescued jobs with expired leases", "queue",
-                   s->queue, "count", num, NULL);
-        }
-        if (sl_queue_reannounce(c, s, &stale, err, sizeof err) == 0 &&
-            stale > 0) {
-            snprintf(num, sizeof num, "%d", stale);
-            sl_log(SL_LOG_INFO, "re-announced stale pending jobs", "queue",
-                   s->queue, "count", num, NULL);
-            stage_broadcast(&rt->stages[i]);
-        }
-    }
-    return 0;
-}
-
-static int all_idle(runtime *rt, PGconn *c) {
-    char err[256];
-    for (size_t i = 0; i < rt->nstages; i++) {
-        stage_rt *st = &rt->stages[i];
-        pthread_mutex_lock(&st->mu);
-        int busy = st->idle < st->workers || st->tokens > 0;
-        pthread_mutex_unlock(&st->mu);
-        if (busy) return 0;
-    }
-    for (size_t i = 0; i < rt->nstages; i++) {
-        long n = 0;
-        if (sl_queue_unfinished(c, rt->stages[i].s, &n, err, sizeof err) < 0 ||
-            n > 0)
-            return 0;
-    }
-    return 1;
-}
-
-static stage_rt *stage_by_channel(runtime *rt, const char *ch) {
-    for (size_t i = 0; i < rt->nstages; i++)
-        if (strcmp(rt->stages[i].s->channel, ch) == 0) return &rt->stages[i];
-    return NULL;
-}
-
-/* Says what stopping will take: the jobs in flight, how long they may run
- * on, and what a second signal does. */
-static void log_drain(runtime *rt) {
-    int running = 0;
-    for (size_t i = 0; i < rt->nworkers; i++) {
-        pthread_mutex_lock(&rt->workers[i].mu);
-        running += rt->workers[i].njobs;
-        pthread_mutex_unlock(&rt->workers[i].mu);
-    }
-    char n[16], ms[24];
-    snprintf(n, sizeof n, "%d", running);
-    snprintf(ms, sizeof ms, "%lld", (long long)rt->o.drain_ms);
-    sl_log(SL_LOG_INFO,
-           "stopping: claimed jobs may finish until the drain time; then they "
-           "are released without using an attempt (a second signal releases "
-           "them at once)",
-           "claimed_jobs", n, "drain_ms", ms, NULL);
-}
-
-static void event(runtime *rt, const char *what) {
-    if (rt->o.on_event) rt->o.on_event(what, rt->o.event_arg);
-}
-
-/* Publishes the busy and free worker slots of every stage. */
-static void publish_slots(runtime *rt) {
-    for (size_t i = 0; i < rt->nstages; i++) {
-        stage_rt *st = &rt->stages[i];
-        pthread_mutex_lock(&st->mu);
-        int total = st->workers, idle = st->idle;
-        pthread_mutex_unlock(&st->mu);
-        sl_metrics_slots(st->s, total, total - idle);
-    }
-}
-
-void sl_runtime_health(sl_runtime_health_t *h) {
-    h->last_tick_ms = atomic_load(&last_tick);
-    h->listening = atomic_load(&listening);
-}
-
-static void control_loop(runtime *rt) {
-    PGconn *c = control_connect(rt);
-    int64_t hb_every = INT64_MAX;
-    for (size_t i = 0; i < rt->nstages; i++)
-        if (rt->stages[i].s->heartbeat_ms < hb_every)
-            hb_every = rt->stages[i].s->heartbeat_ms;
-    int64_t next_hb = sl_now_ms() + hb_every, next_sweep = sl_now_ms();
-    int64_t drain_deadline = 0, idle_since = 0;
-
-    event(rt, "ready");
-    while (c) {
-        int64_t t = sl_now_ms();
-        atomic_store(&last_tick, t);
-        event(rt, "tick");
-        if (atomic_load(&stop_requested)) {
-            if (!drain_deadline) {
-                event(rt, "stopping");
-                log_drain(rt);
-                drain_deadline = t + rt->o.drain_ms;
-                for (size_t i = 0; i < rt->nstages; i++)
-                    stage_broadcast(&rt->stages[i]);
-            }
-            int alive = 0;
-            for (size_t i = 0; i < rt->nstages; i++) {
-                pthread_mutex_lock(&rt->stages[i].mu);
-                alive += rt->stages[i].workers;
-                pthread_mutex_unlock(&rt->stages[i].mu);
-            }
-            if (alive == 0) break;
-            if (t >= drain_deadline || atomic_load(&stop_now)) {
-                /* Past the deadline: tell every running handler to stop;
-                 * their jobs are released without using an attempt. */
-                for (size_t i = 0; i < rt->nworkers; i++)
-                    for (int k = 0; k < MAX_BATCH; k++)
-                        atomic_store(&rt->workers[i].stop_job[k], 1);
-            }
-        }
-        int64_t wait = next_hb - t;
-        if (next_sweep - t < wait) wait = next_sweep - t;
-        if (rt->o.exit_when_idle || atomic_load(&stop_requested))
-            wait = wait > 50 ? 50 : wait;
-        if (wait > 1000) wait = 1000; /* a tick a second at least */
-        if (wait < 0) wait = 0;
-
-        struct pollfd pfd = {PQsocket(c), POLLIN, 0};
-        int pr = poll(&pfd, 1, (int)wait);
-        if (pr > 0 && !PQconsumeInput(c)) {
-            sl_log(SL_LOG_WARN, "control connection lost, reconnecting", NULL);
-            atomic_store(&listening, 0);
-            PQfinish(c);
-            c = control_connect(rt);
-            /* Notifications may have been missed while down. */
-            for (size_t i = 0; i < rt->nstages; i++)
-                stage_broadcast(&rt->stages[i]);
-            continue;
-        }
-        PGnotify *nf;
-        while ((nf = PQnotifies(c)) != NULL) {
-            stage_rt *st = stage_by_channel(rt, nf->relname);
-            if (st) stage_post(st);
-            PQfreemem(nf);
-        }
-        t = sl_now_ms();
-        publish_slots(rt);
-        int lost = 0;
-        if (t >= next_hb) {
-            lost |= heartbeat(rt, c);
-            next_hb = t + hb_every;
-        }
-        if (t >= next_sweep && !lost) {
-            lost |= sweep(rt, c);
-            next_sweep = t + rt->sweep_ms;
-        }
-        if (lost || conn_lost(c)) {
-            atomic_store(&listening, 0);
-            PQfinish(c);
-            c = control_connect(rt);
-            for (size_t i = 0; i < rt->nstages; i++)
-                stage_broadcast(&rt->stages[i]);
-            continue;
-        }
-        if (rt->o.exit_when_idle && !atomic_load(&stop_requested)) {
-            if (all_idle(rt, c)) {
-                if (!idle_since) idle_since = t;
-                /* Idle twice in a row, 100 ms apart: nothing in flight. */
-                if (t - idle_since >= 100) {
-                    sl_log(SL_LOG_INFO, "idle: nothing left to do", NULL);
-                    atomic_store(&stop_requested, 1);
-                }
-            } else {
-                idle_since = 0;
-            }
-        }
-    }
-    atomic_store(&listening, 0);
-    if (c) PQfinish(c);
-}
-
-/* ---- start and stop --------------------------------------------------------------------- */
+/* ---- start and stop
+ * --------------------------------------------------------------------- */
 
 void sl_runtime_request_stop(void) {
-    if (atomic_exchange(&stop_requested, 1)) atomic_store(&stop_now, 1);
+    if (atomic_exchange(&sl_rt__stop_requested, 1))
+        atomic_store(&sl_rt__stop_now, 1);
 }
 
 static void on_signal(int sig) {
@@ -931,6 +640,36 @@ static int selected(const sl_runtime_opts *o, const sl_stage *s) {
     return 0;
 }
 
+/* rt->worker_id: --worker-id, else "<host>:<pid>". */
+static void name_process(runtime *rt) {
+    if (rt->o.worker_id && *rt->o.worker_id) {
+        snprintf(rt->worker_id, sizeof rt->worker_id, "%s", rt->o.worker_id);
+    } else {
+        char host[64] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(rt->worker_id, sizeof rt->worker_id, "%s:%d", host,
+                 (int)getpid());
+    }
+}
+
+/* Fills rt->workers (allocated, rt->nworkers long) stage by stage. */
+static void init_workers(runtime *rt) {
+    size_t wi = 0;
+    for (size_t i = 0; i < rt->nstages; i++) {
+        for (int k = 0; k < rt->stages[i].workers; k++, wi++) {
+            worker *w = &rt->workers[wi];
+            w->rt = rt;
+            w->st = &rt->stages[i];
+            w->index = k;
+            w->running = -1;
+            pthread_mutex_init(&w->mu, NULL);
+            snprintf(w->owner, sizeof w->owner, "%s:%s:%d", rt->worker_id,
+                     rt->stages[i].s->name, k);
+        }
+    }
+    assert(wi == rt->nworkers);
+}
+
 int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
                    size_t errlen) {
     int rc = 0;
@@ -939,22 +678,16 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
     rt.m = m;
     rt.o = *o;
     rt.db = sl_db_source(o->conninfo && *o->conninfo ? o->conninfo : NULL);
-    rt.throttle_ms = o->progress_throttle_ms > 0 ? o->progress_throttle_ms
-                                                 : 250;
-    atomic_store(&stop_requested, 0);
-    atomic_store(&stop_now, 0);
-    if (o->worker_id && *o->worker_id) {
-        snprintf(rt.worker_id, sizeof rt.worker_id, "%s", o->worker_id);
-    } else {
-        char host[64] = "localhost";
-        gethostname(host, sizeof host - 1);
-        snprintf(rt.worker_id, sizeof rt.worker_id, "%s:%d", host,
-                 (int)getpid());
-    }
+    rt.throttle_ms =
+        o->progress_throttle_ms > 0 ? o->progress_throttle_ms : 250;
+    atomic_store(&sl_rt__stop_requested, 0);
+    atomic_store(&sl_rt__stop_now, 0);
+    name_process(&rt);
 
     /* Stages to run, and the check that each has a handler. */
     size_t total = 0;
-    for (size_t i = 0; i < m->npipelines; i++) total += m->pipelines[i].nstages;
+    for (size_t i = 0; i < m->npipelines; i++)
+        total += m->pipelines[i].nstages;
     rt.stages = calloc(total ? total : 1, sizeof *rt.stages);
     if (!rt.stages) return -SL_ENOMEM;
     rt.sweep_ms = INT64_MAX;
@@ -1010,19 +743,7 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
         goto out_free;
     }
     rt.nworkers = nworkers;
-    size_t wi = 0;
-    for (size_t i = 0; i < rt.nstages; i++) {
-        for (int k = 0; k < rt.stages[i].workers; k++, wi++) {
-            worker *w = &rt.workers[wi];
-            w->rt = &rt;
-            w->st = &rt.stages[i];
-            w->index = k;
-            w->running = -1;
-            pthread_mutex_init(&w->mu, NULL);
-            snprintf(w->owner, sizeof w->owner, "%s:%s:%d", rt.worker_id,
-                     rt.stages[i].s->name, k);
-        }
-    }
+    init_workers(&rt);
     char nw[16];
     snprintf(nw, sizeof nw, "%zu", nworkers);
     sl_log(SL_LOG_INFO, "runtime started", "worker", rt.worker_id, "threads",
@@ -1030,11 +751,13 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
     for (size_t i = 0; i < nworkers; i++)
         pthread_create(&rt.workers[i].th, NULL, worker_main, &rt.workers[i]);
 
-    control_loop(&rt);
+    sl_rt__control_loop(&rt);
 
-    atomic_store(&stop_requested, 1);
-    for (size_t i = 0; i < rt.nstages; i++) stage_broadcast(&rt.stages[i]);
-    for (size_t i = 0; i < nworkers; i++) pthread_join(rt.workers[i].th, NULL);
+    atomic_store(&sl_rt__stop_requested, 1);
+    for (size_t i = 0; i < rt.nstages; i++)
+        sl_rt__stage_broadcast(&rt.stages[i]);
+    for (size_t i = 0; i < nworkers; i++)
+        pthread_join(rt.workers[i].th, NULL);
     for (size_t i = 0; i < nworkers; i++)
         pthread_mutex_destroy(&rt.workers[i].mu);
     sl_log(SL_LOG_INFO, "runtime stopped", "worker", rt.worker_id, NULL);

@@ -105,9 +105,9 @@ static int api_log(lua_State *L) {
     sl_lua__box *b = sl_lua__box_new(L);
     b->json = json_object();
     if (!b->json) return luaL_error(L, "sluice.log: out of memory");
-    json_object_set_new(b->json, "stage",
-                        json_string(h->stage && h->stage->name ? h->stage->name
-                                                               : ""));
+    json_object_set_new(
+        b->json, "stage",
+        json_string(h->stage && h->stage->name ? h->stage->name : ""));
     json_object_set_new(b->json, "job", json_string(job_id(h)));
     json_object_set_new(b->json, "hook", json_string(h->point ? h->point : ""));
     if (!lua_isnoneornil(L, 3)) {
@@ -161,8 +161,10 @@ static int api_log(lua_State *L) {
             if (text) v = json_string_nocheck(text);
             free(text);
             char *key = sl_text_dup(k, kl, 0);
-            if (key && v) json_object_set_new_nocheck(b->json, key, v);
-            else json_decref(v);
+            if (key && v)
+                json_object_set_new_nocheck(b->json, key, v);
+            else
+                json_decref(v);
             free(key);
             n++;
             lua_settop(L, top - 1); /* the key goes back to lua_next */
@@ -320,8 +322,8 @@ static int url_under(const char *url, const char *prefix) {
     size_t n = strlen(prefix);
     if (n == 0 || strncmp(url, prefix, n) != 0) return 0;
     char next = url[n];
-    return prefix[n - 1] == '/' || next == '\0' || next == '/' ||
-           next == '?' || next == '#';
+    return prefix[n - 1] == '/' || next == '\0' || next == '/' || next == '?' ||
+           next == '#';
 }
 
 /* auth = ... sends the key only to the stage's base_url or a URL under one
@@ -333,9 +335,9 @@ static int auth_url_allowed(const json_t *with, const char *url) {
     const json_t *list = json_object_get(with, "http_auth_urls");
     size_t i;
     const json_t *v;
-    json_array_foreach(list, i, v) if (json_is_string(v) &&
-                                       url_under(url, json_string_value(v)))
-        return 1;
+    json_array_foreach(list, i,
+                       v) if (json_is_string(v) &&
+                              url_under(url, json_string_value(v))) return 1;
     return 0;
 }
 
@@ -386,6 +388,39 @@ static const char *auth_header(lua_State *L, sl_lua *h, const char *url) {
     if (!kb->str) luaL_error(L, "sluice.http.request: out of memory");
     snprintf(kb->str, kl, "Authorization: %s%s", bearer ? "Bearer " : "", key);
     return kb->str;
+}
+
+/* Pushes the answer table of sluice.http.request: status, body,
+ * content_type, retry_after, and for a failure kept (errors = "return")
+ * error and class; json when the body is JSON. b holds the body. */
+static void push_response(lua_State *L, sl_lua__box *b,
+                          const sl_http_resp *resp, int rc,
+                          const sl_result *res) {
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, resp->status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, b->str ? b->str : "", b->str ? resp->body_len : 0);
+    lua_setfield(L, -2, "body");
+    lua_pushstring(L, resp->content_type);
+    lua_setfield(L, -2, "content_type");
+    if (resp->retry_after_ms >= 0) {
+        lua_pushnumber(L, (lua_Number)resp->retry_after_ms / 1000.0);
+        lua_setfield(L, -2, "retry_after");
+    }
+    if (rc != 0) {
+        lua_pushstring(L, res->message);
+        lua_setfield(L, -2, "error");
+        lua_pushstring(L, sl_errclass_name(res->errclass));
+        lua_setfield(L, -2, "class");
+    }
+    if (b->str && strstr(resp->content_type, "json")) {
+        json_error_t je;
+        b->json = json_loadb(b->str, resp->body_len, JSON_DECODE_ANY, &je);
+        if (b->json) {
+            sl_lua__push_json(L, b->json);
+            lua_setfield(L, -2, "json");
+        }
+    }
 }
 
 /* sluice.http.request{method, url, headers, body, timeout, ...} -> response
@@ -474,15 +509,13 @@ static int http_request(lua_State *L) {
     /* The body becomes a Lua string: it must fit in what is left of the
      * hook's memory limit (counted twice: the buffer and the string). */
     if (h->mem_limit > 0) {
-        size_t left = h->mem_limit > h->mem_used
-                          ? (h->mem_limit - h->mem_used) / 2
-                          : 1;
+        size_t left =
+            h->mem_limit > h->mem_used ? (h->mem_limit - h->mem_used) / 2 : 1;
         if (!req.max_response || req.max_response > left)
             req.max_response = left ? left : 1;
     }
-    req.public_only =
-        !json_is_true(json_object_get(h->stage ? h->stage->with : NULL,
-                                      "http_private"));
+    req.public_only = !json_is_true(
+        json_object_get(h->stage ? h->stage->with : NULL, "http_private"));
     lua_getfield(L, 1, "follow_redirects");
     req.follow_redirects = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -508,31 +541,7 @@ static int http_request(lua_State *L) {
         sl_http_resp_clear(&resp);
         return sl_lua__raise(L, res.errclass, res.delay_ms, "%s", res.message);
     }
-    lua_createtable(L, 0, 6);
-    lua_pushinteger(L, resp.status);
-    lua_setfield(L, -2, "status");
-    lua_pushlstring(L, b->str ? b->str : "", b->str ? resp.body_len : 0);
-    lua_setfield(L, -2, "body");
-    lua_pushstring(L, resp.content_type);
-    lua_setfield(L, -2, "content_type");
-    if (resp.retry_after_ms >= 0) {
-        lua_pushnumber(L, (lua_Number)resp.retry_after_ms / 1000.0);
-        lua_setfield(L, -2, "retry_after");
-    }
-    if (rc != 0) {
-        lua_pushstring(L, res.message);
-        lua_setfield(L, -2, "error");
-        lua_pushstring(L, sl_errclass_name(res.errclass));
-        lua_setfield(L, -2, "class");
-    }
-    if (b->str && strstr(resp.content_type, "json")) {
-        json_error_t je;
-        b->json = json_loadb(b->str, resp.body_len, JSON_DECODE_ANY, &je);
-        if (b->json) {
-            sl_lua__push_json(L, b->json);
-            lua_setfield(L, -2, "json");
-        }
-    }
+    push_response(L, b, &resp, rc, &res);
     sl_lua__box_free(b);
     sl_http_resp_clear(&resp);
     return 1;

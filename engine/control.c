@@ -1,0 +1,276 @@
+/* control.c - the runtime's control thread: one connection that LISTENs on
+ * every stage's channel and wakes workers, extends the leases of running
+ * jobs (heartbeats), rescues jobs whose lease expired and re-announces
+ * pending jobs whose NOTIFY was missed (the sweep), publishes liveness and
+ * worker slots, and drives the drain on stop. */
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clock.h"
+#include "db.h"
+#include "error.h"
+#include "log.h"
+#include "metrics.h"
+#include "runtime_priv.h"
+
+/* ---- control thread: listen, heartbeat, sweep
+ * ------------------------------------ */
+
+static int listen_all(runtime *rt, PGconn *c, char *err, size_t errlen) {
+    for (size_t i = 0; i < rt->nstages; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "LISTEN \"%s\"", rt->stages[i].s->channel);
+        PGresult *r = PQexec(c, sql);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) {
+            char m[512];
+            snprintf(err, errlen, "LISTEN: %s", sl_db_error(c, r, m, sizeof m));
+        }
+        PQclear(r);
+        if (!ok) return -SL_EDB;
+    }
+    return 0;
+}
+
+static PGconn *control_connect(runtime *rt) {
+    char err[512];
+    int64_t delay = 100;
+    for (;;) {
+        PGconn *c = sl_rt__connect_worker(rt, "control");
+        if (!c) return NULL;
+        if (listen_all(rt, c, err, sizeof err) == 0) {
+            atomic_store(&sl_rt__listening, 1);
+            return c;
+        }
+        PQfinish(c);
+        sl_log(SL_LOG_WARN, "listen failed, retrying", "error", err, NULL);
+        sl_sleep_ms(delay);
+        delay = delay * 2 > 5000 ? 5000 : delay * 2;
+    }
+}
+
+/* Returns non-zero when the connection failed. */
+static int heartbeat(runtime *rt, PGconn *c) {
+    char err[512];
+    int lost = 0;
+    int64_t t = sl_now_ms();
+    for (size_t i = 0; i < rt->nworkers; i++) {
+        worker *w = &rt->workers[i];
+        const sl_stage *s = w->st->s;
+        const char *ids[MAX_BATCH];
+        int owned[MAX_BATCH];
+        pthread_mutex_lock(&w->mu);
+        int n = w->njobs;
+        for (int k = 0; k < n; k++)
+            ids[k] = w->jobs[k].id;
+        if (w->running >= 0 && t - w->running_since > s->timeout_ms &&
+            !atomic_load(&w->timed_out)) {
+            atomic_store(&w->timed_out, 1);
+            atomic_store(&w->stop_job[w->running], 1);
+        }
+        int rc = n > 0 && !lost ? sl_queue_heartbeat(c, s, w->owner, ids, n,
+                                                     owned, err, sizeof err)
+                                : -1;
+        if (rc == 0) {
+            for (int k = 0; k < n; k++)
+                if (!owned[k]) atomic_store(&w->stop_job[k], 1);
+        } else if (sl_rt__need_reconnect(c, rc) && n > 0) {
+            lost = 1;
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    return lost;
+}
+
+/* Returns non-zero when the connection failed. */
+static int sweep(runtime *rt, PGconn *c) {
+    char err[512], num[16];
+    for (size_t i = 0; i < rt->nstages; i++) {
+        const sl_stage *s = rt->stages[i].s;
+        int rescued = 0, stale = 0;
+        int rc = sl_queue_rescue(c, s, &rescued, err, sizeof err);
+        if (rc < 0) {
+            sl_log(SL_LOG_WARN, "sweep failed", "queue", s->queue, "error", err,
+                   NULL);
+            if (sl_rt__need_reconnect(c, rc)) return 1;
+            continue;
+        }
+        for (int k = 0; k < rescued; k++)
+            sl_metrics_attempt(s, SL_ATTEMPT_LEASE_EXPIRED, -1);
+        if (rescued > 0) {
+            snprintf(num, sizeof num, "%d", rescued);
+            sl_log(SL_LOG_WARN, "rescued jobs with expired leases", "queue",
+                   s->queue, "count", num, NULL);
+        }
+        if (sl_queue_reannounce(c, s, &stale, err, sizeof err) == 0 &&
+            stale > 0) {
+            snprintf(num, sizeof num, "%d", stale);
+            sl_log(SL_LOG_INFO, "re-announced stale pending jobs", "queue",
+                   s->queue, "count", num, NULL);
+            sl_rt__stage_broadcast(&rt->stages[i]);
+        }
+    }
+    return 0;
+}
+
+static int all_idle(runtime *rt, PGconn *c) {
+    char err[256];
+    for (size_t i = 0; i < rt->nstages; i++) {
+        stage_rt *st = &rt->stages[i];
+        pthread_mutex_lock(&st->mu);
+        int busy = st->idle < st->workers || st->tokens > 0;
+        pthread_mutex_unlock(&st->mu);
+        if (busy) return 0;
+    }
+    for (size_t i = 0; i < rt->nstages; i++) {
+        long n = 0;
+        if (sl_queue_unfinished(c, rt->stages[i].s, &n, err, sizeof err) < 0 ||
+            n > 0)
+            return 0;
+    }
+    return 1;
+}
+
+static stage_rt *stage_by_channel(runtime *rt, const char *ch) {
+    for (size_t i = 0; i < rt->nstages; i++)
+        if (strcmp(rt->stages[i].s->channel, ch) == 0) return &rt->stages[i];
+    return NULL;
+}
+
+/* Says what stopping will take: the jobs in flight, how long they may run
+ * on, and what a second signal does. */
+static void log_drain(runtime *rt) {
+    int running = 0;
+    for (size_t i = 0; i < rt->nworkers; i++) {
+        pthread_mutex_lock(&rt->workers[i].mu);
+        running += rt->workers[i].njobs;
+        pthread_mutex_unlock(&rt->workers[i].mu);
+    }
+    char n[16], ms[24];
+    snprintf(n, sizeof n, "%d", running);
+    snprintf(ms, sizeof ms, "%lld", (long long)rt->o.drain_ms);
+    sl_log(SL_LOG_INFO,
+           "stopping: claimed jobs may finish until the drain time; then they "
+           "are released without using an attempt (a second signal releases "
+           "them at once)",
+           "claimed_jobs", n, "drain_ms", ms, NULL);
+}
+
+static void event(runtime *rt, const char *what) {
+    if (rt->o.on_event) rt->o.on_event(what, rt->o.event_arg);
+}
+
+/* Publishes the busy and free worker slots of every stage. */
+static void publish_slots(runtime *rt) {
+    for (size_t i = 0; i < rt->nstages; i++) {
+        stage_rt *st = &rt->stages[i];
+        pthread_mutex_lock(&st->mu);
+        int total = st->workers, idle = st->idle;
+        pthread_mutex_unlock(&st->mu);
+        sl_metrics_slots(st->s, total, total - idle);
+    }
+}
+
+void sl_runtime_health(sl_runtime_health_t *h) {
+    h->last_tick_ms = atomic_load(&sl_rt__last_tick);
+    h->listening = atomic_load(&sl_rt__listening);
+}
+
+void sl_rt__control_loop(runtime *rt) {
+    PGconn *c = control_connect(rt);
+    int64_t hb_every = INT64_MAX;
+    for (size_t i = 0; i < rt->nstages; i++)
+        if (rt->stages[i].s->heartbeat_ms < hb_every)
+            hb_every = rt->stages[i].s->heartbeat_ms;
+    int64_t next_hb = sl_now_ms() + hb_every, next_sweep = sl_now_ms();
+    int64_t drain_deadline = 0, idle_since = 0;
+
+    event(rt, "ready");
+    while (c) {
+        int64_t t = sl_now_ms();
+        atomic_store(&sl_rt__last_tick, t);
+        event(rt, "tick");
+        if (atomic_load(&sl_rt__stop_requested)) {
+            if (!drain_deadline) {
+                event(rt, "stopping");
+                log_drain(rt);
+                drain_deadline = t + rt->o.drain_ms;
+                for (size_t i = 0; i < rt->nstages; i++)
+                    sl_rt__stage_broadcast(&rt->stages[i]);
+            }
+            int alive = 0;
+            for (size_t i = 0; i < rt->nstages; i++) {
+                pthread_mutex_lock(&rt->stages[i].mu);
+                alive += rt->stages[i].workers;
+                pthread_mutex_unlock(&rt->stages[i].mu);
+            }
+            if (alive == 0) break;
+            if (t >= drain_deadline || atomic_load(&sl_rt__stop_now)) {
+                /* Past the deadline: tell every running handler to stop;
+                 * their jobs are released without using an attempt. */
+                for (size_t i = 0; i < rt->nworkers; i++)
+                    for (int k = 0; k < MAX_BATCH; k++)
+                        atomic_store(&rt->workers[i].stop_job[k], 1);
+            }
+        }
+        int64_t wait = next_hb - t;
+        if (next_sweep - t < wait) wait = next_sweep - t;
+        if (rt->o.exit_when_idle || atomic_load(&sl_rt__stop_requested))
+            wait = wait > 50 ? 50 : wait;
+        if (wait > 1000) wait = 1000; /* a tick a second at least */
+        if (wait < 0) wait = 0;
+
+        struct pollfd pfd = {PQsocket(c), POLLIN, 0};
+        int pr = poll(&pfd, 1, (int)wait);
+        if (pr > 0 && !PQconsumeInput(c)) {
+            sl_log(SL_LOG_WARN, "control connection lost, reconnecting", NULL);
+            atomic_store(&sl_rt__listening, 0);
+            PQfinish(c);
+            c = control_connect(rt);
+            /* Notifications may have been missed while down. */
+            for (size_t i = 0; i < rt->nstages; i++)
+                sl_rt__stage_broadcast(&rt->stages[i]);
+            continue;
+        }
+        PGnotify *nf;
+        while ((nf = PQnotifies(c)) != NULL) {
+            stage_rt *st = stage_by_channel(rt, nf->relname);
+            if (st) sl_rt__stage_post(st);
+            PQfreemem(nf);
+        }
+        t = sl_now_ms();
+        publish_slots(rt);
+        int lost = 0;
+        if (t >= next_hb) {
+            lost |= heartbeat(rt, c);
+            next_hb = t + hb_every;
+        }
+        if (t >= next_sweep && !lost) {
+            lost |= sweep(rt, c);
+            next_sweep = t + rt->sweep_ms;
+        }
+        if (lost || sl_rt__conn_lost(c)) {
+            atomic_store(&sl_rt__listening, 0);
+            PQfinish(c);
+            c = control_connect(rt);
+            for (size_t i = 0; i < rt->nstages; i++)
+                sl_rt__stage_broadcast(&rt->stages[i]);
+            continue;
+        }
+        if (rt->o.exit_when_idle && !atomic_load(&sl_rt__stop_requested)) {
+            if (all_idle(rt, c)) {
+                if (!idle_since) idle_since = t;
+                /* Idle twice in a row, 100 ms apart: nothing in flight. */
+                if (t - idle_since >= 100) {
+                    sl_log(SL_LOG_INFO, "idle: nothing left to do", NULL);
+                    atomic_store(&sl_rt__stop_requested, 1);
+                }
+            } else {
+                idle_since = 0;
+            }
+        }
+    }
+    atomic_store(&sl_rt__listening, 0);
+    if (c) PQfinish(c);
+}
