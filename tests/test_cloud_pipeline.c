@@ -429,7 +429,7 @@ static void keys_never_reach_logs_or_the_database(void **state) {
                 cloud_yaml((cloud_opts){.max_attempts = 5}));
     char *iv = cloud_interview(&env, CLOUD_MEDIA, NULL, NULL);
     assert_int_equal(sl_test_sh(NULL,
-                                "timeout -s KILL 60 '%s' run --exit-when-idle "
+                                "timeout -s KILL 60 '%s' run --allow-superuser --exit-when-idle "
                                 "-p '%s' --log-level debug >> '%s' 2>&1",
                                 sl_test_bin(), env.dir, env.log),
                      0);

@@ -173,7 +173,7 @@ static void counters_equal_a_known_workload(void **state) {
     char listen[32], yaml[512];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     snprintf(yaml, sizeof yaml, "%s/http_metrics.yaml", sl_test_tmpdir());
-    const char *args[] = {"run", "-p", yaml, "--http", listen, NULL};
+    const char *args[] = {"run", "--allow-superuser", "-p", yaml, "--http", listen, NULL};
     pid_t w = spawn_sluice(args);
     assert_int_equal(
         rt_wait_for(c,
@@ -270,7 +270,7 @@ static void systemd_hears_ready_watchdog_and_stopping(void **state) {
     setenv("WATCHDOG_USEC", wd, 1);
     char yaml[512];
     snprintf(yaml, sizeof yaml, "%s/http_notify.yaml", sl_test_tmpdir());
-    const char *args[] = {"run", "-p", yaml, NULL};
+    const char *args[] = {"run", "--allow-superuser", "-p", yaml, NULL};
     pid_t w = spawn_sluice(args);
     unsetenv("NOTIFY_SOCKET");
     unsetenv("WATCHDOG_USEC");
