@@ -910,13 +910,7 @@ void sl_runtime_install_signals(void) {
 }
 
 static int selected(const sl_runtime_opts *o, const sl_stage *s) {
-    if (!o->only || o->nonly == 0) return 1;
-    for (size_t i = 0; i < o->nonly; i++)
-        if (strcmp(o->only[i], s->name) == 0 ||
-            strcmp(o->only[i], s->queue) == 0 ||
-            strcmp(o->only[i], s->pipeline->name) == 0)
-            return 1;
-    return 0;
+    return sl_stage_selected(s, o->only, o->only ? o->nonly : 0);
 }
 
 int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
