@@ -99,19 +99,21 @@ static int bulk_row(const sl_stage *s, const char *path, size_t lineno,
 }
 
 /* Inserts the rows of batch; lines[i] is the line of row i. Adds the
- * count to *total. Returns 0, or -1 after naming the line at fault. */
+ * count to *total. Returns 0, or the exit code after naming the line at
+ * fault (SL_EXIT_USAGE for a bad value, SL_EXIT_FAILURE otherwise). */
 static int bulk_flush(PGconn *c, const sl_stage *s, const char *path,
                       json_t *batch, const size_t *lines, long *total) {
     char err[1024];
     long n = 0;
     size_t bad = 0;
-    if (sl_jobs_enqueue_batch(c, s, batch, &n, &bad, err, sizeof err) != 0) {
+    int e = sl_jobs_enqueue_batch(c, s, batch, &n, &bad, err, sizeof err);
+    if (e != 0) {
         if (bad > 0)
             sl_cli_say(cmd, "%s:%zu: %s", path, lines[bad - 1],
                        strchr(err, ':') ? strchr(err, ':') + 2 : err);
         else
             sl_cli_say(cmd, "%s", err);
-        return -1;
+        return e == -SL_EINVAL ? SL_EXIT_USAGE : SL_EXIT_FAILURE;
     }
     *total += n;
     json_array_clear(batch);
@@ -130,6 +132,7 @@ static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path) {
     char *line = NULL, err[1024];
     size_t cap = 0, lineno = 0, lines[SL_JOBS_BATCH];
     long total = 0;
+    int fl;
     json_t *batch = json_array();
     if (sl_jobs_begin(c, err, sizeof err) != 0) {
         sl_cli_say(cmd, "%s", err);
@@ -140,15 +143,20 @@ static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path) {
         if (!eof) {
             json_t *row = NULL;
             int got = bulk_row(s, path, ++lineno, line, &row);
-            if (got < 0) goto rollback;
+            if (got < 0) {
+                rc = SL_EXIT_USAGE; /* bad JSON, key, column or value */
+                goto rollback;
+            }
             if (got == 0) continue;
             lines[json_array_size(batch)] = lineno;
             json_array_append_new(batch, row);
         }
         if ((json_array_size(batch) == SL_JOBS_BATCH ||
              (eof && json_array_size(batch) > 0)) &&
-            bulk_flush(c, s, path, batch, lines, &total) != 0)
+            (fl = bulk_flush(c, s, path, batch, lines, &total)) != 0) {
+            rc = fl;
             goto rollback;
+        }
         if (eof) break;
     }
     if (ferror(f)) {
@@ -399,17 +407,8 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
  * or the exit code. */
 static int enqueue_resolve(const sl_model *m, const enqueue_args *a,
                            const sl_stage **out) {
-    const sl_pipeline *p = sl_model_pipeline(m, a->pipeline);
-    if (!p) {
-        char names[512] = "";
-        size_t k = 0;
-        for (size_t i = 0; i < m->npipelines && k < sizeof names; i++)
-            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s",
-                                  i ? ", " : "", m->pipelines[i].name);
-        sl_cli_say(cmd, "no pipeline named '%s' (loaded: %s)", a->pipeline,
-                   k ? names : "none");
-        return SL_EXIT_FAILURE;
-    }
+    const sl_pipeline *p = sl_cli_find_pipeline(cmd, m, a->pipeline);
+    if (!p) return SL_EXIT_USAGE;
     assert(p->nstages > 0);
     const sl_stage *s = a->stage ? NULL : &p->stages[0];
     for (size_t i = 0; i < p->nstages && !s; i++)
@@ -417,9 +416,17 @@ static int enqueue_resolve(const sl_model *m, const enqueue_args *a,
             strcmp(p->stages[i].queue, a->stage) == 0)
             s = &p->stages[i];
     if (!s) {
-        sl_cli_say(cmd, "pipeline %s has no stage or queue named '%s'",
-                   a->pipeline, a->stage);
-        return SL_EXIT_FAILURE;
+        const char *names[2 * 64];
+        size_t n = 0;
+        char hint[160];
+        for (size_t i = 0; i < p->nstages && n + 2 <= 2 * 64; i++) {
+            names[n++] = p->stages[i].name;
+            names[n++] = p->stages[i].queue;
+        }
+        sl_cli_say(cmd, "pipeline %s has no stage or queue named '%s'%s",
+                   a->pipeline, a->stage,
+                   sl_cli_hint(a->stage, names, n, hint, sizeof hint));
+        return SL_EXIT_USAGE;
     }
     if (!a->bulk && p->has_subject && !a->subject) {
         sl_cli_say(cmd,

@@ -128,8 +128,9 @@ int sl_cmd_jobs(int argc, char **argv) {
     PGresult *r = NULL;
     char err[4096];
     if ((rc = jobs_parse(argc, argv, &a)) != 0) goto out;
-    rc = SL_EXIT_FAILURE;
+    rc = SL_EXIT_USAGE;
     if (a.queue && !(a.f.stage = sl_cli_find_queue(cmd, m, a.queue))) goto out;
+    rc = SL_EXIT_FAILURE;
     if (sl_reads_jobs_queues(m, &a.f) == 0) {
         if (a.as_json)
             puts("[]");
@@ -214,11 +215,7 @@ static int act_on_ids(const char *cmd, PGconn *c, const sl_model *m, int n,
     for (int i = 0; i < n; i++) {
         sl_job_ref ref;
         char err[1024], id[40];
-        if (sl_cli_uuid(id, ids[i]) != 0) {
-            sl_cli_say(cmd, "'%s' is not a job id (expected a UUID)", ids[i]);
-            failed = 1;
-            continue;
-        }
+        if (sl_cli_uuid(id, ids[i]) != 0) return SL_EXIT_USAGE; /* checked */
         int e = cancel ? sl_jobs_cancel(c, m, id, &ref, err, sizeof err)
                        : sl_jobs_retry(c, m, id, &ref, err, sizeof err);
         if (e != 0) {
@@ -283,9 +280,16 @@ static int retry_or_cancel(int argc, char **argv, int cancel) {
         usage(stderr);
         goto out;
     }
-    rc = SL_EXIT_FAILURE;
     const sl_stage *s = NULL;
     if (queue && !(s = sl_cli_find_queue(cmd, m, queue))) goto out;
+    for (int i = optind; i < argc; i++) {
+        char id[40];
+        if (sl_cli_uuid(id, argv[i]) != 0) {
+            sl_cli_say(cmd, "'%s' is not a job id (expected a UUID)", argv[i]);
+            goto out;
+        }
+    }
+    rc = SL_EXIT_FAILURE;
     if (!(c = sl_cli_connect(cmd, db))) goto out;
     rc = s ? retry_queue(cmd, c, s)
            : act_on_ids(cmd, c, m, nids, argv + optind, cancel);

@@ -5,10 +5,12 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_priv.h"
 #include "dsl.h"
 #include "error.h"
 #include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "runtime.h"
 
 static void run_usage(FILE *f) {
@@ -50,6 +52,10 @@ static int log_level_parse(const char *s) {
 }
 
 int sl_cmd_run(int argc, char **argv) {
+    if (sl_cli_wants_help(argc, argv)) {
+        run_usage(stdout);
+        return SL_EXIT_OK;
+    }
     sl_model *m = NULL;
     int rc = sl_cli_load(&argc, argv, &m);
     if (rc != 0) return rc;
@@ -77,14 +83,23 @@ int sl_cmd_run(int argc, char **argv) {
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int ch;
+    long n;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "s:c:b:h", opts, NULL)) != -1) {
         switch (ch) {
         case 's':
             if (nonly < 64) only[nonly++] = optarg;
             break;
-        case 'c': o.concurrency = atoi(optarg); break;
-        case 'b': o.batch = atoi(optarg); break;
+        case 'c':
+        case 'b':
+            /* The YAML's ranges (concurrency 1..1024, batch 1..1000). */
+            if (sl_cli_parse_int("run", ch == 'c' ? "--concurrency" : "--batch",
+                                 optarg, 1, ch == 'c' ? 1024 : 1000, &n) != 0) {
+                rc = SL_EXIT_USAGE;
+                goto out;
+            }
+            *(ch == 'c' ? &o.concurrency : &o.batch) = (int)n;
+            break;
         case 'd':
             if (sl_duration_parse(optarg, &o.drain_ms) != 0) {
                 fprintf(stderr, "sluice run: bad --drain '%s' (expected a "
@@ -125,8 +140,13 @@ int sl_cmd_run(int argc, char **argv) {
             goto out;
         }
     }
-    if (o.concurrency < 0 || o.batch < 0 || o.batch > 1000) {
-        fprintf(stderr, "sluice run: --concurrency >= 1, --batch 1..1000\n");
+    if (optind != argc) {
+        fprintf(stderr, "sluice run: unexpected argument '%s'\n", argv[optind]);
+        run_usage(stderr);
+        rc = SL_EXIT_USAGE;
+        goto out;
+    }
+    if (sl_cli_check_stages("run", m, only, nonly) != 0) {
         rc = SL_EXIT_USAGE;
         goto out;
     }
@@ -135,6 +155,7 @@ int sl_cmd_run(int argc, char **argv) {
     sl_log_init(fmt, level);
     sl_runtime_install_signals();
     o.on_event = sl_cli_sd_event;
+    if ((rc = sl_cli_run_preflight(m, &o)) != 0) goto out;
     if (http && (rc = sl_cli_http_start("run", http, m, 1, &server)) != 0)
         goto out;
     char err[1024];
@@ -143,6 +164,12 @@ int sl_cmd_run(int argc, char **argv) {
         sl_redact(err, sizeof err);
         fprintf(stderr, "sluice run: %s\n", err);
         rc = r == -SL_EINVAL ? SL_EXIT_INVALID : SL_EXIT_FAILURE;
+    } else if (o.exit_when_idle &&
+               sl_metrics_attempts_total(SL_ATTEMPT_FAILED) > 0) {
+        fprintf(stderr, "sluice run: idle; %lld job%s failed for good\n",
+                sl_metrics_attempts_total(SL_ATTEMPT_FAILED),
+                sl_metrics_attempts_total(SL_ATTEMPT_FAILED) == 1 ? "" : "s");
+        rc = SL_EXIT_JOB_FAILED;
     }
 out:
     sl_httpd_stop(server);

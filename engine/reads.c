@@ -274,3 +274,18 @@ int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen) {
                     " FROM sluice_statistics ORDER BY queue");
     return run(c, &q, 0, NULL, "read sluice_statistics", out, err, errlen);
 }
+
+int sl_reads_max_connections(PGconn *c, long *n, char *err, size_t errlen) {
+    assert(c && n);
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "SELECT current_setting('max_connections')::int -"
+                    " current_setting('superuser_reserved_connections')::int"
+                    " - COALESCE(current_setting('reserved_connections',"
+                    " true)::int, 0)");
+    PGresult *r = NULL;
+    int rc = run(c, &q, 0, NULL, "read max_connections", &r, err, errlen);
+    if (rc == 0) *n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc;
+}

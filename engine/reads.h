@@ -161,4 +161,10 @@ enum {
  * sluice_statistics"). */
 int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen);
 
+/* The connections a client such as sluice may open on the server behind
+ * c: max_connections less superuser_reserved_connections and, from
+ * PostgreSQL 16, reserved_connections, into *n (OUT). Returns 0 or an
+ * error (WHAT is "read max_connections"). */
+int sl_reads_max_connections(PGconn *c, long *n, char *err, size_t errlen);
+
 #endif
