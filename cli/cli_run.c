@@ -101,9 +101,8 @@ int sl_cmd_run(int argc, char **argv) {
             *(ch == 'c' ? &o.concurrency : &o.batch) = (int)n;
             break;
         case 'd':
-            if (sl_duration_parse(optarg, &o.drain_ms) != 0) {
-                fprintf(stderr, "sluice run: bad --drain '%s' (expected a "
-                                "duration such as 30s)\n", optarg);
+            if (sl_cli_parse_duration("run", "--drain", optarg,
+                                      &o.drain_ms) != 0) {
                 rc = SL_EXIT_USAGE;
                 goto out;
             }
@@ -113,9 +112,8 @@ int sl_cmd_run(int argc, char **argv) {
         case 'w': o.worker_id = optarg; break;
         case 'H': http = optarg; break;
         case 'f':
-            if (strcmp(optarg, "json") == 0) fmt = SL_LOGJSON;
-            else if (strcmp(optarg, "logfmt") == 0) fmt = SL_LOGFMT;
-            else {
+            fmt = strcmp(optarg, "json") == 0 ? SL_LOGJSON : SL_LOGFMT;
+            if (fmt == SL_LOGFMT && strcmp(optarg, "logfmt") != 0) {
                 fprintf(stderr, "sluice run: --log-format is logfmt or json\n");
                 rc = SL_EXIT_USAGE;
                 goto out;
@@ -140,13 +138,8 @@ int sl_cmd_run(int argc, char **argv) {
             goto out;
         }
     }
-    if (optind != argc) {
-        fprintf(stderr, "sluice run: unexpected argument '%s'\n", argv[optind]);
-        run_usage(stderr);
-        rc = SL_EXIT_USAGE;
-        goto out;
-    }
-    if (sl_cli_check_stages("run", m, only, nonly) != 0) {
+    if (optind != argc || sl_cli_check_stages("run", m, only, nonly) != 0) {
+        if (optind != argc) run_usage(stderr); /* a stray argument */
         rc = SL_EXIT_USAGE;
         goto out;
     }
