@@ -26,10 +26,17 @@ static void set_err(char *err, size_t n, const char *what, PGconn *c,
 }
 
 int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen) {
+    return sl_queue_prepare_stages(c, m, NULL, 0, err, errlen);
+}
+
+int sl_queue_prepare_stages(PGconn *c, const sl_model *m,
+                            const char *const *only, size_t nonly, char *err,
+                            size_t errlen) {
     for (size_t pi = 0; pi < m->npipelines; pi++) {
         const sl_pipeline *p = &m->pipelines[pi];
         for (size_t si = 0; si < p->nstages; si++) {
             const sl_stage *s = &p->stages[si];
+            if (!sl_stage_selected(s, only, nonly)) continue;
             for (int op = 0; op < OP__COUNT; op++) {
                 sl_buf b;
                 char name[64];

@@ -112,7 +112,10 @@ static PGconn *connect_worker(runtime *rt, const char *who) {
             PGresult *r = PQexec(c, "SET synchronous_commit = off");
             PQclear(r);
         }
-        if (c && sl_queue_prepare(c, rt->m, err, sizeof err) == 0) return c;
+        if (c && sl_queue_prepare_stages(c, rt->m, rt->o.only,
+                                         rt->o.only ? rt->o.nonly : 0, err,
+                                         sizeof err) == 0)
+            return c;
         if (c) PQfinish(c);
         if (atomic_load(&stop_now)) return NULL;
         sl_log(SL_LOG_WARN, "database unavailable, retrying", "who", who,
@@ -979,7 +982,8 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
         rc = -SL_EDB;
         goto out_free;
     }
-    if (sl_queue_prepare(probe, m, err, errlen) != 0) {
+    if (sl_queue_prepare_stages(probe, m, o->only, o->only ? o->nonly : 0,
+                                err, errlen) != 0) {
         PQfinish(probe);
         rc = -SL_EDB;
         goto out_free;

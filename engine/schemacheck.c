@@ -29,6 +29,19 @@ static int table_known(const PGresult *r, const char *t) {
     return 0;
 }
 
+/* Non-zero when the queue of st must exist for a run of the stages picked
+ * by `only`: st is picked, or a picked stage hands off to it. */
+static int needed(const sl_stage *st, const char *const *only, size_t nonly) {
+    if (sl_stage_selected(st, only, nonly)) return 1;
+    const sl_pipeline *p = st->pipeline;
+    for (size_t k = 0; k < p->nstages; k++) {
+        if (!sl_stage_selected(&p->stages[k], only, nonly)) continue;
+        for (size_t i = 0; i < p->stages[k].nnext; i++)
+            if (p->stages[k].next[i].stage == st) return 1;
+    }
+    return 0;
+}
+
 /* The first difference between the selected tables of s and the catalog,
  * in words, or 0. */
 static int compare(const sl_schema *s, const char *const *only, size_t nonly,
@@ -36,7 +49,7 @@ static int compare(const sl_schema *s, const char *const *only, size_t nonly,
     for (size_t i = 0; i < s->ntables; i++) {
         const sl_schema_table *t = &s->tables[i];
         const sl_stage *st = t->stage;
-        if (!sl_stage_selected(st, only, nonly)) continue;
+        if (!needed(st, only, nonly)) continue;
         if (!table_known(r, t->name)) {
             snprintf(err, errlen,
                      "queue %s of pipeline %s is missing: run `sluice "
