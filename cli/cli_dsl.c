@@ -19,11 +19,14 @@ static int report(int rc, const sl_diags *d) {
     return rc == -SL_EINVAL ? SL_EXIT_INVALID : SL_EXIT_FAILURE;
 }
 
+/* Set by validate, which lists what it loaded on stdout anyway. */
+static int quiet_load;
+
 /* Loads paths, or $SLUICE_PIPELINES, or ./pipelines when npaths is 0. */
 static int load_paths(const char **paths, size_t npaths, sl_model **out) {
     char *env_copy = NULL;
     const char **env_paths = NULL;
-    int rc;
+    int rc, fallback = 0;
     if (npaths == 0) {
         const char *env = getenv("SLUICE_PIPELINES");
         if (env && *env) {
@@ -48,11 +51,20 @@ static int load_paths(const char **paths, size_t npaths, sl_model **out) {
             static const char *dflt[] = {"pipelines"};
             paths = dflt;
             npaths = 1;
+            fallback = 1;
         }
     }
     sl_diags d = {0};
     rc = sl_dsl_load(paths, npaths, out, &d);
     int code = report(rc, &d);
+    /* Definitions picked up from the working directory are named, so a
+     * stray ./pipelines is never used unnoticed (docs/cli.md). */
+    if (code == SL_EXIT_OK && fallback && !quiet_load) {
+        fprintf(stderr, "sluice: loaded ./pipelines (");
+        for (size_t i = 0; i < (*out)->npipelines; i++)
+            fprintf(stderr, "%s%s", i ? ", " : "", (*out)->pipelines[i].name);
+        fprintf(stderr, "); -p PATH or $SLUICE_PIPELINES chooses others\n");
+    }
     sl_diags_free(&d);
     free(env_paths);
     free(env_copy);
@@ -152,6 +164,7 @@ int sl_cmd_validate(int argc, char **argv) {
         }
     }
     sl_model *m = NULL;
+    quiet_load = 1;
     rc = load_paths(paths, (size_t)n, &m);
     if (rc == SL_EXIT_OK && !quiet) {
         size_t stages = 0;
