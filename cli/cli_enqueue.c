@@ -59,7 +59,9 @@ static void enqueue_usage(FILE *f) {
         "count\n"
         "  -p, --pipelines PATH   pipeline file or directory (repeatable)\n"
         "  --database URL      default $DATABASE_URL, else the libpq "
-        "environment\n",
+        "environment\n"
+        "  --output json       print the result as JSON (--json is the "
+        "payload)\n",
         SL_JOBS_MAX_FILE >> 20);
 }
 
@@ -68,6 +70,7 @@ typedef struct enqueue_args {
     const char *pipeline, *subject, *stage, *file, *url, *json, *bulk, *db;
     char **sets; /* the --set values, COL=VALUE */
     int nsets;
+    int as_json; /* --output json */
     sl_enqueue_opts o;
 } enqueue_args;
 
@@ -122,7 +125,26 @@ static int bulk_flush(PGconn *c, const sl_stage *s, const char *path,
 
 /* Reads FILE (or stdin for "-") line by line and inserts the jobs in
  * batches of SL_JOBS_BATCH within one transaction. */
-static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path) {
+/* Prints the outcome as the JSON object of docs/cli.md: the job id (NULL
+ * after --bulk) or the count, with the subject, stage and pipeline. */
+static void enqueue_print_json(const sl_stage *s, const char *id,
+                               const char *subject, long count) {
+    json_t *o = json_object();
+    if (id)
+        json_object_set_new(o, "id", json_string(id));
+    else
+        json_object_set_new(o, "enqueued", json_integer(count));
+    json_object_set_new(o, "pipeline", json_string(s->pipeline->name));
+    json_object_set_new(o, "stage", json_string(s->name));
+    json_object_set_new(o, "queue", json_string(s->queue));
+    if (id)
+        json_object_set_new(o, "subject",
+                            subject ? json_string(subject) : json_null());
+    sl_cli_json_print(o, 0);
+}
+
+static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path,
+                        int as_json) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f) {
         sl_cli_say(cmd, "cannot open %s: %s", path, strerror(errno));
@@ -167,7 +189,10 @@ static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path) {
         sl_cli_say(cmd, "%s", err);
         goto out;
     }
-    printf("enqueued %ld job%s into %s\n", total, total == 1 ? "" : "s",
+    if (as_json)
+        enqueue_print_json(s, NULL, NULL, total);
+    else
+        printf("enqueued %ld job%s into %s\n", total, total == 1 ? "" : "s",
            s->queue);
     rc = SL_EXIT_OK;
     goto out;
@@ -352,6 +377,7 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
         {"delay", required_argument, 0, 'd'},
         {"bulk", required_argument, 0, 'b'},
         {"database", required_argument, 0, 'D'},
+        {"output", required_argument, 0, 'o'},
         {0, 0, 0, 0}};
     int ch;
     long n;
@@ -379,6 +405,13 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
             break;
         case 'b': a->bulk = optarg; break;
         case 'D': a->db = optarg; break;
+        case 'o':
+            a->as_json = strcmp(optarg, "json") == 0;
+            if (!a->as_json && strcmp(optarg, "text") != 0) {
+                sl_cli_say(cmd, "bad --output '%s' (json or text)", optarg);
+                return SL_EXIT_USAGE;
+            }
+            break;
         default: enqueue_usage(stderr); return SL_EXIT_USAGE;
         }
     }
@@ -471,7 +504,7 @@ int sl_cmd_enqueue(int argc, char **argv) {
     rc = SL_EXIT_FAILURE;
     if (!(c = sl_cli_connect(cmd, a.db))) goto out;
     if (a.bulk) {
-        rc = enqueue_bulk(c, s, a.bulk);
+        rc = enqueue_bulk(c, s, a.bulk, a.as_json);
         goto out;
     }
     int e =
@@ -481,7 +514,13 @@ int sl_cmd_enqueue(int argc, char **argv) {
         rc = e == -SL_EINVAL ? SL_EXIT_USAGE : SL_EXIT_FAILURE;
         goto out;
     }
-    printf("%s\n", id);
+    if (a.as_json) {
+        char subj[40] = "";
+        if (a.subject) sl_cli_uuid(subj, a.subject);
+        enqueue_print_json(s, id, a.subject ? subj : NULL, 0);
+    } else {
+        printf("%s\n", id);
+    }
     rc = SL_EXIT_OK;
 out:
     if (mapped && mapped_len > 0) munmap(mapped, mapped_len);

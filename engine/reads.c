@@ -18,6 +18,12 @@
 #include "error.h"
 #include "jobs.h"
 
+/* A timestamptz column as RFC 3339 text in UTC with milliseconds
+ * ("2025-05-01T10:00:02.123Z"), for JSON output. */
+#define SL_READS_RFC3339(col)                                               \
+    "to_char(" col " AT TIME ZONE 'UTC',"                                   \
+    " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
 /* ---- running a statement ------------------------------------------------- */
 
 /* Runs the SQL in q (freed here) with nvals text parameters and expects
@@ -232,8 +238,11 @@ static void list_branch(sl_buf *q, const sl_stage *s) {
                   " IN ('pending','retry') AND run_at > now()"
                   " THEN EXTRACT(EPOCH FROM run_at -"
                   " now())::float8 END AS runs_in, error_class,"
-                  " last_error, created_at FROM ",
-                  s->retry.max_attempts);
+                  " last_error, attempts AS attempts_n, %d AS max_attempts, "
+                  SL_READS_RFC3339("created_at") " AS created_at_utc, "
+                  SL_READS_RFC3339("run_at") " AS run_at_utc,"
+                  " created_at FROM ",
+                  s->retry.max_attempts, s->retry.max_attempts);
     sl_buf_ident(q, s->queue);
     sl_buf_puts(q, " WHERE ($1::text IS NULL OR status::text = $1)"
                    " AND ($2::bigint IS NULL OR created_at < now() -"
@@ -248,7 +257,8 @@ int sl_reads_jobs(PGconn *c, const sl_model *m, const sl_jobs_filter *f,
     sl_buf_init(&q);
     int branches = 0;
     sl_buf_puts(&q, "SELECT queue, id, subject, status, attempts, priority,"
-                    " age, runs_in, error_class, last_error FROM (");
+                    " age, runs_in, error_class, last_error, attempts_n,"
+                    " max_attempts, created_at_utc, run_at_utc FROM (");
     for (size_t i = 0; i < m->npipelines; i++)
         for (size_t k = 0; k < m->pipelines[i].nstages; k++) {
             const sl_stage *s = &m->pipelines[i].stages[k];

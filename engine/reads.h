@@ -115,7 +115,9 @@ typedef struct sl_jobs_filter {
 
 /* The columns of sl_reads_jobs. ATTEMPTS is "attempts/max"; AGE and
  * RUNS_IN are seconds (float8; RUNS_IN NULL unless the job waits for a
- * later run_at); PRIORITY is an integer. */
+ * later run_at); PRIORITY is an integer. The last four serve JSON output:
+ * ATTEMPTS_N and MAX_ATTEMPTS as integers, CREATED_AT and RUN_AT as RFC
+ * 3339 text in UTC ("2025-05-01T10:00:02.123Z"). */
 enum {
     SL_LIST_QUEUE,
     SL_LIST_ID,
@@ -126,7 +128,11 @@ enum {
     SL_LIST_AGE,
     SL_LIST_RUNS_IN,
     SL_LIST_ERROR_CLASS,
-    SL_LIST_LAST_ERROR
+    SL_LIST_LAST_ERROR,
+    SL_LIST_ATTEMPTS_N,
+    SL_LIST_MAX_ATTEMPTS,
+    SL_LIST_CREATED_AT,
+    SL_LIST_RUN_AT
 };
 
 /* The number of queues a listing with filter f covers in model m (0: the

@@ -1,5 +1,5 @@
-/* test_cli_exit.c - the exit-code table of docs/cli.md#exit-codes, one
- * test per code and command, with the binary run as a user would: bad
+/* test_cli_exit.c - the exit-code table of docs/cli.md#exit-codes and the
+ * typed --json shapes, with the binary run as a user would: bad
  * input 64 (options, values, ids, names with a did-you-mean), runtime
  * failure 1 (no database, a schema not migrated), invalid definitions 2,
  * and the job outcomes 3..6 of `watch` and `run --exit-when-idle`.
@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <jansson.h>
 
 #include "testlib.h"
 
@@ -295,6 +297,107 @@ static void watch_exits_6_when_the_subject_is_deleted(void **state) {
     free(box);
 }
 
+/* ---- --json: parsed, and typed as documented ------------------------------ */
+
+/* Runs `sluice ARGS` (stdout only), expects exit 0 and returns the parsed
+ * JSON (caller decrefs). */
+static json_t *json_of(const char *fmt, const char *a) {
+    char args[1024], *out = NULL;
+    snprintf(args, sizeof args, fmt, a);
+    int rc = sl_test_sh(&out, "'%s' %s 2>/dev/null", sl_test_bin(), args);
+    if (rc != 0) fail_msg("sluice %s: exit %d:\n%s", args, rc, out);
+    json_error_t je;
+    json_t *v = json_loads(out, 0, &je);
+    if (!v) fail_msg("sluice %s: not JSON (%s):\n%s", args, je.text, out);
+    free(out);
+    return v;
+}
+
+/* An RFC 3339 UTC timestamp as docs/cli.md shows it. */
+static void expect_rfc3339(const json_t *v) {
+    const char *s = json_string_value(v);
+    if (!s || strlen(s) != 24 || s[4] != '-' || s[10] != 'T' || s[23] != 'Z')
+        fail_msg("not an RFC 3339 timestamp: %s", s ? s : "(not a string)");
+}
+
+#define GET(o, k) json_object_get(o, k)
+
+static void json_of_enqueue_jobs_retry_cancel_is_typed(void **state) {
+    (void)state;
+    ready();
+    char *box = new_row("boxes"), args[256];
+    snprintf(args, sizeof args, "--subject %s --output json", box);
+    json_t *e = json_of("enqueue te %s", args);
+    assert_int_equal(strlen(json_string_value(GET(e, "id"))), 36);
+    assert_string_equal(json_string_value(GET(e, "pipeline")), "te");
+    assert_string_equal(json_string_value(GET(e, "stage")), "pack");
+    assert_string_equal(json_string_value(GET(e, "queue")), "te_pack");
+    assert_string_equal(json_string_value(GET(e, "subject")), box);
+    char id[40];
+    snprintf(id, sizeof id, "%s", json_string_value(GET(e, "id")));
+    json_decref(e);
+
+    json_t *arr = json_of("jobs --queue %s --json", "te_pack"), *j, *row = NULL;
+    size_t i;
+    json_array_foreach(arr, i, j) if (strcmp(json_string_value(GET(j, "id")),
+                                             id) == 0) row = j;
+    assert_non_null(row);
+    assert_string_equal(json_string_value(GET(row, "pipeline")), "te");
+    assert_string_equal(json_string_value(GET(row, "stage")), "pack");
+    assert_string_equal(json_string_value(GET(row, "status")), "pending");
+    assert_true(json_is_integer(GET(row, "attempts")));
+    assert_true(json_is_integer(GET(row, "max_attempts")));
+    assert_true(json_is_integer(GET(row, "priority")));
+    assert_true(json_is_real(GET(row, "age")));
+    assert_true(json_is_null(GET(row, "runs_in")));
+    expect_rfc3339(GET(row, "created_at"));
+    expect_rfc3339(GET(row, "run_at"));
+    json_decref(arr);
+
+    arr = json_of("cancel %s --json", id);
+    row = json_array_get(arr, 0);
+    assert_string_equal(json_string_value(GET(row, "result")), "cancelled");
+    assert_string_equal(json_string_value(GET(row, "was")), "pending");
+    assert_string_equal(json_string_value(GET(row, "stage")), "pack");
+    json_decref(arr);
+    arr = json_of("retry %s --json", id);
+    row = json_array_get(arr, 0);
+    assert_string_equal(json_string_value(GET(row, "result")), "retried");
+    assert_string_equal(json_string_value(GET(row, "was")), "cancelled");
+    json_decref(arr);
+    json_t *o = json_of("retry --queue %s --failed --json", "te_pack");
+    assert_true(json_is_integer(GET(o, "retried")));
+    assert_string_equal(json_string_value(GET(o, "pipeline")), "te");
+    json_decref(o);
+    free(box);
+}
+
+static void json_of_stats_and_validate_is_typed(void **state) {
+    (void)state;
+    ready();
+    json_t *arr = json_of("stats --json%s", ""), *row;
+    size_t i;
+    assert_true(json_array_size(arr) >= 2);
+    json_array_foreach(arr, i, row) {
+        assert_true(json_is_string(GET(row, "queue")));
+        assert_true(json_is_integer(GET(row, "pending")));
+        assert_true(json_is_integer(GET(row, "error")));
+        json_t *age = GET(row, "oldest_pending_age");
+        assert_true(json_is_null(age) || json_is_real(age));
+    }
+    json_decref(arr);
+    json_t *o = json_of("validate --json%s", "");
+    assert_true(json_is_true(GET(o, "valid")));
+    assert_int_equal(json_integer_value(GET(o, "pipeline_count")), 2);
+    assert_int_equal(json_integer_value(GET(o, "stage_count")), 2);
+    json_t *p = json_array_get(GET(o, "pipelines"), 0);
+    assert_true(json_is_string(GET(p, "name")));
+    json_t *st = json_array_get(GET(p, "stages"), 0);
+    assert_true(json_is_string(GET(st, "queue")));
+    assert_true(json_is_integer(GET(st, "concurrency")));
+    json_decref(o);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(version_and_help_exit_0),
@@ -308,6 +411,8 @@ int main(void) {
         cmocka_unit_test(watch_exits_4_when_the_jobs_were_cancelled),
         cmocka_unit_test(watch_exits_5_on_timeout),
         cmocka_unit_test(watch_exits_6_when_the_subject_is_deleted),
+        cmocka_unit_test(json_of_enqueue_jobs_retry_cancel_is_typed),
+        cmocka_unit_test(json_of_stats_and_validate_is_typed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
