@@ -97,6 +97,36 @@ int sl_cli_uuid(char id[40], const char *arg) {
     return 0;
 }
 
+const char *sl_cli_hint(const char *name, const char *const *cands, size_t n,
+                        char *buf, size_t len) {
+    assert(name && buf && len > 0);
+    const char *m = sl_model_nearest(name, cands, n);
+    buf[0] = '\0';
+    if (m) snprintf(buf, len, " (did you mean '%s'?)", m);
+    return buf;
+}
+
+/* " (did you mean 'x'?)" for a stage or queue name of m, or "". */
+static const char *stage_hint(const sl_model *m, const char *name, char *buf,
+                              size_t len) {
+    size_t total = 0, n = 0;
+    for (size_t i = 0; i < m->npipelines; i++)
+        total += 2 * m->pipelines[i].nstages + 1;
+    const char **c = calloc(total + 1, sizeof *c);
+    buf[0] = '\0';
+    if (!c) return buf;
+    for (size_t i = 0; i < m->npipelines; i++) {
+        c[n++] = m->pipelines[i].name;
+        for (size_t j = 0; j < m->pipelines[i].nstages; j++) {
+            c[n++] = m->pipelines[i].stages[j].queue;
+            c[n++] = m->pipelines[i].stages[j].name;
+        }
+    }
+    sl_cli_hint(name, c, n, buf, len);
+    free(c);
+    return buf;
+}
+
 const sl_stage *sl_cli_find_queue(const char *cmd, const sl_model *m,
                                   const char *name) {
     assert(m && name);
@@ -110,14 +140,57 @@ const sl_stage *sl_cli_find_queue(const char *cmd, const sl_model *m,
                 n++;
             }
     if (n == 1) return found;
+    char hint[160];
     if (n > 1)
         sl_cli_say(cmd,
                    "stage name '%s' is used by several pipelines: give "
                    "the queue name",
                    name);
     else
-        sl_cli_say(cmd, "no queue or stage named '%s' in the loaded pipelines",
-                   name);
+        sl_cli_say(cmd, "no queue or stage named '%s' in the loaded pipelines%s",
+                   name, stage_hint(m, name, hint, sizeof hint));
+    return NULL;
+}
+
+int sl_cli_check_stages(const char *cmd, const sl_model *m,
+                        const char *const *names, size_t n) {
+    assert(m && (names || n == 0));
+    for (size_t i = 0; i < n; i++) {
+        int found = 0;
+        for (size_t p = 0; p < m->npipelines && !found; p++)
+            for (size_t k = 0; k < m->pipelines[p].nstages && !found; k++)
+                found = sl_stage_selected(&m->pipelines[p].stages[k],
+                                          &names[i], 1);
+        if (!found) {
+            char hint[160];
+            sl_cli_say(cmd,
+                       "no stage, queue or pipeline named '%s' in the loaded "
+                       "pipelines%s",
+                       names[i], stage_hint(m, names[i], hint, sizeof hint));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+const sl_pipeline *sl_cli_find_pipeline(const char *cmd, const sl_model *m,
+                                        const char *name) {
+    assert(m && name);
+    const sl_pipeline *p = sl_model_pipeline(m, name);
+    if (p) return p;
+    const char **c = calloc(m->npipelines + 1, sizeof *c);
+    char hint[160] = "", names[512] = "";
+    size_t k = 0;
+    for (size_t i = 0; i < m->npipelines; i++) {
+        if (c) c[i] = m->pipelines[i].name;
+        if (k < sizeof names)
+            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s",
+                                  i ? ", " : "", m->pipelines[i].name);
+    }
+    if (c) sl_cli_hint(name, c, m->npipelines, hint, sizeof hint);
+    free(c);
+    sl_cli_say(cmd, "no pipeline named '%s'%s (loaded: %s)", name, hint,
+               k ? names : "none");
     return NULL;
 }
 
@@ -204,6 +277,28 @@ static json_t *json_cell(const PGresult *r, int row, int col) {
     case 16: return json_boolean(v[0] == 't');
     default: return json_string(v);
     }
+}
+
+void sl_cli_json_print(json_t *v, int lines) {
+    assert(v);
+    char *s = json_dumps(v, lines ? JSON_COMPACT | JSON_PRESERVE_ORDER
+                                  : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (s) puts(s);
+    free(s);
+    fflush(stdout);
+    json_decref(v);
+}
+
+json_t *sl_cli_json_num(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return json_null();
+    const char *v = PQgetvalue(r, row, col);
+    if (strpbrk(v, ".eE")) return json_real(strtod(v, NULL));
+    return json_integer(strtoll(v, NULL, 10));
+}
+
+json_t *sl_cli_json_str(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return json_null();
+    return json_string(PQgetvalue(r, row, col));
 }
 
 void sl_cli_print_json(const PGresult *r) {

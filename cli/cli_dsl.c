@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_priv.h"
 #include "dsl.h"
 #include "error.h"
 
@@ -19,11 +20,14 @@ static int report(int rc, const sl_diags *d) {
     return rc == -SL_EINVAL ? SL_EXIT_INVALID : SL_EXIT_FAILURE;
 }
 
+/* Set by validate, which lists what it loaded on stdout anyway. */
+static int quiet_load;
+
 /* Loads paths, or $SLUICE_PIPELINES, or ./pipelines when npaths is 0. */
 static int load_paths(const char **paths, size_t npaths, sl_model **out) {
     char *env_copy = NULL;
     const char **env_paths = NULL;
-    int rc;
+    int rc, fallback = 0;
     if (npaths == 0) {
         const char *env = getenv("SLUICE_PIPELINES");
         if (env && *env) {
@@ -48,11 +52,20 @@ static int load_paths(const char **paths, size_t npaths, sl_model **out) {
             static const char *dflt[] = {"pipelines"};
             paths = dflt;
             npaths = 1;
+            fallback = 1;
         }
     }
     sl_diags d = {0};
     rc = sl_dsl_load(paths, npaths, out, &d);
     int code = report(rc, &d);
+    /* Definitions picked up from the working directory are named, so a
+     * stray ./pipelines is never used unnoticed (docs/cli.md). */
+    if (code == SL_EXIT_OK && fallback && !quiet_load) {
+        fprintf(stderr, "sluice: loaded ./pipelines (");
+        for (size_t i = 0; i < (*out)->npipelines; i++)
+            fprintf(stderr, "%s%s", i ? ", " : "", (*out)->pipelines[i].name);
+        fprintf(stderr, "); -p PATH or $SLUICE_PIPELINES chooses others\n");
+    }
     sl_diags_free(&d);
     free(env_paths);
     free(env_copy);
@@ -118,12 +131,48 @@ static void validate_usage(FILE *f) {
                "Without paths: $SLUICE_PIPELINES (colon-separated), else "
                "./pipelines.\n"
                "  -q, --quiet   print nothing when the definitions are valid\n"
+               "  --json        print what was loaded as JSON (docs/cli.md)\n"
                "exit codes: 0 valid, 2 invalid definitions, 1 a file or "
                "directory could not be read, 64 usage\n");
 }
 
+/* Prints what validate loaded as the JSON object of docs/cli.md. */
+static void validate_json(const sl_model *m) {
+    json_t *o = json_object(), *ps = json_array();
+    size_t stages = 0;
+    for (size_t i = 0; i < m->npipelines; i++) {
+        const sl_pipeline *p = &m->pipelines[i];
+        json_t *jp = json_object(), *js = json_array();
+        json_object_set_new(jp, "name", json_string(p->name));
+        json_object_set_new(jp, "file", json_string(p->file));
+        json_object_set_new(jp, "subject", p->has_subject
+                                               ? json_string(p->subject.table)
+                                               : json_null());
+        for (size_t k = 0; k < p->nstages; k++, stages++) {
+            const sl_stage *st = &p->stages[k];
+            json_t *x = json_object();
+            json_object_set_new(x, "name", json_string(st->name));
+            json_object_set_new(x, "queue", json_string(st->queue));
+            json_object_set_new(x, "handler", json_string(st->handler));
+            json_object_set_new(x, "provider", st->provider
+                                                   ? json_string(st->provider)
+                                                   : json_null());
+            json_object_set_new(x, "concurrency",
+                                json_integer(st->concurrency));
+            json_array_append_new(js, x);
+        }
+        json_object_set_new(jp, "stages", js);
+        json_array_append_new(ps, jp);
+    }
+    json_object_set_new(o, "valid", json_true());
+    json_object_set_new(o, "pipeline_count", json_integer((json_int_t)m->npipelines));
+    json_object_set_new(o, "stage_count", json_integer((json_int_t)stages));
+    json_object_set_new(o, "pipelines", ps);
+    sl_cli_json_print(o, 0);
+}
+
 int sl_cmd_validate(int argc, char **argv) {
-    int quiet = 0;
+    int quiet = 0, as_json = 0;
     const char **paths = calloc((size_t)argc + 1, sizeof *paths);
     if (!paths) return SL_EXIT_FAILURE;
     int n = take_pipeline_opts(&argc, argv, paths, argc);
@@ -142,6 +191,8 @@ int sl_cmd_validate(int argc, char **argv) {
             goto out;
         } else if (!dashdash && (!strcmp(a, "-q") || !strcmp(a, "--quiet"))) {
             quiet = 1;
+        } else if (!dashdash && !strcmp(a, "--json")) {
+            as_json = 1;
         } else if (!dashdash && a[0] == '-' && a[1]) {
             fprintf(stderr, "sluice validate: unknown option '%s'\n", a);
             validate_usage(stderr);
@@ -152,8 +203,11 @@ int sl_cmd_validate(int argc, char **argv) {
         }
     }
     sl_model *m = NULL;
+    quiet_load = 1;
     rc = load_paths(paths, (size_t)n, &m);
-    if (rc == SL_EXIT_OK && !quiet) {
+    if (rc == SL_EXIT_OK && as_json) {
+        validate_json(m);
+    } else if (rc == SL_EXIT_OK && !quiet) {
         size_t stages = 0;
         for (size_t i = 0; i < m->npipelines; i++)
             stages += m->pipelines[i].nstages;

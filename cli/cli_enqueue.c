@@ -59,7 +59,9 @@ static void enqueue_usage(FILE *f) {
         "count\n"
         "  -p, --pipelines PATH   pipeline file or directory (repeatable)\n"
         "  --database URL      default $DATABASE_URL, else the libpq "
-        "environment\n",
+        "environment\n"
+        "  --output json       print the result as JSON (--json is the "
+        "payload)\n",
         SL_JOBS_MAX_FILE >> 20);
 }
 
@@ -68,6 +70,7 @@ typedef struct enqueue_args {
     const char *pipeline, *subject, *stage, *file, *url, *json, *bulk, *db;
     char **sets; /* the --set values, COL=VALUE */
     int nsets;
+    int as_json; /* --output json */
     sl_enqueue_opts o;
 } enqueue_args;
 
@@ -99,19 +102,21 @@ static int bulk_row(const sl_stage *s, const char *path, size_t lineno,
 }
 
 /* Inserts the rows of batch; lines[i] is the line of row i. Adds the
- * count to *total. Returns 0, or -1 after naming the line at fault. */
+ * count to *total. Returns 0, or the exit code after naming the line at
+ * fault (SL_EXIT_USAGE for a bad value, SL_EXIT_FAILURE otherwise). */
 static int bulk_flush(PGconn *c, const sl_stage *s, const char *path,
                       json_t *batch, const size_t *lines, long *total) {
     char err[1024];
     long n = 0;
     size_t bad = 0;
-    if (sl_jobs_enqueue_batch(c, s, batch, &n, &bad, err, sizeof err) != 0) {
+    int e = sl_jobs_enqueue_batch(c, s, batch, &n, &bad, err, sizeof err);
+    if (e != 0) {
         if (bad > 0)
             sl_cli_say(cmd, "%s:%zu: %s", path, lines[bad - 1],
                        strchr(err, ':') ? strchr(err, ':') + 2 : err);
         else
             sl_cli_say(cmd, "%s", err);
-        return -1;
+        return e == -SL_EINVAL ? SL_EXIT_USAGE : SL_EXIT_FAILURE;
     }
     *total += n;
     json_array_clear(batch);
@@ -120,7 +125,26 @@ static int bulk_flush(PGconn *c, const sl_stage *s, const char *path,
 
 /* Reads FILE (or stdin for "-") line by line and inserts the jobs in
  * batches of SL_JOBS_BATCH within one transaction. */
-static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path) {
+/* Prints the outcome as the JSON object of docs/cli.md: the job id (NULL
+ * after --bulk) or the count, with the subject, stage and pipeline. */
+static void enqueue_print_json(const sl_stage *s, const char *id,
+                               const char *subject, long count) {
+    json_t *o = json_object();
+    if (id)
+        json_object_set_new(o, "id", json_string(id));
+    else
+        json_object_set_new(o, "enqueued", json_integer(count));
+    json_object_set_new(o, "pipeline", json_string(s->pipeline->name));
+    json_object_set_new(o, "stage", json_string(s->name));
+    json_object_set_new(o, "queue", json_string(s->queue));
+    if (id)
+        json_object_set_new(o, "subject",
+                            subject ? json_string(subject) : json_null());
+    sl_cli_json_print(o, 0);
+}
+
+static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path,
+                        int as_json) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f) {
         sl_cli_say(cmd, "cannot open %s: %s", path, strerror(errno));
@@ -130,6 +154,7 @@ static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path) {
     char *line = NULL, err[1024];
     size_t cap = 0, lineno = 0, lines[SL_JOBS_BATCH];
     long total = 0;
+    int fl;
     json_t *batch = json_array();
     if (sl_jobs_begin(c, err, sizeof err) != 0) {
         sl_cli_say(cmd, "%s", err);
@@ -140,15 +165,20 @@ static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path) {
         if (!eof) {
             json_t *row = NULL;
             int got = bulk_row(s, path, ++lineno, line, &row);
-            if (got < 0) goto rollback;
+            if (got < 0) {
+                rc = SL_EXIT_USAGE; /* bad JSON, key, column or value */
+                goto rollback;
+            }
             if (got == 0) continue;
             lines[json_array_size(batch)] = lineno;
             json_array_append_new(batch, row);
         }
         if ((json_array_size(batch) == SL_JOBS_BATCH ||
              (eof && json_array_size(batch) > 0)) &&
-            bulk_flush(c, s, path, batch, lines, &total) != 0)
+            (fl = bulk_flush(c, s, path, batch, lines, &total)) != 0) {
+            rc = fl;
             goto rollback;
+        }
         if (eof) break;
     }
     if (ferror(f)) {
@@ -159,7 +189,10 @@ static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path) {
         sl_cli_say(cmd, "%s", err);
         goto out;
     }
-    printf("enqueued %ld job%s into %s\n", total, total == 1 ? "" : "s",
+    if (as_json)
+        enqueue_print_json(s, NULL, NULL, total);
+    else
+        printf("enqueued %ld job%s into %s\n", total, total == 1 ? "" : "s",
            s->queue);
     rc = SL_EXIT_OK;
     goto out;
@@ -344,6 +377,7 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
         {"delay", required_argument, 0, 'd'},
         {"bulk", required_argument, 0, 'b'},
         {"database", required_argument, 0, 'D'},
+        {"output", required_argument, 0, 'o'},
         {0, 0, 0, 0}};
     int ch;
     long n;
@@ -371,6 +405,13 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
             break;
         case 'b': a->bulk = optarg; break;
         case 'D': a->db = optarg; break;
+        case 'o':
+            a->as_json = strcmp(optarg, "json") == 0;
+            if (!a->as_json && strcmp(optarg, "text") != 0) {
+                sl_cli_say(cmd, "bad --output '%s' (json or text)", optarg);
+                return SL_EXIT_USAGE;
+            }
+            break;
         default: enqueue_usage(stderr); return SL_EXIT_USAGE;
         }
     }
@@ -399,17 +440,8 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
  * or the exit code. */
 static int enqueue_resolve(const sl_model *m, const enqueue_args *a,
                            const sl_stage **out) {
-    const sl_pipeline *p = sl_model_pipeline(m, a->pipeline);
-    if (!p) {
-        char names[512] = "";
-        size_t k = 0;
-        for (size_t i = 0; i < m->npipelines && k < sizeof names; i++)
-            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s",
-                                  i ? ", " : "", m->pipelines[i].name);
-        sl_cli_say(cmd, "no pipeline named '%s' (loaded: %s)", a->pipeline,
-                   k ? names : "none");
-        return SL_EXIT_FAILURE;
-    }
+    const sl_pipeline *p = sl_cli_find_pipeline(cmd, m, a->pipeline);
+    if (!p) return SL_EXIT_USAGE;
     assert(p->nstages > 0);
     const sl_stage *s = a->stage ? NULL : &p->stages[0];
     for (size_t i = 0; i < p->nstages && !s; i++)
@@ -417,9 +449,17 @@ static int enqueue_resolve(const sl_model *m, const enqueue_args *a,
             strcmp(p->stages[i].queue, a->stage) == 0)
             s = &p->stages[i];
     if (!s) {
-        sl_cli_say(cmd, "pipeline %s has no stage or queue named '%s'",
-                   a->pipeline, a->stage);
-        return SL_EXIT_FAILURE;
+        const char *names[2 * 64];
+        size_t n = 0;
+        char hint[160];
+        for (size_t i = 0; i < p->nstages && n + 2 <= 2 * 64; i++) {
+            names[n++] = p->stages[i].name;
+            names[n++] = p->stages[i].queue;
+        }
+        sl_cli_say(cmd, "pipeline %s has no stage or queue named '%s'%s",
+                   a->pipeline, a->stage,
+                   sl_cli_hint(a->stage, names, n, hint, sizeof hint));
+        return SL_EXIT_USAGE;
     }
     if (!a->bulk && p->has_subject && !a->subject) {
         sl_cli_say(cmd,
@@ -464,7 +504,7 @@ int sl_cmd_enqueue(int argc, char **argv) {
     rc = SL_EXIT_FAILURE;
     if (!(c = sl_cli_connect(cmd, a.db))) goto out;
     if (a.bulk) {
-        rc = enqueue_bulk(c, s, a.bulk);
+        rc = enqueue_bulk(c, s, a.bulk, a.as_json);
         goto out;
     }
     int e =
@@ -474,7 +514,13 @@ int sl_cmd_enqueue(int argc, char **argv) {
         rc = e == -SL_EINVAL ? SL_EXIT_USAGE : SL_EXIT_FAILURE;
         goto out;
     }
-    printf("%s\n", id);
+    if (a.as_json) {
+        char subj[40] = "";
+        if (a.subject) sl_cli_uuid(subj, a.subject);
+        enqueue_print_json(s, id, a.subject ? subj : NULL, 0);
+    } else {
+        printf("%s\n", id);
+    }
     rc = SL_EXIT_OK;
 out:
     if (mapped && mapped_len > 0) munmap(mapped, mapped_len);

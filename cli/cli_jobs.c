@@ -4,6 +4,7 @@
  * options and prints. */
 #include <assert.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,15 +93,56 @@ static int jobs_parse(int argc, char **argv, jobs_args *a) {
     return 0;
 }
 
+/* Prints a listing as the JSON array of docs/cli.md (`sluice jobs`). */
+static void jobs_print_json(const PGresult *r, const sl_model *m) {
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        const sl_stage *s =
+            sl_model_stage_by_queue(m, PQgetvalue(r, i, SL_LIST_QUEUE));
+        assert(s);
+        json_t *o = json_object();
+        json_object_set_new(o, "id", sl_cli_json_str(r, i, SL_LIST_ID));
+        json_object_set_new(o, "pipeline", json_string(s->pipeline->name));
+        json_object_set_new(o, "stage", json_string(s->name));
+        json_object_set_new(o, "queue", json_string(s->queue));
+        json_object_set_new(o, "subject",
+                            sl_cli_json_str(r, i, SL_LIST_SUBJECT));
+        json_object_set_new(o, "status", sl_cli_json_str(r, i, SL_LIST_STATUS));
+        json_object_set_new(o, "attempts",
+                            sl_cli_json_num(r, i, SL_LIST_ATTEMPTS_N));
+        json_object_set_new(o, "max_attempts",
+                            sl_cli_json_num(r, i, SL_LIST_MAX_ATTEMPTS));
+        json_object_set_new(o, "priority",
+                            sl_cli_json_num(r, i, SL_LIST_PRIORITY));
+        json_object_set_new(o, "created_at",
+                            sl_cli_json_str(r, i, SL_LIST_CREATED_AT));
+        json_object_set_new(o, "run_at", sl_cli_json_str(r, i, SL_LIST_RUN_AT));
+        json_object_set_new(
+            o, "age", json_real(atof(PQgetvalue(r, i, SL_LIST_AGE))));
+        json_object_set_new(o, "runs_in",
+                            PQgetisnull(r, i, SL_LIST_RUNS_IN)
+                                ? json_null()
+                                : json_real(atof(
+                                      PQgetvalue(r, i, SL_LIST_RUNS_IN))));
+        json_object_set_new(o, "error_class",
+                            sl_cli_json_str(r, i, SL_LIST_ERROR_CLASS));
+        json_object_set_new(o, "last_error",
+                            sl_cli_json_str(r, i, SL_LIST_LAST_ERROR));
+        json_array_append_new(arr, o);
+    }
+    sl_cli_json_print(arr, 0);
+}
+
 /* Prints a listing (SL_LIST_* columns) as JSON or as a table. */
-static void jobs_print(const PGresult *r, const jobs_args *a) {
+static void jobs_print(const PGresult *r, const sl_model *m,
+                       const jobs_args *a) {
     static const sl_cli_col cols[] = {{"QUEUE", 's'},    {"ID", 's'},
                                       {"SUBJECT", 's'},  {"STATUS", 's'},
                                       {"ATTEMPTS", 'r'}, {"PRIORITY", 'r'},
                                       {"AGE", 'd'},      {"RUNS IN", 'd'},
                                       {"CLASS", 's'},    {"LAST ERROR", 'e'}};
     if (a->as_json) {
-        sl_cli_print_json(r);
+        jobs_print_json(r, m);
     } else if (PQntuples(r) == 0) {
         printf("no jobs\n");
     } else {
@@ -128,8 +170,9 @@ int sl_cmd_jobs(int argc, char **argv) {
     PGresult *r = NULL;
     char err[4096];
     if ((rc = jobs_parse(argc, argv, &a)) != 0) goto out;
-    rc = SL_EXIT_FAILURE;
+    rc = SL_EXIT_USAGE;
     if (a.queue && !(a.f.stage = sl_cli_find_queue(cmd, m, a.queue))) goto out;
+    rc = SL_EXIT_FAILURE;
     if (sl_reads_jobs_queues(m, &a.f) == 0) {
         if (a.as_json)
             puts("[]");
@@ -144,7 +187,7 @@ int sl_cmd_jobs(int argc, char **argv) {
         sl_cli_say_err(cmd, e, err);
         goto out;
     }
-    jobs_print(r, &a);
+    jobs_print(r, m, &a);
     rc = SL_EXIT_OK;
 out:
     PQclear(r);
@@ -166,7 +209,8 @@ static void retry_usage(FILE *f) {
         "attempts reset to 0 (a manual retry grants a fresh set of attempts);\n"
         "last_error stays until the job runs; a saved checkpoint is resumed.\n"
         "  --queue Q --failed   every job in status error of queue (or stage) "
-        "Q\n");
+        "Q\n"
+        "  --json               print the outcome as JSON (docs/cli.md)\n");
 }
 
 static void cancel_usage(FILE *f) {
@@ -176,7 +220,32 @@ static void cancel_usage(FILE *f) {
         "\n"
         "Cancels jobs: a pending or retrying job never starts; a running job's "
         "worker\n"
-        "is told to stop at its next heartbeat and its result is discarded.\n");
+        "is told to stop at its next heartbeat and its result is discarded.\n"
+        "  --json   print the outcome as JSON (docs/cli.md)\n");
+}
+
+/* The pipeline, stage and queue of s into o (JSON output). */
+static void json_stage(json_t *o, const sl_stage *s) {
+    json_object_set_new(o, "pipeline", s ? json_string(s->pipeline->name)
+                                          : json_null());
+    json_object_set_new(o, "stage", s ? json_string(s->name) : json_null());
+    json_object_set_new(o, "queue", s ? json_string(s->queue) : json_null());
+}
+
+/* Appends to arr what retry or cancel did to job id (docs/cli.md). */
+static void json_action(json_t *arr, const char *id, const sl_job_ref *ref,
+                        int cancel) {
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "result",
+                        json_string(!ref->stage     ? "not_found"
+                                    : !ref->changed ? "unchanged"
+                                    : cancel        ? "cancelled"
+                                                    : "retried"));
+    json_object_set_new(o, "was", ref->stage ? json_string(ref->status)
+                                             : json_null());
+    json_stage(o, ref->stage);
+    json_array_append_new(arr, o);
 }
 
 /* Prints what retry or cancel did to job id. Returns 1 when it changed
@@ -209,34 +278,42 @@ static int print_action(const char *id, const sl_job_ref *ref, int cancel) {
 
 /* The shared body of retry and cancel over job ids. */
 static int act_on_ids(const char *cmd, PGconn *c, const sl_model *m, int n,
-                      char **ids, int cancel) {
+                      char **ids, int cancel, int as_json) {
     int failed = 0;
+    json_t *arr = as_json ? json_array() : NULL;
     for (int i = 0; i < n; i++) {
         sl_job_ref ref;
         char err[1024], id[40];
-        if (sl_cli_uuid(id, ids[i]) != 0) {
-            sl_cli_say(cmd, "'%s' is not a job id (expected a UUID)", ids[i]);
-            failed = 1;
-            continue;
-        }
+        if (sl_cli_uuid(id, ids[i]) != 0) return SL_EXIT_USAGE; /* checked */
         int e = cancel ? sl_jobs_cancel(c, m, id, &ref, err, sizeof err)
                        : sl_jobs_retry(c, m, id, &ref, err, sizeof err);
         if (e != 0) {
             sl_cli_say(cmd, "%s", err);
+            json_decref(arr);
             return SL_EXIT_FAILURE;
         }
-        if (!print_action(id, &ref, cancel)) failed = 1;
+        if (arr) json_action(arr, id, &ref, cancel);
+        if (arr ? !ref.changed : !print_action(id, &ref, cancel)) failed = 1;
     }
+    if (arr) sl_cli_json_print(arr, 0);
     return failed ? SL_EXIT_FAILURE : SL_EXIT_OK;
 }
 
 /* `sluice retry --queue Q --failed`. */
-static int retry_queue(const char *cmd, PGconn *c, const sl_stage *s) {
+static int retry_queue(const char *cmd, PGconn *c, const sl_stage *s,
+                       int as_json) {
     long n = 0;
     char err[1024];
     if (sl_jobs_retry_failed(c, s, &n, err, sizeof err) != 0) {
         sl_cli_say(cmd, "%s", err);
         return SL_EXIT_FAILURE;
+    }
+    if (as_json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "retried", json_integer(n));
+        json_stage(o, s);
+        sl_cli_json_print(o, 0);
+        return SL_EXIT_OK;
     }
     printf("retried %ld failed job%s in %s\n", n, n == 1 ? "" : "s", s->queue);
     return SL_EXIT_OK;
@@ -253,14 +330,17 @@ static int retry_or_cancel(int argc, char **argv, int cancel) {
     int rc = sl_cli_load(&argc, argv, &m);
     if (rc != 0) return rc;
     const char *db = NULL, *queue = NULL;
-    int failed_flag = 0;
+    int failed_flag = 0, as_json = 0;
     static const struct option retry_opts[] = {
         {"queue", required_argument, 0, 'q'},
         {"failed", no_argument, 0, 'F'},
         {"database", required_argument, 0, 'D'},
+        {"json", no_argument, 0, 'j'},
         {0, 0, 0, 0}};
     static const struct option cancel_opts[] = {
-        {"database", required_argument, 0, 'D'}, {0, 0, 0, 0}};
+        {"database", required_argument, 0, 'D'},
+        {"json", no_argument, 0, 'j'},
+        {0, 0, 0, 0}};
     int ch;
     PGconn *c = NULL;
     rc = SL_EXIT_USAGE;
@@ -271,6 +351,7 @@ static int retry_or_cancel(int argc, char **argv, int cancel) {
         case 'q': queue = optarg; break;
         case 'F': failed_flag = 1; break;
         case 'D': db = optarg; break;
+        case 'j': as_json = 1; break;
         default: usage(stderr); goto out;
         }
     }
@@ -283,12 +364,19 @@ static int retry_or_cancel(int argc, char **argv, int cancel) {
         usage(stderr);
         goto out;
     }
-    rc = SL_EXIT_FAILURE;
     const sl_stage *s = NULL;
     if (queue && !(s = sl_cli_find_queue(cmd, m, queue))) goto out;
+    for (int i = optind; i < argc; i++) {
+        char id[40];
+        if (sl_cli_uuid(id, argv[i]) != 0) {
+            sl_cli_say(cmd, "'%s' is not a job id (expected a UUID)", argv[i]);
+            goto out;
+        }
+    }
+    rc = SL_EXIT_FAILURE;
     if (!(c = sl_cli_connect(cmd, db))) goto out;
-    rc = s ? retry_queue(cmd, c, s)
-           : act_on_ids(cmd, c, m, nids, argv + optind, cancel);
+    rc = s ? retry_queue(cmd, c, s, as_json)
+           : act_on_ids(cmd, c, m, nids, argv + optind, cancel, as_json);
 out:
     PQfinish(c);
     sl_model_free(m);

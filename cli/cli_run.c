@@ -5,11 +5,13 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_priv.h"
 #include "db.h"
 #include "dsl.h"
 #include "error.h"
 #include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "runtime.h"
 
 static void run_usage(FILE *f) {
@@ -55,43 +57,31 @@ static int log_level_parse(const char *s) {
     return -1;
 }
 
-/* Refuses a superuser or BYPASSRLS connection: a worker runs hooks, and
- * a hook's SQL would then read server files (pg_read_file), run programs
- * (COPY ... TO PROGRAM) and see every tenant's rows. Returns 0 when the
- * role is fine, else an exit code after printing why. */
-static int check_role(void) {
+/* Runs the workers until they stop; returns the exit code: 0, 1 (could
+ * not start or run), 2 (a stage without a handler) or, with
+ * --exit-when-idle, 3 when a job this process ran failed for good. */
+static int run_workers(const sl_model *m, const sl_runtime_opts *o) {
     char err[1024];
-    PGconn *c = sl_db_connect(sl_db_source(NULL), err, sizeof err);
-    if (!c) {
+    int r = sl_runtime_run(m, o, err, sizeof err);
+    if (r != 0) {
+        sl_redact(err, sizeof err);
         fprintf(stderr, "sluice run: %s\n", err);
-        return SL_EXIT_FAILURE;
+        return r == -SL_EINVAL ? SL_EXIT_INVALID : SL_EXIT_FAILURE;
     }
-    int rc = 0;
-    PGresult *r = PQexec(c, "SELECT current_user, rolsuper, rolbypassrls "
-                            "FROM pg_roles WHERE rolname = current_user");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
-        PQnfields(r) != 3) {
-        fprintf(stderr, "sluice run: cannot read the connection's role: %s\n",
-                sl_db_error(c, r, err, sizeof err));
-        rc = SL_EXIT_FAILURE;
-    } else if (PQgetvalue(r, 0, 1)[0] == 't' || PQgetvalue(r, 0, 2)[0] == 't') {
-        fprintf(stderr,
-                "sluice run: refusing to run as role \"%s\": it is a %s. "
-                "Workers run hooks, whose SQL could then read server files, "
-                "run programs and bypass row security. Connect as the "
-                "pipeline's own role (docs/operations.md), or pass "
-                "--allow-superuser.\n",
-                PQgetvalue(r, 0, 0),
-                PQgetvalue(r, 0, 1)[0] == 't' ? "superuser"
-                                              : "role with BYPASSRLS");
-        rc = SL_EXIT_FAILURE;
+    long long failed = sl_metrics_attempts_total(SL_ATTEMPT_FAILED);
+    if (o->exit_when_idle && failed > 0) {
+        fprintf(stderr, "sluice run: idle; %lld job%s failed for good\n",
+                failed, failed == 1 ? "" : "s");
+        return SL_EXIT_JOB_FAILED;
     }
-    PQclear(r);
-    PQfinish(c);
-    return rc;
+    return SL_EXIT_OK;
 }
 
 int sl_cmd_run(int argc, char **argv) {
+    if (sl_cli_wants_help(argc, argv)) {
+        run_usage(stdout);
+        return SL_EXIT_OK;
+    }
     sl_model *m = NULL;
     int rc = sl_cli_load(&argc, argv, &m);
     if (rc != 0) return rc;
@@ -121,18 +111,26 @@ int sl_cmd_run(int argc, char **argv) {
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int ch;
+    long n;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "s:c:b:h", opts, NULL)) != -1) {
         switch (ch) {
         case 's':
             if (nonly < 64) only[nonly++] = optarg;
             break;
-        case 'c': o.concurrency = atoi(optarg); break;
-        case 'b': o.batch = atoi(optarg); break;
+        case 'c':
+        case 'b':
+            /* The YAML's ranges (concurrency 1..1024, batch 1..1000). */
+            if (sl_cli_parse_int("run", ch == 'c' ? "--concurrency" : "--batch",
+                                 optarg, 1, ch == 'c' ? 1024 : 1000, &n) != 0) {
+                rc = SL_EXIT_USAGE;
+                goto out;
+            }
+            *(ch == 'c' ? &o.concurrency : &o.batch) = (int)n;
+            break;
         case 'd':
-            if (sl_duration_parse(optarg, &o.drain_ms) != 0) {
-                fprintf(stderr, "sluice run: bad --drain '%s' (expected a "
-                                "duration such as 30s)\n", optarg);
+            if (sl_cli_parse_duration("run", "--drain", optarg,
+                                      &o.drain_ms) != 0) {
                 rc = SL_EXIT_USAGE;
                 goto out;
             }
@@ -143,9 +141,8 @@ int sl_cmd_run(int argc, char **argv) {
         case 'H': http = optarg; break;
         case 'S': allow_superuser = 1; break;
         case 'f':
-            if (strcmp(optarg, "json") == 0) fmt = SL_LOGJSON;
-            else if (strcmp(optarg, "logfmt") == 0) fmt = SL_LOGFMT;
-            else {
+            fmt = strcmp(optarg, "json") == 0 ? SL_LOGJSON : SL_LOGFMT;
+            if (fmt == SL_LOGFMT && strcmp(optarg, "logfmt") != 0) {
                 fprintf(stderr, "sluice run: --log-format is logfmt or json\n");
                 rc = SL_EXIT_USAGE;
                 goto out;
@@ -170,26 +167,20 @@ int sl_cmd_run(int argc, char **argv) {
             goto out;
         }
     }
-    if (o.concurrency < 0 || o.batch < 0 || o.batch > 1000) {
-        fprintf(stderr, "sluice run: --concurrency >= 1, --batch 1..1000\n");
+    if (optind != argc || sl_cli_check_stages("run", m, only, nonly) != 0) {
+        if (optind != argc) run_usage(stderr); /* a stray argument */
         rc = SL_EXIT_USAGE;
         goto out;
     }
     o.only = nonly ? only : NULL;
     o.nonly = nonly;
-    if (!allow_superuser && (rc = check_role()) != 0) goto out;
     sl_log_init(fmt, level);
     sl_runtime_install_signals();
     o.on_event = sl_cli_sd_event;
+    if ((rc = sl_cli_run_preflight(m, &o, allow_superuser)) != 0) goto out;
     if (http && (rc = sl_cli_http_start("run", http, m, 1, &server)) != 0)
         goto out;
-    char err[1024];
-    int r = sl_runtime_run(m, &o, err, sizeof err);
-    if (r != 0) {
-        sl_redact(err, sizeof err);
-        fprintf(stderr, "sluice run: %s\n", err);
-        rc = r == -SL_EINVAL ? SL_EXIT_INVALID : SL_EXIT_FAILURE;
-    }
+    rc = run_workers(m, &o);
 out:
     sl_httpd_stop(server);
     sl_model_free(m);

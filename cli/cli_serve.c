@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_priv.h"
 #include "clock.h"
 #include "error.h"
 #include "httpd.h"
@@ -80,6 +81,10 @@ static void serve_usage(FILE *f) {
 }
 
 int sl_cmd_serve(int argc, char **argv) {
+    if (sl_cli_wants_help(argc, argv)) {
+        serve_usage(stdout);
+        return SL_EXIT_OK;
+    }
     sl_model *m = NULL;
     int rc = sl_cli_load(&argc, argv, &m);
     if (rc != 0) return rc;

@@ -198,10 +198,7 @@ int sl_cmd_status(int argc, char **argv) {
                    argv[optind]);
         goto out;
     }
-    if (only && !sl_model_pipeline(m, only)) {
-        sl_cli_say(cmd, "no pipeline named '%s'", only);
-        goto out;
-    }
+    if (only && !sl_cli_find_pipeline(cmd, m, only)) goto out;
     rc = SL_EXIT_FAILURE;
     if (!(c = sl_cli_connect(cmd, db))) goto out;
     rc = status_show(c, m, only, id);
@@ -223,11 +220,14 @@ static void watch_usage(FILE *f) {
         "with a\n"
         "progress bar. Exits 0 when the subject reaches the pipeline's final "
         "status\n"
-        "(its last stage's on_done status), 1 at the error status once no "
+        "(its last stage's on_done status); 3 at the error status once no "
         "job is left\n"
-        "to run (printing the failed job's last error), when its jobs were "
-        "cancelled,\n"
-        "or on --timeout.\n");
+        "to run (printing the failed job's last error); 4 when its jobs were "
+        "cancelled;\n"
+        "5 on --timeout; 6 when the subject row is deleted; 1 when the "
+        "database fails.\n"
+        "  --json             one JSON object per change instead of a "
+        "progress bar\n");
 }
 
 typedef struct watch {
@@ -366,7 +366,8 @@ static void watch_print_failure(watch *w) {
     PQclear(r);
 }
 
-/* Decides whether watching is over: 0 success, 1 failure, -1 go on.
+/* Decides whether watching is over: an exit code (SL_EXIT_OK,
+ * SL_EXIT_JOB_FAILED, SL_EXIT_CANCELLED, SL_EXIT_FAILURE), or -1: go on.
  * `check_jobs` also looks at the jobs (the slow safety re-read). */
 static int watch_verdict(watch *w, int check_jobs) {
     sl_job_counts n;
@@ -385,13 +386,13 @@ static int watch_verdict(watch *w, int check_jobs) {
     if (at_error || n.error > 0) {
         watch_end_line(w);
         watch_print_failure(w);
-        return SL_EXIT_FAILURE;
+        return SL_EXIT_JOB_FAILED;
     }
     if (n.cancelled > 0 && n.final_done == 0) {
         watch_end_line(w);
         sl_cli_say("watch", "the subject's jobs were cancelled (status %s)",
                    w->status);
-        return SL_EXIT_FAILURE;
+        return SL_EXIT_CANCELLED;
     }
     if (w->nfinals == 0 && n.final_done > 0) return SL_EXIT_OK;
     return -1;
@@ -479,7 +480,7 @@ static int watch_loop(watch *w, int64_t timeout_ms, int64_t reread_ms) {
             if (w->tty) printf("\n");
             sl_cli_say(cmd, "timed out after %lldms (status %s)",
                        (long long)timeout_ms, w->status);
-            return SL_EXIT_FAILURE;
+            return SL_EXIT_TIMEOUT;
         }
         int64_t wait = next_reread - now;
         if (timeout_ms >= 0 && start + timeout_ms - now < wait)
@@ -494,7 +495,7 @@ static int watch_loop(watch *w, int64_t timeout_ms, int64_t reread_ms) {
             if (r == 0) {
                 if (w->tty) printf("\n");
                 sl_cli_say(cmd, "subject %s was deleted", w->id);
-                return SL_EXIT_FAILURE;
+                return SL_EXIT_GONE;
             }
             next_reread = sl_now_ms() + reread_ms;
         }
@@ -575,6 +576,7 @@ int sl_cmd_watch(int argc, char **argv) {
                    argv[optind]);
         goto out;
     }
+    if (only && !sl_cli_find_pipeline(cmd, m, only)) goto out;
     w.id = id;
     rc = SL_EXIT_FAILURE;
     if (!(w.c = sl_cli_connect(cmd, db))) goto out;

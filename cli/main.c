@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "error.h"
 #include "stages.h"
+#include "version.h"
 
 static const struct {
     const char *name;
@@ -31,8 +32,11 @@ static void usage(FILE *f) {
     fprintf(f, "usage: sluice COMMAND [options]\n\ncommands:\n");
     for (int i = 0; commands[i].name; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "\nexit codes: 0 ok, 1 failure, 2 invalid pipeline "
-               "definitions, 64 usage (docs/cli.md)\n");
+    fprintf(f, "\n`sluice help COMMAND` shows a command's options; "
+               "`sluice --version` the version.\n"
+               "exit codes: 0 ok, 1 failure, 2 invalid pipeline definitions, "
+               "3 jobs failed,\n4 cancelled, 5 timed out, 6 subject deleted "
+               "(watch), 64 bad command line\n(docs/cli.md#exit-codes)\n");
 }
 
 int main(int argc, char **argv) {
@@ -42,10 +46,31 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? SL_EXIT_USAGE : SL_EXIT_OK;
     }
-    for (int i = 0; commands[i].name; i++)
-        if (strcmp(commands[i].name, argv[1]) == 0)
-            return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "sluice: unknown command '%s'\n", argv[1]);
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+        printf("sluice %s\n", SL_VERSION);
+        return SL_EXIT_OK;
+    }
+    /* `sluice help COMMAND` is `sluice COMMAND --help`. */
+    int help = strcmp(argv[1], "help") == 0;
+    if (help && argc == 2) {
+        usage(stdout);
+        return SL_EXIT_OK;
+    }
+    const char *name = argv[1 + help];
+    for (int i = 0; commands[i].name; i++) {
+        if (strcmp(commands[i].name, name) != 0) continue;
+        if (!help) return commands[i].fn(argc - 1, argv + 1);
+        char *hargv[] = {argv[2], "--help", NULL};
+        return commands[i].fn(2, hargv);
+    }
+    const char *names[32];
+    size_t n = 0;
+    for (int i = 0; commands[i].name && n < 32; i++)
+        names[n++] = commands[i].name;
+    const char *near = sl_model_nearest(name, names, n);
+    fprintf(stderr, "sluice: unknown command '%s'", name);
+    if (near) fprintf(stderr, " (did you mean '%s'?)", near);
+    fprintf(stderr, "\n");
     usage(stderr);
     return SL_EXIT_USAGE;
 }

@@ -160,47 +160,6 @@ const char *sl_dsl__describe(const node *n) {
 
 /* ---- suggestions -------------------------------------------------------- */
 
-/* Levenshtein distance with a cap on the inputs' length (suggestions for
- * long garbage are pointless and would cost quadratic time). */
-static size_t edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 64 || lb > 64) return SIZE_MAX;
-    size_t row[65];
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t prev = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cur = row[j];
-            size_t best = prev + (a[i - 1] == b[j - 1] ? 0 : 1);
-            if (row[j] + 1 < best) best = row[j] + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            row[j] = best;
-            prev = cur;
-        }
-    }
-    return row[lb];
-}
-
-/* The candidate closest to s, or NULL when none is close enough. */
-const char *sl_dsl__nearest(const char *s, const char *const *cands, size_t n) {
-    assert(s && (cands || n == 0));
-    const char *best = NULL;
-    size_t bestd = SIZE_MAX;
-    for (size_t i = 0; i < n && cands[i]; i++) {
-        size_t d = edit_distance(s, cands[i]);
-        if (d < bestd) {
-            bestd = d;
-            best = cands[i];
-        }
-    }
-    size_t len = strlen(s);
-    size_t limit = len <= 4 ? 1 : len <= 8 ? 2 : len / 4 + 1;
-    if (bestd == 0 || bestd > limit || bestd >= len) return NULL;
-    return best;
-}
-
 size_t sl_dsl__count_list(const char *const *l) {
     size_t n = 0;
     while (l[n])
@@ -213,7 +172,7 @@ const char *sl_dsl__did_you_mean(const char *s, const char *const *cands,
                                  size_t n) {
     static char buf[2][128];
     static int k;
-    const char *m = sl_dsl__nearest(s, cands, n);
+    const char *m = sl_model_nearest(s, cands, n);
     if (!m) return "";
     char *b = buf[k++ & 1];
     snprintf(b, sizeof buf[0], " (did you mean '%s'?)", m);

@@ -172,8 +172,6 @@ void sl_dsl__diag(loader *L, const node *n, const char *fmt, ...)
 const char *sl_dsl__show(const char *s);
 /* What a node is, for "expected X, got Y" messages (rotating buffers). */
 const char *sl_dsl__describe(const node *n);
-/* The candidate closest to s, or NULL when none is close enough. */
-const char *sl_dsl__nearest(const char *s, const char *const *cands, size_t n);
 /* The length of a NULL-terminated list. */
 size_t sl_dsl__count_list(const char *const *l);
 /* " (did you mean 'x'?)" or "" (rotating static buffers). */

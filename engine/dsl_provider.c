@@ -182,7 +182,7 @@ static void read_handler(loader *L, const node *n, sl_stage *st) {
     st->handler = sl_dsl__arena_strdup(L->a, n->s);
     if (sl_handler_find(n->s)) return;
     const char *const *names = sl_handler_names();
-    const char *m = sl_dsl__nearest(n->s, names, sl_dsl__count_list(names));
+    const char *m = sl_model_nearest(n->s, names, sl_dsl__count_list(names));
     char list[512];
     size_t o = 0;
     list[0] = '\0';

@@ -381,7 +381,7 @@ void sl_dsl__check_keys(loader *L, const node *m, const char *where,
             if (strcmp(k->s, allowed[j]) == 0) break;
         if (j < na) continue;
         if (L->full) return;
-        const char *m2 = sl_dsl__nearest(k->s, allowed, na);
+        const char *m2 = sl_model_nearest(k->s, allowed, na);
         if (m2) {
             sl_dsl__diag(L, k, "unknown key '%s' in %s (did you mean '%s'?)",
                          sl_dsl__show(k->s), where, m2);

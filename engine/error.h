@@ -28,12 +28,19 @@ enum {
 /* A static description of code (negative or positive). */
 const char *sl_strerror(int code);
 
-/* Exit codes of the sluice binary (docs/cli.md). */
+/* Exit codes of the sluice binary, the same for every command
+ * (docs/cli.md#exit-codes). 3..6 are outcomes of the jobs a command
+ * waited for (`watch`, `run --exit-when-idle`), not failures of sluice. */
 enum {
     SL_EXIT_OK = 0,
-    SL_EXIT_FAILURE = 1, /* runtime failure (database, I/O) */
-    SL_EXIT_INVALID = 2, /* invalid pipeline definitions */
-    SL_EXIT_USAGE = 64   /* bad command line */
+    SL_EXIT_FAILURE = 1,     /* runtime failure (database, I/O), refused */
+    SL_EXIT_INVALID = 2,     /* invalid pipeline definitions */
+    SL_EXIT_JOB_FAILED = 3,  /* the subject (watch) or a job that ran
+                                (run --exit-when-idle) failed for good */
+    SL_EXIT_CANCELLED = 4,   /* watch: the subject's jobs were cancelled */
+    SL_EXIT_TIMEOUT = 5,     /* watch: --timeout passed */
+    SL_EXIT_GONE = 6,        /* watch: the subject row was deleted */
+    SL_EXIT_USAGE = 64       /* bad command line: options, values, ids, names */
 };
 
 #endif

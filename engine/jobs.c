@@ -450,7 +450,9 @@ int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
         char what[160];
         snprintf(what, sizeof what, "enqueue into %s", s->queue);
         db_err(err, errlen, what, c, r);
-        rc = -SL_EDB;
+        /* A value the server refuses (a --run-at that is no timestamp)
+         * is the caller's mistake, not a database failure. */
+        rc = sl_db_data_error(r) ? -SL_EINVAL : -SL_EDB;
         goto out;
     }
     if (PQntuples(r) == 0) {
@@ -628,7 +630,7 @@ int sl_jobs_enqueue_batch(PGconn *c, const sl_stage *s, const json_t *rows,
         char what[160];
         snprintf(what, sizeof what, "enqueue batch into %s", s->queue);
         db_err(err, errlen, what, c, r);
-        rc = -SL_EDB;
+        rc = sl_db_data_error(r) ? -SL_EINVAL : -SL_EDB;
         goto out;
     }
     if (!PQgetisnull(r, 0, 0)) {

@@ -77,8 +77,10 @@ int sl_jobs_is_uuid(const char *text);
  * o may be NULL. On success writes the new job id (36 characters and NUL)
  * to id_out, which has room for at least 40 bytes.
  * Returns 0; -SL_EINVAL for an unknown column, a bad value or a missing /
- * superfluous subject; -SL_ENOTFOUND when the subject row does not exist;
- * -SL_EDB with the server's message. */
+ * superfluous subject, or a value the server refuses (SQLSTATE class 22,
+ * 23 or 54: sl_db_data_error, e.g. a run_at that is no timestamp);
+ * -SL_ENOTFOUND when the subject row does not exist; -SL_EDB with the
+ * server's message. */
 int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
                     const json_t *columns, const sl_enqueue_opts *o,
                     char *id_out, char *err, size_t errlen);
@@ -95,7 +97,8 @@ int sl_jobs_check_row(const sl_stage *s, const json_t *row, char *err,
  * the caller's transaction to make several batches atomic. *inserted is
  * the number of jobs inserted. Returns 0; -SL_EINVAL naming the first bad
  * row ("row 3: ..."; rows count from 1); -SL_ENOTFOUND naming the first
- * row whose subject does not exist (nothing is inserted then); -SL_EDB.
+ * row whose subject does not exist (nothing is inserted then); -SL_EINVAL
+ * also for a value the server refuses (sl_db_data_error); -SL_EDB.
  * With either error, *bad_row (when not NULL) is that row's number, else
  * 0. */
 int sl_jobs_enqueue_batch(PGconn *c, const sl_stage *s, const json_t *rows,

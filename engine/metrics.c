@@ -110,6 +110,14 @@ void sl_metrics_attempt(const sl_stage *s, sl_attempt_outcome o,
     if (run_ms >= 0) observe(&x->run, run_ms);
 }
 
+long long sl_metrics_attempts_total(sl_attempt_outcome o) {
+    assert(o >= 0 && o < SL_ATTEMPT__COUNT);
+    long long n = 0;
+    for (size_t i = 0; i < nstages; i++)
+        n += atomic_load(&stages[i].attempts[o]);
+    return n;
+}
+
 void sl_metrics_wait(const sl_stage *s, int64_t wait_ms) {
     stage_m *x = slot(s);
     if (x) observe(&x->wait, wait_ms < 0 ? 0 : wait_ms);

@@ -44,6 +44,11 @@ void sl_metrics_enqueued(const sl_stage *s, long n);
 void sl_metrics_attempt(const sl_stage *s, sl_attempt_outcome o,
                         int64_t run_ms);
 
+/* The attempts that ended with outcome o across every stage since
+ * sl_metrics_init (0 before it): `run --exit-when-idle` exits non-zero
+ * when jobs it ran failed for good (SL_ATTEMPT_FAILED). */
+long long sl_metrics_attempts_total(sl_attempt_outcome o);
+
 /* A job of s waited wait_ms from when it was due to when it was claimed. */
 void sl_metrics_wait(const sl_stage *s, int64_t wait_ms);
 

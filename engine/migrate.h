@@ -61,6 +61,14 @@ const char *sl_migrate_base_sql(void);
  * run. Reads the catalog only. */
 int sl_migrate_check(PGconn *c, const sl_model *m, char *err, size_t errlen);
 
+/* sl_migrate_check for the stages picked by the nonly names in `only`
+ * (sl_stage_selected: stage, queue or pipeline names; nonly 0: every
+ * stage) and the stages they hand off to, as `sluice run -s` needs: a
+ * queue it neither runs nor feeds may be missing. */
+int sl_migrate_check_stages(PGconn *c, const sl_model *m,
+                            const char *const *only, size_t nonly, char *err,
+                            size_t errlen);
+
 /* Writes sql to DIR/YYYYMMDDHHMMSS_sluice.sql (UTC; DIR is created when
  * missing) with a header comment naming the pipelines of m, as `sluice
  * migrate --write` does. Fails rather than overwrite an existing file.

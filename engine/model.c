@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "error.h"
@@ -324,5 +325,59 @@ int sl_duration_parse(const char *s, int64_t *ms) {
     /* At most ten years: anything longer is a typo. */
     if (v > (int64_t)3650 * 86400 * 1000 / mult) return -SL_EINVAL;
     *ms = v * mult;
+    return 0;
+}
+
+/* ---- names on the command line and in files ---------------------------- */
+
+/* Levenshtein distance with a cap on the inputs' length (suggestions for
+ * long garbage are pointless and would cost quadratic time). */
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64) return SIZE_MAX;
+    size_t row[65];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t prev = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cur = row[j];
+            size_t best = prev + (a[i - 1] == b[j - 1] ? 0 : 1);
+            if (row[j] + 1 < best) best = row[j] + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            prev = cur;
+        }
+    }
+    return row[lb];
+}
+
+const char *sl_model_nearest(const char *s, const char *const *cands,
+                             size_t n) {
+    assert(s && (cands || n == 0));
+    const char *best = NULL;
+    size_t bestd = SIZE_MAX;
+    for (size_t i = 0; i < n && cands[i]; i++) {
+        size_t d = edit_distance(s, cands[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = cands[i];
+        }
+    }
+    size_t len = strlen(s);
+    size_t limit = len <= 4 ? 1 : len <= 8 ? 2 : len / 4 + 1;
+    if (bestd == 0 || bestd > limit || bestd >= len) return NULL;
+    return best;
+}
+
+int sl_stage_selected(const sl_stage *s, const char *const *names, size_t n) {
+    assert(s && (names || n == 0));
+    if (n == 0) return 1;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], s->name) == 0 ||
+            strcmp(names[i], s->queue) == 0 ||
+            strcmp(names[i], s->pipeline->name) == 0)
+            return 1;
     return 0;
 }

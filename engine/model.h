@@ -246,4 +246,16 @@ int sl_duration_parse(const char *s, int64_t *ms);
  * skipped. */
 const sl_column *sl_stage_column(const sl_stage *st, const char *name);
 
+/* The candidate closest to s by edit distance, or NULL when none is close
+ * enough to be a likely typo (or s is one of them). The one rule for "did
+ * you mean" hints, in pipeline files and on the command line. cands holds
+ * n strings (a NULL entry ends it early); the result points into cands. */
+const char *sl_model_nearest(const char *s, const char *const *cands,
+                             size_t n);
+
+/* Non-zero when stage s is picked by one of the n names in `names` (its
+ * stage name, its queue or its pipeline's name), or when n is 0: the rule
+ * of `sluice run -s`. */
+int sl_stage_selected(const sl_stage *s, const char *const *names, size_t n);
+
 #endif

@@ -55,10 +55,18 @@ int sl_queue_prepare_stage(PGconn *c, const sl_stage *s, char *err,
 }
 
 int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen) {
+    return sl_queue_prepare_stages(c, m, NULL, 0, err, errlen);
+}
+
+int sl_queue_prepare_stages(PGconn *c, const sl_model *m,
+                            const char *const *only, size_t nonly, char *err,
+                            size_t errlen) {
     for (size_t pi = 0; pi < m->npipelines; pi++) {
         const sl_pipeline *p = &m->pipelines[pi];
         for (size_t si = 0; si < p->nstages; si++) {
-            int rc = sl_queue_prepare_stage(c, &p->stages[si], err, errlen);
+            const sl_stage *s = &p->stages[si];
+            if (!sl_stage_selected(s, only, nonly)) continue;
+            int rc = sl_queue_prepare_stage(c, s, err, errlen);
             if (rc != 0) return rc;
         }
     }

@@ -49,6 +49,14 @@ int sl_queue_prepare(PGconn *c, const sl_model *m, char *err, size_t errlen);
 int sl_queue_prepare_stage(PGconn *c, const sl_stage *s, char *err,
                            size_t errlen);
 
+/* sl_queue_prepare for the stages picked by the nonly names in `only`
+ * (sl_stage_selected; nonly 0: every stage), as `sluice run -s` needs: an
+ * unselected queue need not exist. Their statements still name the
+ * queues they hand off to. */
+int sl_queue_prepare_stages(PGconn *c, const sl_model *m,
+                            const char *const *only, size_t nonly, char *err,
+                            size_t errlen);
+
 /* Claims up to max jobs of stage s for worker `owner` with a lease of
  * lease_ms: FOR UPDATE SKIP LOCKED, by priority then run_at; counts the
  * attempt; applies the stage's on_start mapping to the subjects, all in one

@@ -18,6 +18,12 @@
 #include "error.h"
 #include "jobs.h"
 
+/* A timestamptz column as RFC 3339 text in UTC with milliseconds
+ * ("2025-05-01T10:00:02.123Z"), for JSON output. */
+#define SL_READS_RFC3339(col)                                               \
+    "to_char(" col " AT TIME ZONE 'UTC',"                                   \
+    " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
 /* ---- running a statement ------------------------------------------------- */
 
 /* Runs the SQL in q (freed here) with nvals text parameters and expects
@@ -232,8 +238,11 @@ static void list_branch(sl_buf *q, const sl_stage *s) {
                   " IN ('pending','retry') AND run_at > now()"
                   " THEN EXTRACT(EPOCH FROM run_at -"
                   " now())::float8 END AS runs_in, error_class,"
-                  " last_error, created_at FROM ",
-                  s->retry.max_attempts);
+                  " last_error, attempts AS attempts_n, %d AS max_attempts, "
+                  SL_READS_RFC3339("created_at") " AS created_at_utc, "
+                  SL_READS_RFC3339("run_at") " AS run_at_utc,"
+                  " created_at FROM ",
+                  s->retry.max_attempts, s->retry.max_attempts);
     sl_buf_ident(q, s->queue);
     sl_buf_puts(q, " WHERE ($1::text IS NULL OR status::text = $1)"
                    " AND ($2::bigint IS NULL OR created_at < now() -"
@@ -248,7 +257,8 @@ int sl_reads_jobs(PGconn *c, const sl_model *m, const sl_jobs_filter *f,
     sl_buf_init(&q);
     int branches = 0;
     sl_buf_puts(&q, "SELECT queue, id, subject, status, attempts, priority,"
-                    " age, runs_in, error_class, last_error FROM (");
+                    " age, runs_in, error_class, last_error, attempts_n,"
+                    " max_attempts, created_at_utc, run_at_utc FROM (");
     for (size_t i = 0; i < m->npipelines; i++)
         for (size_t k = 0; k < m->pipelines[i].nstages; k++) {
             const sl_stage *s = &m->pipelines[i].stages[k];
@@ -273,4 +283,42 @@ int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen) {
                     " mean_run_time)::float8 AS mean_run_time"
                     " FROM sluice_statistics ORDER BY queue");
     return run(c, &q, 0, NULL, "read sluice_statistics", out, err, errlen);
+}
+
+int sl_reads_max_connections(PGconn *c, long *n, char *err, size_t errlen) {
+    assert(c && n);
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "SELECT current_setting('max_connections')::int -"
+                    " current_setting('superuser_reserved_connections')::int"
+                    " - COALESCE(current_setting('reserved_connections',"
+                    " true)::int, 0)");
+    PGresult *r = NULL;
+    int rc = run(c, &q, 0, NULL, "read max_connections", &r, err, errlen);
+    if (rc == 0) *n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc;
+}
+
+int sl_reads_role(PGconn *c, char *role, size_t rolelen, int *privileged,
+                  const char **what, char *err, size_t errlen) {
+    assert(c && role && privileged && what);
+    PGresult *r = PQexec(c, "SELECT current_user, rolsuper, rolbypassrls "
+                            "FROM pg_roles WHERE rolname = current_user");
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+        PQnfields(r) != 3) {
+        char m[512];
+        snprintf(err, errlen, "cannot read the connection's role: %s",
+                 sl_db_error(c, r, m, sizeof m));
+        rc = PQstatus(c) == CONNECTION_OK ? -SL_EDB : -SL_ECONN;
+    } else {
+        snprintf(role, rolelen, "%s", PQgetvalue(r, 0, 0));
+        int super = PQgetvalue(r, 0, 1)[0] == 't';
+        int bypass = PQgetvalue(r, 0, 2)[0] == 't';
+        *privileged = super || bypass;
+        *what = super ? "superuser" : bypass ? "role with BYPASSRLS" : "";
+    }
+    PQclear(r);
+    return rc;
 }

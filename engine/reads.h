@@ -115,7 +115,9 @@ typedef struct sl_jobs_filter {
 
 /* The columns of sl_reads_jobs. ATTEMPTS is "attempts/max"; AGE and
  * RUNS_IN are seconds (float8; RUNS_IN NULL unless the job waits for a
- * later run_at); PRIORITY is an integer. */
+ * later run_at); PRIORITY is an integer. The last four serve JSON output:
+ * ATTEMPTS_N and MAX_ATTEMPTS as integers, CREATED_AT and RUN_AT as RFC
+ * 3339 text in UTC ("2025-05-01T10:00:02.123Z"). */
 enum {
     SL_LIST_QUEUE,
     SL_LIST_ID,
@@ -126,7 +128,11 @@ enum {
     SL_LIST_AGE,
     SL_LIST_RUNS_IN,
     SL_LIST_ERROR_CLASS,
-    SL_LIST_LAST_ERROR
+    SL_LIST_LAST_ERROR,
+    SL_LIST_ATTEMPTS_N,
+    SL_LIST_MAX_ATTEMPTS,
+    SL_LIST_CREATED_AT,
+    SL_LIST_RUN_AT
 };
 
 /* The number of queues a listing with filter f covers in model m (0: the
@@ -160,5 +166,18 @@ enum {
  * as above (OUT: caller PQclears). Returns 0 or an error (WHAT is "read
  * sluice_statistics"). */
 int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen);
+
+/* The connections a client such as sluice may open on the server behind
+ * c: max_connections less superuser_reserved_connections and, from
+ * PostgreSQL 16, reserved_connections, into *n (OUT). Returns 0 or an
+ * error (WHAT is "read max_connections"). */
+int sl_reads_max_connections(PGconn *c, long *n, char *err, size_t errlen);
+
+/* The role c is connected as: its name into role (rolelen bytes) and
+ * whether it is a superuser or has BYPASSRLS (*privileged, OUT: 1 or 0;
+ * *what, OUT: "superuser" or "role with BYPASSRLS" when it is). Returns 0
+ * or -SL_EDB/-SL_ECONN with the reason in err. */
+int sl_reads_role(PGconn *c, char *role, size_t rolelen, int *privileged,
+                  const char **what, char *err, size_t errlen);
 
 #endif

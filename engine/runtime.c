@@ -49,15 +49,6 @@ atomic_int sl_rt__listening;
 /* ---- connections ------------------------------------------------------------
  */
 
-/* Prepares the statements of the stages this runtime runs (only those:
- * `run -s` must not need the other stages' tables). */
-static int prepare_selected(runtime *rt, PGconn *c, char *err, size_t errlen) {
-    for (size_t i = 0; i < rt->nstages; i++) {
-        int rc = sl_queue_prepare_stage(c, rt->stages[i].s, err, errlen);
-        if (rc != 0) return rc;
-    }
-    return 0;
-}
 
 /* Connects and prepares, retrying with backoff until it works or the
  * runtime stops at once. */
@@ -70,7 +61,10 @@ PGconn *sl_rt__connect_worker(runtime *rt, const char *who) {
             PGresult *r = PQexec(c, "SET synchronous_commit = off");
             PQclear(r);
         }
-        if (c && prepare_selected(rt, c, err, sizeof err) == 0) return c;
+        if (c && sl_queue_prepare_stages(c, rt->m, rt->o.only,
+                                         rt->o.only ? rt->o.nonly : 0, err,
+                                         sizeof err) == 0)
+            return c;
         if (c) PQfinish(c);
         if (atomic_load(&sl_rt__stop_now)) return NULL;
         sl_log(SL_LOG_WARN, "database unavailable, retrying", "who", who,
@@ -631,13 +625,7 @@ void sl_runtime_install_signals(void) {
 }
 
 static int selected(const sl_runtime_opts *o, const sl_stage *s) {
-    if (!o->only || o->nonly == 0) return 1;
-    for (size_t i = 0; i < o->nonly; i++)
-        if (strcmp(o->only[i], s->name) == 0 ||
-            strcmp(o->only[i], s->queue) == 0 ||
-            strcmp(o->only[i], s->pipeline->name) == 0)
-            return 1;
-    return 0;
+    return sl_stage_selected(s, o->only, o->only ? o->nonly : 0);
 }
 
 /* rt->worker_id: --worker-id, else "<host>:<pid>". */
@@ -730,7 +718,8 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
         rc = -SL_EDB;
         goto out_free;
     }
-    if (prepare_selected(&rt, probe, err, errlen) != 0) {
+    if (sl_queue_prepare_stages(probe, m, o->only, o->only ? o->nonly : 0,
+                                err, errlen) != 0) {
         PQfinish(probe);
         rc = -SL_EDB;
         goto out_free;

@@ -29,12 +29,27 @@ static int table_known(const PGresult *r, const char *t) {
     return 0;
 }
 
-/* The first difference between s and the catalog, in words, or 0. */
-static int compare(const sl_schema *s, const PGresult *r, char *err,
-                   size_t errlen) {
+/* Non-zero when the queue of st must exist for a run of the stages picked
+ * by `only`: st is picked, or a picked stage hands off to it. */
+static int needed(const sl_stage *st, const char *const *only, size_t nonly) {
+    if (sl_stage_selected(st, only, nonly)) return 1;
+    const sl_pipeline *p = st->pipeline;
+    for (size_t k = 0; k < p->nstages; k++) {
+        if (!sl_stage_selected(&p->stages[k], only, nonly)) continue;
+        for (size_t i = 0; i < p->stages[k].nnext; i++)
+            if (p->stages[k].next[i].stage == st) return 1;
+    }
+    return 0;
+}
+
+/* The first difference between the selected tables of s and the catalog,
+ * in words, or 0. */
+static int compare(const sl_schema *s, const char *const *only, size_t nonly,
+                   const PGresult *r, char *err, size_t errlen) {
     for (size_t i = 0; i < s->ntables; i++) {
         const sl_schema_table *t = &s->tables[i];
         const sl_stage *st = t->stage;
+        if (!needed(st, only, nonly)) continue;
         if (!table_known(r, t->name)) {
             snprintf(err, errlen,
                      "queue %s of pipeline %s is missing: run `sluice "
@@ -60,7 +75,13 @@ static int compare(const sl_schema *s, const PGresult *r, char *err,
 }
 
 int sl_migrate_check(PGconn *c, const sl_model *m, char *err, size_t errlen) {
-    assert(c && m && err);
+    return sl_migrate_check_stages(c, m, NULL, 0, err, errlen);
+}
+
+int sl_migrate_check_stages(PGconn *c, const sl_model *m,
+                            const char *const *only, size_t nonly, char *err,
+                            size_t errlen) {
+    assert(c && m && err && (only || nonly == 0));
     sl_schema *s = NULL;
     int rc = sl_schema_build(m, &s, err, errlen);
     if (rc != 0) return rc;
@@ -89,7 +110,7 @@ int sl_migrate_check(PGconn *c, const sl_model *m, char *err, size_t errlen) {
                  ? -SL_ECONN
                  : -SL_EDB;
     } else {
-        rc = compare(s, r, err, errlen);
+        rc = compare(s, only, nonly, r, err, errlen);
     }
     PQclear(r);
     sl_buf_free(&names);

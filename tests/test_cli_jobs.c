@@ -336,8 +336,14 @@ static void enqueue_of_an_unknown_pipeline_fails(void **state) {
     (void)state;
     ready();
     char *out = NULL;
-    assert_int_equal(sluice(&out, "enqueue nosuch"), 1);
+    assert_int_equal(sluice(&out, "enqueue nosuch"), 64);
     expect_in(out, "no pipeline named 'nosuch'");
+    free(out);
+    assert_int_equal(sluice(&out, "enqueue tpp"), 64);
+    expect_in(out, "no pipeline named 'tpp' (did you mean 'tp'?)");
+    free(out);
+    assert_int_equal(sluice(&out, "enqueue tp --stage secnod"), 64);
+    expect_in(out, "(did you mean 'second'?)");
     free(out);
 }
 
@@ -417,8 +423,10 @@ static char *failed_job(char **thing) {
     *thing = new_row("things");
     snprintf(args, sizeof args, "tf --subject %s", *thing);
     char *id = enqueue(args);
+    /* Exit 3: a job it ran failed for good (docs/cli.md#exit-codes). */
     int rc = sluice(&out, "run --allow-superuser -s tf --exit-when-idle --log-level error");
-    if (rc != 0) fail_msg("sluice run: %d: %s", rc, out);
+    if (rc != 3) fail_msg("sluice run: %d, expected 3: %s", rc, out);
+    expect_in(out, "failed for good");
     free(out);
     expect_q("error", "SELECT status FROM tf_only WHERE id = '%s'", id);
     return id;
@@ -675,7 +683,7 @@ static void watch_ends_0_when_the_pipeline_reaches_ready(void **state) {
     free(item);
 }
 
-static void watch_ends_1_at_the_error_status_with_the_last_error(
+static void watch_ends_3_at_the_error_status_with_the_last_error(
     void **state) {
     (void)state;
     ready();
@@ -683,7 +691,7 @@ static void watch_ends_1_at_the_error_status_with_the_last_error(
     snprintf(args, sizeof args, "tf --subject %s", thing);
     free(enqueue(args));
     int rc = watch_a_run(thing, "tf", &out);
-    if (rc != 1) fail_msg("watch: exit %d, expected 1: %s", rc, out);
+    if (rc != 3) fail_msg("watch: exit %d, expected 3: %s", rc, out);
     expect_in(out, "error  It failed");
     expect_in(out, "stage only failed");
     expect_in(out, "noop: planned failure on attempt 2");
@@ -691,12 +699,12 @@ static void watch_ends_1_at_the_error_status_with_the_last_error(
     free(thing);
 }
 
-static void watch_times_out_with_1(void **state) {
+static void watch_times_out_with_5(void **state) {
     (void)state;
     ready();
     char *item = new_row("items"), *out = NULL;
     int64_t t0 = sl_test_now_ms();
-    assert_int_equal(sluice(&out, "watch %s --timeout 300ms", item), 1);
+    assert_int_equal(sluice(&out, "watch %s --timeout 300ms", item), 5);
     assert_true(sl_test_now_ms() - t0 < 5000);
     expect_in(out, "timed out");
     expect_in(out, "new");
@@ -742,8 +750,10 @@ static void jobs_filters_by_queue_and_status(void **state) {
             seen = 1;
             assert_string_equal(
                 json_string_value(json_object_get(j, "subject")), thing);
-            assert_string_equal(
-                json_string_value(json_object_get(j, "attempts")), "2/2");
+            assert_int_equal(
+                json_integer_value(json_object_get(j, "attempts")), 2);
+            assert_int_equal(
+                json_integer_value(json_object_get(j, "max_attempts")), 2);
         }
     }
     assert_true(seen);
@@ -958,8 +968,8 @@ int main(void) {
         cmocka_unit_test(retry_of_a_job_that_did_not_fail_is_refused),
         cmocka_unit_test(retry_queue_failed_retries_every_failed_job),
         cmocka_unit_test(watch_ends_0_when_the_pipeline_reaches_ready),
-        cmocka_unit_test(watch_ends_1_at_the_error_status_with_the_last_error),
-        cmocka_unit_test(watch_times_out_with_1),
+        cmocka_unit_test(watch_ends_3_at_the_error_status_with_the_last_error),
+        cmocka_unit_test(watch_times_out_with_5),
         cmocka_unit_test(watch_of_an_unknown_subject_fails),
         cmocka_unit_test(jobs_filters_by_queue_and_status),
         cmocka_unit_test(stats_counts_match_the_queues),
