@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alerter.h"
 #include "cli.h"
 #include "dsl.h"
 #include "error.h"
@@ -138,7 +139,14 @@ int sl_cmd_run(int argc, char **argv) {
     if (http && (rc = sl_cli_http_start("run", http, m, 1, &server)) != 0)
         goto out;
     char err[1024];
+    sl_alerter *alerter = NULL;
+    if (sl_alerter_start(m, o.conninfo, &alerter, err, sizeof err) != 0) {
+        fprintf(stderr, "sluice run: %s\n", err);
+        rc = SL_EXIT_FAILURE;
+        goto out;
+    }
     int r = sl_runtime_run(m, &o, err, sizeof err);
+    sl_alerter_stop(alerter);
     if (r != 0) {
         sl_redact(err, sizeof err);
         fprintf(stderr, "sluice run: %s\n", err);
