@@ -135,6 +135,28 @@ static void read_notify(loader *L, const node *n, const sl_alerts *al,
     }
 }
 
+/* A rule's `stage`: a stage of p, resolved to the stage itself. */
+static void read_rule_stage(loader *L, const sl_pipeline *p, const node *x,
+                            sl_alert_rule *r) {
+    if (r->kind == SL_ALERT_PROVIDER_ERRORS) {
+        sl_dsl__diag(L, x, "'stage' does not apply to a provider_errors "
+                           "rule (it is labelled by provider)");
+        return;
+    }
+    if (!sl_dsl__expect_kind(L, x, N_SCALAR, "stage")) return;
+    const char *names[MAX_STAGES];
+    size_t nn = 0;
+    for (size_t i = 0; i < p->nstages; i++) {
+        if (!p->stages[i].name) continue;
+        names[nn++] = p->stages[i].name;
+        if (!strcmp(p->stages[i].name, x->s)) r->stage = &p->stages[i];
+    }
+    if (!r->stage)
+        sl_dsl__diag(L, x, "stage: no stage '%s' in pipeline '%s'%s",
+                     sl_dsl__show(x->s), p->name ? p->name : "?",
+                     sl_dsl__did_you_mean(x->s, names, nn));
+}
+
 static void read_rule(loader *L, const sl_pipeline *p, const sl_alerts *al,
                       const node *k, const node *v, sl_alert_rule *r) {
     r->name = sl_dsl__read_ident(L, k, "alert rule name", ID_NAME);
@@ -227,24 +249,7 @@ static void read_rule(loader *L, const sl_pipeline *p, const sl_alerts *al,
     }
     if ((x = sl_dsl__mget(v, "summary")))
         r->summary = sl_dsl__read_text(L, x, "summary");
-    if ((x = sl_dsl__mget(v, "stage"))) {
-        if (r->kind == SL_ALERT_PROVIDER_ERRORS)
-            sl_dsl__diag(L, x, "'stage' does not apply to a provider_errors "
-                               "rule (it is labelled by provider)");
-        else if (sl_dsl__expect_kind(L, x, N_SCALAR, "stage")) {
-            const char *names[MAX_STAGES];
-            size_t nn = 0;
-            for (size_t i = 0; i < p->nstages; i++) {
-                if (!p->stages[i].name) continue;
-                names[nn++] = p->stages[i].name;
-                if (!strcmp(p->stages[i].name, x->s)) r->stage = &p->stages[i];
-            }
-            if (!r->stage)
-                sl_dsl__diag(L, x, "stage: no stage '%s' in pipeline '%s'%s",
-                             sl_dsl__show(x->s), p->name ? p->name : "?",
-                             sl_dsl__did_you_mean(x->s, names, nn));
-        }
-    }
+    if ((x = sl_dsl__mget(v, "stage"))) read_rule_stage(L, p, x, r);
     if ((x = sl_dsl__mget(v, "notify")))
         read_notify(L, x, al, r);
     else if (al->nnotifiers) {
