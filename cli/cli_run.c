@@ -11,6 +11,7 @@
 #include "httpd.h"
 #include "log.h"
 #include "runtime.h"
+#include "sentry.h"
 
 static void run_usage(FILE *f) {
     fprintf(f,
@@ -140,11 +141,13 @@ int sl_cmd_run(int argc, char **argv) {
         goto out;
     char err[1024];
     sl_alerter *alerter = NULL;
-    if (sl_alerter_start(m, o.conninfo, &alerter, err, sizeof err) != 0) {
+    if (sl_sentry_start(err, sizeof err) != 0 ||
+        sl_alerter_start(m, o.conninfo, &alerter, err, sizeof err) != 0) {
         fprintf(stderr, "sluice run: %s\n", err);
         rc = SL_EXIT_FAILURE;
         goto out;
     }
+    o.on_final_failure = sl_sentry_job_failed;
     int r = sl_runtime_run(m, &o, err, sizeof err);
     sl_alerter_stop(alerter);
     if (r != 0) {
@@ -153,6 +156,7 @@ int sl_cmd_run(int argc, char **argv) {
         rc = r == -SL_EINVAL ? SL_EXIT_INVALID : SL_EXIT_FAILURE;
     }
 out:
+    sl_sentry_stop(5000);
     sl_httpd_stop(server);
     sl_model_free(m);
     return rc;
