@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dsl.h"
 #include "fakes/fakehooks.h"
 #include "rtlib.h"
 
@@ -288,8 +289,46 @@ static void alerts_test_sends_one_message(void **state) {
     hooks_stop(&f);
 }
 
+static void yaml_mistakes_are_reported_at_file_line_col(void **state) {
+    (void)state;
+    static const char bad[] =
+        "pipeline: al\n"
+        "security: {rls: false}\n"
+        "stages:\n"
+        "  a: {queue: al_a, handler: noop}\n"
+        "alerts:\n"
+        "  notifiers:\n"
+        "    s: {type: slak, url_env: \"https://x\"}\n"
+        "  rules:\n"
+        "    r1: {when: backlogg}\n"
+        "    r2: {when: backlog, over: 1, stage: b, notify: [t]}\n"
+        "    r3: {when: failure_ratio, over: 2, attempts: 3}\n";
+    sl_model *m = NULL;
+    sl_diags d = {0};
+    assert_int_not_equal(sl_dsl_load_string("p.yaml", bad, sizeof bad - 1,
+                                            &m, &d),
+                         0);
+    char *msg = sl_diags_format(&d);
+    assert_non_null(strstr(msg, "p.yaml:7:15: type: expected slack or "
+                                "webhook, got 'slak' (did you mean "
+                                "'slack'?)"));
+    assert_non_null(strstr(msg, "p.yaml:7:30: url_env 'https://x': expected "
+                                "the name of an environment variable"));
+    assert_non_null(strstr(msg, "p.yaml:9:16: when: expected"));
+    assert_non_null(strstr(msg, "(did you mean 'backlog'?)"));
+    assert_non_null(strstr(msg, "p.yaml:10:41: stage: no stage 'b'"));
+    assert_non_null(strstr(msg, "notify: no notifier 't'"));
+    assert_non_null(strstr(msg, "p.yaml:11:37: over: must be between 0 and 1"));
+    assert_non_null(strstr(msg, "'attempts' does not apply to a "
+                                "'failure_ratio' rule"));
+    free(msg);
+    sl_diags_free(&d);
+    sl_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(yaml_mistakes_are_reported_at_file_line_col),
         cmocka_unit_test_teardown(backlog_fires_once_repeats_and_resolves_once,
                                   rt_teardown),
         cmocka_unit_test_teardown(burst_of_50_errors_gives_one_signed_digest,
