@@ -34,7 +34,7 @@ static void fmt_ms(char *out, size_t n, int64_t ms) {
 }
 
 static void list_rules(const sl_model *m) {
-    printf("%-16s %-24s %-16s %-16s %-8s %-8s %s\n", "PIPELINE", "RULE",
+    printf("%-16s %-24s %-16s %-18s %-8s %-8s %s\n", "PIPELINE", "RULE",
            "WHEN", "STAGE", "FOR", "REPEAT", "NOTIFY");
     for (size_t i = 0; i < m->npipelines; i++) {
         const sl_pipeline *p = &m->pipelines[i];
@@ -43,7 +43,7 @@ static void list_rules(const sl_model *m) {
             char f[32], rep[32];
             fmt_ms(f, sizeof f, r->for_ms);
             fmt_ms(rep, sizeof rep, r->repeat_ms);
-            printf("%-16s %-24s %-16s %-16s %-8s %-8s ", p->name, r->name,
+            printf("%-16s %-24s %-16s %-18s %-8s %-8s ", p->name, r->name,
                    sl_alert_kind_name(r->kind),
                    r->stage ? r->stage->name
                    : r->kind == SL_ALERT_PROVIDER_ERRORS
