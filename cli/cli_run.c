@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alerter.h"
 #include "cli.h"
 #include "cli_priv.h"
 #include "db.h"
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "runtime.h"
+#include "sentry.h"
 
 static void run_usage(FILE *f) {
     fprintf(f,
@@ -57,12 +59,21 @@ static int log_level_parse(const char *s) {
     return -1;
 }
 
-/* Runs the workers until they stop; returns the exit code: 0, 1 (could
- * not start or run), 2 (a stage without a handler) or, with
+/* Runs the workers (with the alert checker and the Sentry sender beside
+ * them) until they stop; returns the exit code: 0, 1 (could not start or
+ * run), 2 (a stage without a handler) or, with
  * --exit-when-idle, 3 when a job this process ran failed for good. */
-static int run_workers(const sl_model *m, const sl_runtime_opts *o) {
+static int run_workers(const sl_model *m, sl_runtime_opts *o) {
     char err[1024];
+    sl_alerter *alerter = NULL;
+    if (sl_sentry_start(err, sizeof err) != 0 ||
+        sl_alerter_start(m, o->conninfo, &alerter, err, sizeof err) != 0) {
+        fprintf(stderr, "sluice run: %s\n", err);
+        return SL_EXIT_FAILURE;
+    }
+    o->on_final_failure = sl_sentry_job_failed;
     int r = sl_runtime_run(m, o, err, sizeof err);
+    sl_alerter_stop(alerter);
     if (r != 0) {
         sl_redact(err, sizeof err);
         fprintf(stderr, "sluice run: %s\n", err);
@@ -182,6 +193,7 @@ int sl_cmd_run(int argc, char **argv) {
         goto out;
     rc = run_workers(m, &o);
 out:
+    sl_sentry_stop(5000);
     sl_httpd_stop(server);
     sl_model_free(m);
     return rc;

@@ -9,6 +9,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "alerter.h"
 #include "cli.h"
 #include "cli_priv.h"
 #include "clock.h"
@@ -118,9 +119,14 @@ int sl_cmd_serve(int argc, char **argv) {
     sa.sa_handler = on_serve_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sl_alerter *alerter = NULL;
+    char err[1024];
+    if (sl_alerter_start(m, NULL, &alerter, err, sizeof err) != 0)
+        fprintf(stderr, "sluice serve: alerts: %s\n", err);
     sd_notify(0, "READY=1\nSTATUS=serving");
     while (!serve_stop) pause();
     sd_notify(0, "STOPPING=1");
+    sl_alerter_stop(alerter);
     sl_httpd_stop(h);
 out:
     sl_model_free(m);

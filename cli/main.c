@@ -25,6 +25,7 @@ static const struct {
     {"cancel", sl_cmd_cancel, "cancel pending or running jobs"},
     {"stats", sl_cmd_stats, "per-queue counts and timings"},
     {"serve", sl_cmd_serve, "serve /metrics, /healthz and /readyz"},
+    {"alerts", sl_cmd_alerts, "alert rules: state, test message, export"},
     {NULL, NULL, NULL},
 };
 

@@ -378,7 +378,8 @@ static void read_security(loader *L, const node *n, sl_pipeline *p) {
  */
 
 static const char *const top_keys[] = {
-    "pipeline", "subject", "security", "sweep", "defaults", "stages", NULL};
+    "pipeline", "subject", "security", "sweep", "defaults", "stages", "alerts",
+    NULL};
 
 static draft *new_draft(loader *L) {
     if (L->ndrafts == L->capdrafts) {
@@ -494,4 +495,5 @@ void sl_dsl__read_pipeline(loader *L, const node *root) {
         }
     }
     sl_dsl__check_graph(L, p, ax);
+    if ((n = sl_dsl__mget(root, "alerts"))) sl_dsl__read_alerts(L, n, p);
 }

@@ -11,6 +11,7 @@
  *                   settings inherited from `defaults`, subject, security
  *   dsl_stage.c     one stage: queue, channel, columns, status, next
  *   dsl_provider.c  what a stage runs: handler, with, Lua hooks, providers
+ *   dsl_alerts.c    the `alerts:` section: notifiers and rules
  *   dsl_check.c     the graph of one pipeline; uniqueness across files
  *   dsl.c           the entry points, diagnostics and suggestions
  *
@@ -253,6 +254,10 @@ void sl_dsl__read_impl(loader *L, const node *m, const node *at,
  * (dsl_provider.c). */
 int sl_dsl__read_providers(loader *L, const node *v, const char *sname,
                            sl_stage *st, stage_aux *ax);
+
+/* The `alerts:` section n of pipeline p, after its stages
+ * (dsl_alerts.c). */
+void sl_dsl__read_alerts(loader *L, const node *n, sl_pipeline *p);
 
 /* ---- checks (dsl_check.c) ------------------------------------------------ */
 

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "alerts.h"
 #include "buf.h"
 #include "db.h"
 #include "error.h"
@@ -242,6 +243,19 @@ static void ensure_history(mctx *x) {
         x->last_snapshot = json_loads(PQgetvalue(r, 0, 1), 0, NULL);
     }
     PQclear(r);
+}
+
+/* sluice.alerts, when a pipeline has alert rules and it is missing. */
+static void plan_alerts(mctx *x) {
+    if (!sl_alerts_any(x->m)) return;
+    PGresult *r = sl_migrate__query(
+        x, "SELECT to_regclass('sluice.alerts') IS NULL", 0, NULL);
+    if (!r) return;
+    int missing = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (missing)
+        sl_migrate__add_step(x, sl_alerts_ddl,
+                             "create table sluice.alerts (alert state)");
 }
 
 /* ------------------------------------------------------------ checks */
@@ -712,6 +726,7 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
     plan_base(&x);
     check_references(&x);
     plan_all(&x);
+    plan_alerts(&x);
     if (x.rc) goto out_rollback;
 
     if (x.ndestructive && !x.o.allow_destructive) {

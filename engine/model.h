@@ -90,6 +90,7 @@ typedef struct sl_next {
 } sl_next;
 
 struct sl_pipeline;
+struct sl_alerts; /* alerts.h */
 
 typedef struct sl_stage {
     const char *name;
@@ -153,6 +154,7 @@ typedef struct sl_pipeline {
     size_t nstages;
     int64_t sweep_interval_ms; /* how often expired leases are rescued */
     int64_t sweep_age_ms;      /* pending jobs older than this are re-notified */
+    const struct sl_alerts *alerts; /* the `alerts:` section, or NULL */
     int line, col;
 } sl_pipeline;
 

@@ -330,6 +330,9 @@ static void fail_job(worker *w, const sl_qjob *j, sl_result *res,
         log_job(retry ? SL_LOG_WARN : SL_LOG_ERROR,
                 retry ? "job failed, will retry" : "job failed", s, j, ms,
                 "class", cls, "error", msg);
+        if (!retry && w->rt->o.on_final_failure)
+            w->rt->o.on_final_failure(s, j->id, j->subject, cls, j->attempts,
+                                      msg, w->rt->o.failure_arg);
     }
 }
 

@@ -38,6 +38,14 @@ typedef struct sl_runtime_opts {
      * requested. For systemd's sd_notify and the like; must not block. */
     void (*on_event)(const char *event, void *arg);
     void *event_arg;
+    /* Optional, called on a worker thread once a job's failure is final
+     * (recorded as `error`, no retry left): for Sentry and the like. The
+     * strings are borrowed for the call; message is already made safe
+     * (text.h). subject_id is "" for standalone queues. Must not block. */
+    void (*on_final_failure)(const sl_stage *s, const char *job_id,
+                             const char *subject_id, const char *errclass,
+                             int attempts, const char *message, void *arg);
+    void *failure_arg;
 } sl_runtime_opts;
 
 /* What /healthz and /readyz read while sl_runtime_run() runs. */
