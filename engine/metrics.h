@@ -36,7 +36,8 @@ void sl_metrics_init(const sl_model *m);
 /* Releases what sl_metrics_init allocated. */
 void sl_metrics_fini(void);
 
-/* n jobs of stage s were enqueued by this process (CLI, hand-offs). */
+/* n jobs of stage s were enqueued by this process (hand-offs when a job
+ * of the stage before it completed). */
 void sl_metrics_enqueued(const sl_stage *s, long n);
 
 /* One attempt of a job of s ended with outcome o after run_ms of handler
@@ -51,10 +52,6 @@ long long sl_metrics_attempts_total(sl_attempt_outcome o);
 
 /* A job of s waited wait_ms from when it was due to when it was claimed. */
 void sl_metrics_wait(const sl_stage *s, int64_t wait_ms);
-
-/* A subject of pipeline p reached its final state e2e_ms after its first
- * job was created. */
-void sl_metrics_subject_done(const sl_pipeline *p, int64_t e2e_ms);
 
 /* Worker slots of s: `total` threads, of which `busy` are running jobs. */
 void sl_metrics_slots(const sl_stage *s, int total, int busy);

@@ -16,6 +16,7 @@
 #include "db.h"
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "queue_priv.h"
 #include "text.h"
 
@@ -109,6 +110,7 @@ static int exec(PGconn *c, const sl_stage *s, int op, int n,
          * connection: a new one prepares every statement again. */
         const char *state = sl_db_sqlstate(r);
         int gone = state && strcmp(state, "26000") == 0;
+        sl_metrics_db_error();
         int rc = conn_error(c, r) || gone ? -SL_ECONN
                  : data_error(r)          ? -SL_EINVAL
                                           : -SL_EDB;
@@ -191,6 +193,8 @@ static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
         if (!PQgetisnull(r, i, 1))
             snprintf(j->subject, sizeof j->subject, "%s", PQgetvalue(r, i, 1));
         j->attempts = atoi(PQgetvalue(r, i, 2));
+        if (PQnfields(r) > 5 && !PQgetisnull(r, i, 5))
+            j->wait_ms = strtoll(PQgetvalue(r, i, 5), NULL, 10);
         json_error_t je;
         if (!PQgetisnull(r, i, 3)) {
             j->checkpoint =

@@ -33,6 +33,8 @@ typedef struct sl_qjob {
     int attempts;     /* after the claim: 1 on the first attempt */
     json_t *input;    /* declared columns as JSON (owned) */
     json_t *checkpoint; /* owned, NULL when none */
+    int64_t wait_ms;    /* from when it was due to the claim (the server's
+                           clock); 0 when unknown */
     char undecodable[200]; /* non-empty: the input or checkpoint could not
                               be decoded without loss (the reason); the
                               job must fail, never run on altered data */

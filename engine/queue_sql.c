@@ -272,7 +272,7 @@ static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
     const char *fk = s->pipeline->has_subject ? s->pipeline->subject.fk : NULL;
     int param = 4;
     sl_buf_puts(b, "WITH c AS (SELECT id, status AS was, started_at IS NOT"
-                   " NULL AS resumed FROM ");
+                   " NULL AS resumed, run_at AS due FROM ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " WHERE status IN ('pending','retry') AND run_at <= now()"
                    " ORDER BY priority DESC, run_at, attempts DESC LIMIT $2"
@@ -300,9 +300,11 @@ static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
         sl_buf_puts(b, ", q.");
         sl_buf_ident(b, fk);
     }
-    sl_buf_puts(b, ", c.was, c.resumed)");
+    sl_buf_puts(b, ", c.was, c.resumed, (extract(epoch FROM now() - c.due)"
+                   " * 1000)::bigint AS wait_ms)");
     if (sl_queue__claim_touches_subject(s)) claim_subject_cte(b, s, &param);
-    sl_buf_puts(b, " SELECT id, subject, attempts, checkpoint, input FROM j");
+    sl_buf_puts(b, " SELECT id, subject, attempts, checkpoint, input, wait_ms"
+                   " FROM j");
 }
 
 static void build_claim(sl_buf *b, const sl_stage *s) {

@@ -385,6 +385,8 @@ static void complete_jobs(worker *w, sl_qdone *done, int n, int64_t *ms,
                     done[i].job, ms[i], NULL, NULL, NULL, NULL);
         } else {
             sl_metrics_attempt(s, SL_ATTEMPT_SUCCESS, ms[i]);
+            for (size_t k = 0; k < s->nnext; k++)
+                sl_metrics_enqueued(s->next[k].stage, 1);
             log_job(SL_LOG_INFO, "job done", s, done[i].job, ms[i], NULL, NULL,
                     NULL, NULL);
         }
@@ -576,6 +578,7 @@ static void *worker_main(void *arg) {
             continue;
         }
         if (n == batch) sl_rt__stage_post(st); /* more may be waiting */
+        for (int i = 0; i < n; i++) sl_metrics_wait(s, w->jobs[i].wait_ms);
         pthread_mutex_lock(&w->mu);
         w->njobs = n;
         for (int i = 0; i < n; i++)

@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "model.h"
 #include "text.h"
 
@@ -585,8 +586,10 @@ int sl_http_do(sl_http *h, const sl_http_req *req, sl_http_resp *resp,
         fail_req(res, req, SL_EC_INTERNAL, 0, "out of memory");
         goto out;
     }
+    int64_t t0 = sl_now_ms();
     CURLcode cc = curl_easy_perform(h->curl);
     curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &resp->status);
+    sl_metrics_external(req->provider, sl_now_ms() - t0, resp->status);
     /* Forget the header list: it may hold a key, and the handle outlives
      * this call. */
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);

@@ -59,6 +59,9 @@ int sl_http_stop_check(void *ctx, int64_t sent, int64_t total);
 typedef struct sl_http_req {
     const char *what;   /* operation for messages ("AssemblyAI upload");
                            NULL = "HTTP request" */
+    const char *provider; /* the metrics' provider label ("assemblyai",
+                             "llm", "http", "lua", "sentry", "alerts");
+                             NULL: "other" */
     const char *method; /* "GET" (default when NULL), "POST", "PUT", ... */
     const char *url;    /* http:// or https:// only */
     const char *const *headers; /* "Name: value" strings, NULL-terminated;

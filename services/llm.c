@@ -333,6 +333,7 @@ int sl_llm_chat(sl_http *h, const sl_llm_cfg *cfg, const json_t *messages,
     }
     sl_http_req req = cfg->limits;
     req.what = "chat completion";
+    req.provider = "llm";
     req.method = "POST";
     req.url = cfg->url;
     req.headers = headers;

@@ -439,6 +439,7 @@ static int http_request(lua_State *L) {
     sl_http_req req;
     memset(&req, 0, sizeof req);
     req.what = "sluice.http.request";
+    req.provider = "lua";
 
     lua_getfield(L, 1, "url"); /* 2 */
     req.url = lua_tostring(L, 2);

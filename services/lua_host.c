@@ -19,6 +19,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "text.h"
 #include "lua_priv.h"
 
@@ -812,13 +813,18 @@ int sl_lua_call(sl_lua *h, const char *point, sl_ctx *ctx, const sl_job *job,
             lua_getfield(L, -3, "traceback");
             const char *tb = lua_tostring(L, -1);
             if (cls < 0) cls = SL_EC_SCRIPT;
-            sl_fail(res, (sl_errclass)cls, "Lua hook '%s': %s", point,
-                    cls == SL_EC_RETRYABLE || !tb ? msg : tb);
+            /* last_error keeps what the hook said (sluice.fail("msg"));
+             * where it came from goes to the log. */
+            sl_fail(res, (sl_errclass)cls, "Lua hook '%s': %s", point, msg);
+            if (tb && cls != SL_EC_RETRYABLE)
+                sl_log(SL_LOG_DEBUG, "lua hook raised", "hook", point,
+                       "traceback", tb, NULL);
             res->delay_ms = delay > 0 ? delay : 0;
         } else {
             sl_fail(res, SL_EC_SCRIPT, "Lua hook '%s': %s", point, msg);
         }
         sl_redact(res->message, sizeof res->message);
+        sl_metrics_lua_error(h->stage);
     }
     lua_settop(L, base);
 

@@ -192,6 +192,7 @@ int sl_notify_send(sl_notify *s, const sl_notifier *nt,
             headers[2] = h_sig;
         }
         sl_http_req req = {.what = "alert notification",
+                           .provider = "alerts",
                            .method = "POST",
                            .url = url,
                            .headers = headers,

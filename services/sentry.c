@@ -90,6 +90,7 @@ static void send_one(sl_http *h, const char *env) {
     const char *headers[3] = {"Content-Type: application/x-sentry-envelope",
                               S.auth, NULL};
     sl_http_req req = {.what = "Sentry event",
+                       .provider = "sentry",
                        .method = "POST",
                        .url = S.url,
                        .headers = headers,

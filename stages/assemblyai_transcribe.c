@@ -166,6 +166,7 @@ static int call(sl_http *h, const tx_cfg *c, const char *what,
     sl_http_req req = c->limits;
     snprintf(auth, sizeof auth, "Authorization: %s", c->key);
     req.what = what;
+    req.provider = "assemblyai";
     req.method = method;
     req.url = url;
     req.headers = headers;

@@ -242,6 +242,7 @@ static void upload_run(sl_ctx *ctx, const sl_job *job, void *state,
                              NULL};
     upload_progress prog = {ctx, -1};
     req.what = "AssemblyAI upload";
+    req.provider = "assemblyai";
     req.method = "POST";
     req.url = url;
     req.headers = headers;

@@ -101,6 +101,7 @@ static void hs_run(sl_ctx *ctx, const sl_job *job, void *state,
         return;
     }
     req.what = "http stage";
+    req.provider = "http";
     req.url = sl_with_str(with, "url", NULL);
     req.method = sl_with_str(with, "method", "POST");
     req.follow_redirects =

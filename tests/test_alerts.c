@@ -24,7 +24,8 @@ static pid_t spawn_sluice(const char *const *args) {
     const char *argv[16];
     int n = 0;
     argv[n++] = sl_test_bin();
-    for (int i = 0; args[i] && n < 15; i++) argv[n++] = args[i];
+    for (int i = 0; args[i] && n < 15; i++)
+        argv[n++] = args[i];
     argv[n] = NULL;
     pid_t pid;
     assert_int_equal(posix_spawn(&pid, sl_test_bin(), NULL, NULL,
@@ -89,7 +90,8 @@ static void backlog_fires_once_repeats_and_resolves_once(void **state) {
     set_urls(&f);
     const char *file = m->pipelines[0].file;
     /* Two processes; neither runs stage a, so its backlog stays. */
-    const char *args[] = {"run", "-p", file, "-s", "b", NULL};
+    const char *args[] = {"run", "--allow-superuser", "-p", file, "-s", "b",
+                          NULL};
     pid_t w1 = spawn_sluice(args), w2 = spawn_sluice(args);
 
     int64_t t0 = sl_test_now_ms();
@@ -133,28 +135,27 @@ static const char *const FAIL_HOOK =
     "function run(job) sluice.fail('broken on purpose', 'invalid_input')"
     " end\n";
 
-#define BURST_STAGES                                                        \
-    "pipeline: bx\n"                                                        \
-    "security: {rls: false}\n"                                              \
-    "defaults: {retry: {max_attempts: 1}}\n"                                \
-    "stages:\n"                                                             \
-    "  work:\n"                                                             \
-    "    queue: bx_jobs\n"                                                  \
-    "    handler: lua\n"                                                    \
+#define BURST_STAGES                                                           \
+    "pipeline: bx\n"                                                           \
+    "security: {rls: false}\n"                                                 \
+    "defaults: {retry: {max_attempts: 1}}\n"                                   \
+    "stages:\n"                                                                \
+    "  work:\n"                                                                \
+    "    queue: bx_jobs\n"                                                     \
+    "    handler: lua\n"                                                       \
     "    hooks: {run: {file: bx.lua}}\n"
 
 static const char *const BURST_YAML =
-    BURST_STAGES
-    "alerts:\n"
-    "  interval: 250ms\n"
-    "  notifiers:\n"
-    "    slack: {type: slack, url_env: AL_SLACK_URL}\n"
-    "    hook: {type: webhook, url_env: AL_HOOK_URL,"
-    " secret_env: AL_HOOK_SECRET}\n"
-    "  rules:\n"
-    "    errors: {when: job_error, window: 1m}\n"
-    "    ratio: {when: failure_ratio, over: 0.5, min_count: 10,"
-    " window: 1m, severity: critical}\n";
+    BURST_STAGES "alerts:\n"
+                 "  interval: 250ms\n"
+                 "  notifiers:\n"
+                 "    slack: {type: slack, url_env: AL_SLACK_URL}\n"
+                 "    hook: {type: webhook, url_env: AL_HOOK_URL,"
+                 " secret_env: AL_HOOK_SECRET}\n"
+                 "  rules:\n"
+                 "    errors: {when: job_error, window: 1m}\n"
+                 "    ratio: {when: failure_ratio, over: 0.5, min_count: 10,"
+                 " window: 1m, severity: critical}\n";
 
 static void burst_of_50_errors_gives_one_signed_digest(void **state) {
     (void)state;
@@ -169,13 +170,15 @@ static void burst_of_50_errors_gives_one_signed_digest(void **state) {
      * sees the whole burst at once. */
     const char *quiet = sl_test_file("bx_quiet.yaml", BURST_STAGES);
     sl_test_exec(c, "INSERT INTO bx_jobs SELECT FROM generate_series(1, 50)");
-    const char *drain[] = {"run", "-p", quiet, "--exit-when-idle", NULL};
+    const char *drain[] = {"run", "--allow-superuser", "-p",
+                           quiet, "--exit-when-idle",  NULL};
     assert_int_equal(rt_wait(spawn_sluice(drain), 60000), 0);
     assert_int_equal(
         sl_test_long(c, "SELECT count(*) FROM bx_jobs WHERE status = 'error'"),
         50);
 
-    const char *args[] = {"run", "-p", m->pipelines[0].file, NULL};
+    const char *args[] = {"run", "--allow-superuser", "-p",
+                          m->pipelines[0].file, NULL};
     pid_t w = spawn_sluice(args);
     assert_true(wait_count(&f, "/slack", 1, 6000));
     assert_true(wait_count(&f, "/hook", 1, 6000));
@@ -222,7 +225,8 @@ static void retry_after_of_a_429_delays_the_next_send(void **state) {
     set_urls(&f);
     sl_test_exec(c, "INSERT INTO rl_jobs (status, finished_at) VALUES"
                     " ('error', now())");
-    const char *args[] = {"run", "-p", m->pipelines[0].file, NULL};
+    const char *args[] = {"run", "--allow-superuser", "-p",
+                          m->pipelines[0].file, NULL};
     pid_t w = spawn_sluice(args);
     assert_true(wait_count(&f, "/slack", 2, 10000));
     sleep(1);
@@ -246,8 +250,7 @@ static void promtool_accepts_the_exported_rules(void **state) {
     (void)state;
     sl_test_file("bx.lua", FAIL_HOOK);
     const char *yaml = sl_test_file(
-        "export.yaml",
-        BURST_STAGES
+        "export.yaml", BURST_STAGES
         "alerts:\n"
         "  notifiers:\n"
         "    slack: {type: slack, url_env: AL_SLACK_URL}\n"
@@ -261,11 +264,11 @@ static void promtool_accepts_the_exported_rules(void **state) {
         "    provider: {when: provider_errors, provider: assemblyai,"
         " over: 0.5, summary: \"AssemblyAI \\\"fails\\\"\"}\n");
     char *out = NULL;
-    int rc = sl_test_sh(&out,
-                        "'%s' alerts export --prometheus -p '%s' -o '%s/r.yml'"
-                        " && promtool check rules '%s/r.yml'",
-                        sl_test_bin(), yaml, sl_test_tmpdir(),
-                        sl_test_tmpdir());
+    int rc =
+        sl_test_sh(&out,
+                   "'%s' alerts export --prometheus -p '%s' -o '%s/r.yml'"
+                   " && promtool check rules '%s/r.yml'",
+                   sl_test_bin(), yaml, sl_test_tmpdir(), sl_test_tmpdir());
     if (rc != 0) fail_msg("export or promtool failed: %s", out);
     assert_non_null(strstr(out, "SUCCESS: 7 rules found"));
     free(out);
@@ -305,9 +308,8 @@ static void yaml_mistakes_are_reported_at_file_line_col(void **state) {
         "    r3: {when: failure_ratio, over: 2, attempts: 3}\n";
     sl_model *m = NULL;
     sl_diags d = {0};
-    assert_int_not_equal(sl_dsl_load_string("p.yaml", bad, sizeof bad - 1,
-                                            &m, &d),
-                         0);
+    assert_int_not_equal(
+        sl_dsl_load_string("p.yaml", bad, sizeof bad - 1, &m, &d), 0);
     char *msg = sl_diags_format(&d);
     assert_non_null(strstr(msg, "p.yaml:7:15: type: expected slack or "
                                 "webhook, got 'slak' (did you mean "

@@ -35,8 +35,8 @@ static const char *const YAML =
     "    handler: lua\n"
     "    hooks: {run: {file: se.lua}}\n";
 
-static void final_failure_sends_one_event_with_tags_and_no_secret(
-    void **state) {
+static void
+final_failure_sends_one_event_with_tags_and_no_secret(void **state) {
     (void)state;
     sl_test_file("se.lua", HOOK);
     PGconn *c;
@@ -51,8 +51,13 @@ static void final_failure_sends_one_event_with_tags_and_no_secret(
     char *id = sl_test_scalar(c, "INSERT INTO se_jobs DEFAULT VALUES"
                                  " RETURNING id::text");
 
-    const char *argv[] = {sl_test_bin(), "run", "-p", m->pipelines[0].file,
-                          "--exit-when-idle", NULL};
+    const char *argv[] = {sl_test_bin(),
+                          "run",
+                          "--allow-superuser",
+                          "-p",
+                          m->pipelines[0].file,
+                          "--exit-when-idle",
+                          NULL};
     pid_t pid;
     assert_int_equal(posix_spawn(&pid, sl_test_bin(), NULL, NULL,
                                  (char *const *)argv, environ),
@@ -85,19 +90,17 @@ static void final_failure_sends_one_event_with_tags_and_no_secret(
                         "se");
     assert_string_equal(json_string_value(json_object_get(tags, "stage")),
                         "work");
-    assert_string_equal(
-        json_string_value(json_object_get(tags, "error_class")), "retryable");
+    assert_string_equal(json_string_value(json_object_get(tags, "error_class")),
+                        "retryable");
     assert_string_equal(json_string_value(json_object_get(tags, "attempts")),
                         "2");
-    assert_string_equal(json_string_value(json_object_get(tags, "job_id")),
-                        id);
+    assert_string_equal(json_string_value(json_object_get(tags, "job_id")), id);
     assert_non_null(json_object_get(tags, "subject_id"));
     assert_string_equal(json_string_value(json_object_get(ev, "level")),
                         "error");
-    assert_non_null(strstr(
-        json_string_value(json_object_get(
-            json_object_get(ev, "message"), "formatted")),
-        "upstream refused key"));
+    assert_non_null(strstr(json_string_value(json_object_get(
+                               json_object_get(ev, "message"), "formatted")),
+                           "upstream refused key"));
     json_decref(ev);
     json_decref(a);
     free(id);
@@ -111,8 +114,8 @@ static void dsn_gives_the_envelope_url(void **state) {
     (void)state;
     char url[256], key[64], err[128];
     assert_int_equal(sl_sentry_parse_dsn("https://abc@o1.ingest.sentry.io/99",
-                                         url, sizeof url, key, sizeof key,
-                                         err, sizeof err),
+                                         url, sizeof url, key, sizeof key, err,
+                                         sizeof err),
                      0);
     assert_string_equal(url, "https://o1.ingest.sentry.io/api/99/envelope/");
     assert_string_equal(key, "abc");
@@ -125,8 +128,8 @@ static void dsn_gives_the_envelope_url(void **state) {
     assert_int_equal(sl_sentry_parse_dsn("abc@host/1", url, sizeof url, key,
                                          sizeof key, err, sizeof err),
                      -SL_EINVAL);
-    assert_int_equal(sl_sentry_parse_dsn("https://host/1", url, sizeof url,
-                                         key, sizeof key, err, sizeof err),
+    assert_int_equal(sl_sentry_parse_dsn("https://host/1", url, sizeof url, key,
+                                         sizeof key, err, sizeof err),
                      -SL_EINVAL);
 }
 

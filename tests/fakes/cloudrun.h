@@ -115,7 +115,7 @@ static inline char *cloud_interview(cloud_env *e, const char *media,
  * status. */
 static inline int cloud_run(cloud_env *e, int timeout_s) {
     return sl_test_sh(NULL,
-                      "timeout -s KILL %d '%s' run --exit-when-idle -p '%s' "
+                      "timeout -s KILL %d '%s' run --allow-superuser --exit-when-idle -p '%s' "
                       "--drain 1s >> '%s' 2>&1",
                       timeout_s, sl_test_bin(), e->dir, e->log);
 }
