@@ -31,6 +31,11 @@ typedef struct stage_m {
     histo run, wait;
 } stage_m;
 
+typedef struct pipe_m {
+    const sl_pipeline *p;
+    histo e2e;
+} pipe_m;
+
 #define MAX_PROVIDERS 16
 typedef struct prov_m {
     const char *name; /* static string from a handler */
@@ -40,6 +45,8 @@ typedef struct prov_m {
 
 static stage_m *stages;
 static size_t nstages;
+static pipe_m *pipes;
+static size_t npipes;
 static prov_m provs[MAX_PROVIDERS];
 static atomic_int nprovs;
 static pthread_mutex_t prov_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -50,8 +57,10 @@ static const char *const outcome_names[SL_ATTEMPT__COUNT] = {
 
 void sl_metrics_fini(void) {
     free(stages);
+    free(pipes);
     stages = NULL;
-    nstages = 0;
+    pipes = NULL;
+    nstages = npipes = 0;
 }
 
 void sl_metrics_init(const sl_model *m) {
@@ -60,8 +69,13 @@ void sl_metrics_init(const sl_model *m) {
     size_t n = 0;
     for (size_t i = 0; i < m->npipelines; i++) n += m->pipelines[i].nstages;
     stages = calloc(n ? n : 1, sizeof *stages);
-    if (!stages) return;
+    pipes = calloc(m->npipelines ? m->npipelines : 1, sizeof *pipes);
+    if (!stages || !pipes) {
+        sl_metrics_fini();
+        return;
+    }
     for (size_t i = 0; i < m->npipelines; i++) {
+        pipes[npipes++].p = &m->pipelines[i];
         for (size_t k = 0; k < m->pipelines[i].nstages; k++)
             stages[nstages++].s = &m->pipelines[i].stages[k];
     }
@@ -107,6 +121,11 @@ long long sl_metrics_attempts_total(sl_attempt_outcome o) {
 void sl_metrics_wait(const sl_stage *s, int64_t wait_ms) {
     stage_m *x = slot(s);
     if (x) observe(&x->wait, wait_ms < 0 ? 0 : wait_ms);
+}
+
+void sl_metrics_subject_done(const sl_pipeline *p, int64_t e2e_ms) {
+    for (size_t i = 0; i < npipes; i++)
+        if (pipes[i].p == p) observe(&pipes[i].e2e, e2e_ms < 0 ? 0 : e2e_ms);
 }
 
 void sl_metrics_slots(const sl_stage *s, int total, int busy) {
@@ -207,7 +226,7 @@ static void render_stages(sl_buf *b) {
                           &stages[i].attempts[SL_ATTEMPT_LEASE_EXPIRED]));
     }
     family(b, "sluice_lua_errors_total", "counter",
-           "Errors raised by Lua hooks and Lua stages.");
+           "Lua hook and stage calls that raised (sluice.fail, sluice.retry, errors, limits).");
     for (size_t i = 0; i < nstages; i++) {
         stage_labels(l, sizeof l, stages[i].s);
         sl_buf_printf(b, "sluice_lua_errors_total{%s} %lld\n", l,
@@ -239,6 +258,12 @@ static void render_stages(sl_buf *b) {
 
 static void render_others(sl_buf *b) {
     char l[300];
+    family(b, "sluice_subject_duration_seconds", "histogram",
+           "Time from a subject's first job to the done of its last stage.");
+    for (size_t i = 0; i < npipes; i++) {
+        snprintf(l, sizeof l, "pipeline=\"%s\"", pipes[i].p->name);
+        render_histo(b, "sluice_subject_duration_seconds", l, &pipes[i].e2e);
+    }
     int n = atomic_load(&nprovs);
     family(b, "sluice_external_request_duration_seconds", "histogram",
            "Requests to external providers.");

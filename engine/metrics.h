@@ -53,6 +53,10 @@ long long sl_metrics_attempts_total(sl_attempt_outcome o);
 /* A job of s waited wait_ms from when it was due to when it was claimed. */
 void sl_metrics_wait(const sl_stage *s, int64_t wait_ms);
 
+/* A subject of pipeline p had its last stage done e2e_ms after its first
+ * job was queued. */
+void sl_metrics_subject_done(const sl_pipeline *p, int64_t e2e_ms);
+
 /* Worker slots of s: `total` threads, of which `busy` are running jobs. */
 void sl_metrics_slots(const sl_stage *s, int total, int busy);
 

@@ -286,6 +286,10 @@ const sl_engine_col sl_engine_columns[] = {
      "(COALESCE(NULLIF(current_setting('request.jwt.claim.sub', true), ''), "
      "NULLIF(current_setting('request.jwt.claims', true), '')::jsonb ->> "
      "'sub'))::uuid"},
+    /* When the subject's first job of this run through the pipeline was
+     * queued: the hand-off copies it, so the last stage knows how long
+     * the subject took (sluice_subject_duration_seconds). */
+    {"subject_started_at", "timestamptz", 1, "now()"},
     {NULL, NULL, 0, NULL},
 };
 

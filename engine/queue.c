@@ -316,7 +316,12 @@ int sl_queue_complete(PGconn *c, const sl_stage *s, const char *owner,
     for (int i = 0; i < PQntuples(r); i++) {
         const char *id = PQgetvalue(r, i, 0);
         for (int k = 0; k < n; k++)
-            if (strcmp(done[k].job->id, id) == 0) done[k].completed = 1;
+            if (strcmp(done[k].job->id, id) == 0) {
+                done[k].completed = 1;
+                done[k].subject_ms =
+                    PQnfields(r) > 1 ? strtoll(PQgetvalue(r, i, 1), NULL, 10)
+                                     : 0;
+            }
     }
     PQclear(r);
     return 0;

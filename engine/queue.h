@@ -90,6 +90,8 @@ typedef struct sl_qdone {
     const sl_qjob *job;
     const json_t *outputs; /* JSON object; NULL = {} */
     int completed;         /* OUT: 1 when committed, 0 when fenced off */
+    int64_t subject_ms;    /* OUT: since the subject's first job of this
+                              run through the pipeline was queued */
 } sl_qdone;
 
 /* Completes a batch in one statement (one transaction): each job done with

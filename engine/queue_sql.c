@@ -355,7 +355,8 @@ static void build_complete(sl_buf *b, const sl_stage *s) {
     }
     sl_buf_puts(b, " FROM u WHERE j.id = u.id AND j.locked_by = $1 AND"
                    " j.attempts = u.a AND j.status = 'in_progress'"
-                   " RETURNING j.id, u.o, j.priority, j.requested_by");
+                   " RETURNING j.id, u.o, j.priority, j.requested_by,"
+                   " j.subject_started_at");
     if (fk) {
         sl_buf_puts(b, ", j.");
         sl_buf_ident(b, fk);
@@ -372,7 +373,7 @@ static void build_complete(sl_buf *b, const sl_stage *s) {
         sl_buf_printf(b, ", n%zu AS (INSERT INTO ", k);
         sl_buf_ident(b, t->queue);
         /* The next job acts for whoever asked for this one. */
-        sl_buf_puts(b, " (dedup_key, requested_by");
+        sl_buf_puts(b, " (dedup_key, requested_by, subject_started_at");
         if (fk) {
             sl_buf_puts(b, ", ");
             sl_buf_ident(b, fk);
@@ -388,7 +389,8 @@ static void build_complete(sl_buf *b, const sl_stage *s) {
             sl_buf_puts(b, ", ");
             sl_buf_ident(b, to);
         }
-        sl_buf_puts(b, ") SELECT 'from:' || d.id::text, d.requested_by");
+        sl_buf_puts(b, ") SELECT 'from:' || d.id::text, d.requested_by,"
+                       " d.subject_started_at");
         if (fk) {
             sl_buf_puts(b, ", d.");
             sl_buf_ident(b, fk);
@@ -408,7 +410,8 @@ static void build_complete(sl_buf *b, const sl_stage *s) {
                        " NOT NULL DO NOTHING)");
     }
     subject_cte(b, s, &s->status.on_done, "s", "d", NULL, &param);
-    sl_buf_puts(b, " SELECT id FROM d");
+    sl_buf_puts(b, " SELECT id, (extract(epoch FROM now() -"
+                   " subject_started_at) * 1000)::bigint FROM d");
 }
 
 /* Appends ", <cte> AS (UPDATE subject SET detail = <note> FROM <from>

@@ -387,6 +387,8 @@ static void complete_jobs(worker *w, sl_qdone *done, int n, int64_t *ms,
             sl_metrics_attempt(s, SL_ATTEMPT_SUCCESS, ms[i]);
             for (size_t k = 0; k < s->nnext; k++)
                 sl_metrics_enqueued(s->next[k].stage, 1);
+            if (s->nnext == 0 && s->pipeline->has_subject)
+                sl_metrics_subject_done(s->pipeline, done[i].subject_ms);
             log_job(SL_LOG_INFO, "job done", s, done[i].job, ms[i], NULL, NULL,
                     NULL, NULL);
         }

@@ -192,6 +192,14 @@ static void counters_equal_a_known_workload(void **state) {
     /* Every attempt that ran is observed once in the run histogram. */
     assert_true(sample(body, "sluice_job_run_duration_seconds_count" L "}") == 13);
     assert_true(sample(body, "sluice_job_run_duration_seconds_bucket" L ",le=\"+Inf\"}") == 13);
+    /* Every claim is observed once in the wait histogram (the ghost's
+     * claim was not this process's). */
+    assert_true(sample(body, "sluice_job_wait_seconds_count" L "}") == 13);
+    /* Hooks that raised: 3 sluice.fail and 2 sluice.retry. */
+    assert_true(sample(body, "sluice_lua_errors_total" L "}") == 5);
+    assert_true(sample(body, "sluice_worker_slots" L ",state=\"free\"}") +
+                    sample(body, "sluice_worker_slots" L ",state=\"busy\"}") ==
+                1);
     /* The page is valid Prometheus text (promtool from Debian). */
     const char *path = sl_test_file("metrics.txt", body);
     char *out = NULL;

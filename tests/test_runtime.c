@@ -376,7 +376,7 @@ static void fenced_completion_is_refused(void **state) {
     assert_int_equal(n, 1);
     assert_int_equal(j2.attempts, 2);
     /* w1 comes back and tries to complete: refused. */
-    sl_qdone d = {&j1, NULL, 0};
+    sl_qdone d = {&j1, NULL, 0, 0};
     assert_int_equal(sl_queue_complete(c, a, "w1", &d, 1, err, sizeof err), 0);
     assert_int_equal(d.completed, 0);
     json_t *cp = json_object();
@@ -385,7 +385,7 @@ static void fenced_completion_is_refused(void **state) {
     json_decref(cp);
     assert_int_equal(sl_test_long(c, "SELECT count(*) FROM b_jobs"), 0);
     /* w2 completes. */
-    sl_qdone d2 = {&j2, NULL, 0};
+    sl_qdone d2 = {&j2, NULL, 0, 0};
     assert_int_equal(sl_queue_complete(c, a, "w2", &d2, 1, err, sizeof err), 0);
     assert_int_equal(d2.completed, 1);
     assert_int_equal(sl_test_long(c, "SELECT count(*) FROM b_jobs"), 1);
