@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "fakes/cloudpipe.h"
+#include "error.h"
 #include "fakes/cloudrun.h"
 #include "testlib.h"
 
@@ -307,7 +308,7 @@ static void quota_exhausted_fails_at_once_and_keeps_the_transcript(
     cloud_setup(&env, "cloud_quota", "--faults 'chat=quota'",
                 cloud_yaml((cloud_opts){0}));
     char *iv = cloud_interview(&env, CLOUD_MEDIA, NULL, NULL);
-    assert_int_equal(cloud_run(&env, 60), 0);
+    assert_int_equal(cloud_run(&env, 60), SL_EXIT_JOB_FAILED);
     Q("SELECT status::text || '/' || attempts || '/' || error_class FROM "
       "analysis_jobs WHERE interview_id = $1",
       iv, "error/1/quota_exhausted");
@@ -328,7 +329,7 @@ static void client_errors_fail_at_once(void **state) {
     cloud_setup(&env, "cloud_4xx", "--faults 'upload=400'",
                 cloud_yaml((cloud_opts){0}));
     char *iv = cloud_interview(&env, CLOUD_MEDIA, NULL, NULL);
-    assert_int_equal(cloud_run(&env, 60), 0);
+    assert_int_equal(cloud_run(&env, 60), SL_EXIT_JOB_FAILED);
     Q("SELECT status::text || '/' || attempts || '/' || error_class FROM "
       "upload_jobs WHERE interview_id = $1",
       iv, "error/1/http_4xx");
@@ -346,7 +347,7 @@ static void transcript_error_is_a_permanent_provider_failure(void **state) {
     cloud_setup(&env, "cloud_aai_error", "--faults 'poll=error'",
                 cloud_yaml((cloud_opts){0}));
     char *iv = cloud_interview(&env, CLOUD_MEDIA, NULL, NULL);
-    assert_int_equal(cloud_run(&env, 60), 0);
+    assert_int_equal(cloud_run(&env, 60), SL_EXIT_JOB_FAILED);
     Q("SELECT status::text || '/' || attempts || '/' || error_class FROM "
       "transcription_jobs WHERE interview_id = $1",
       iv, "error/1/provider");
@@ -364,7 +365,7 @@ static void retries_stop_after_max_attempts(void **state) {
     cloud_setup(&env, "cloud_exhaust", "--faults 'chat=500*10'",
                 cloud_yaml((cloud_opts){.max_attempts = 3}));
     char *iv = cloud_interview(&env, CLOUD_MEDIA, NULL, NULL);
-    assert_int_equal(cloud_run(&env, 60), 0);
+    assert_int_equal(cloud_run(&env, 60), SL_EXIT_JOB_FAILED);
     Q("SELECT status::text || '/' || attempts || '/' || error_class FROM "
       "analysis_jobs WHERE interview_id = $1",
       iv, "error/3/http_5xx");
@@ -383,7 +384,7 @@ static void a_fault_mid_analysis_keeps_finished_chunks(void **state) {
     cloud_setup(&env, "cloud_partial", NULL, cloud_yaml((cloud_opts){0}));
     fake_faults(&env.fake, "chat", "[\"sleep:0\", \"quota\"]");
     char *iv = cloud_interview(&env, CLOUD_MEDIA, NULL, NULL);
-    assert_int_equal(cloud_run(&env, 60), 0);
+    assert_int_equal(cloud_run(&env, 60), SL_EXIT_JOB_FAILED);
     Q("SELECT status::text FROM analysis_jobs WHERE interview_id = $1", iv,
       "error");
     Q("SELECT checkpoint->>'next_chunk' FROM analysis_jobs WHERE "
@@ -404,7 +405,7 @@ static void wrong_key_fails_without_the_key_anywhere(void **state) {
     char *iv = cloud_interview(&env, CLOUD_MEDIA, NULL, NULL);
     int rc = cloud_run(&env, 60);
     cloud_keys();
-    assert_int_equal(rc, 0);
+    assert_int_equal(rc, SL_EXIT_JOB_FAILED);
     Q("SELECT status::text || '/' || attempts || '/' || error_class FROM "
       "upload_jobs WHERE interview_id = $1",
       iv, "error/1/http_4xx");

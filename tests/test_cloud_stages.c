@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fakes/cloudpipe.h"
+#include "error.h"
 #include "fakes/cloudrun.h"
 #include "testlib.h"
 
@@ -247,7 +248,7 @@ static void generate_without_payload_fails_at_once(void **state) {
     char *id = insert("INSERT INTO gen_plain_jobs (payload) VALUES (NULL) "
                       "RETURNING id",
                       NULL);
-    assert_int_equal(cloud_run(&env, 30), 0);
+    assert_int_equal(cloud_run(&env, 30), SL_EXIT_JOB_FAILED);
     Q("SELECT status::text || '/' || attempts || '/' || error_class FROM "
       "gen_plain_jobs WHERE id = $1",
       id, "error/1/invalid_input");
@@ -335,7 +336,7 @@ static void http_stage_fails_a_client_error_at_once(void **state) {
     char *id = insert("INSERT INTO webhook_jobs (event) VALUES ('bad') "
                       "RETURNING id",
                       NULL);
-    assert_int_equal(cloud_run(&env, 30), 0);
+    assert_int_equal(cloud_run(&env, 30), SL_EXIT_JOB_FAILED);
     Q("SELECT status::text || '/' || attempts || '/' || error_class FROM "
       "webhook_jobs WHERE id = $1",
       id, "error/1/http_4xx");
