@@ -236,7 +236,7 @@ static void read_want(PGconn *c, want *w) {
     json_object_set_new(o, "progress",
                         pr ? json_integer(atoll(pr)) : json_null());
     json_object_set_new(o, "detail", de ? json_string(de) : json_null());
-    char *data = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+    char *data = sl_web_dumps(o);
     json_decref(o);
     PQclear(r);
     if (!data) return;

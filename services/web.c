@@ -31,9 +31,26 @@ enum MHD_Result sl_web_reply(struct MHD_Connection *conn, unsigned code,
     return ok;
 }
 
+char *sl_web_dumps(const json_t *v) {
+    char *s = json_dumps(v, JSON_COMPACT);
+    if (!s) return NULL;
+    size_t n = 0;
+    for (const char *p = s; *p; p++) n += strchr("<>&", *p) ? 6 : 1;
+    char *out = malloc(n + 1), *o = out;
+    for (const char *p = s; out && *p; p++) {
+        if (*p == '<' || *p == '>' || *p == '&')
+            o += sprintf(o, "\\u%04x", (unsigned)*p);
+        else
+            *o++ = *p;
+    }
+    if (out) *o = '\0';
+    free(s);
+    return out;
+}
+
 enum MHD_Result sl_web_json(struct MHD_Connection *conn, unsigned status,
                             json_t *v) {
-    char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    char *s = v ? sl_web_dumps(v) : NULL;
     json_decref(v);
     if (!s) return MHD_NO;
     return sl_web_reply(conn, status, "application/json", s, strlen(s), 1,

@@ -29,6 +29,11 @@ enum MHD_Result sl_web_error(struct MHD_Connection *conn, unsigned status,
                              const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* v as compact JSON (malloc'd, caller frees; NULL when out of memory)
+ * with <, > and & written \u003c, \u003e, \u0026 (they occur only
+ * inside strings), so no text in it can ever be taken for markup. */
+char *sl_web_dumps(const json_t *v);
+
 /* Queues v (a reference stolen) as JSON with status. */
 enum MHD_Result sl_web_json(struct MHD_Connection *conn, unsigned status,
                             json_t *v);
