@@ -171,6 +171,7 @@ enum MHD_Result sl_events_open(sl_events *ev, struct MHD_Connection *conn,
     MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Content-Security-Policy", SL_WEB_CSP);
     /* The widget runs on the application's pages; the token, not the
      * origin, authorises the stream. */
     MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");

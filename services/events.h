@@ -48,7 +48,7 @@ enum MHD_Result sl_events_open(sl_events *ev, struct MHD_Connection *conn,
 void sl_events_shutdown(sl_events *ev);
 void sl_events_free(sl_events *ev);
 
-/* The number of open streams (tests, metrics). */
+/* The number of open streams (the sluice_event_streams gauge). */
 size_t sl_events_streams(sl_events *ev);
 
 #endif

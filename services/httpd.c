@@ -313,6 +313,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     } else if (strcmp(url, "/metrics") == 0) {
         sl_metrics_render(&b);
         render_gauges(h, &b);
+        sl_buf_printf(&b, "# HELP sluice_event_streams Open subject event"
+                          " streams (SSE).\n# TYPE sluice_event_streams"
+                          " gauge\nsluice_event_streams %zu\n",
+                      sl_events_streams(h->events));
         rc = reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", &b);
     } else if (strcmp(url, "/healthz") == 0) {
         int code = health(h, &b);

@@ -468,6 +468,22 @@ static void stream_follows_a_subject_to_its_final_status(void **state) {
     free(item);
 }
 
+static void quiet_stream_gets_pings_and_is_counted(void **state) {
+    (void)state;
+    char *item = sl_test_scalar(db, "INSERT INTO items DEFAULT VALUES RETURNING id");
+    char path[200];
+    /* An operator's token also opens a stream. */
+    snprintf(path, sizeof path, "/api/subjects/wb/%s/events", item);
+    resp r = call("GET", path, READ, NULL, NULL, ": ping\n\n", 20000);
+    assert_int_equal(r.code, 200);
+    assert_non_null(strstr(r.body, ": ping\n\n"));
+    free(r.body);
+    resp m = get("/metrics", NULL);
+    assert_non_null(strstr(m.body, "# TYPE sluice_event_streams gauge"));
+    free(m.body);
+    free(item);
+}
+
 /* ---- the widget ------------------------------------------------------------------ */
 
 static void widget_is_served_with_an_etag(void **state) {
@@ -502,6 +518,7 @@ int main(void) {
         cmocka_unit_test(retry_and_cancel_are_audited),
         cmocka_unit_test(stream_refuses_bad_tokens),
         cmocka_unit_test(stream_follows_a_subject_to_its_final_status),
+        cmocka_unit_test(quiet_stream_gets_pings_and_is_counted),
         cmocka_unit_test(widget_is_served_with_an_etag),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
