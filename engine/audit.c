@@ -9,8 +9,7 @@
 #include "error.h"
 
 int sl_audit_write(PGconn *c, const char *who, const char *what,
-                   const json_t *filter, long count, char *err,
-                   size_t errlen) {
+                   const json_t *filter, long count, char *err, size_t errlen) {
     assert(c && who && what && filter && err && errlen > 0);
     char *f = json_dumps(filter, JSON_COMPACT);
     if (!f) {
@@ -20,11 +19,11 @@ int sl_audit_write(PGconn *c, const char *who, const char *what,
     char n[24];
     snprintf(n, sizeof n, "%ld", count);
     const char *vals[4] = {who, what, f, n};
-    PGresult *r = PQexecParams(
-        c,
-        "INSERT INTO sluice.audit (who, what, filter, count)"
-        " VALUES ($1, $2, $3::jsonb, $4::bigint)",
-        4, NULL, vals, NULL, NULL, 0);
+    PGresult *r =
+        PQexecParams(c,
+                     "INSERT INTO sluice.audit (who, what, filter, count)"
+                     " VALUES ($1, $2, $3::jsonb, $4::bigint)",
+                     4, NULL, vals, NULL, NULL, 0);
     free(f);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {

@@ -106,9 +106,9 @@ static enum MHD_Result pipelines(sl_api *a, struct MHD_Connection *conn) {
         json_t *stages = json_array();
         for (size_t k = 0; k < p->nstages; k++) {
             const sl_stage *s = &p->stages[k];
-            json_t *o = json_pack("{s:s,s:s,s:n,s:n,s:n}", "name", s->name,
-                                  "queue", s->queue, "counts",
-                                  "oldest_pending_s", "mean_run_s");
+            json_t *o =
+                json_pack("{s:s,s:s,s:n,s:n,s:n}", "name", s->name, "queue",
+                          s->queue, "counts", "oldest_pending_s", "mean_run_s");
             for (int row = 0; row < PQntuples(r); row++) {
                 if (strcmp(PQgetvalue(r, row, SL_STAT_QUEUE), s->queue))
                     continue;
@@ -118,22 +118,24 @@ static enum MHD_Result pipelines(sl_api *a, struct MHD_Connection *conn) {
                         counts, names[j],
                         int_or_null(r, row, SL_STAT_PENDING + j));
                 json_object_set_new(o, "counts", counts);
-                json_object_set_new(o, "oldest_pending_s",
-                                    real_or_null(r, row, SL_STAT_OLDEST_PENDING));
+                json_object_set_new(
+                    o, "oldest_pending_s",
+                    real_or_null(r, row, SL_STAT_OLDEST_PENDING));
                 json_object_set_new(o, "mean_run_s",
                                     real_or_null(r, row, SL_STAT_MEAN_RUN));
             }
             json_array_append_new(stages, o);
         }
-        json_array_append_new(
-            ps, json_pack("{s:s,s:b,s:o}", "name", p->name, "subject",
-                          p->has_subject, "stages", stages));
+        json_array_append_new(ps, json_pack("{s:s,s:b,s:o}", "name", p->name,
+                                            "subject", p->has_subject, "stages",
+                                            stages));
     }
     PQclear(r);
     return sl_web_json(conn, MHD_HTTP_OK, json_pack("{s:o}", "pipelines", ps));
 }
 
-/* ---- GET /api/jobs ----------------------------------------------------------- */
+/* ---- GET /api/jobs
+ * ----------------------------------------------------------- */
 
 static json_t *page_row(const sl_model *m, const PGresult *r, int i) {
     const sl_stage *s =
@@ -186,7 +188,8 @@ static enum MHD_Result jobs(sl_api *a, struct MHD_Connection *conn) {
     char ts[64];
     if (cursor) {
         const char *comma = strchr(cursor, ',');
-        if (!comma || comma == cursor || (size_t)(comma - cursor) >= sizeof ts ||
+        if (!comma || comma == cursor ||
+            (size_t)(comma - cursor) >= sizeof ts ||
             !sl_jobs_is_uuid(comma + 1))
             return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
                                 "cursor must be CREATED_AT,ID as returned in"
@@ -209,7 +212,8 @@ static enum MHD_Result jobs(sl_api *a, struct MHD_Connection *conn) {
     if (rc != 0) return db_failure(conn, rc, err);
     json_t *list = json_array();
     int n = PQntuples(r);
-    for (int i = 0; i < n; i++) json_array_append_new(list, page_row(a->m, r, i));
+    for (int i = 0; i < n; i++)
+        json_array_append_new(list, page_row(a->m, r, i));
     json_t *next = json_null();
     if (n == q.limit) {
         char cur[128];
@@ -218,11 +222,13 @@ static enum MHD_Result jobs(sl_api *a, struct MHD_Connection *conn) {
         next = json_string(cur);
     }
     PQclear(r);
-    return sl_web_json(conn, MHD_HTTP_OK,
-                       json_pack("{s:o,s:o}", "jobs", list, "next_cursor", next));
+    return sl_web_json(
+        conn, MHD_HTTP_OK,
+        json_pack("{s:o,s:o}", "jobs", list, "next_cursor", next));
 }
 
-/* ---- one job, one subject -------------------------------------------------- */
+/* ---- one job, one subject --------------------------------------------------
+ */
 
 /* The SL_JOB_* columns of row i as an object. */
 static json_t *job_row(const PGresult *r, int i) {
@@ -247,9 +253,10 @@ static json_t *job_row(const PGresult *r, int i) {
     json_t *o = json_object();
     for (size_t k = 0; k < sizeof cols / sizeof cols[0]; k++)
         json_object_set_new(o, cols[k].name,
-                            cols[k].kind == 0   ? text_or_null(r, i, cols[k].col)
-                            : cols[k].kind == 1 ? int_or_null(r, i, cols[k].col)
-                                                : real_or_null(r, i, cols[k].col));
+                            cols[k].kind == 0 ? text_or_null(r, i, cols[k].col)
+                            : cols[k].kind == 1
+                                ? int_or_null(r, i, cols[k].col)
+                                : real_or_null(r, i, cols[k].col));
     return o;
 }
 
@@ -285,8 +292,8 @@ static enum MHD_Result job(sl_api *a, struct MHD_Connection *conn,
             json_decref(o);
             return db_failure(conn, rc, err);
         }
-        json_t *v = PQntuples(r) == 1
-                        ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+        json_t *v =
+            PQntuples(r) == 1 ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
         PQclear(r);
         json_object_set_new(o, "inputs", v ? v : json_null());
     }
@@ -330,16 +337,16 @@ static enum MHD_Result subject(sl_api *a, struct MHD_Connection *conn,
         for (int i = 0; i < PQntuples(r); i++)
             json_array_append_new(js, job_row(r, i));
         PQclear(r);
-        json_array_append_new(stages,
-                              json_pack("{s:s,s:s,s:o}", "name",
-                                        p->stages[k].name, "queue",
-                                        p->stages[k].queue, "jobs", js));
+        json_array_append_new(
+            stages, json_pack("{s:s,s:s,s:o}", "name", p->stages[k].name,
+                              "queue", p->stages[k].queue, "jobs", js));
     }
     json_object_set_new(o, "stages", stages);
     return sl_web_json(conn, MHD_HTTP_OK, o);
 }
 
-/* ---- POST /api/jobs/retry and /api/jobs/cancel ------------------------------ */
+/* ---- POST /api/jobs/retry and /api/jobs/cancel ------------------------------
+ */
 
 static enum MHD_Result act(sl_api *a, struct MHD_Connection *conn,
                            const char *what, const char *body, size_t len) {
@@ -352,7 +359,8 @@ static enum MHD_Result act(sl_api *a, struct MHD_Connection *conn,
         json_decref(in);
         return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
                             "the body must be {\"ids\": [UUID, ...]} with 1..%d"
-                            " ids", IDS_MAX);
+                            " ids",
+                            IDS_MAX);
     }
     for (size_t i = 0; i < n; i++) {
         const char *id = json_string_value(json_array_get(ids, i));
@@ -380,11 +388,11 @@ static enum MHD_Result act(sl_api *a, struct MHD_Connection *conn,
         if (rc != 0) break;
         changed += ref.changed;
         json_array_append_new(
-            results, ref.stage ? json_pack("{s:s,s:s,s:s,s:b}", "id", id,
-                                           "queue", ref.stage->queue, "was",
-                                           ref.status, "changed", ref.changed)
-                               : json_pack("{s:s,s:s}", "id", id, "error",
-                                           "not_found"));
+            results,
+            ref.stage ? json_pack("{s:s,s:s,s:s,s:b}", "id", id, "queue",
+                                  ref.stage->queue, "was", ref.status,
+                                  "changed", ref.changed)
+                      : json_pack("{s:s,s:s}", "id", id, "error", "not_found"));
     }
     /* Whatever was changed is audited, even when a later id failed. */
     const union MHD_ConnectionInfo *ci =
@@ -408,12 +416,13 @@ static enum MHD_Result act(sl_api *a, struct MHD_Connection *conn,
         json_decref(results);
         return db_failure(conn, rc ? rc : arc, rc ? err : aerr);
     }
-    return sl_web_json(conn, MHD_HTTP_OK,
-                       json_pack("{s:i,s:o}", "changed", (int)changed,
-                                 "results", results));
+    return sl_web_json(
+        conn, MHD_HTTP_OK,
+        json_pack("{s:i,s:o}", "changed", (int)changed, "results", results));
 }
 
-/* ---- routing ------------------------------------------------------------------ */
+/* ---- routing
+ * ------------------------------------------------------------------ */
 
 /* Splits url (after "/api/") into at most 4 segments in parts; returns the
  * number, or -1 when there are more. seg holds the copies. */
@@ -448,7 +457,8 @@ enum MHD_Result sl_api_handle(sl_api *a, struct MHD_Connection *conn,
     if (n == 1 && strcmp(p[0], "pipelines") == 0 && get)
         return pipelines(a, conn);
     if (n == 1 && strcmp(p[0], "jobs") == 0 && get) return jobs(a, conn);
-    if (n == 3 && strcmp(p[0], "jobs") == 0 && get) return job(a, conn, p[1], p[2]);
+    if (n == 3 && strcmp(p[0], "jobs") == 0 && get)
+        return job(a, conn, p[1], p[2]);
     if (n == 3 && strcmp(p[0], "subjects") == 0 && get)
         return subject(a, conn, p[1], p[2]);
     if (n == 2 && strcmp(p[0], "jobs") == 0 &&
@@ -466,8 +476,8 @@ enum MHD_Result sl_api_handle(sl_api *a, struct MHD_Connection *conn,
                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host")))
             return sl_web_error(conn, MHD_HTTP_FORBIDDEN, "cross_site",
                                 "actions from another site are refused");
-        const char *type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                       "Content-Type");
+        const char *type =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
         if (!type || strncmp(type, "application/json", 16) != 0)
             return sl_web_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                 "unsupported_media_type",
@@ -478,6 +488,6 @@ enum MHD_Result sl_api_handle(sl_api *a, struct MHD_Connection *conn,
         return sl_web_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
                             "method_not_allowed", "method %s is not allowed",
                             method);
-    return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
-                        "no route %s %s", method, url);
+    return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no route %s %s",
+                        method, url);
 }

@@ -43,7 +43,7 @@ struct sl_events {
     sl_dbsource db;
     pthread_t thread;
     int started;
-    int wake[2]; /* a pipe: a new stream, or stop */
+    int wake[2];        /* a pipe: a new stream, or stop */
     pthread_mutex_t mu; /* guards everything below */
     stream *streams;
     size_t nstreams;
@@ -116,8 +116,8 @@ static int authorised(struct MHD_Connection *conn, const char *id,
     const char *token =
         MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "token");
     if (!token) {
-        const char *a = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                    "Authorization");
+        const char *a =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
         if (sl_webauth_role(a) != SL_WEB_NONE) return 1;
         *code = "unauthorized";
         *why = "a subject token (?token=) or an operator's Bearer token is "
@@ -226,11 +226,14 @@ static void read_want(PGconn *c, want *w) {
         return;
     }
     const char *st = PQgetisnull(r, 0, SL_SUBJ_STATUS)
-                         ? NULL : PQgetvalue(r, 0, SL_SUBJ_STATUS);
+                         ? NULL
+                         : PQgetvalue(r, 0, SL_SUBJ_STATUS);
     const char *pr = PQgetisnull(r, 0, SL_SUBJ_PROGRESS)
-                         ? NULL : PQgetvalue(r, 0, SL_SUBJ_PROGRESS);
+                         ? NULL
+                         : PQgetvalue(r, 0, SL_SUBJ_PROGRESS);
     const char *de = PQgetisnull(r, 0, SL_SUBJ_DETAIL)
-                         ? NULL : PQgetvalue(r, 0, SL_SUBJ_DETAIL);
+                         ? NULL
+                         : PQgetvalue(r, 0, SL_SUBJ_DETAIL);
     state_id(st, pr, de, w->event_id);
     json_t *o = json_object();
     json_object_set_new(o, "status", st ? json_string(st) : json_null());
@@ -243,8 +246,7 @@ static void read_want(PGconn *c, want *w) {
     if (!data) return;
     sl_buf f;
     sl_buf_init(&f);
-    sl_buf_printf(&f, "id: %s\nevent: status\ndata: %s\n\n", w->event_id,
-                  data);
+    sl_buf_printf(&f, "id: %s\nevent: status\ndata: %s\n\n", w->event_id, data);
     free(data);
     w->frame = sl_buf_failed(&f) ? NULL : sl_buf_steal(&f);
     sl_buf_free(&f);
@@ -286,7 +288,8 @@ static void refresh(sl_events *ev, PGconn *c) {
         if (!s->dirty) continue;
         s->dirty = 0;
         size_t k = 0;
-        while (k < n && !(w[k].p == s->p && strcmp(w[k].id, s->id) == 0)) k++;
+        while (k < n && !(w[k].p == s->p && strcmp(w[k].id, s->id) == 0))
+            k++;
         if (k < n) continue;
         if (n == cap) {
             want *nw = realloc(w, (cap = cap ? cap * 2 : 16) * sizeof *w);
@@ -299,7 +302,8 @@ static void refresh(sl_events *ev, PGconn *c) {
         n++;
     }
     pthread_mutex_unlock(&ev->mu);
-    for (size_t k = 0; k < n; k++) read_want(c, &w[k]);
+    for (size_t k = 0; k < n; k++)
+        read_want(c, &w[k]);
     pthread_mutex_lock(&ev->mu);
     for (stream *s = ev->streams; s; s = s->next)
         for (size_t k = 0; k < n; k++) {
@@ -317,7 +321,8 @@ static void refresh(sl_events *ev, PGconn *c) {
     for (stream *s = ev->streams; s; s = s->next)
         if (t - s->last_write_ms >= PING_EVERY_MS) stream_put(s, ": ping\n\n");
     pthread_mutex_unlock(&ev->mu);
-    for (size_t k = 0; k < n; k++) free(w[k].frame);
+    for (size_t k = 0; k < n; k++)
+        free(w[k].frame);
     free(w);
 }
 
@@ -338,8 +343,7 @@ static void *events_main(void *arg) {
             pthread_mutex_unlock(&ev->mu);
         }
         struct pollfd fds[2] = {{.fd = ev->wake[0], .events = POLLIN},
-                                {.fd = c ? PQsocket(c) : -1,
-                                 .events = POLLIN}};
+                                {.fd = c ? PQsocket(c) : -1, .events = POLLIN}};
         poll(fds, 2, TURN_MS);
         if (fds[0].revents & POLLIN) {
             char junk[64];

@@ -35,7 +35,8 @@ char *sl_web_dumps(const json_t *v) {
     char *s = json_dumps(v, JSON_COMPACT);
     if (!s) return NULL;
     size_t n = 0;
-    for (const char *p = s; *p; p++) n += strchr("<>&", *p) ? 6 : 1;
+    for (const char *p = s; *p; p++)
+        n += strchr("<>&", *p) ? 6 : 1;
     char *out = malloc(n + 1), *o = out;
     for (const char *p = s; out && *p; p++) {
         if (*p == '<' || *p == '>' || *p == '&')
@@ -67,7 +68,7 @@ enum MHD_Result sl_web_error(struct MHD_Connection *conn, unsigned status,
     /* A message cut inside a UTF-8 character is no JSON string. */
     json_t *m = json_string(msg);
     if (!m) m = json_string("(the message is not valid UTF-8)");
-    return sl_web_json(conn, status,
-                       json_pack("{s:{s:s,s:o}}", "error", "code", code,
-                                 "message", m));
+    return sl_web_json(
+        conn, status,
+        json_pack("{s:{s:s,s:o}}", "error", "code", code, "message", m));
 }

@@ -13,7 +13,8 @@ extern const char sl_widget_js[]; /* generated from web/widget.js */
 static struct {
     const char *url, *type, *body;
     char etag[24];
-} files[] = {{"/widget.js", "text/javascript; charset=utf-8", sl_widget_js, ""}};
+} files[] = {
+    {"/widget.js", "text/javascript; charset=utf-8", sl_widget_js, ""}};
 
 static pthread_once_t etags_once = PTHREAD_ONCE_INIT;
 

@@ -33,7 +33,8 @@ sl_web_role sl_webauth_role(const char *authorization) {
         strncasecmp(authorization, bearer, sizeof bearer - 1) != 0)
         return SL_WEB_NONE;
     const char *t = authorization + sizeof bearer - 1;
-    while (*t == ' ') t++;
+    while (*t == ' ')
+        t++;
     if (!*t) return SL_WEB_NONE;
     if (matches_env(t, "SLUICE_ADMIN_TOKEN")) return SL_WEB_ADMIN;
     if (matches_env(t, "SLUICE_READ_TOKEN")) return SL_WEB_READ;
@@ -81,8 +82,8 @@ int sl_webauth_mint(const char *secret, const char *subject, int64_t expiry,
     return 0;
 }
 
-int sl_webauth_check(const char *secret, const char *subject,
-                     const char *token, int64_t now) {
+int sl_webauth_check(const char *secret, const char *subject, const char *token,
+                     int64_t now) {
     if (!secret || !secret[0] || !subject || !token) return -SL_EINVAL;
     const char *dot = strchr(token, '.');
     if (!dot || dot == token || dot - token > 20) return -SL_EINVAL;

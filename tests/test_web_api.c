@@ -96,7 +96,8 @@ static resp call(const char *method, const char *path, const char *token,
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
         hs = curl_slist_append(hs, auth);
     }
-    for (int i = 0; extra && extra[i]; i++) hs = curl_slist_append(hs, extra[i]);
+    for (int i = 0; extra && extra[i]; i++)
+        hs = curl_slist_append(hs, extra[i]);
     if (body) {
         hs = curl_slist_append(hs, "Content-Type: application/json");
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
@@ -143,11 +144,13 @@ static int setup(void **state) {
     char listen[32], yaml[512];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     snprintf(yaml, sizeof yaml, "%s/web_api.yaml", sl_test_tmpdir());
-    const char *argv[] = {sl_test_bin(), "run", "--allow-superuser", "-p", yaml,
-                          "--http", listen, NULL};
+    const char *argv[] = {sl_test_bin(), "run", "--allow-superuser",
+                          "-p",          yaml,  "--http",
+                          listen,        NULL};
     pid_t pid;
     assert_int_equal(posix_spawn(&pid, sl_test_bin(), NULL, NULL,
-                                 (char *const *)argv, environ), 0);
+                                 (char *const *)argv, environ),
+                     0);
     rt_track(pid);
     for (int i = 0; i < 100; i++) {
         resp r = get("/healthz", NULL);
@@ -168,7 +171,8 @@ static int teardown(void **state) {
 /* Inserts an item and n failed jobs of it; returns the item id (static). */
 static const char *failed_jobs(int n, const char *error) {
     static char id[40];
-    char *v = sl_test_scalar(db, "INSERT INTO items DEFAULT VALUES RETURNING id");
+    char *v =
+        sl_test_scalar(db, "INSERT INTO items DEFAULT VALUES RETURNING id");
     snprintf(id, sizeof id, "%s", v);
     free(v);
     char sql[600];
@@ -189,7 +193,8 @@ static void api_needs_a_token(void **state) {
     resp r = get("/api/pipelines", NULL);
     assert_int_equal(r.code, 401);
     assert_non_null(strstr(r.body, "{\"error\":{\"code\":\"unauthorized\""));
-    assert_non_null(strstr(r.headers, "Content-Security-Policy: default-src 'none'"));
+    assert_non_null(
+        strstr(r.headers, "Content-Security-Policy: default-src 'none'"));
     free(r.body);
     r = get("/api/pipelines", "wrong");
     assert_int_equal(r.code, 401);
@@ -228,7 +233,8 @@ static void cross_site_writes_are_refused(void **state) {
     assert_int_equal(before, 0);
 }
 
-/* ---- routes ----------------------------------------------------------------- */
+/* ---- routes -----------------------------------------------------------------
+ */
 
 static void pipelines_show_counts_by_status(void **state) {
     (void)state;
@@ -240,8 +246,10 @@ static void pipelines_show_counts_by_status(void **state) {
     assert_non_null(strstr(r.body, "\"queue\":\"wb_jobs\""));
     assert_non_null(strstr(r.body, "\"oldest_pending_s\""));
     json_t *j = json_loads(r.body, 0, NULL);
-    json_t *st = json_array_get(json_object_get(json_array_get(
-                     json_object_get(j, "pipelines"), 0), "stages"), 0);
+    json_t *st = json_array_get(
+        json_object_get(json_array_get(json_object_get(j, "pipelines"), 0),
+                        "stages"),
+        0);
     assert_true(json_integer_value(json_object_get(
                     json_object_get(st, "counts"), "error")) >= 2);
     json_decref(j);
@@ -254,7 +262,8 @@ static void jobs_filter_and_page_by_cursor(void **state) {
     char path[400];
     snprintf(path, sizeof path,
              "/api/jobs?stage=work&status=error&error_class=invalid_input"
-             "&subject=%s&q=quota&limit=2", item);
+             "&subject=%s&q=quota&limit=2",
+             item);
     int seen = 0, pages = 0;
     char cursor[200] = "";
     for (;;) {
@@ -269,8 +278,10 @@ static void jobs_filter_and_page_by_cursor(void **state) {
         seen += (int)json_array_size(jobs);
         for (size_t i = 0; i < json_array_size(jobs); i++) {
             json_t *o = json_array_get(jobs, i);
-            assert_string_equal(json_string_value(json_object_get(o, "subject")), item);
-            assert_string_equal(json_string_value(json_object_get(o, "stage")), "work");
+            assert_string_equal(
+                json_string_value(json_object_get(o, "subject")), item);
+            assert_string_equal(json_string_value(json_object_get(o, "stage")),
+                                "work");
         }
         pages++;
         json_t *next = json_object_get(j, "next_cursor");
@@ -311,10 +322,13 @@ static void hostile_last_error_is_json_escaped(void **state) {
     assert_non_null(strstr(r.headers, "Content-Type: application/json"));
     assert_non_null(strstr(r.headers, "X-Content-Type-Options: nosniff"));
     assert_null(strstr(r.body, "<img"));
-    assert_non_null(strstr(r.body, "\"\\u003cimg src=x onerror=alert(1)\\u003e\""));
+    assert_non_null(
+        strstr(r.body, "\"\\u003cimg src=x onerror=alert(1)\\u003e\""));
     json_t *j = json_loads(r.body, 0, NULL);
-    assert_string_equal(json_string_value(json_object_get(json_array_get(
-                            json_object_get(j, "jobs"), 0), "last_error")), XSS);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(j, "jobs"), 0), "last_error")),
+        XSS);
     json_decref(j);
     free(r.body);
 }
@@ -323,7 +337,8 @@ static void job_detail_hides_inputs_unless_asked(void **state) {
     (void)state;
     const char *item = failed_jobs(1, "x");
     char sql[200], path[200];
-    snprintf(sql, sizeof sql, "SELECT id FROM wb_jobs WHERE item_id = '%s'", item);
+    snprintf(sql, sizeof sql, "SELECT id FROM wb_jobs WHERE item_id = '%s'",
+             item);
     char *id = sl_test_scalar(db, sql);
     snprintf(path, sizeof path, "/api/jobs/wb_jobs/%s", id);
     resp r = get(path, READ);
@@ -360,7 +375,8 @@ static void retry_and_cancel_are_audited(void **state) {
     (void)state;
     const char *item = failed_jobs(1, "x");
     char sql[200], body[200];
-    snprintf(sql, sizeof sql, "SELECT id FROM wb_jobs WHERE item_id = '%s'", item);
+    snprintf(sql, sizeof sql, "SELECT id FROM wb_jobs WHERE item_id = '%s'",
+             item);
     char *id = sl_test_scalar(db, sql);
     snprintf(body, sizeof body, "{\"ids\":[\"%s\"]}", id);
     resp r = call("POST", "/api/jobs/retry", ADMIN, NULL, body, NULL, 5000);
@@ -369,7 +385,8 @@ static void retry_and_cancel_are_audited(void **state) {
     free(r.body);
     assert_int_equal(sl_test_long(db, "SELECT count(*) FROM sluice.audit WHERE"
                                       " what = 'retry' AND count = 1 AND who ="
-                                      " 'admin@127.0.0.1'"), 1);
+                                      " 'admin@127.0.0.1'"),
+                     1);
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM sluice.audit WHERE filter->'ids'->>0 = '%s'",
              id);
@@ -385,26 +402,33 @@ static void retry_and_cancel_are_audited(void **state) {
     assert_non_null(strstr(r.body, "\"changed\":0"));
     free(r.body);
     assert_int_equal(sl_test_long(db, "SELECT count(*) FROM sluice.audit WHERE"
-                                      " what = 'cancel' AND count = 0"), 1);
-    r = call("POST", "/api/jobs/cancel", ADMIN, NULL, "{\"ids\":\"x\"}", NULL, 5000);
+                                      " what = 'cancel' AND count = 0"),
+                     1);
+    r = call("POST", "/api/jobs/cancel", ADMIN, NULL, "{\"ids\":\"x\"}", NULL,
+             5000);
     assert_int_equal(r.code, 400);
     assert_non_null(strstr(r.body, "\"bad_request\""));
     free(r.body);
     free(id);
 }
 
-/* ---- event streams ------------------------------------------------------------ */
+/* ---- event streams
+ * ------------------------------------------------------------ */
 
-static void stream_path(char *out, size_t n, const char *item, const char *token) {
+static void stream_path(char *out, size_t n, const char *item,
+                        const char *token) {
     snprintf(out, n, "/api/subjects/wb/%s/events?token=%s", item, token);
 }
 
 static void stream_refuses_bad_tokens(void **state) {
     (void)state;
-    char *item = sl_test_scalar(db, "INSERT INTO items DEFAULT VALUES RETURNING id");
+    char *item =
+        sl_test_scalar(db, "INSERT INTO items DEFAULT VALUES RETURNING id");
     char other[SL_WEBAUTH_TOKEN_MAX], expired[SL_WEBAUTH_TOKEN_MAX], path[400];
-    assert_int_equal(sl_webauth_mint(SECRET, "00000000-0000-0000-0000-000000000001",
-                                     time(NULL) + 600, other), 0);
+    assert_int_equal(sl_webauth_mint(SECRET,
+                                     "00000000-0000-0000-0000-000000000001",
+                                     time(NULL) + 600, other),
+                     0);
     assert_int_equal(sl_webauth_mint(SECRET, item, time(NULL) - 1, expired), 0);
     snprintf(path, sizeof path, "/api/subjects/wb/%s/events", item);
     resp r = get(path, NULL);
@@ -425,35 +449,42 @@ static void stream_refuses_bad_tokens(void **state) {
 
 static void stream_follows_a_subject_to_its_final_status(void **state) {
     (void)state;
-    char *item = sl_test_scalar(db, "INSERT INTO items DEFAULT VALUES RETURNING id");
+    char *item =
+        sl_test_scalar(db, "INSERT INTO items DEFAULT VALUES RETURNING id");
     char tok[SL_WEBAUTH_TOKEN_MAX], path[400], sql[300];
     char *out = NULL;
-    assert_int_equal(sl_test_sh(&out, "SLUICE_TOKEN_SECRET=%s %s token %s --ttl 5m",
-                                SECRET, sl_test_bin(), item), 0);
+    assert_int_equal(sl_test_sh(&out,
+                                "SLUICE_TOKEN_SECRET=%s %s token %s --ttl 5m",
+                                SECRET, sl_test_bin(), item),
+                     0);
     snprintf(tok, sizeof tok, "%.*s", (int)strcspn(out, "\n"), out);
     free(out);
     assert_int_equal(sl_webauth_check(SECRET, item, tok, time(NULL)), 0);
     stream_path(path, sizeof path, item, tok);
     /* Enqueue once the stream is open: a child process inserts the job
      * half a second from now while this one reads the stream. */
-    snprintf(sql, sizeof sql,
-             "sleep 0.5; psql -qc \"INSERT INTO wb_jobs (item_id) VALUES ('%s')\""
-             " -d web_api >/dev/null &", item);
+    snprintf(
+        sql, sizeof sql,
+        "sleep 0.5; psql -qc \"INSERT INTO wb_jobs (item_id) VALUES ('%s')\""
+        " -d web_api >/dev/null &",
+        item);
     assert_int_equal(sl_test_sh(NULL, "%s", sql), 0);
     resp r = call("GET", path, NULL, NULL, NULL, "\"status\":\"done\"", 20000);
     print_message("%s\n", r.body);
     assert_int_equal(r.code, 200);
     assert_non_null(strstr(r.headers, "Content-Type: text/event-stream"));
     assert_non_null(strstr(r.body, "event: status\ndata: {\"status\":\"new\""));
-    assert_non_null(strstr(r.body, "data: {\"status\":\"done\",\"progress\":100,"
-                                   "\"detail\":\"finished\"}"));
+    assert_non_null(strstr(r.body,
+                           "data: {\"status\":\"done\",\"progress\":100,"
+                           "\"detail\":\"finished\"}"));
     /* Exactly the subject row: no job id, no other field. */
     assert_null(strstr(r.body, "\"id\""));
     /* Resume with the last event id: the client has the final state, so
      * nothing but the retry line comes. */
     const char *last = strstr(r.body, "id: ");
     const char *id_done = NULL;
-    for (const char *p = last; p; p = strstr(p + 1, "id: ")) id_done = p;
+    for (const char *p = last; p; p = strstr(p + 1, "id: "))
+        id_done = p;
     char hdr[80];
     snprintf(hdr, sizeof hdr, "Last-Event-ID: %.16s", id_done + 4);
     const char *extra[] = {hdr, NULL};
@@ -470,7 +501,8 @@ static void stream_follows_a_subject_to_its_final_status(void **state) {
 
 static void quiet_stream_gets_pings_and_is_counted(void **state) {
     (void)state;
-    char *item = sl_test_scalar(db, "INSERT INTO items DEFAULT VALUES RETURNING id");
+    char *item =
+        sl_test_scalar(db, "INSERT INTO items DEFAULT VALUES RETURNING id");
     char path[200];
     /* An operator's token also opens a stream. */
     snprintf(path, sizeof path, "/api/subjects/wb/%s/events", item);
@@ -484,20 +516,22 @@ static void quiet_stream_gets_pings_and_is_counted(void **state) {
     free(item);
 }
 
-/* ---- the widget ------------------------------------------------------------------ */
+/* ---- the widget
+ * ------------------------------------------------------------------ */
 
 static void widget_is_served_with_an_etag(void **state) {
     (void)state;
     resp r = get("/widget.js", NULL);
     assert_int_equal(r.code, 200);
-    assert_non_null(strstr(r.body, "customElements.define(\"sluice-progress\""));
+    assert_non_null(
+        strstr(r.body, "customElements.define(\"sluice-progress\""));
     assert_null(strstr(r.body, "innerHTML"));
     assert_non_null(strstr(r.headers, "Content-Type: text/javascript"));
     const char *e = strstr(r.headers, "ETag: ");
     assert_non_null(e);
     char hdr[80];
-    snprintf(hdr, sizeof hdr, "If-None-Match: %.*s", (int)strcspn(e + 6, "\r\n"),
-             e + 6);
+    snprintf(hdr, sizeof hdr, "If-None-Match: %.*s",
+             (int)strcspn(e + 6, "\r\n"), e + 6);
     free(r.body);
     const char *extra[] = {hdr, NULL};
     r = call("GET", "/widget.js", NULL, extra, NULL, NULL, 5000);
