@@ -295,7 +295,7 @@ int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen) {
     return run(c, &q, 0, NULL, "read sluice_statistics", out, err, errlen);
 }
 
-/* ---- the web API's pages --------------------------------------------------- */
+/* ---- the web API's pages ------------------------------------------------ */
 
 static int page_covers(const sl_stage *s, const sl_jobs_query *q) {
     return (!q->pipeline || strcmp(q->pipeline, s->pipeline->name) == 0) &&
