@@ -24,8 +24,9 @@ static const struct {
     {"retry", sl_cmd_retry, "run failed or cancelled jobs again"},
     {"cancel", sl_cmd_cancel, "cancel pending or running jobs"},
     {"stats", sl_cmd_stats, "per-queue counts and timings"},
-    {"serve", sl_cmd_serve, "serve /metrics, /healthz and /readyz"},
+    {"serve", sl_cmd_serve, "serve the API, widget, /metrics, /healthz, /readyz"},
     {"alerts", sl_cmd_alerts, "alert rules: state, test message, export"},
+    {"token", sl_cmd_token, "mint a subject token for the progress widget"},
     {NULL, NULL, NULL},
 };
 

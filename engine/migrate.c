@@ -226,9 +226,18 @@ static void ensure_history(mctx *x) {
                     "  destructive boolean NOT NULL DEFAULT false,\n"
                     "  ddl text NOT NULL,\n"
                     "  snapshot jsonb NOT NULL\n"
+                    ");\n"
+                    /* Every action of the web API (audit.h). */
+                    "CREATE TABLE IF NOT EXISTS sluice.audit (\n"
+                    "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+                    "  at timestamptz NOT NULL DEFAULT now(),\n"
+                    "  who text NOT NULL,\n"
+                    "  what text NOT NULL,\n"
+                    "  filter jsonb NOT NULL,\n"
+                    "  count bigint NOT NULL\n"
                     ");\n",
                     msg, sizeof msg) != 0) {
-        sl_migrate__fail(x, -SL_EDB, "creating sluice.migrations: %s", msg);
+        sl_migrate__fail(x, -SL_EDB, "creating sluice.migrations and sluice.audit: %s", msg);
         return;
     }
     PGresult *r =

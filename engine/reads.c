@@ -27,9 +27,12 @@
 /* ---- running a statement ------------------------------------------------- */
 
 /* Runs the SQL in q (freed here) with nvals text parameters and expects
- * rows. Returns 0 with *out set, or an error naming `what` in err. */
-static int run(PGconn *c, sl_buf *q, int nvals, const char *const *vals,
-               const char *what, PGresult **out, char *err, size_t errlen) {
+ * rows. Returns 0 with *out set, or an error naming `what` in err; with
+ * data_inval, a value the server refuses (sl_db_data_error) is
+ * -SL_EINVAL. */
+static int run_ex(PGconn *c, sl_buf *q, int nvals, const char *const *vals,
+                  int data_inval, const char *what, PGresult **out, char *err,
+                  size_t errlen) {
     assert(c && q && what && out && err && errlen > 0);
     *out = NULL;
     if (sl_buf_failed(q)) {
@@ -47,9 +50,16 @@ static int run(PGconn *c, sl_buf *q, int nvals, const char *const *vals,
     char m[2048];
     const char *st = sl_db_sqlstate(r);
     snprintf(err, errlen, "%s: %s", what, sl_db_error(c, r, m, sizeof m));
+    int inval = data_inval && sl_db_data_error(r);
     PQclear(r);
+    if (inval) return -SL_EINVAL;
     /* 42P01 undefined_table: a queue or subject table was never created. */
     return st && strcmp(st, "42P01") == 0 ? -SL_ENOTFOUND : -SL_EDB;
+}
+
+static int run(PGconn *c, sl_buf *q, int nvals, const char *const *vals,
+               const char *what, PGresult **out, char *err, size_t errlen) {
+    return run_ex(c, q, nvals, vals, 0, what, out, err, errlen);
 }
 
 /* As run, with the one parameter id. */
@@ -283,6 +293,100 @@ int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen) {
                     " mean_run_time)::float8 AS mean_run_time"
                     " FROM sluice_statistics ORDER BY queue");
     return run(c, &q, 0, NULL, "read sluice_statistics", out, err, errlen);
+}
+
+/* ---- the web API's pages ------------------------------------------------ */
+
+static int page_covers(const sl_stage *s, const sl_jobs_query *q) {
+    return (!q->pipeline || strcmp(q->pipeline, s->pipeline->name) == 0) &&
+           (!q->stage || strcmp(q->stage, s->name) == 0);
+}
+
+size_t sl_reads_page_queues(const sl_model *m, const sl_jobs_query *q) {
+    assert(m && q);
+    size_t n = 0;
+    for (size_t i = 0; i < m->npipelines; i++)
+        for (size_t k = 0; k < m->pipelines[i].nstages; k++)
+            n += page_covers(&m->pipelines[i].stages[k], q);
+    return n;
+}
+
+/* One queue's branch of a page: $1 status, $2 error class, $3 subject,
+ * $4 text, $5/$6 the cursor, $7 the limit. */
+static void page_branch(sl_buf *q, const sl_stage *s) {
+    sl_buf_puts(q, "(SELECT ");
+    sl_buf_literal(q, s->queue);
+    sl_buf_puts(q, "::text AS queue, id::text AS id, ");
+    sl_jobs_subject_expr(q, s, NULL);
+    sl_buf_printf(q,
+                  " AS subject, status::text AS status, attempts,"
+                  " %d AS max_attempts, priority, error_class, last_error, "
+                  SL_READS_RFC3339("created_at") " AS c, "
+                  SL_READS_RFC3339("run_at") " AS r, "
+                  SL_READS_RFC3339("finished_at") " AS f, "
+                  "to_char(created_at AT TIME ZONE 'UTC',"
+                  " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS cursor,"
+                  " created_at, id AS uid FROM ",
+                  s->retry.max_attempts);
+    sl_buf_ident(q, s->queue);
+    sl_buf_puts(q, " WHERE ($1::text IS NULL OR status::text = $1)"
+                   " AND ($2::text IS NULL OR error_class = $2) AND ");
+    if (s->pipeline->has_subject) {
+        sl_buf_puts(q, "($3::uuid IS NULL OR ");
+        sl_buf_ident(q, s->pipeline->subject.fk);
+        sl_buf_puts(q, " = $3::uuid)");
+    } else {
+        sl_buf_puts(q, "$3::uuid IS NULL");
+    }
+    sl_buf_puts(q, " AND ($4::text IS NULL OR strpos(last_error, $4) > 0)"
+                   " AND ($5::timestamptz IS NULL OR (created_at, id) <"
+                   " ($5::timestamptz, $6::uuid))"
+                   " ORDER BY created_at DESC, id DESC LIMIT $7)");
+}
+
+int sl_reads_jobs_page(PGconn *c, const sl_model *m, const sl_jobs_query *f,
+                       PGresult **out, char *err, size_t errlen) {
+    assert(m && f && f->limit >= 1 && sl_reads_page_queues(m, f) > 0);
+    assert(!f->after_ts == !f->after_id);
+    sl_buf q;
+    sl_buf_init(&q);
+    int branches = 0;
+    sl_buf_puts(&q, "SELECT queue, id, subject, status, attempts,"
+                    " max_attempts, priority, error_class, last_error, c, r,"
+                    " f, cursor FROM (");
+    for (size_t i = 0; i < m->npipelines; i++)
+        for (size_t k = 0; k < m->pipelines[i].nstages; k++) {
+            const sl_stage *s = &m->pipelines[i].stages[k];
+            if (!page_covers(s, f)) continue;
+            if (branches++) sl_buf_puts(&q, " UNION ALL ");
+            page_branch(&q, s);
+        }
+    sl_buf_puts(&q, ") j ORDER BY created_at DESC, uid DESC LIMIT $7");
+    char limit[24];
+    snprintf(limit, sizeof limit, "%ld", f->limit);
+    const char *vals[7] = {f->status,   f->error_class, f->subject, f->text,
+                           f->after_ts, f->after_id,    limit};
+    /* A cursor or status the server cannot parse is the caller's mistake,
+     * not a database failure. */
+    return run_ex(c, &q, 7, vals, 1, "list jobs", out, err, errlen);
+}
+
+int sl_reads_job_inputs(PGconn *c, const sl_stage *s, const char *id,
+                        PGresult **out, char *err, size_t errlen) {
+    assert(s && id);
+    sl_buf q;
+    sl_buf_init(&q);
+    sl_buf_puts(&q, "SELECT jsonb_build_object(");
+    for (size_t k = 0; k < s->ncolumns; k++) {
+        if (k) sl_buf_puts(&q, ", ");
+        sl_buf_literal(&q, s->columns[k].name);
+        sl_buf_puts(&q, "::text, ");
+        sl_buf_ident(&q, s->columns[k].name);
+    }
+    sl_buf_puts(&q, ")::text FROM ");
+    sl_buf_ident(&q, s->queue);
+    sl_buf_puts(&q, " WHERE id = $1::uuid");
+    return run_id(c, &q, id, s->queue, out, err, errlen);
 }
 
 int sl_reads_max_connections(PGconn *c, long *n, char *err, size_t errlen) {

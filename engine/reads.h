@@ -146,6 +146,62 @@ size_t sl_reads_jobs_queues(const sl_model *m, const sl_jobs_filter *f);
 int sl_reads_jobs(PGconn *c, const sl_model *m, const sl_jobs_filter *f,
                   PGresult **out, char *err, size_t errlen);
 
+/* What sl_reads_jobs_page lists (the web API's job list); zero-initialise
+ * and set fields. Every text filter is NULL for "any". */
+typedef struct sl_jobs_query {
+    const char *pipeline;    /* only stages of this pipeline */
+    const char *stage;       /* only stages of this name */
+    const char *status;      /* a job_status value */
+    const char *error_class; /* exactly this error class */
+    const char *subject;     /* a UUID (checked by the caller) */
+    const char *text;        /* a substring of last_error */
+    const char *after_ts;    /* keyset cursor: jobs older than (after_ts,
+                                after_id) in the order created_at DESC, id
+                                DESC; both set or both NULL */
+    const char *after_id;
+    long limit;              /* >= 1 */
+} sl_jobs_query;
+
+/* The columns of sl_reads_jobs_page: the queue, the job's id, subject
+ * (NULL for standalone queues), status, attempts, max_attempts, priority,
+ * error_class, last_error, created_at, run_at, finished_at (RFC 3339 in
+ * UTC with milliseconds), then CURSOR, created_at with microseconds, which
+ * with the id is the cursor of the next page. */
+enum {
+    SL_PAGE_QUEUE,
+    SL_PAGE_ID,
+    SL_PAGE_SUBJECT,
+    SL_PAGE_STATUS,
+    SL_PAGE_ATTEMPTS,
+    SL_PAGE_MAX_ATTEMPTS,
+    SL_PAGE_PRIORITY,
+    SL_PAGE_ERROR_CLASS,
+    SL_PAGE_LAST_ERROR,
+    SL_PAGE_CREATED_AT,
+    SL_PAGE_RUN_AT,
+    SL_PAGE_FINISHED_AT,
+    SL_PAGE_CURSOR
+};
+
+/* The number of queues of model m that query q covers. */
+size_t sl_reads_page_queues(const sl_model *m, const sl_jobs_query *q);
+
+/* One page of the jobs of model m that pass q, newest first (created_at
+ * DESC, id DESC), at most q->limit rows; covers at least one queue
+ * (sl_reads_page_queues). Each queue's branch stops at limit rows, so a
+ * page costs limit rows per queue however many finished jobs the queue
+ * keeps. *out as above (OUT: caller PQclears). Returns 0 or an error
+ * (WHAT is "list jobs"; -SL_EINVAL when the server refuses a value, such
+ * as a cursor that is not a timestamp). */
+int sl_reads_jobs_page(PGconn *c, const sl_model *m, const sl_jobs_query *q,
+                       PGresult **out, char *err, size_t errlen);
+
+/* The declared columns (inputs) of job `id` in the queue of stage s as one
+ * JSON object in text: one row, or none. *out as above (OUT: caller
+ * PQclears). Returns 0 or an error (WHAT is the queue). */
+int sl_reads_job_inputs(PGconn *c, const sl_stage *s, const char *id,
+                        PGresult **out, char *err, size_t errlen);
+
 /* The columns of sl_reads_stats: the queue, its counts of pending,
  * in_progress, retry, done, error and cancelled jobs, then the age of the
  * oldest due pending job and the mean run time of done jobs, in seconds

@@ -12,24 +12,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "buf.h"
 #include "clock.h"
 #include "error.h"
+#include "events.h"
 #include "gauges.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
 #include "runtime.h"
 #include "schema.h"
+#include "web.h"
+#include "webassets.h"
 
 #define CHECK_EVERY_MS 1000
 #define SCHEMA_EVERY_MS 15000
 #define GAUGES_EVERY_MS 15000
+#define BODY_MAX (64 * 1024) /* the largest request body (JSON) */
 
 struct sl_httpd {
     sl_httpd_opts o;
     struct MHD_Daemon *d;
     unsigned port;
+    sl_api *api;       /* /api/..., used on the server's thread only */
+    sl_events *events; /* /api/subjects/P/ID/events */
     pthread_t checker;
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;
@@ -219,18 +226,55 @@ static enum MHD_Result reply(struct MHD_Connection *conn, int code,
                              const char *type, sl_buf *b) {
     size_t len = sl_buf_failed(b) ? 0 : strlen(sl_buf_str(b));
     char *body = len ? sl_buf_steal(b) : NULL;
-    struct MHD_Response *r = MHD_create_response_from_buffer(
-        len, body, body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (!r) {
-        free(body);
-        return MHD_NO;
+    return sl_web_reply(conn, (unsigned)code, type, body, len, 1, NULL);
+}
+
+/* A request's body as it arrives (only /api/ routes take one). */
+typedef struct request {
+    sl_buf body;
+    size_t len;
+    int too_big;
+} request;
+
+static void on_completed(void *cls, struct MHD_Connection *conn,
+                         void **req_cls, enum MHD_RequestTerminationCode t) {
+    (void)cls;
+    (void)conn;
+    (void)t;
+    request *rq = *req_cls;
+    if (rq) {
+        sl_buf_free(&rq->body);
+        free(rq);
+        *req_cls = NULL;
     }
-    MHD_add_response_header(r, "Content-Type", type);
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)code, r);
-    MHD_destroy_response(r);
-    return ok;
+}
+
+/* Routes /api/... and /widget.js; NULL-free url. */
+static enum MHD_Result web_route(sl_httpd *h, struct MHD_Connection *conn,
+                                 const char *url, const char *method,
+                                 request *rq) {
+    if (rq->too_big)
+        return sl_web_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
+                            "the body is over %d bytes", BODY_MAX);
+    if (sl_webassets_has(url)) {
+        if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+            return sl_web_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+                                "method_not_allowed", "use GET");
+        return sl_webassets_serve(conn, url);
+    }
+    /* /api/subjects/PIPELINE/ID/events */
+    size_t n = strlen(url);
+    if (strncmp(url, "/api/subjects/", 14) == 0 && n > 21 &&
+        strcmp(url + n - 7, "/events") == 0 && strcmp(method, "GET") == 0) {
+        char rest[256], *slash;
+        snprintf(rest, sizeof rest, "%.*s", (int)(n - 21), url + 14);
+        if ((slash = strchr(rest, '/')) != NULL && !strchr(slash + 1, '/')) {
+            *slash = '\0';
+            return sl_events_open(h->events, conn, rest, slash + 1);
+        }
+    }
+    return sl_api_handle(h->api, conn, method, url,
+                         rq->len ? sl_buf_str(&rq->body) : NULL, rq->len);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
@@ -239,15 +283,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   size_t *upload_size, void **req_cls) {
     sl_httpd *h = cls;
     (void)version;
-    (void)upload;
     if (*req_cls == NULL) { /* headers only so far */
-        *req_cls = h;
+        request *rq = calloc(1, sizeof *rq);
+        if (!rq) return MHD_NO;
+        sl_buf_init(&rq->body);
+        *req_cls = rq;
         return MHD_YES;
     }
-    if (*upload_size) { /* no route takes a body */
+    request *rq = *req_cls;
+    if (*upload_size) {
+        if (rq->len + *upload_size > BODY_MAX)
+            rq->too_big = 1;
+        else {
+            sl_buf_putn(&rq->body, upload, *upload_size);
+            rq->len += *upload_size;
+        }
         *upload_size = 0;
         return MHD_YES;
     }
+    if (strncmp(url, "/api/", 5) == 0 || sl_webassets_has(url))
+        return web_route(h, conn, url, method, rq);
     sl_buf b;
     sl_buf_init(&b);
     enum MHD_Result rc;
@@ -258,6 +313,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     } else if (strcmp(url, "/metrics") == 0) {
         sl_metrics_render(&b);
         render_gauges(h, &b);
+        sl_buf_printf(&b, "# HELP sluice_event_streams Open subject event"
+                          " streams (SSE).\n# TYPE sluice_event_streams"
+                          " gauge\nsluice_event_streams %zu\n",
+                      sl_events_streams(h->events));
         rc = reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", &b);
     } else if (strcmp(url, "/healthz") == 0) {
         int code = health(h, &b);
@@ -335,14 +394,24 @@ int sl_httpd_start(const sl_httpd_opts *o, sl_httpd **out, char *err,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&h->cv, &ca);
     pthread_condattr_destroy(&ca);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
+    h->api = sl_api_new(o->model, o->db);
+    if (!h->api || sl_events_start(o->model, o->db, &h->events, err,
+                                   errlen) != 0) {
+        if (!h->api) snprintf(err, errlen, "out of memory");
+        sl_httpd_stop(h);
+        return -SL_ENOMEM;
+    }
+    /* Suspend/resume: event streams wait without a thread (events.h). */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+                     MHD_ALLOW_SUSPEND_RESUME;
     if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     h->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (!h->d || !h->gauges) {
         snprintf(err, errlen, "cannot listen on %s: %s", o->listen,
                  h->gauges ? strerror(errno) : "out of memory");
@@ -377,8 +446,12 @@ void sl_httpd_stop(sl_httpd *h) {
         pthread_cond_signal(&h->cv);
         pthread_mutex_unlock(&h->mu);
         pthread_join(h->checker, NULL);
+        sl_events_shutdown(h->events);
         MHD_stop_daemon(h->d);
     }
+    sl_events_shutdown(h->events); /* no-op when already stopped */
+    sl_events_free(h->events);
+    sl_api_free(h->api);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
     free(h->gauges);

@@ -1,0 +1,493 @@
+/* api.c - the JSON API (api.h). */
+#include "api.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "error.h"
+#include "jobs.h"
+#include "reads.h"
+#include "web.h"
+#include "webauth.h"
+
+#define PAGE_DEFAULT 50
+#define PAGE_MAX 500
+#define IDS_MAX 1000
+
+struct sl_api {
+    const sl_model *m;
+    sl_dbsource db;
+    PGconn *c;
+};
+
+sl_api *sl_api_new(const sl_model *m, sl_dbsource db) {
+    sl_api *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->m = m;
+    a->db = db;
+    return a;
+}
+
+void sl_api_free(sl_api *a) {
+    if (!a) return;
+    if (a->c) PQfinish(a->c);
+    free(a);
+}
+
+/* The API's connection, (re)connected when needed; NULL with err set. */
+static PGconn *conn_db(sl_api *a, char *err, size_t errlen) {
+    if (a->c && PQstatus(a->c) == CONNECTION_OK) return a->c;
+    if (a->c) PQfinish(a->c);
+    a->c = sl_db_connect(a->db, err, errlen);
+    if (a->c) {
+        PGresult *r = PQexec(a->c, "SET statement_timeout = '2s'");
+        PQclear(r);
+    }
+    return a->c;
+}
+
+/* ---- JSON from result columns ------------------------------------------ */
+
+static json_t *text_or_null(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return json_null();
+    json_t *s = json_string(PQgetvalue(r, row, col));
+    return s ? s : json_null();
+}
+
+static json_t *int_or_null(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return json_null();
+    return json_integer(atoll(PQgetvalue(r, row, col)));
+}
+
+static json_t *real_or_null(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return json_null();
+    return json_real(atof(PQgetvalue(r, row, col)));
+}
+
+/* A database failure as an answer: 404 for a missing table, 400 for a
+ * refused value, else 503. */
+static enum MHD_Result db_failure(struct MHD_Connection *conn, int rc,
+                                  const char *err) {
+    if (rc == -SL_ENOTFOUND)
+        return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_migrated", "%s",
+                            err);
+    if (rc == -SL_EINVAL)
+        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "%s",
+                            err);
+    return sl_web_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "database", "%s",
+                        err);
+}
+
+static const char *arg(struct MHD_Connection *conn, const char *name) {
+    const char *v =
+        MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+    return v && v[0] ? v : NULL;
+}
+
+/* ---- GET /api/pipelines -------------------------------------------------- */
+
+static enum MHD_Result pipelines(sl_api *a, struct MHD_Connection *conn) {
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) return db_failure(conn, -SL_ECONN, err);
+    PGresult *r;
+    int rc = sl_reads_stats(c, &r, err, sizeof err);
+    if (rc != 0) return db_failure(conn, rc, err);
+    static const char *const names[] = {"pending", "in_progress", "retry",
+                                        "done",    "error",       "cancelled"};
+    json_t *ps = json_array();
+    for (size_t i = 0; i < a->m->npipelines; i++) {
+        const sl_pipeline *p = &a->m->pipelines[i];
+        json_t *stages = json_array();
+        for (size_t k = 0; k < p->nstages; k++) {
+            const sl_stage *s = &p->stages[k];
+            json_t *o =
+                json_pack("{s:s,s:s,s:n,s:n,s:n}", "name", s->name, "queue",
+                          s->queue, "counts", "oldest_pending_s", "mean_run_s");
+            for (int row = 0; row < PQntuples(r); row++) {
+                if (strcmp(PQgetvalue(r, row, SL_STAT_QUEUE), s->queue))
+                    continue;
+                json_t *counts = json_object();
+                for (int j = 0; j < 6; j++)
+                    json_object_set_new(
+                        counts, names[j],
+                        int_or_null(r, row, SL_STAT_PENDING + j));
+                json_object_set_new(o, "counts", counts);
+                json_object_set_new(
+                    o, "oldest_pending_s",
+                    real_or_null(r, row, SL_STAT_OLDEST_PENDING));
+                json_object_set_new(o, "mean_run_s",
+                                    real_or_null(r, row, SL_STAT_MEAN_RUN));
+            }
+            json_array_append_new(stages, o);
+        }
+        json_array_append_new(ps, json_pack("{s:s,s:b,s:o}", "name", p->name,
+                                            "subject", p->has_subject, "stages",
+                                            stages));
+    }
+    PQclear(r);
+    return sl_web_json(conn, MHD_HTTP_OK, json_pack("{s:o}", "pipelines", ps));
+}
+
+/* ---- GET /api/jobs
+ * ----------------------------------------------------------- */
+
+static json_t *page_row(const sl_model *m, const PGresult *r, int i) {
+    const sl_stage *s =
+        sl_model_stage_by_queue(m, PQgetvalue(r, i, SL_PAGE_QUEUE));
+    json_t *o = json_object();
+    json_object_set_new(o, "pipeline",
+                        s ? json_string(s->pipeline->name) : json_null());
+    json_object_set_new(o, "stage", s ? json_string(s->name) : json_null());
+    static const struct {
+        const char *name;
+        int col, integer;
+    } cols[] = {{"queue", SL_PAGE_QUEUE, 0},
+                {"id", SL_PAGE_ID, 0},
+                {"subject", SL_PAGE_SUBJECT, 0},
+                {"status", SL_PAGE_STATUS, 0},
+                {"attempts", SL_PAGE_ATTEMPTS, 1},
+                {"max_attempts", SL_PAGE_MAX_ATTEMPTS, 1},
+                {"priority", SL_PAGE_PRIORITY, 1},
+                {"error_class", SL_PAGE_ERROR_CLASS, 0},
+                {"last_error", SL_PAGE_LAST_ERROR, 0},
+                {"created_at", SL_PAGE_CREATED_AT, 0},
+                {"run_at", SL_PAGE_RUN_AT, 0},
+                {"finished_at", SL_PAGE_FINISHED_AT, 0}};
+    for (size_t k = 0; k < sizeof cols / sizeof cols[0]; k++)
+        json_object_set_new(o, cols[k].name,
+                            cols[k].integer ? int_or_null(r, i, cols[k].col)
+                                            : text_or_null(r, i, cols[k].col));
+    return o;
+}
+
+static enum MHD_Result jobs(sl_api *a, struct MHD_Connection *conn) {
+    sl_jobs_query q = {.pipeline = arg(conn, "pipeline"),
+                       .stage = arg(conn, "stage"),
+                       .status = arg(conn, "status"),
+                       .error_class = arg(conn, "error_class"),
+                       .subject = arg(conn, "subject"),
+                       .text = arg(conn, "q"),
+                       .limit = PAGE_DEFAULT};
+    const char *limit = arg(conn, "limit"), *cursor = arg(conn, "cursor");
+    if (limit) {
+        char *end;
+        q.limit = strtol(limit, &end, 10);
+        if (*end || q.limit < 1 || q.limit > PAGE_MAX)
+            return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                "limit must be 1..%d", PAGE_MAX);
+    }
+    if (q.subject && !sl_jobs_is_uuid(q.subject))
+        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "subject must be a UUID");
+    char ts[64];
+    if (cursor) {
+        const char *comma = strchr(cursor, ',');
+        if (!comma || comma == cursor ||
+            (size_t)(comma - cursor) >= sizeof ts ||
+            !sl_jobs_is_uuid(comma + 1))
+            return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                "cursor must be CREATED_AT,ID as returned in"
+                                " next_cursor");
+        memcpy(ts, cursor, (size_t)(comma - cursor));
+        ts[comma - cursor] = '\0';
+        q.after_ts = ts;
+        q.after_id = comma + 1;
+    }
+    if (sl_reads_page_queues(a->m, &q) == 0)
+        return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no stage matches pipeline '%s' and stage '%s'",
+                            q.pipeline ? q.pipeline : "*",
+                            q.stage ? q.stage : "*");
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) return db_failure(conn, -SL_ECONN, err);
+    PGresult *r;
+    int rc = sl_reads_jobs_page(c, a->m, &q, &r, err, sizeof err);
+    if (rc != 0) return db_failure(conn, rc, err);
+    json_t *list = json_array();
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++)
+        json_array_append_new(list, page_row(a->m, r, i));
+    json_t *next = json_null();
+    if (n == q.limit) {
+        char cur[128];
+        snprintf(cur, sizeof cur, "%s,%s", PQgetvalue(r, n - 1, SL_PAGE_CURSOR),
+                 PQgetvalue(r, n - 1, SL_PAGE_ID));
+        next = json_string(cur);
+    }
+    PQclear(r);
+    return sl_web_json(
+        conn, MHD_HTTP_OK,
+        json_pack("{s:o,s:o}", "jobs", list, "next_cursor", next));
+}
+
+/* ---- one job, one subject --------------------------------------------------
+ */
+
+/* The SL_JOB_* columns of row i as an object. */
+static json_t *job_row(const PGresult *r, int i) {
+    static const struct {
+        const char *name;
+        int col, kind; /* 0 text, 1 integer, 2 real */
+    } cols[] = {{"id", SL_JOB_ID, 0},
+                {"status", SL_JOB_STATUS, 0},
+                {"attempts", SL_JOB_ATTEMPTS, 1},
+                {"last_error", SL_JOB_LAST_ERROR, 0},
+                {"error_class", SL_JOB_ERROR_CLASS, 0},
+                {"created_at", SL_JOB_CREATED, 0},
+                {"started_at", SL_JOB_STARTED, 0},
+                {"finished_at", SL_JOB_FINISHED, 0},
+                {"took_s", SL_JOB_TOOK, 2},
+                {"run_at", SL_JOB_RUN_AT, 0},
+                {"runs_in_s", SL_JOB_RUNS_IN, 2},
+                {"detail", SL_JOB_DETAIL, 0},
+                {"progress", SL_JOB_PROGRESS, 1},
+                {"locked_by", SL_JOB_LOCKED_BY, 0},
+                {"subject", SL_JOB_SUBJECT, 0}};
+    json_t *o = json_object();
+    for (size_t k = 0; k < sizeof cols / sizeof cols[0]; k++)
+        json_object_set_new(o, cols[k].name,
+                            cols[k].kind == 0 ? text_or_null(r, i, cols[k].col)
+                            : cols[k].kind == 1
+                                ? int_or_null(r, i, cols[k].col)
+                                : real_or_null(r, i, cols[k].col));
+    return o;
+}
+
+static enum MHD_Result job(sl_api *a, struct MHD_Connection *conn,
+                           const char *queue, const char *id) {
+    const sl_stage *s = sl_model_stage_by_queue(a->m, queue);
+    if (!s)
+        return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no queue named '%s'", queue);
+    if (!sl_jobs_is_uuid(id))
+        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "the job id is not a UUID");
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) return db_failure(conn, -SL_ECONN, err);
+    PGresult *r;
+    int rc = sl_reads_job(c, s, id, &r, err, sizeof err);
+    if (rc != 0) return db_failure(conn, rc, err);
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no job %s in queue %s", id, queue);
+    }
+    json_t *o = job_row(r, 0);
+    PQclear(r);
+    json_object_set_new(o, "pipeline", json_string(s->pipeline->name));
+    json_object_set_new(o, "stage", json_string(s->name));
+    json_object_set_new(o, "queue", json_string(s->queue));
+    const char *in = arg(conn, "inputs");
+    if (in && strcmp(in, "1") == 0) {
+        rc = sl_reads_job_inputs(c, s, id, &r, err, sizeof err);
+        if (rc != 0) {
+            json_decref(o);
+            return db_failure(conn, rc, err);
+        }
+        json_t *v =
+            PQntuples(r) == 1 ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+        PQclear(r);
+        json_object_set_new(o, "inputs", v ? v : json_null());
+    }
+    return sl_web_json(conn, MHD_HTTP_OK, o);
+}
+
+static enum MHD_Result subject(sl_api *a, struct MHD_Connection *conn,
+                               const char *pipeline, const char *id) {
+    const sl_pipeline *p = sl_model_pipeline(a->m, pipeline);
+    if (!p || !p->has_subject)
+        return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no pipeline with a subject named '%s'", pipeline);
+    if (!sl_jobs_is_uuid(id))
+        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "the subject id is not a UUID");
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) return db_failure(conn, -SL_ECONN, err);
+    PGresult *r;
+    int rc = sl_reads_subject(c, p, id, &r, err, sizeof err);
+    if (rc != 0) return db_failure(conn, rc, err);
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no subject %s in pipeline %s", id, pipeline);
+    }
+    json_t *o = json_pack("{s:s,s:s,s:o,s:o,s:o}", "pipeline", p->name, "id",
+                          id, "status", text_or_null(r, 0, SL_SUBJ_STATUS),
+                          "progress", int_or_null(r, 0, SL_SUBJ_PROGRESS),
+                          "detail", text_or_null(r, 0, SL_SUBJ_DETAIL));
+    PQclear(r);
+    json_t *stages = json_array();
+    for (size_t k = 0; k < p->nstages; k++) {
+        rc = sl_reads_subject_jobs(c, &p->stages[k], id, &r, err, sizeof err);
+        if (rc != 0) {
+            json_decref(o);
+            json_decref(stages);
+            return db_failure(conn, rc, err);
+        }
+        json_t *js = json_array();
+        for (int i = 0; i < PQntuples(r); i++)
+            json_array_append_new(js, job_row(r, i));
+        PQclear(r);
+        json_array_append_new(
+            stages, json_pack("{s:s,s:s,s:o}", "name", p->stages[k].name,
+                              "queue", p->stages[k].queue, "jobs", js));
+    }
+    json_object_set_new(o, "stages", stages);
+    return sl_web_json(conn, MHD_HTTP_OK, o);
+}
+
+/* ---- POST /api/jobs/retry and /api/jobs/cancel ------------------------------
+ */
+
+static enum MHD_Result act(sl_api *a, struct MHD_Connection *conn,
+                           const char *what, const char *body, size_t len) {
+    json_error_t je;
+    json_t *in = body ? json_loadb(body, len, 0, &je) : NULL;
+    json_t *ids = json_object_get(in, "ids");
+    size_t n = json_array_size(ids);
+    if (!json_is_object(in) || !json_is_array(ids) || n == 0 || n > IDS_MAX ||
+        json_object_size(in) != 1) {
+        json_decref(in);
+        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "the body must be {\"ids\": [UUID, ...]} with 1..%d"
+                            " ids",
+                            IDS_MAX);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *id = json_string_value(json_array_get(ids, i));
+        if (!id || !sl_jobs_is_uuid(id)) {
+            json_decref(in);
+            return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                "ids[%zu] is not a UUID", i);
+        }
+    }
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) {
+        json_decref(in);
+        return db_failure(conn, -SL_ECONN, err);
+    }
+    int retry = strcmp(what, "retry") == 0;
+    json_t *results = json_array();
+    long changed = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *id = json_string_value(json_array_get(ids, i));
+        sl_job_ref ref;
+        rc = retry ? sl_jobs_retry(c, a->m, id, &ref, err, sizeof err)
+                   : sl_jobs_cancel(c, a->m, id, &ref, err, sizeof err);
+        if (rc != 0) break;
+        changed += ref.changed;
+        json_array_append_new(
+            results,
+            ref.stage ? json_pack("{s:s,s:s,s:s,s:b}", "id", id, "queue",
+                                  ref.stage->queue, "was", ref.status,
+                                  "changed", ref.changed)
+                      : json_pack("{s:s,s:s}", "id", id, "error", "not_found"));
+    }
+    /* Whatever was changed is audited, even when a later id failed. */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char who[96] = "admin";
+    if (ci && ci->client_addr) {
+        char host[64] = "";
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr,
+                      host, sizeof host);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
+                      host, sizeof host);
+        snprintf(who, sizeof who, "admin@%s", host);
+    }
+    char aerr[1024];
+    int arc = sl_audit_write(c, who, what, in, changed, aerr, sizeof aerr);
+    json_decref(in);
+    if (rc != 0 || arc != 0) {
+        json_decref(results);
+        return db_failure(conn, rc ? rc : arc, rc ? err : aerr);
+    }
+    return sl_web_json(
+        conn, MHD_HTTP_OK,
+        json_pack("{s:i,s:o}", "changed", (int)changed, "results", results));
+}
+
+/* ---- routing
+ * ------------------------------------------------------------------ */
+
+/* Splits url (after "/api/") into at most 4 segments in parts; returns the
+ * number, or -1 when there are more. seg holds the copies. */
+static int split(const char *url, char seg[512], const char *parts[4]) {
+    snprintf(seg, 512, "%s", url + strlen("/api/"));
+    int n = 0;
+    for (char *p = seg; *p;) {
+        if (n == 4) return -1;
+        parts[n++] = p;
+        char *slash = strchr(p, '/');
+        if (!slash) break;
+        *slash = '\0';
+        p = slash + 1;
+    }
+    return n;
+}
+
+enum MHD_Result sl_api_handle(sl_api *a, struct MHD_Connection *conn,
+                              const char *method, const char *url,
+                              const char *body, size_t len) {
+    assert(a && strncmp(url, "/api/", 5) == 0);
+    char seg[512];
+    const char *p[4];
+    int n = split(url, seg, p);
+    int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    sl_web_role role = sl_webauth_role(
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
+    if (role == SL_WEB_NONE)
+        return sl_web_error(conn, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+                            "a Bearer token (SLUICE_READ_TOKEN or "
+                            "SLUICE_ADMIN_TOKEN) is required");
+    if (n == 1 && strcmp(p[0], "pipelines") == 0 && get)
+        return pipelines(a, conn);
+    if (n == 1 && strcmp(p[0], "jobs") == 0 && get) return jobs(a, conn);
+    if (n == 3 && strcmp(p[0], "jobs") == 0 && get)
+        return job(a, conn, p[1], p[2]);
+    if (n == 3 && strcmp(p[0], "subjects") == 0 && get)
+        return subject(a, conn, p[1], p[2]);
+    if (n == 2 && strcmp(p[0], "jobs") == 0 &&
+        (strcmp(p[1], "retry") == 0 || strcmp(p[1], "cancel") == 0)) {
+        if (!post)
+            return sl_web_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+                                "method_not_allowed", "use POST");
+        if (role != SL_WEB_ADMIN)
+            return sl_web_error(conn, MHD_HTTP_FORBIDDEN, "forbidden",
+                                "actions need the admin token");
+        if (sl_webauth_cross_site(
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                            "Sec-Fetch-Site"),
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"),
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host")))
+            return sl_web_error(conn, MHD_HTTP_FORBIDDEN, "cross_site",
+                                "actions from another site are refused");
+        const char *type =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+        if (!type || strncmp(type, "application/json", 16) != 0)
+            return sl_web_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                "unsupported_media_type",
+                                "the body must be application/json");
+        return act(a, conn, p[1], body, len);
+    }
+    if (n > 0 && get == 0 && post == 0)
+        return sl_web_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+                            "method_not_allowed", "method %s is not allowed",
+                            method);
+    return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no route %s %s",
+                        method, url);
+}

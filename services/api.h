@@ -1,0 +1,34 @@
+/* api.h - the JSON API under /api/ (docs/api.md): pipelines, jobs, one
+ * job, one subject, retry and cancel by ids.
+ *
+ * Runs on the server's one thread with its own database connection
+ * (statement_timeout 2 s, re-established when lost). Operators
+ * authenticate with Bearer tokens (webauth.h): reads need the read or the
+ * admin token, actions the admin token, a JSON body, and a same-site
+ * request; every action is written to sluice.audit (audit.h).
+ */
+#ifndef SL_API_H
+#define SL_API_H
+
+#include <microhttpd.h>
+#include <stddef.h>
+
+#include "db.h"
+#include "model.h"
+
+typedef struct sl_api sl_api;
+
+/* A new API for model m (borrowed) on database db; NULL when out of
+ * memory. Connects on first use. */
+sl_api *sl_api_new(const sl_model *m, sl_dbsource db);
+
+/* Answers one request to a path under /api/ (url with the query already
+ * split off by libmicrohttpd) with body (len bytes; NULL when none). */
+enum MHD_Result sl_api_handle(sl_api *a, struct MHD_Connection *conn,
+                              const char *method, const char *url,
+                              const char *body, size_t len);
+
+/* Closes the connection and frees a. NULL is fine. */
+void sl_api_free(sl_api *a);
+
+#endif
