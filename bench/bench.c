@@ -48,12 +48,12 @@ static long run_workers(const char *bin, const char *dir, int conc, int batch,
     pid_t pid = fork();
     if (pid == 0) {
         if (idle)
-            execl(bin, bin, "run", "-p", dir, "-c", c, "-b", b,
-                  "--exit-when-idle", "--log-level", "warn",
+            execl(bin, bin, "run", "--allow-superuser", "-p", dir, "-c", c,
+                  "-b", b, "--exit-when-idle", "--log-level", "warn",
                   async ? "--async-commit" : "--exit-when-idle", (char *)NULL);
         else
-            execl(bin, bin, "run", "-p", dir, "-c", c, "-b", b, "--log-level",
-                  "warn", (char *)NULL);
+            execl(bin, bin, "run", "--allow-superuser", "-p", dir, "-c", c,
+                  "-b", b, "--log-level", "warn", (char *)NULL);
         _exit(127);
     }
     if (out_pid) {
