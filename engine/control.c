@@ -51,9 +51,12 @@ static PGconn *control_connect(runtime *rt) {
     }
 }
 
-/* Returns non-zero when the connection failed. */
+/* Returns non-zero when the connection failed. The statement runs with
+ * the worker's lock released: on a dead socket it can block until TCP
+ * gives up, and the worker must not wait on that to finish its batch. */
 static int heartbeat(runtime *rt, PGconn *c) {
     char err[512];
+    static char idbuf[MAX_BATCH][40]; /* only the control thread */
     int lost = 0;
     int64_t t = sl_now_ms();
     for (size_t i = 0; i < rt->nworkers; i++) {
@@ -63,27 +66,35 @@ static int heartbeat(runtime *rt, PGconn *c) {
         int owned[MAX_BATCH];
         pthread_mutex_lock(&w->mu);
         int n = w->njobs;
-        for (int k = 0; k < n; k++)
-            ids[k] = w->jobs[k].id;
+        unsigned gen = w->batch_gen;
+        for (int k = 0; k < n; k++) {
+            snprintf(idbuf[k], sizeof idbuf[k], "%s", w->jobs[k].id);
+            ids[k] = idbuf[k];
+        }
         if (w->running >= 0 && t - w->running_since > s->timeout_ms &&
             !atomic_load(&w->timed_out)) {
             atomic_store(&w->timed_out, 1);
             atomic_store(&w->stop_job[w->running], 1);
         }
+        pthread_mutex_unlock(&w->mu);
+        if (n == 0) continue;
         int64_t sent = sl_now_ms();
-        int rc = n > 0 && !lost ? sl_queue_heartbeat(c, s, w->owner, ids, n,
-                                                     owned, err, sizeof err)
-                                : -1;
-        if (rc == 0) {
+        int rc = !lost ? sl_queue_heartbeat(c, s, w->owner, ids, n, owned, err,
+                                            sizeof err)
+                       : -1;
+        pthread_mutex_lock(&w->mu);
+        if (gen != w->batch_gen) {
+            /* The batch ended meanwhile: nothing to apply. */
+        } else if (rc == 0) {
             atomic_store(&w->lease_until, sent + s->lease_ms);
             for (int k = 0; k < n; k++)
                 if (!owned[k]) atomic_store(&w->stop_job[k], 1);
-        } else if (n > 0) {
-            if (sl_rt__need_reconnect(c, rc)) lost = 1;
+        } else {
             int64_t now = sl_now_ms();
             if (now >= atomic_load(&w->lease_until))
                 sl_rt__self_fence(w, now);
         }
+        if (rc != 0 && sl_rt__need_reconnect(c, rc)) lost = 1;
         pthread_mutex_unlock(&w->mu);
     }
     return lost;

@@ -610,6 +610,7 @@ static void *worker_main(void *arg) {
         if (n == batch) sl_rt__stage_post(st); /* more may be waiting */
         pthread_mutex_lock(&w->mu);
         w->njobs = n;
+        w->batch_gen++;
         for (int i = 0; i < n; i++)
             atomic_store(&w->stop_job[i], 0);
         /* The claim set locked_until from the server's clock after it

@@ -58,6 +58,7 @@ typedef struct worker {
     pthread_mutex_t mu;
     sl_qjob jobs[MAX_BATCH];
     int njobs;
+    unsigned batch_gen;    /* bumped with every claimed batch */
     int64_t running_since; /* when the current handler call began, 0 idle */
     int running;           /* index of the job whose handler runs, -1 */
     atomic_int stop_job[MAX_BATCH];

@@ -111,8 +111,26 @@ static int hosts_down(void **state) {
     return 0;
 }
 
+/* Prints the logs of db's workers (after a failure). */
+static void dump_logs(const char *db) {
+    for (int n = 1; n <= 3; n++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s-w%d.log", sl_test_tmpdir(), db, n);
+        char *s = rt_read_file(path, NULL);
+        size_t l = s ? strlen(s) : 0;
+        print_message("---- w%d (last 2000 bytes)\n%s\n", n,
+                      s ? s + (l > 2000 ? l - 2000 : 0) : "(none)");
+        free(s);
+    }
+}
+
 /* Ends the test's workers and undoes every fault, even after a failure. */
 static int heal_teardown(void **state) {
+    if (getenv("SLUICE_HOSTS_LOGS")) {
+        dump_logs("hosts_part");
+        dump_logs("hosts_drop");
+        dump_logs("hosts_db");
+    }
     rt_teardown(state);
     if (usable)
         sl_test_sh(NULL, "%s/scripts/netns heal " NET, SL_SOURCE_DIR);
@@ -210,7 +228,7 @@ static void partitioned_host_loses_its_jobs_to_others_and_its_late_completions_a
     pid_t w[3];
     for (int i = 0; i < 3; i++) w[i] = worker_on(m, "hosts_part", i + 1);
     assert_true(rt_wait_for(c,
-                            "SELECT count(*) >= 2 FROM a_jobs WHERE status ="
+                            "SELECT (count(*) >= 2)::int FROM a_jobs WHERE status ="
                             " 'in_progress' AND locked_by LIKE '" NET "-w1:%'",
                             1, 20000));
     long held = sl_test_long(c, "SELECT count(*) FROM a_jobs WHERE status ="
@@ -352,7 +370,7 @@ static void database_host_unreachable_for_ten_seconds_loses_and_repeats_nothing(
     sl_model *m = setup("hosts_db", 200, 0, subjects, &c);
     pid_t w[3];
     for (int i = 0; i < 3; i++) w[i] = worker_on(m, "hosts_db", i + 1);
-    assert_true(rt_wait_for(c, "SELECT count(*) >= 20 FROM done_log", 1,
+    assert_true(rt_wait_for(c, "SELECT (count(*) >= 20)::int FROM done_log", 1,
                             20000));
     fault("cut", "db");
     int64_t t_cut = sl_test_now_ms();
