@@ -37,7 +37,8 @@ static PGconn *control_connect(runtime *rt) {
     char err[512];
     int64_t delay = 100;
     for (;;) {
-        PGconn *c = sl_rt__connect_worker(rt, "control");
+        PGconn *c =
+            sl_rt__connect_worker(rt, "control", rt->control_statement_ms);
         if (!c) return NULL;
         if (listen_all(rt, c, err, sizeof err) == 0) {
             atomic_store(&sl_rt__listening, 1);
@@ -50,9 +51,12 @@ static PGconn *control_connect(runtime *rt) {
     }
 }
 
-/* Returns non-zero when the connection failed. */
+/* Returns non-zero when the connection failed. The statement runs with
+ * the worker's lock released: on a dead socket it can block until TCP
+ * gives up, and the worker must not wait on that to finish its batch. */
 static int heartbeat(runtime *rt, PGconn *c) {
     char err[512];
+    static char idbuf[MAX_BATCH][40]; /* only the control thread */
     int lost = 0;
     int64_t t = sl_now_ms();
     for (size_t i = 0; i < rt->nworkers; i++) {
@@ -62,22 +66,35 @@ static int heartbeat(runtime *rt, PGconn *c) {
         int owned[MAX_BATCH];
         pthread_mutex_lock(&w->mu);
         int n = w->njobs;
-        for (int k = 0; k < n; k++)
-            ids[k] = w->jobs[k].id;
+        unsigned gen = w->batch_gen;
+        for (int k = 0; k < n; k++) {
+            snprintf(idbuf[k], sizeof idbuf[k], "%s", w->jobs[k].id);
+            ids[k] = idbuf[k];
+        }
         if (w->running >= 0 && t - w->running_since > s->timeout_ms &&
             !atomic_load(&w->timed_out)) {
             atomic_store(&w->timed_out, 1);
             atomic_store(&w->stop_job[w->running], 1);
         }
-        int rc = n > 0 && !lost ? sl_queue_heartbeat(c, s, w->owner, ids, n,
-                                                     owned, err, sizeof err)
-                                : -1;
-        if (rc == 0) {
+        pthread_mutex_unlock(&w->mu);
+        if (n == 0) continue;
+        int64_t sent = sl_now_ms();
+        int rc = !lost ? sl_queue_heartbeat(c, s, w->owner, ids, n, owned, err,
+                                            sizeof err)
+                       : -1;
+        pthread_mutex_lock(&w->mu);
+        if (gen != w->batch_gen) {
+            /* The batch ended meanwhile: nothing to apply. */
+        } else if (rc == 0) {
+            atomic_store(&w->lease_until, sent + s->lease_ms);
             for (int k = 0; k < n; k++)
                 if (!owned[k]) atomic_store(&w->stop_job[k], 1);
-        } else if (sl_rt__need_reconnect(c, rc) && n > 0) {
-            lost = 1;
+        } else {
+            int64_t now = sl_now_ms();
+            if (now >= atomic_load(&w->lease_until))
+                sl_rt__self_fence(w, now);
         }
+        if (rc != 0 && sl_rt__need_reconnect(c, rc)) lost = 1;
         pthread_mutex_unlock(&w->mu);
     }
     return lost;
@@ -112,6 +129,21 @@ static int sweep(runtime *rt, PGconn *c) {
         }
     }
     return 0;
+}
+
+/* The database answered a round that began at t, after the fence was
+ * raised at fenced_at: workers may claim again. Notifications may have
+ * been missed meanwhile, so every stage is woken. */
+static void unfence(runtime *rt, int64_t fenced_at, int64_t t) {
+    if (t < fenced_at ||
+        !atomic_compare_exchange_strong(&sl_rt__fenced_at, &fenced_at, 0))
+        return;
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)(sl_now_ms() - fenced_at));
+    sl_log(SL_LOG_INFO, "database answers again: taking new work",
+           "fenced_ms", ms, NULL);
+    for (size_t i = 0; i < rt->nstages; i++)
+        sl_rt__stage_broadcast(&rt->stages[i]);
 }
 
 static int all_idle(runtime *rt, PGconn *c) {
@@ -242,6 +274,8 @@ void sl_rt__control_loop(runtime *rt) {
         t = sl_now_ms();
         publish_slots(rt);
         int lost = 0;
+        int64_t fenced = atomic_load(&sl_rt__fenced_at);
+        if (fenced) next_sweep = t; /* a round trip proves the way back */
         if (t >= next_hb) {
             lost |= heartbeat(rt, c);
             next_hb = t + hb_every;
@@ -249,6 +283,7 @@ void sl_rt__control_loop(runtime *rt) {
         if (t >= next_sweep && !lost) {
             lost |= sweep(rt, c);
             next_sweep = t + rt->sweep_ms;
+            if (!lost && fenced) unfence(rt, fenced, t);
         }
         if (lost || sl_rt__conn_lost(c)) {
             atomic_store(&sl_rt__listening, 0);

@@ -75,9 +75,48 @@ static void trim(char *s) {
     while (l > 0 && (s[l - 1] == '\n' || s[l - 1] == ' ')) s[--l] = '\0';
 }
 
+/* TCP settings every connection gets unless its connection string (or,
+ * for connect_timeout, $PGCONNECT_TIMEOUT) says otherwise: a peer that
+ * silently stops answering is noticed in seconds instead of the kernel's
+ * ~15 minutes of retransmissions. Idle connections probe after 5 s, every
+ * 2 s, and give up after 3 unanswered probes; unacknowledged data gives up
+ * after 10 s; a connection attempt after 10 s. libpq ignores the TCP ones
+ * on Unix sockets. docs/operations.md#network-faults lists them. */
+static const struct {
+    const char *key, *value, *env;
+} tcp_defaults[] = {
+    {"keepalives", "1", NULL},
+    {"keepalives_idle", "5", NULL},
+    {"keepalives_interval", "2", NULL},
+    {"keepalives_count", "3", NULL},
+    {"tcp_user_timeout", "10000", NULL},
+    {"connect_timeout", "10", "PGCONNECT_TIMEOUT"},
+};
+#define N_TCP_DEFAULTS (sizeof tcp_defaults / sizeof tcp_defaults[0])
+
+/* Connects with the defaults above placed before the connection string:
+ * libpq lets the keywords of an expanded dbname override what came
+ * before, so whatever conninfo sets wins. */
+static PGconn *connect_with_defaults(const char *conninfo) {
+    const char *keys[N_TCP_DEFAULTS + 2], *vals[N_TCP_DEFAULTS + 2];
+    size_t k = 0;
+    for (size_t i = 0; i < N_TCP_DEFAULTS; i++) {
+        const char *env = tcp_defaults[i].env ? getenv(tcp_defaults[i].env)
+                                              : NULL;
+        if (env && *env) continue;
+        keys[k] = tcp_defaults[i].key;
+        vals[k++] = tcp_defaults[i].value;
+    }
+    keys[k] = "dbname";
+    vals[k++] = conninfo;
+    keys[k] = NULL;
+    vals[k] = NULL;
+    return PQconnectdbParams(keys, vals, 1);
+}
+
 PGconn *sl_db_connect(sl_dbsource src, char *err, size_t errlen) {
     assert(src.conninfo && src.origin && err && errlen > 0);
-    PGconn *c = PQconnectdb(src.conninfo);
+    PGconn *c = connect_with_defaults(src.conninfo);
     if (c && PQstatus(c) == CONNECTION_OK) {
         PQsetNoticeProcessor(c, quiet_notice, NULL);
         return c;
@@ -173,4 +212,27 @@ int sl_db_data_error(const PGresult *r) {
     const char *st = sl_db_sqlstate(r);
     return st && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 ||
                   strncmp(st, "54", 2) == 0);
+}
+
+int sl_db_bound_statements(PGconn *c, int64_t ms, char *err, size_t errlen) {
+    assert(c && ms > 0 && err && errlen > 0);
+    char v[32];
+    snprintf(v, sizeof v, "%lldms", (long long)ms);
+    const char *vals[1] = {v};
+    /* A value from the role, the database, or options in the connection
+     * string is the operator's: only an unbounded session gets ours. */
+    PGresult *r = PQexecParams(
+        c,
+        "SELECT CASE WHEN current_setting('statement_timeout') = '0'"
+        " THEN set_config('statement_timeout', $1, false) END",
+        1, NULL, vals, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char m[512];
+        snprintf(err, errlen, "setting statement_timeout: %s",
+                 sl_db_error(c, r, m, sizeof m));
+        rc = -1;
+    }
+    PQclear(r);
+    return rc;
 }

@@ -11,6 +11,7 @@
 
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "errclass.h"
 
@@ -27,11 +28,19 @@ typedef struct sl_dbsource {
  * reads PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, ...). */
 sl_dbsource sl_db_source(const char *flag);
 
-/* Connects to src. Returns the connection (notices silenced; free with
+/* Connects to src with TCP keepalives, tcp_user_timeout and
+ * connect_timeout defaults (db.c) that src's own keywords override.
+ * Returns the connection (notices silenced; free with
  * PQfinish), or NULL with "cannot connect to the database (from ORIGIN):
  * REASON" in err, the password of the connection string replaced by
  * [redacted]. */
 PGconn *sl_db_connect(sl_dbsource src, char *err, size_t errlen);
+
+/* Bounds every later statement of c's session to ms (statement_timeout)
+ * unless the session already has a bound (set for the role or database,
+ * or by options=-c statement_timeout=... in the connection string).
+ * Returns 0, or -1 with the reason in err. */
+int sl_db_bound_statements(PGconn *c, int64_t ms, char *err, size_t errlen);
 
 /* Opens a second connection with the parameters of the open connection
  * `like` (same server, database, role and password): for work that must

@@ -45,14 +45,13 @@ atomic_int sl_rt__stop_requested;
 atomic_int sl_rt__stop_now;
 atomic_llong sl_rt__last_tick;
 atomic_int sl_rt__listening;
+atomic_llong sl_rt__fenced_at;
 
 /* ---- connections ------------------------------------------------------------
  */
 
 
-/* Connects and prepares, retrying with backoff until it works or the
- * runtime stops at once. */
-PGconn *sl_rt__connect_worker(runtime *rt, const char *who) {
+PGconn *sl_rt__connect_worker(runtime *rt, const char *who, int64_t stmt_ms) {
     int64_t delay = 100;
     char err[512];
     for (;;) {
@@ -60,6 +59,10 @@ PGconn *sl_rt__connect_worker(runtime *rt, const char *who) {
         if (c && rt->o.async_commit) {
             PGresult *r = PQexec(c, "SET synchronous_commit = off");
             PQclear(r);
+        }
+        if (c && sl_db_bound_statements(c, stmt_ms, err, sizeof err) != 0) {
+            PQfinish(c);
+            c = NULL;
         }
         if (c && sl_queue_prepare_stages(c, rt->m, rt->o.only,
                                          rt->o.only ? rt->o.nonly : 0, err,
@@ -85,7 +88,7 @@ int sl_rt__need_reconnect(PGconn *c, int rc) {
 
 static void reconnect(worker *w) {
     if (w->conn) PQfinish(w->conn);
-    w->conn = sl_rt__connect_worker(w->rt, w->owner);
+    w->conn = sl_rt__connect_worker(w->rt, w->owner, WORKER_STATEMENT_MS);
     if (w->conn) {
         sl_metrics_reconnect();
         sl_log(SL_LOG_INFO, "reconnected", "worker", w->owner, NULL);
@@ -170,8 +173,31 @@ void sl_ctx_progress(sl_ctx *ctx, int pct, const char *detail) {
         reconnect(w);
 }
 
+void sl_rt__self_fence(worker *w, int64_t now) {
+    int64_t was = 0;
+    atomic_compare_exchange_strong(&sl_rt__fenced_at, &was, now);
+    for (int k = 0; k < MAX_BATCH; k++)
+        if (atomic_exchange(&w->stop_job[k], 1) == 0 && k < w->njobs) {
+            char late[24];
+            snprintf(late, sizeof late, "%lld",
+                     (long long)(now - atomic_load(&w->lease_until)));
+            sl_log(SL_LOG_WARN,
+                   "lease not renewed before it ran out: handler told to "
+                   "stop; no new work until the database answers",
+                   "job", w->jobs[k].id, "stage", w->st->s->name, "late_ms",
+                   late, NULL);
+        }
+}
+
+/* The handler's own thread checks the lease, so a control thread blocked
+ * on a dead socket cannot keep a handler running past it. */
 int sl_ctx_should_stop(sl_ctx *ctx) {
-    return atomic_load(&ctx->w->stop_job[ctx->idx]) ||
+    worker *w = ctx->w;
+    if (!atomic_load(&w->stop_job[ctx->idx])) {
+        int64_t t = sl_now_ms();
+        if (t >= atomic_load(&w->lease_until)) sl_rt__self_fence(w, t);
+    }
+    return atomic_load(&w->stop_job[ctx->idx]) ||
            atomic_load(&sl_rt__stop_now);
 }
 
@@ -541,11 +567,17 @@ static void *worker_main(void *arg) {
                s->name, "handler", s->handler, "error", err, NULL);
         goto out_dead;
     }
-    w->conn = sl_rt__connect_worker(rt, w->owner);
+    w->conn = sl_rt__connect_worker(rt, w->owner, WORKER_STATEMENT_MS);
     if (!w->conn) goto out_fini;
 
     while (!atomic_load(&sl_rt__stop_requested)) {
         int n = 0;
+        if (atomic_load(&sl_rt__fenced_at)) {
+            /* Self-fenced: no lease taken now could be renewed. */
+            stage_wait(st, 200);
+            continue;
+        }
+        int64_t t_claim = sl_now_ms();
         int rc = sl_queue_claim(w->conn, s, w->owner, batch, w->jobs, &n, err,
                                 sizeof err);
         if (rc == -SL_EINVAL) {
@@ -583,8 +615,12 @@ static void *worker_main(void *arg) {
         for (int i = 0; i < n; i++) sl_metrics_wait(s, w->jobs[i].wait_ms);
         pthread_mutex_lock(&w->mu);
         w->njobs = n;
+        w->batch_gen++;
         for (int i = 0; i < n; i++)
             atomic_store(&w->stop_job[i], 0);
+        /* The claim set locked_until from the server's clock after it
+         * was sent: counting from the sending is never late. */
+        atomic_store(&w->lease_until, t_claim + s->lease_ms);
         pthread_mutex_unlock(&w->mu);
 
         run_batch(w, &bm, &seed);
@@ -678,6 +714,7 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
         o->progress_throttle_ms > 0 ? o->progress_throttle_ms : 250;
     atomic_store(&sl_rt__stop_requested, 0);
     atomic_store(&sl_rt__stop_now, 0);
+    atomic_store(&sl_rt__fenced_at, 0);
     name_process(&rt);
 
     /* Stages to run, and the check that each has a handler. */
@@ -712,8 +749,13 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
             nworkers += (size_t)st->workers;
             if (p->sweep_interval_ms < rt.sweep_ms)
                 rt.sweep_ms = p->sweep_interval_ms;
+            /* A heartbeat slower than a lease is useless anyway. */
+            if (!rt.control_statement_ms ||
+                s->lease_ms < rt.control_statement_ms)
+                rt.control_statement_ms = s->lease_ms;
         }
     }
+    if (rt.control_statement_ms < 1000) rt.control_statement_ms = 1000;
     if (rt.nstages == 0) {
         snprintf(err, errlen, "no stage selected to run");
         rc = -SL_EINVAL;

@@ -22,6 +22,14 @@ extern atomic_int sl_rt__stop_now;
 /* For sl_runtime_health(): the control loop's last turn and LISTEN. */
 extern atomic_llong sl_rt__last_tick;
 extern atomic_int sl_rt__listening;
+/* Self-fencing: when (monotonic ms) a worker last found a lease it could
+ * not renew in time; 0 while every lease is renewed. While set, no worker
+ * claims; the control thread clears it after a successful round trip that
+ * began later. */
+extern atomic_llong sl_rt__fenced_at;
+
+/* statement_timeout of worker connections when the session has none. */
+#define WORKER_STATEMENT_MS 60000
 
 /* ---- structures -----------------------------------------------------------
  */
@@ -50,10 +58,16 @@ typedef struct worker {
     pthread_mutex_t mu;
     sl_qjob jobs[MAX_BATCH];
     int njobs;
+    unsigned batch_gen;    /* bumped with every claimed batch */
     int64_t running_since; /* when the current handler call began, 0 idle */
     int running;           /* index of the job whose handler runs, -1 */
     atomic_int stop_job[MAX_BATCH];
     atomic_int timed_out;
+    /* When (monotonic ms) the leases of the batch in hand run out as far
+     * as this process knows: the claim's or the last successful
+     * heartbeat's sending time + lease. Past it the handler is told to
+     * stop (self-fencing). */
+    atomic_llong lease_until;
 } worker;
 
 typedef struct runtime {
@@ -67,6 +81,7 @@ typedef struct runtime {
     size_t nworkers;
     int64_t sweep_ms;
     int64_t throttle_ms;
+    int64_t control_statement_ms; /* the shortest lease, at least 1 s */
 } runtime;
 
 struct sl_ctx {
@@ -77,7 +92,13 @@ struct sl_ctx {
 };
 
 int sl_rt__conn_lost(PGconn *c);
-PGconn *sl_rt__connect_worker(runtime *rt, const char *who);
+/* Connects (retrying with backoff until it works or the runtime stops at
+ * once), bounds its statements to stmt_ms and prepares the queue
+ * statements. */
+PGconn *sl_rt__connect_worker(runtime *rt, const char *who, int64_t stmt_ms);
+/* Tells every handler of w's batch to stop because its leases ran out
+ * unrenewed (now is past w->lease_until), and stops new claims. */
+void sl_rt__self_fence(worker *w, int64_t now);
 int sl_rt__need_reconnect(PGconn *c, int rc);
 void sl_rt__stage_broadcast(stage_rt *st);
 void sl_rt__stage_post(stage_rt *st);

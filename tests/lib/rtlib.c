@@ -1,4 +1,5 @@
 #include "rtlib.h"
+#include <sched.h>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -35,10 +36,27 @@ static void probe_record(sl_ctx *ctx, const sl_job *job) {
     PQclear(r);
 }
 
-/* Sleeps ms; returns 0, or -1 when told to stop first. */
-static int probe_sleep(sl_ctx *ctx, json_int_t ms) {
+/* Appends "<job> <monotonic ms>" to $RT_PROBE_STOP_LOG: when a handler
+ * was first told to stop. */
+static void probe_log_stop(const sl_job *job) {
+    const char *path = getenv("RT_PROBE_STOP_LOG");
+    FILE *f = path ? fopen(path, "a") : NULL;
+    if (!f) return;
+    fprintf(f, "%s %lld\n", job->id, (long long)sl_test_now_ms());
+    fclose(f);
+}
+
+/* Sleeps ms; returns 0, or -1 when told to stop first (unless
+ * ignore_stop, which sleeps on and only logs it). */
+static int probe_sleep(sl_ctx *ctx, const sl_job *job, json_int_t ms,
+                       int ignore_stop) {
+    int told = 0;
     while (ms > 0) {
-        if (sl_ctx_should_stop(ctx)) return -1;
+        if (!told && sl_ctx_should_stop(ctx)) {
+            told = 1;
+            probe_log_stop(job);
+            if (!ignore_stop) return -1;
+        }
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
         ms -= 20;
@@ -80,7 +98,9 @@ static void probe_run(sl_ctx *ctx, const sl_job *job, void *state,
         sl_ctx_checkpoint(ctx, cp);
         json_decref(cp);
     }
-    if (probe_sleep(ctx, opt_int(s, "sleep_ms", 0)) != 0) {
+    if (probe_sleep(ctx, job, opt_int(s, "sleep_ms", 0),
+                    json_is_true(json_object_get(s->with, "ignore_stop"))) !=
+        0) {
         sl_fail(res, SL_EC_RETRYABLE, "probe: interrupted");
         json_decref(seen);
         return;
@@ -250,6 +270,39 @@ pid_t rt_spawn_logged(const sl_model *m, int concurrency, int batch,
         }
         sl_log_init(SL_LOGFMT, min_level);
         sl_runtime_opts o = opts(concurrency, batch, exit_when_idle, drain_ms);
+        char err[512];
+        sl_runtime_install_signals();
+        int rc = sl_runtime_run(m, &o, err, sizeof err);
+        if (rc != 0) fprintf(stderr, "worker: %s\n", err);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    return pid;
+}
+
+pid_t rt_spawn_host(const sl_model *m, const char *netns,
+                    const char *conninfo, int concurrency, int batch,
+                    const char *log_path) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        char path[256];
+        snprintf(path, sizeof path, "/var/run/netns/%s", netns);
+        int ns = open(path, O_RDONLY | O_CLOEXEC);
+        if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+            fprintf(stderr, "worker: cannot enter %s\n", path);
+            _exit(2);
+        }
+        close(ns);
+        sl_log_init(SL_LOGFMT, SL_LOG_INFO);
+        sl_runtime_opts o = opts(concurrency, batch, 0, 1000);
+        o.conninfo = conninfo;
+        o.worker_id = netns; /* owners read "<netns>:<stage>:<thread>" */
         char err[512];
         sl_runtime_install_signals();
         int rc = sl_runtime_run(m, &o, err, sizeof err);

@@ -18,6 +18,9 @@
  *   snooze_times N    snooze N times (counted in the checkpoint) first
  *   snooze_ms N       ... for this long each
  *   progress_steps N  report progress N times ("step i/N")
+ *   ignore_stop true  sleep on when told to stop (a handler that never
+ *                     checks); either way the first time it is told is
+ *                     appended to $RT_PROBE_STOP_LOG as "<job> <mono ms>"
  *   checkpoint true   save {"saved_by_attempt": attempt} before sleeping
  *   output {...}      outputs to return (merged with
  *                     {"seen_checkpoint": <checkpoint or null>})
@@ -61,6 +64,13 @@ pid_t rt_spawn_logged(const sl_model *m, int concurrency, int batch,
                       int exit_when_idle, int64_t drain_ms,
                       const char *log_path, int min_level);
 
+/* Forks a worker process that enters network namespace `netns` (a name
+ * under /var/run/netns, as scripts/netns makes) and runs the runtime
+ * against `conninfo` (TCP to the database host), logging from INFO up to
+ * log_path. It never exits when idle. Returns its pid. */
+pid_t rt_spawn_host(const sl_model *m, const char *netns,
+                    const char *conninfo, int concurrency, int batch,
+                    const char *log_path);
 /* 1 while pid (a child of this process) is running, 0 once it exited (it
  * is then reaped; *status gets its wait status when status is not NULL). */
 int rt_alive(pid_t pid, int *status);
