@@ -172,7 +172,8 @@ static void burst_of_50_errors_gives_one_signed_digest(void **state) {
     sl_test_exec(c, "INSERT INTO bx_jobs SELECT FROM generate_series(1, 50)");
     const char *drain[] = {"run", "--allow-superuser", "-p",
                            quiet, "--exit-when-idle",  NULL};
-    assert_int_equal(rt_wait(spawn_sluice(drain), 60000), 0);
+    /* Exit 3: the jobs it ran failed for good (docs/cli.md#exit-codes). */
+    assert_int_equal(rt_wait(spawn_sluice(drain), 60000), 3);
     assert_int_equal(
         sl_test_long(c, "SELECT count(*) FROM bx_jobs WHERE status = 'error'"),
         50);

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "rtlib.h"
 #include "testlib.h"
 
 typedef struct fake_hooks {
@@ -56,7 +57,9 @@ static inline void hooks_start(fake_hooks *f, const char *name,
         fail_msg("fake_hooks.py did not start (read '%s')", line);
     }
     fclose(in);
-    f->pid = pid;
+    /* A failed assertion skips the test's own fake_stop: rt_teardown
+     * ends the server then, or it would hold ctest's output pipe open. */
+    f->pid = rt_track(pid);
     snprintf(f->base, sizeof f->base, "http://127.0.0.1:%d", f->port);
 }
 
