@@ -26,6 +26,7 @@ static const struct {
     {"stats", sl_cmd_stats, "per-queue counts and timings"},
     {"serve", sl_cmd_serve, "serve /metrics, /healthz and /readyz"},
     {"alerts", sl_cmd_alerts, "alert rules: state, test message, export"},
+    {"purge", sl_cmd_purge, "delete finished jobs past their retention"},
     {NULL, NULL, NULL},
 };
 
