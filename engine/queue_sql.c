@@ -697,8 +697,10 @@ static void build_unfinished(sl_buf *b, const sl_stage *s) {
 }
 
 /* The jobs of final status $1 that finished more than $2 ms ago, at
- * most $3 of them, oldest first: the literal status list lets the
- * planner use the finished index (schema_index.c) with a generic plan. */
+ * most $3 of them, oldest first, through the finished index
+ * (schema_index.c: the comparison on finished_at implies its predicate,
+ * also in a generic plan). The literal status list keeps any row that is
+ * not finished out whatever its finished_at says. */
 static void purge_where(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, " FROM ");
     sl_buf_ident(b, s->queue);
