@@ -280,17 +280,20 @@ int sl_queue__claim_limit_param(const sl_stage *s) {
  * key) in the claim's order. A fair claim orders by that rank first, then
  * by when the key last had a job started (never first), so a batch goes
  * round-robin across keys and successive claims of one job each rotate
- * through them. A limited claim drops a job whose rank plus the key's
+ * through them (ls is materialised once per claim and hash-joined: one
+ * index probe per key, not per job; a NULL key never matches, so its
+ * group counts as never served). A limited claim drops a job whose rank
+ * plus the key's
  * jobs in progress exceeds limit.max; such claims run one at a time per
  * stage under a transaction-level advisory lock (queue.c), so the count
- * of jobs in progress cannot change under it. p takes four times the
- * batch, so that concurrent fair claims (not serialised) still find rows
- * the others have not locked. */
+ * of jobs in progress cannot change under it. p takes twice the batch
+ * and 64 more, so that concurrent fair claims (not serialised) still find
+ * rows the others have not locked. */
 static void policy_candidates(sl_buf *b, const sl_stage *s) {
     const char *fk = s->fair_key, *lk = s->limit_key;
     sl_buf_puts(b, "WITH ");
     if (lk) {
-        sl_buf_puts(b, "busy AS (SELECT ");
+        sl_buf_puts(b, "busy AS MATERIALIZED (SELECT ");
         sl_buf_ident(b, lk);
         sl_buf_puts(b, " AS k, count(*) AS n FROM ");
         sl_buf_ident(b, s->queue);
@@ -313,8 +316,8 @@ static void policy_candidates(sl_buf *b, const sl_stage *s) {
                    " now())");
     if (fk) {
         /* When each key with due jobs last had one started. */
-        sl_buf_puts(b, ", ls AS (SELECT w.krf AS k, (SELECT max(q2.started_at)"
-                       " FROM ");
+        sl_buf_puts(b, ", ls AS MATERIALIZED (SELECT w.krf AS k, (SELECT"
+                       " max(q2.started_at) FROM ");
         sl_buf_ident(b, s->queue);
         sl_buf_puts(b, " q2 WHERE q2.");
         sl_buf_ident(b, fk);
@@ -323,13 +326,16 @@ static void policy_candidates(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, ", p AS (SELECT w.id, row_number() OVER (ORDER BY ");
     if (fk) sl_buf_puts(b, "w.rf, ls.last NULLS FIRST, ");
     sl_buf_puts(b, "w.priority DESC, w.run_at, w.attempts DESC) AS o FROM w");
-    if (fk) sl_buf_puts(b, " LEFT JOIN ls ON ls.k IS NOT DISTINCT FROM w.krf");
+    if (fk) sl_buf_puts(b, " LEFT JOIN ls ON ls.k = w.krf");
     if (lk) {
-        sl_buf_printf(b, " LEFT JOIN busy ON busy.k IS NOT DISTINCT FROM w.krl"
-                         " WHERE w.rl + COALESCE(busy.n, 0) <= $%d::int",
+        /* Hash-joinable; the NULL key's count comes from one lookup. */
+        sl_buf_printf(b, " LEFT JOIN busy ON busy.k = w.krl WHERE w.rl +"
+                         " COALESCE(busy.n, CASE WHEN w.krl IS NULL THEN"
+                         " (SELECT n FROM busy WHERE k IS NULL) END, 0) <="
+                         " $%d::int",
                       sl_queue__claim_limit_param(s));
     }
-    sl_buf_puts(b, " ORDER BY o LIMIT $2::int * 4), c AS (SELECT q.id,"
+    sl_buf_puts(b, " ORDER BY o LIMIT $2::int * 2 + 64), c AS (SELECT q.id,"
                    " q.status AS was, q.started_at IS NOT NULL AS resumed"
                    " FROM ");
     sl_buf_ident(b, s->queue);
