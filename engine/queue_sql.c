@@ -339,8 +339,13 @@ static void policy_candidates(sl_buf *b, const sl_stage *s) {
                    " q.status AS was, q.started_at IS NOT NULL AS resumed"
                    " FROM ");
     sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " q JOIN p ON p.id = q.id ORDER BY p.o LIMIT $2 FOR UPDATE"
-                   " OF q SKIP LOCKED)");
+    /* The status test again on q itself: w read a snapshot, and a row
+     * another claim took and committed since is not locked any more; the
+     * lock re-reads the row and this test then drops it (without it, two
+     * workers would run the same job). */
+    sl_buf_puts(b, " q JOIN p ON p.id = q.id WHERE q.status IN"
+                   " ('pending','retry') AND q.run_at <= now() ORDER BY p.o"
+                   " LIMIT $2 FOR UPDATE OF q SKIP LOCKED)");
 }
 
 /* $1 owner, $2 max, $3 lease ms, then claim_subject_values. The bare

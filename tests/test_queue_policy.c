@@ -166,6 +166,35 @@ static void fair_claim_starts_the_small_account_within_two_claims(
     sl_model_free(m);
 }
 
+/* Fair claims are not serialised: under 4 processes of 4 workers each,
+ * every job still runs exactly once (probe_runs records each handler
+ * call) and no completion is fenced off by a second claim. */
+static void fair_claims_never_take_a_job_twice(void **state) {
+    (void)state;
+    PGconn *c;
+    sl_model *m = rt_setup("qp_fair_many",
+                           yaml_with("fairmany", "{}",
+                                     "    fair: {key: account_id}\n"),
+                           &c);
+    sl_test_exec(c, "INSERT INTO jobs (account_id) SELECT 'acct' || (i % 20)"
+                    " FROM generate_series(1, 2000) i");
+    pid_t w[4];
+    for (int i = 0; i < 4; i++)
+        w[i] = rt_track(rt_spawn(m, 4, 1 + i % 2 * 9, 0, 1000));
+    assert_true(rt_wait_for(c, "SELECT count(*) FROM jobs WHERE status ="
+                               " 'done'",
+                            2000, 120000));
+    for (int i = 0; i < 4; i++)
+        kill(w[i], SIGTERM);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(rt_wait(w[i], 30000), 0);
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM probe_runs"),
+                     2000);
+    assert_int_equal(sl_test_long(c, "SELECT max(attempts) FROM jobs"), 1);
+    PQfinish(c);
+    sl_model_free(m);
+}
+
 /* Records, each time a job starts, how many jobs of its account are in
  * progress (the statement's own changes included: AFTER ROW triggers
  * run at the end of the statement). */
@@ -219,6 +248,8 @@ int main(void) {
         cmocka_unit_test_teardown(
             fair_claim_starts_the_small_account_within_two_claims,
             rt_teardown),
+        cmocka_unit_test_teardown(fair_claims_never_take_a_job_twice,
+                                  rt_teardown),
         cmocka_unit_test_teardown(
             limit_is_never_exceeded_under_four_processes, rt_teardown),
     };
