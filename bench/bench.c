@@ -40,20 +40,21 @@ static double scalar_d(const char *sql) {
 }
 
 /* Runs `sluice run` until idle; returns its peak RSS in KiB. */
-static long run_workers(const char *bin, const char *dir, int conc, int batch,
-                        int idle, pid_t *out_pid, int async) {
+static long run_workers(const char *bin, const char *dir, const char *stage,
+                        int conc, int batch, int idle, pid_t *out_pid,
+                        int async) {
     char c[16], b[16];
     snprintf(c, sizeof c, "%d", conc);
     snprintf(b, sizeof b, "%d", batch);
     pid_t pid = fork();
     if (pid == 0) {
         if (idle)
-            execl(bin, bin, "run", "--allow-superuser", "-p", dir, "-c", c,
-                  "-b", b, "--exit-when-idle", "--log-level", "warn",
+            execl(bin, bin, "run", "-p", dir, "-s", stage, "-c", c, "-b", b,
+                  "--exit-when-idle", "--allow-superuser", "--log-level", "warn",
                   async ? "--async-commit" : "--exit-when-idle", (char *)NULL);
         else
-            execl(bin, bin, "run", "--allow-superuser", "-p", dir, "-c", c,
-                  "-b", b, "--log-level", "warn", (char *)NULL);
+            execl(bin, bin, "run", "-p", dir, "-s", stage, "-c", c, "-b", b,
+                  "--allow-superuser", "--log-level", "warn", (char *)NULL);
         _exit(127);
     }
     if (out_pid) {
@@ -66,25 +67,45 @@ static long run_workers(const char *bin, const char *dir, int conc, int batch,
     return ru.ru_maxrss;
 }
 
-static void processing(const char *bin, const char *dir, const char *label,
-                       int n, int conc, int batch, int async) {
-    exec_ok("TRUNCATE bench_jobs");
-    char sql[256];
-    snprintf(sql, sizeof sql,
-             "INSERT INTO bench_jobs (payload) SELECT NULL FROM"
-             " generate_series(1, %d)", n);
+/* Processes n pre-loaded no-op jobs of `queue` (stage `stage`); with
+ * keys > 0 the jobs are spread over that many values of `account`. */
+static void processing_q(const char *bin, const char *dir, const char *stage,
+                         const char *queue, int keys, const char *label,
+                         int n, int conc, int batch, int async) {
+    char sql[512];
+    snprintf(sql, sizeof sql, "TRUNCATE %s", queue);
     exec_ok(sql);
-    exec_ok("VACUUM ANALYZE bench_jobs");
+    if (keys > 0)
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO %s (payload, account) SELECT NULL, 'a' ||"
+                 " (g %% %d) FROM generate_series(1, %d) g",
+                 queue, keys, n);
+    else
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO %s (payload) SELECT NULL FROM"
+                 " generate_series(1, %d)", queue, n);
+    exec_ok(sql);
+    snprintf(sql, sizeof sql, "VACUUM ANALYZE %s", queue);
+    exec_ok(sql);
     double t0 = now_s();
-    long rss = run_workers(bin, dir, conc, batch, 1, NULL, async);
+    long rss = run_workers(bin, dir, stage, conc, batch, 1, NULL, async);
     double wall = now_s() - t0;
-    double span = scalar_d("SELECT extract(epoch FROM max(finished_at) -"
-                           " min(started_at)) FROM bench_jobs");
-    double done = scalar_d("SELECT count(*) FROM bench_jobs WHERE status ="
-                           " 'done'");
+    snprintf(sql, sizeof sql, "SELECT extract(epoch FROM max(finished_at) -"
+             " min(started_at)) FROM %s", queue);
+    double span = scalar_d(sql);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE status ="
+             " 'done'", queue);
+    double done = scalar_d(sql);
     printf("| process %-30s | %9.0f jobs/s | %6.0f of %d done, %.2fs (process "
            "%.2fs), peak RSS %.1f MiB |\n",
            label, done / span, done, n, span, wall, (double)rss / 1024.0);
+    fflush(stdout);
+}
+
+static void processing(const char *bin, const char *dir, const char *label,
+                       int n, int conc, int batch, int async) {
+    processing_q(bin, dir, "noop", "bench_jobs", 0, label, n, conc, batch,
+                 async);
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -140,11 +161,37 @@ int main(int argc, char **argv) {
     processing(bin, dir, "(-c 16 -b 50)", n_jobs, 16, 50, 0);
     processing(bin, dir, "(-c 16 -b 1 --async-commit)", n_jobs, 16, 1, 1);
     processing(bin, dir, "(-c 4 -b 100 --async-commit)", n_jobs, 4, 100, 1);
+    /* What fair share and a per-key limit cost: the same no-op jobs spread
+     * over 100 accounts (the limit never binds), against the plain stage
+     * with the same job count. A fair claim sorts every due job, so this
+     * uses BENCH_POLICY_JOBS (default 5000) jobs; 0 skips the rows. */
+    int np = getenv("BENCH_POLICY_JOBS") ? atoi(getenv("BENCH_POLICY_JOBS"))
+                                         : 5000;
+    if (np > 0) {
+        static const struct {
+            const char *stage, *queue, *label;
+            int conc, batch;
+        } rows[] = {
+            {"noop", "bench_jobs", "plain, N jobs (-c 16 -b 1)", 16, 1},
+            {"fair", "bench_fair_jobs", "fair, 100 keys (-c 16 -b 1)", 16, 1},
+            {"limited", "bench_limited_jobs", "limit, 100 keys (-c 16 -b 1)",
+             16, 1},
+            {"noop", "bench_jobs", "plain, N jobs (-c 4 -b 100)", 4, 100},
+            {"fair", "bench_fair_jobs", "fair, 100 keys (-c 4 -b 100)", 4,
+             100},
+            {"limited", "bench_limited_jobs", "limit, 100 keys (-c 4 -b 100)",
+             4, 100},
+        };
+        for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+            processing_q(bin, dir, rows[i].stage, rows[i].queue,
+                         strcmp(rows[i].stage, "noop") ? 100 : 0,
+                         rows[i].label, np, rows[i].conc, rows[i].batch, 0);
+    }
 
     /* Latency: commit of a single enqueue -> the claim that starts it. */
     exec_ok("TRUNCATE bench_jobs");
     pid_t w;
-    run_workers(bin, dir, 16, 1, 0, &w, 0);
+    run_workers(bin, dir, "noop", 16, 1, 0, &w, 0);
     usleep(500000);
     int nl = 200;
     double lat[200];

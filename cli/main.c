@@ -27,6 +27,7 @@ static const struct {
     {"serve", sl_cmd_serve, "serve the API, widget, /metrics, /healthz, /readyz"},
     {"alerts", sl_cmd_alerts, "alert rules: state, test message, export"},
     {"token", sl_cmd_token, "mint a subject token for the progress widget"},
+    {"purge", sl_cmd_purge, "delete finished jobs past their retention"},
     {NULL, NULL, NULL},
 };
 

@@ -146,6 +146,54 @@ static void unfence(runtime *rt, int64_t fenced_at, int64_t t) {
         sl_rt__stage_broadcast(&rt->stages[i]);
 }
 
+/* The advisory lock of the one process that applies retention
+ * ("sluice-retention"). */
+#define RETENTION_LOCK_KEY 7310838339472541698LL
+/* How long one sweep may spend deleting, so that heartbeats (the same
+ * thread) are never late by more than this. */
+#define RETENTION_BUDGET_MS 200
+
+/* Applies the stages' retention policies when this process is the one
+ * elected to (a session advisory lock on the control connection), in
+ * batches of SL_PURGE_BATCH within RETENTION_BUDGET_MS; what is left
+ * waits for the next sweep. Workers never wait: the deletes skip locked
+ * rows and touch only finished jobs. Returns non-zero when the connection
+ * failed. */
+static int retention(runtime *rt, PGconn *c) {
+    int any = 0;
+    for (size_t i = 0; i < rt->nstages; i++)
+        any |= sl_queue_has_retention(rt->stages[i].s);
+    if (!any) return 0;
+    int elected = sl_db_elect(c, RETENTION_LOCK_KEY);
+    if (elected <= 0) return elected < 0 && sl_rt__conn_lost(c);
+    int64_t deadline = sl_now_ms() + RETENTION_BUDGET_MS;
+    char err[512], num[24];
+    for (size_t i = 0; i < rt->nstages; i++) {
+        const sl_stage *s = rt->stages[i].s;
+        int64_t left = deadline - sl_now_ms();
+        if (left <= 0) break;
+        if (!sl_queue_has_retention(s)) continue;
+        long counts[SL_RETAIN__COUNT];
+        int more = 0;
+        int rc = sl_queue_purge(c, s, 0, left, counts, &more, err, sizeof err);
+        if (rc < 0) {
+            sl_log(SL_LOG_WARN, "retention failed", "queue", s->queue,
+                   "error", err, NULL);
+            if (sl_rt__need_reconnect(c, rc)) return 1;
+            continue;
+        }
+        long total = 0;
+        for (int k = 0; k < SL_RETAIN__COUNT; k++)
+            total += counts[k];
+        if (total > 0) {
+            snprintf(num, sizeof num, "%ld", total);
+            sl_log(SL_LOG_DEBUG, "removed finished jobs past retention",
+                   "queue", s->queue, "count", num, NULL);
+        }
+    }
+    return 0;
+}
+
 static int all_idle(runtime *rt, PGconn *c) {
     char err[256];
     for (size_t i = 0; i < rt->nstages; i++) {
@@ -282,6 +330,7 @@ void sl_rt__control_loop(runtime *rt) {
         }
         if (t >= next_sweep && !lost) {
             lost |= sweep(rt, c);
+            if (!lost) lost |= retention(rt, c);
             next_sweep = t + rt->sweep_ms;
             if (!lost && fenced) unfence(rt, fenced, t);
         }

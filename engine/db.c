@@ -236,3 +236,21 @@ int sl_db_bound_statements(PGconn *c, int64_t ms, char *err, size_t errlen) {
     PQclear(r);
     return rc;
 }
+
+int sl_db_elect(PGconn *c, long long key) {
+    char k[32];
+    snprintf(k, sizeof k, "%lld", key);
+    const char *params[1] = {k};
+    PGresult *r = PQexecParams(
+        c,
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+        " AND pid = pg_backend_pid() AND granted"
+        " AND ((classid::bigint << 32) | objid::bigint) = $1::bigint)"
+        " OR pg_try_advisory_lock($1::bigint)",
+        1, NULL, params, NULL, NULL, 0);
+    int rc = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                 ? strcmp(PQgetvalue(r, 0, 0), "t") == 0
+                 : -1;
+    PQclear(r);
+    return rc;
+}

@@ -78,4 +78,10 @@ sl_errclass sl_db_errclass(const PGconn *c, const PGresult *r,
  * violation) or 54 (program limit exceeded, e.g. a value too large). */
 int sl_db_data_error(const PGresult *r);
 
+/* Tries to become (or stay) the one process doing a job that needs one:
+ * holds, or takes without waiting, the session-level advisory lock `key`
+ * on c. Returns 1 when c holds it, 0 when another session does, -1 on a
+ * database error. */
+int sl_db_elect(PGconn *c, long long key);
+
 #endif

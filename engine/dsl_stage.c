@@ -114,7 +114,8 @@ static const char *const stage_keys[] = {
     "queue",       "channel",  "handler",   "with",       "columns",
     "hooks",       "provider", "providers", "sql_writes", "status",
     "next",        "retry",    "timeout",   "lease",      "heartbeat",
-    "concurrency", "batch",    "priority",  NULL};
+    "concurrency", "batch",    "priority",  "retention",  "fair",
+    "limit",       NULL};
 
 static void read_status(loader *L, const node *n, sl_stage *st,
                         const sl_pipeline *p, stage_aux *ax) {
@@ -165,6 +166,71 @@ static void read_status(loader *L, const node *n, sl_stage *st,
                 ax->prog[1] = f;
                 ax->prog[2] = t;
             }
+        }
+    }
+}
+
+/* `retention: {done: 7d, error: 30d, cancelled: 7d}`: how long finished
+ * jobs stay; a status left out keeps its jobs forever. */
+static void read_retention(loader *L, const node *n, sl_stage *st) {
+    if (!sl_dsl__expect_kind(L, n, N_MAP, "retention")) return;
+    static const char *const keys[] = {"done", "error", "cancelled", NULL};
+    sl_dsl__check_keys(L, n, "retention", keys);
+    for (int i = 0; i < SL_RETAIN__COUNT; i++) {
+        const node *v = sl_dsl__mget(n, sl_retain_status[i]);
+        char what[40];
+        snprintf(what, sizeof what, "retention.%s", sl_retain_status[i]);
+        if (v) sl_dsl__read_duration(L, v, what, 0, &st->retention_ms[i]);
+    }
+}
+
+/* The `key` of `fair:` or `limit:` (node n): a declared column of st.
+ * Returns the model's column name, or NULL after a diagnostic. */
+static const char *read_key_column(loader *L, const node *n, const char *what,
+                                   const sl_stage *st) {
+    const node *k = sl_dsl__mget(n, "key");
+    if (!k) {
+        sl_dsl__diag(L, n, "%s: missing required key 'key' (a declared column)",
+                     what);
+        return NULL;
+    }
+    const char *name = sl_dsl__read_ident(L, k, "key", ID_SQL);
+    if (!name) return NULL;
+    const sl_column *c = sl_stage_column(st, name);
+    if (!c) {
+        const char *cands[MAX_COLUMNS];
+        for (size_t i = 0; i < st->ncolumns && i < MAX_COLUMNS; i++)
+            cands[i] = st->columns[i].name;
+        sl_dsl__diag(L, k, "%s.key: '%s' is not a declared column of the stage%s",
+                     what, name,
+                     sl_dsl__did_you_mean(name, cands, st->ncolumns));
+        return NULL;
+    }
+    return c->name;
+}
+
+/* `fair: {key: col}` and `limit: {key: col, max: N}`, after the columns. */
+static void read_claim_policy(loader *L, const node *v, sl_stage *st) {
+    const node *n;
+    if ((n = sl_dsl__mget(v, "fair")) &&
+        sl_dsl__expect_kind(L, n, N_MAP, "fair")) {
+        static const char *const keys[] = {"key", NULL};
+        sl_dsl__check_keys(L, n, "fair", keys);
+        st->fair_key = read_key_column(L, n, "fair", st);
+    }
+    if ((n = sl_dsl__mget(v, "limit")) &&
+        sl_dsl__expect_kind(L, n, N_MAP, "limit")) {
+        static const char *const keys[] = {"key", "max", NULL};
+        sl_dsl__check_keys(L, n, "limit", keys);
+        const char *key = read_key_column(L, n, "limit", st);
+        const node *m = sl_dsl__mget(n, "max");
+        int max = 0;
+        if (!m)
+            sl_dsl__diag(L, n, "limit: missing required key 'max' (1..10000)");
+        else if (sl_dsl__read_int(L, m, "limit.max", 1, 10000, &max) == 0 &&
+                 key) {
+            st->limit_key = key;
+            st->limit_max = max;
         }
     }
 }
@@ -277,6 +343,8 @@ void sl_dsl__read_stage(loader *L, sl_pipeline *p, const node *k, const node *v,
      * (the model is discarded anyway). */
     if (!st->name) st->name = sl_dsl__arena_strdup(L->a, sl_dsl__key_name(k));
     st->with = json_object();
+    for (int i = 0; i < SL_RETAIN__COUNT; i++)
+        st->retention_ms[i] = -1;
     st->status.on_start.progress = st->status.on_done.progress = -1;
     st->status.on_error.progress = -1;
     st->status.progress_from = st->status.progress_to = -1;
@@ -351,6 +419,8 @@ void sl_dsl__read_stage(loader *L, sl_pipeline *p, const node *k, const node *v,
         }
     }
     read_status(L, sl_dsl__mget(v, "status"), st, p, ax);
+    if ((n = sl_dsl__mget(v, "retention"))) read_retention(L, n, st);
+    read_claim_policy(L, v, st);
     if ((n = sl_dsl__mget(v, "next"))) {
         next_set *set = sl_dsl__read_next(L, n, ax);
         if (set) {

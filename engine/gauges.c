@@ -15,21 +15,7 @@
 #define GAUGE_LOCK_KEY 7310838339472541697LL
 
 int sl_gauges_elect(PGconn *c) {
-    char key[32];
-    snprintf(key, sizeof key, "%lld", GAUGE_LOCK_KEY);
-    const char *params[1] = {key};
-    PGresult *r = PQexecParams(
-        c,
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-        " AND pid = pg_backend_pid() AND granted"
-        " AND ((classid::bigint << 32) | objid::bigint) = $1::bigint)"
-        " OR pg_try_advisory_lock($1::bigint)",
-        1, NULL, params, NULL, NULL, 0);
-    int rc = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
-                 ? strcmp(PQgetvalue(r, 0, 0), "t") == 0
-                 : -1;
-    PQclear(r);
-    return rc;
+    return sl_db_elect(c, GAUGE_LOCK_KEY);
 }
 
 int sl_gauges_read(PGconn *c, const sl_stage *s, sl_stage_gauges *g,

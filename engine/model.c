@@ -9,6 +9,9 @@
 
 #include "error.h"
 
+const char *const sl_retain_status[SL_RETAIN__COUNT] = {"done", "error",
+                                                        "cancelled"};
+
 const sl_pipeline *sl_model_pipeline(const sl_model *m, const char *name) {
     assert(name);
     for (size_t i = 0; m && i < m->npipelines; i++)

@@ -92,6 +92,11 @@ typedef struct sl_next {
 struct sl_pipeline;
 struct sl_alerts; /* alerts.h */
 
+/* The final statuses a retention policy covers, in `retention:`'s order;
+ * sl_retain_status names them as the job_status enum spells them. */
+enum { SL_RETAIN_DONE, SL_RETAIN_ERROR, SL_RETAIN_CANCELLED, SL_RETAIN__COUNT };
+extern const char *const sl_retain_status[SL_RETAIN__COUNT];
+
 typedef struct sl_stage {
     const char *name;
     const char *queue;   /* queue table name */
@@ -117,6 +122,17 @@ typedef struct sl_stage {
     sl_next *next;
     size_t nnext;
     int sql_writes; /* Lua sluice.sql may write */
+    /* How long finished jobs stay, by final status (SL_RETAIN_DONE, ...);
+     * -1 keeps them forever (the default). */
+    int64_t retention_ms[SL_RETAIN__COUNT];
+    /* `fair: {key}`: a declared column; claims go round-robin across its
+     * values. NULL: strict priority/run_at order. */
+    const char *fair_key;
+    /* `limit: {key, max}`: at most limit_max jobs with the same value of
+     * the declared column limit_key in progress at once, across all
+     * processes. NULL/0: no limit. */
+    const char *limit_key;
+    int limit_max;
     int line, col;
     const struct sl_pipeline *pipeline;
 } sl_stage;

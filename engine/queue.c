@@ -7,12 +7,14 @@
  */
 #include "queue.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "db.h"
 #include "error.h"
 #include "log.h"
@@ -169,6 +171,50 @@ static int json_numbers_lossy(const char *t) {
     return 0;
 }
 
+/* Runs a no-result transaction-control command: 0, -SL_ECONN or -SL_EDB. */
+static int txn(PGconn *c, const sl_stage *s, const char *cmd, char *err,
+               size_t errlen) {
+    PGresult *r = PQexec(c, cmd);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        char what[128];
+        snprintf(what, sizeof what, "%s on %s", cmd, s->queue);
+        set_err(err, errlen, what, c, r);
+        rc = conn_error(c, r) ? -SL_ECONN : -SL_EDB;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* The claim of a stage with `limit:`: one at a time per stage, inside a
+ * transaction holding the stage's advisory lock, so that the statement's
+ * count of jobs in progress per key already sees every earlier claim
+ * (read committed takes the statement's snapshot after the lock). The
+ * lock is held for the claim only, never while jobs run. Same returns
+ * as exec; *out holds the claimed rows only once committed. */
+static int limited_claim(PGconn *c, const sl_stage *s, int op, int n,
+                         const char *const *vals, PGresult **out, char *err,
+                         size_t errlen) {
+    PGresult *lock = NULL;
+    *out = NULL;
+    int rc = txn(c, s, "BEGIN", err, errlen);
+    if (rc < 0) return rc;
+    rc = exec(c, s, OP_CLAIM_LOCK, 0, NULL, PGRES_TUPLES_OK, &lock, err,
+              errlen);
+    PQclear(lock);
+    if (rc == 0) rc = exec(c, s, op, n, vals, PGRES_TUPLES_OK, out, err, errlen);
+    if (rc == 0) rc = txn(c, s, "COMMIT", err, errlen);
+    if (rc < 0) {
+        PQclear(*out);
+        *out = NULL;
+        if (PQtransactionStatus(c) != PQTRANS_IDLE) {
+            char ignored[64];
+            txn(c, s, "ROLLBACK", ignored, sizeof ignored);
+        }
+    }
+    return rc;
+}
+
 static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
                  int max, sl_qjob *jobs, int *n, char *err, size_t errlen) {
     const char *vals[8];
@@ -181,9 +227,17 @@ static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
     int nv = 3;
     if (sl_queue__claim_touches_subject(s))
         nv += sl_queue__claim_subject_values(s, vals + 3, prog);
+    char limit[16];
+    if (s->limit_key) {
+        assert(nv + 1 == sl_queue__claim_limit_param(s));
+        snprintf(limit, sizeof limit, "%d", s->limit_max);
+        vals[nv++] = limit;
+    }
     *n = 0;
     PGresult *r;
-    int rc = exec(c, s, op, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    int rc = s->limit_key
+                 ? limited_claim(c, s, op, nv, vals, &r, err, errlen)
+                 : exec(c, s, op, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
     if (rc < 0) return rc;
     int rows = PQntuples(r);
     for (int i = 0; i < rows && i < max; i++) {
@@ -499,5 +553,51 @@ int sl_queue_unfinished(PGconn *c, const sl_stage *s, long *n, char *err,
         exec(c, s, OP_UNFINISHED, 0, NULL, PGRES_TUPLES_OK, &r, err, errlen);
     if (rc < 0) return rc;
     *n = count_result(r);
+    return 0;
+}
+
+/* One purge statement (OP_PURGE, or OP_PURGE_COUNT for a dry run) for
+ * final status st of stage s. */
+static int purge_one(PGconn *c, const sl_stage *s, int st, int dry_run,
+                     long *n, char *err, size_t errlen) {
+    char age[24], batch[16];
+    snprintf(age, sizeof age, "%lld", (long long)s->retention_ms[st]);
+    snprintf(batch, sizeof batch, "%d", SL_PURGE_BATCH);
+    const char *vals[3] = {sl_retain_status[st], age, batch};
+    PGresult *r;
+    int rc = exec(c, s, dry_run ? OP_PURGE_COUNT : OP_PURGE, 3, vals,
+                  PGRES_TUPLES_OK, &r, err, errlen);
+    if (rc < 0) return rc;
+    *n = count_result(r);
+    return 0;
+}
+
+int sl_queue_purge(PGconn *c, const sl_stage *s, int dry_run,
+                   int64_t budget_ms, long counts[SL_RETAIN__COUNT],
+                   int *more, char *err, size_t errlen) {
+    assert(c && s && counts && more);
+    int64_t deadline = budget_ms > 0 ? sl_now_ms() + budget_ms : INT64_MAX;
+    *more = 0;
+    for (int st = 0; st < SL_RETAIN__COUNT; st++) {
+        counts[st] = 0;
+        if (s->retention_ms[st] < 0) continue;
+        for (;;) {
+            long n = 0;
+            int rc = purge_one(c, s, st, dry_run, &n, err, errlen);
+            if (rc < 0) return rc;
+            counts[st] += n;
+            if (dry_run || n < SL_PURGE_BATCH) break;
+            if (sl_now_ms() >= deadline) {
+                *more = 1;
+                return 0;
+            }
+        }
+    }
+    return 0;
+}
+
+int sl_queue_has_retention(const sl_stage *s) {
+    for (int st = 0; st < SL_RETAIN__COUNT; st++)
+        if (s->retention_ms[st] >= 0) return 1;
     return 0;
 }

@@ -157,4 +157,23 @@ int sl_queue_reannounce(PGconn *c, const sl_stage *s, int *stale, char *err,
 int sl_queue_unfinished(PGconn *c, const sl_stage *s, long *n, char *err,
                         size_t errlen);
 
+/* Jobs one purge statement deletes at most (one short transaction). */
+#define SL_PURGE_BATCH 500
+
+/* Applies stage s's retention policy: deletes the jobs of each final
+ * status (done, error, cancelled) that finished longer ago than the
+ * stage keeps them, SL_PURGE_BATCH rows per statement (each its own
+ * transaction, skipping rows another transaction holds), until none is
+ * left or budget_ms has passed (<= 0: no budget). Pending, retrying and
+ * running jobs are never touched. counts[st] (OUT) is how many jobs of
+ * each status went (with dry_run: would go; nothing is deleted); *more
+ * (OUT) is 1 when the budget ran out first. A status the stage keeps
+ * forever counts 0. Returns 0 or an error as above. */
+int sl_queue_purge(PGconn *c, const sl_stage *s, int dry_run,
+                   int64_t budget_ms, long counts[SL_RETAIN__COUNT],
+                   int *more, char *err, size_t errlen);
+
+/* Non-zero when stage s removes finished jobs of some status. */
+int sl_queue_has_retention(const sl_stage *s);
+
 #endif

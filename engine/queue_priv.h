@@ -24,6 +24,9 @@ enum {
     OP_CLAIM_BARE,
     OP_INPUT,
     OP_REQUESTER,
+    OP_PURGE,
+    OP_PURGE_COUNT,
+    OP_CLAIM_LOCK,
     OP__COUNT
 };
 
@@ -37,6 +40,7 @@ extern const sl_queue__builder sl_queue__builders[OP__COUNT];
 int sl_queue__claim_subject_values(const sl_stage *s, const char **vals,
                                    char progress[12]);
 int sl_queue__claim_touches_subject(const sl_stage *s);
+int sl_queue__claim_limit_param(const sl_stage *s);
 int sl_queue__has_mapping(const sl_stage *s, const sl_mapping *m);
 int sl_queue__mapping_values(const sl_subject *subj, const sl_mapping *m,
                              const char **vals, char progress[12]);

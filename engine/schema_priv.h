@@ -53,6 +53,10 @@ void sl_schema__add_trigger(builder *b, const char *name, const char *table,
                             const char *timing, const char *rest,
                             const char *fn);
 
+/* schema_index.c: the indexes of queue table t of stage st. */
+void sl_schema__build_indexes(builder *b, const sl_schema_table *t,
+                              const sl_pipeline *p, const sl_stage *st);
+
 /* schema_security.c */
 void sl_schema__add_grant(builder *b, const char *table, const char *privs);
 void sl_schema__build_security(builder *b, const sl_schema_table *t,
