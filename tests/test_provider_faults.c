@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "error.h"
 #include "fakes/cloudpipe.h"
 #include "fakes/cloudrun.h"
 #include "rtlib.h"
@@ -66,7 +67,10 @@ thirty_percent_faults_of_every_kind_end_ready_or_clear_error(void **state) {
     int64_t t0 = sl_test_now_ms();
     pid_t w[2] = {cloud_spawn(&env), cloud_spawn(&env)};
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(rt_wait(w[i], 240000), 0);
+        /* 0, or 3 when a job it ran failed for good: both are outcomes
+         * this test allows (each interview ends ready or in error). */
+        int rc = rt_wait(w[i], 240000);
+        if (rc != 0 && rc != SL_EXIT_JOB_FAILED) fail_msg("worker exit %d", rc);
     }
     int64_t ms = sl_test_now_ms() - t0;
 
