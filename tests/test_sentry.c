@@ -63,7 +63,8 @@ final_failure_sends_one_event_with_tags_and_no_secret(void **state) {
                                  (char *const *)argv, environ),
                      0);
     rt_track(pid);
-    assert_int_equal(rt_wait(pid, 60000), 0);
+    /* Exit 3: the job it ran failed for good (docs/cli.md#exit-codes). */
+    assert_int_equal(rt_wait(pid, 60000), 3);
     assert_int_equal(
         sl_test_long(c, "SELECT count(*) FROM se_jobs WHERE status = 'error'"
                         " AND attempts = 2"),
