@@ -81,8 +81,11 @@ static int run_workers(const sl_model *m, sl_runtime_opts *o) {
     }
     long long failed = sl_metrics_attempts_total(SL_ATTEMPT_FAILED);
     if (o->exit_when_idle && failed > 0) {
-        fprintf(stderr, "sluice run: idle; %lld job%s failed for good\n",
-                failed, failed == 1 ? "" : "s");
+        /* Through the log, so that a JSON log stays JSON line by line. */
+        char msg[96];
+        snprintf(msg, sizeof msg, "idle; %lld job%s failed for good", failed,
+                 failed == 1 ? "" : "s");
+        sl_log(SL_LOG_ERROR, msg, NULL);
         return SL_EXIT_JOB_FAILED;
     }
     return SL_EXIT_OK;
