@@ -384,6 +384,9 @@ static int watch_verdict(watch *w, int check_jobs) {
     }
     if (n.unfinished > 0 || n.total == 0) return -1;
     if (at_error || n.error > 0) {
+        /* The jobs were read after the row: when they ended since, show
+         * the row as the failure left it before the verdict. */
+        if (!at_error && watch_read(w) > 0) watch_draw(w);
         watch_end_line(w);
         watch_print_failure(w);
         return SL_EXIT_JOB_FAILED;
