@@ -134,7 +134,7 @@ static int sweep(runtime *rt, PGconn *c) {
 /* The database answered a round that began at t, after the fence was
  * raised at fenced_at: workers may claim again. Notifications may have
  * been missed meanwhile, so every stage is woken. */
-static void unfence(runtime *rt, int64_t fenced_at, int64_t t) {
+static void unfence(runtime *rt, long long fenced_at, int64_t t) {
     if (t < fenced_at ||
         !atomic_compare_exchange_strong(&sl_rt__fenced_at, &fenced_at, 0))
         return;

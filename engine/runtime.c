@@ -174,7 +174,7 @@ void sl_ctx_progress(sl_ctx *ctx, int pct, const char *detail) {
 }
 
 void sl_rt__self_fence(worker *w, int64_t now) {
-    int64_t was = 0;
+    long long was = 0;
     atomic_compare_exchange_strong(&sl_rt__fenced_at, &was, now);
     for (int k = 0; k < MAX_BATCH; k++)
         if (atomic_exchange(&w->stop_job[k], 1) == 0 && k < w->njobs) {
