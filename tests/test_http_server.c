@@ -48,18 +48,6 @@ static const char *const YAML =
     "    columns:\n"
     "      kind: text\n";
 
-/* A loopback port that was free a moment ago. */
-static int free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &l), 0);
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 /* Starts `sluice ARGS...` with the test's database; returns its pid. */
 static pid_t spawn_sluice(const char *const *args) {
     const char *argv[16];
@@ -169,7 +157,7 @@ static void counters_equal_a_known_workload(void **state) {
     sl_test_exec(c, "INSERT INTO mt_jobs (kind, status, attempts, locked_by,"
                     " locked_until) VALUES ('ok', 'in_progress', 1, 'ghost',"
                     " now() - interval '1 second')");
-    int port = free_port();
+    int port = sl_test_free_port();
     char listen[32], yaml[512];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     snprintf(yaml, sizeof yaml, "%s/http_metrics.yaml", sl_test_tmpdir());
@@ -237,7 +225,7 @@ static void readyz_is_not_ready_until_migrated(void **state) {
     setenv("PGDATABASE", "http_unmigrated", 1);
     sl_test_file("mt.lua", HOOK);
     const char *yaml = sl_test_file("unmigrated.yaml", YAML);
-    int port = free_port();
+    int port = sl_test_free_port();
     char listen[32];
     snprintf(listen, sizeof listen, "%d", port);
     const char *args[] = {"serve", "-p", yaml, "--listen", listen, NULL};

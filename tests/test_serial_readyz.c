@@ -23,17 +23,6 @@ static const char *const YAML = "pipeline: rz\n"
                                 "    queue: rz_jobs\n"
                                 "    handler: noop\n";
 
-static int free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &l), 0);
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 static size_t keep(char *d, size_t sz, size_t n, void *arg) {
     char *buf = arg;
     size_t have = strlen(buf), add = sz * n;
@@ -94,7 +83,7 @@ static void readyz_follows_the_database(void **state) {
     PQfinish(c);
     char yaml[512], listen[16], body[1024];
     snprintf(yaml, sizeof yaml, "%s/serial_readyz.yaml", sl_test_tmpdir());
-    int port = free_port();
+    int port = sl_test_free_port();
     snprintf(listen, sizeof listen, "%d", port);
     const char *argv[] = {sl_test_bin(), "serve",  "-p", yaml,
                           "--listen",    listen,   NULL};

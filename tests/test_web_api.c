@@ -122,17 +122,6 @@ static resp get(const char *path, const char *token) {
     return call("GET", path, token, NULL, NULL, NULL, 5000);
 }
 
-static int free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &l), 0);
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 static int setup(void **state) {
     (void)state;
     setenv("SLUICE_ADMIN_TOKEN", ADMIN, 1);
@@ -140,7 +129,7 @@ static int setup(void **state) {
     setenv("SLUICE_TOKEN_SECRET", SECRET, 1);
     sl_model *m = rt_setup("web_api", YAML, &db);
     sl_model_free(m);
-    port = free_port();
+    port = sl_test_free_port();
     char listen[32], yaml[512];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     snprintf(yaml, sizeof yaml, "%s/web_api.yaml", sl_test_tmpdir());

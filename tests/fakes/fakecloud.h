@@ -30,33 +30,12 @@ typedef struct fake_cloud {
  * e.g. "--openai-key k --faults 'chat=500'"). Fails the test when it does
  * not report its port within 10 s. */
 static inline void fake_start(fake_cloud *f, const char *args) {
-    int fd[2];
     char cmd[2048];
     memset(f, 0, sizeof *f);
     snprintf(cmd, sizeof cmd,
              "exec python3 -u %s/tests/fakes/fake_cloud.py --port 0 %s",
              SL_SOURCE_DIR, args ? args : "");
-    if (pipe(fd) != 0) fail_msg("pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0) fail_msg("fork: %s", strerror(errno));
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        close(fd[0]);
-        close(fd[1]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fd[1]);
-    FILE *in = fdopen(fd[0], "r");
-    char line[128] = "";
-    if (!in || !fgets(line, sizeof line, in) ||
-        sscanf(line, "PORT %d", &f->port) != 1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        fail_msg("fake_cloud.py did not start (read '%s')", line);
-    }
-    fclose(in);
-    f->pid = pid;
+    f->pid = sl_test_spawn_server(cmd, "fake_cloud.py", &f->port);
     snprintf(f->base, sizeof f->base, "http://127.0.0.1:%d", f->port);
 }
 

@@ -30,36 +30,15 @@ typedef struct fake_hooks {
  * with extra arguments (e.g. "--fail-429 1 --retry-after 2"). */
 static inline void hooks_start(fake_hooks *f, const char *name,
                                const char *args) {
-    int fd[2];
     char cmd[2048];
     memset(f, 0, sizeof *f);
     snprintf(f->log, sizeof f->log, "%s", sl_test_file(name, ""));
     snprintf(cmd, sizeof cmd,
              "exec python3 -u %s/tests/fakes/fake_hooks.py --log '%s' %s",
              SL_SOURCE_DIR, f->log, args ? args : "");
-    if (pipe(fd) != 0) fail_msg("pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0) fail_msg("fork: %s", strerror(errno));
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        close(fd[0]);
-        close(fd[1]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fd[1]);
-    FILE *in = fdopen(fd[0], "r");
-    char line[128] = "";
-    if (!in || !fgets(line, sizeof line, in) ||
-        sscanf(line, "PORT %d", &f->port) != 1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        fail_msg("fake_hooks.py did not start (read '%s')", line);
-    }
-    fclose(in);
     /* A failed assertion skips the test's own fake_stop: rt_teardown
      * ends the server then, or it would hold ctest's output pipe open. */
-    f->pid = rt_track(pid);
+    f->pid = rt_track(sl_test_spawn_server(cmd, "fake_hooks.py", &f->port));
     snprintf(f->base, sizeof f->base, "http://127.0.0.1:%d", f->port);
 }
 

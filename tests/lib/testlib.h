@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <cmocka.h>
 
@@ -51,6 +52,14 @@ const char *sl_test_bin(void);
 
 /* Milliseconds on the monotonic clock. */
 int64_t sl_test_now_ms(void);
+
+/* A loopback TCP port that was free a moment ago. */
+int sl_test_free_port(void);
+
+/* Starts `sh -c cmd` (a fake server that prints "PORT n" on its first
+ * line of stdout) and returns its pid with the port in *port; fails the
+ * test, naming `what`, when it does not report a port. */
+pid_t sl_test_spawn_server(const char *cmd, const char *what, int *port);
 
 /* A standalone generation pipeline (a generation_jobs queue inheriting RLS
  * from projects), shared by the schema and migration tests. */
