@@ -48,7 +48,9 @@
  background:#fef2f2;color:#b91c1c;border:1px solid #fecaca;align-items:center;gap:8px}
 :host([state=error]) .banner{display:flex}
 :host([state=error]) .bar{background:#dc2626}
-:host([state=done]) .head{color:#16a34a}`;
+:host([state=error]) .head{color:#dc2626}
+:host([state=done]) .head{color:#16a34a}
+@media (prefers-reduced-motion:reduce){.bar,.label{transition:none}}`;
   const FINAL_OK = ["done", "ready", "complete", "completed"];
   const FINAL_ERR = ["error", "failed", "cancelled"];
 
