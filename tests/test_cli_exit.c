@@ -23,35 +23,35 @@
 
 #define DB "cli_exit"
 
-#define SUBJECT(table)                                                      \
-    "subject:\n"                                                            \
-    "  table: " table "\n"                                                  \
-    "  foreign_key: box_id\n"                                               \
-    "  status:\n"                                                           \
-    "    values: [new, started, ready, error]\n"                            \
-    "  progress: progress\n"                                                \
+#define SUBJECT(table)                                                         \
+    "subject:\n"                                                               \
+    "  table: " table "\n"                                                     \
+    "  foreign_key: box_id\n"                                                  \
+    "  status:\n"                                                              \
+    "    values: [new, started, ready, error]\n"                               \
+    "  progress: progress\n"                                                   \
     "  channel: " table "_status\n"
 
-static const char *te_yaml =
-    "pipeline: te\n" SUBJECT("boxes") "stages:\n"
-    "  pack:\n"
-    "    queue: te_pack\n"
-    "    handler: noop\n"
-    "    status:\n"
-    "      on_done: {status: ready, progress: 100}\n"
-    "      on_error: {status: error}\n";
+static const char *te_yaml = "pipeline: te\n" SUBJECT(
+    "boxes") "stages:\n"
+             "  pack:\n"
+             "    queue: te_pack\n"
+             "    handler: noop\n"
+             "    status:\n"
+             "      on_done: {status: ready, progress: 100}\n"
+             "      on_error: {status: error}\n";
 
-static const char *tx_yaml =
-    "pipeline: tx\n" SUBJECT("crates") "defaults:\n"
-    "  retry: {max_attempts: 1}\n"
-    "stages:\n"
-    "  break:\n"
-    "    queue: tx_break\n"
-    "    handler: noop\n"
-    "    with: {fail_first: 100}\n"
-    "    status:\n"
-    "      on_done: {status: ready, progress: 100}\n"
-    "      on_error: {status: error}\n";
+static const char *tx_yaml = "pipeline: tx\n" SUBJECT(
+    "crates") "defaults:\n"
+              "  retry: {max_attempts: 1}\n"
+              "stages:\n"
+              "  break:\n"
+              "    queue: tx_break\n"
+              "    handler: noop\n"
+              "    with: {fail_first: 100}\n"
+              "    status:\n"
+              "      on_done: {status: ready, progress: 100}\n"
+              "      on_error: {status: error}\n";
 
 static const char *tu_yaml = "pipeline: tu\n"
                              "security: {rls: false}\n"
@@ -89,31 +89,13 @@ static void ready(void) {
     done = 1;
 }
 
-/* Runs `sluice ARGS 2>&1`; returns the exit code, output in *out. */
-static int sluice(char **out, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int sluice(char **out, const char *fmt, ...) {
-    char args[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    return sl_test_sh(out, "'%s' %s 2>&1", sl_test_bin(), args);
-}
-
-static void expect_in(const char *out, const char *what) {
-    if (!out || !strstr(out, what))
-        fail_msg("expected \"%s\" in the output:\n%s", what,
-                 out ? out : "(none)");
-}
-
 /* Expects exit code `code` and `what` in the output of `sluice ARGS`. */
 static void expect_exit(int code, const char *what, const char *args) {
     char *out = NULL;
-    int rc = sluice(&out, "%s", args);
+    int rc = sl_test_sluice(&out, "%s", args);
     if (rc != code)
         fail_msg("sluice %s: exit %d, expected %d:\n%s", args, rc, code, out);
-    if (what) expect_in(out, what);
+    if (what) sl_test_expect_in(out, what);
     free(out);
 }
 
@@ -126,7 +108,7 @@ static char *new_row(const char *table) {
 
 static char *enqueue(const char *pipeline, const char *subject) {
     char *out = NULL;
-    int rc = sluice(&out, "enqueue %s --subject %s", pipeline, subject);
+    int rc = sl_test_sluice(&out, "enqueue %s --subject %s", pipeline, subject);
     if (rc != 0) fail_msg("enqueue: exit %d: %s", rc, out);
     out[strcspn(out, "\n")] = '\0';
     return out;
@@ -139,10 +121,10 @@ static void version_and_help_exit_0(void **state) {
     ready();
     char *a = NULL, *b = NULL;
     expect_exit(0, "sluice " SL_VERSION "\n", "--version");
-    assert_int_equal(sluice(&a, "help run"), 0);
-    assert_int_equal(sluice(&b, "run --help"), 0);
+    assert_int_equal(sl_test_sluice(&a, "help run"), 0);
+    assert_int_equal(sl_test_sluice(&b, "run --help"), 0);
     assert_string_equal(a, b);
-    expect_in(a, "--concurrency");
+    sl_test_expect_in(a, "--concurrency");
     free(a);
     free(b);
     expect_exit(64, "unknown command 'stauts' (did you mean 'stats'?)",
@@ -159,8 +141,9 @@ static void run_values_are_checked_like_yaml_values(void **state) {
     expect_exit(64, "bad --batch '0' (expected an integer 1..1000)",
                 "run -b 0");
     expect_exit(64, "bad --drain 'soon'", "run --drain soon");
-    expect_exit(64, "no stage, queue or pipeline named 'te_pakc' in the "
-                    "loaded pipelines (did you mean 'te_pack'?)",
+    expect_exit(64,
+                "no stage, queue or pipeline named 'te_pakc' in the "
+                "loaded pipelines (did you mean 'te_pack'?)",
                 "run --allow-superuser -s te_pakc");
 }
 
@@ -196,10 +179,11 @@ static void a_bad_database_url_names_the_variable_and_exits_1(void **state) {
     (void)state;
     ready();
     char *out = NULL;
-    int rc = sl_test_sh(&out, "DATABASE_URL=garbage '%s' stats 2>&1",
-                        sl_test_bin());
+    int rc =
+        sl_test_sh(&out, "DATABASE_URL=garbage '%s' stats 2>&1", sl_test_bin());
     assert_int_equal(rc, 1);
-    expect_in(out, "cannot connect to the database (from DATABASE_URL)");
+    sl_test_expect_in(out,
+                      "cannot connect to the database (from DATABASE_URL)");
     free(out);
 }
 
@@ -207,19 +191,22 @@ static void run_before_migrate_names_the_queue_and_exits_1(void **state) {
     (void)state;
     ready();
     char args[1200];
-    snprintf(args, sizeof args, "run --allow-superuser -p '%s' --exit-when-idle", unmigrated);
+    snprintf(args, sizeof args,
+             "run --allow-superuser -p '%s' --exit-when-idle", unmigrated);
     expect_exit(1,
                 "queue tu_jobs of pipeline tu is missing: run `sluice "
                 "migrate -p ",
                 args);
     /* With -s, only the selected stages' queues must exist. */
     snprintf(args, sizeof args,
-             "run --allow-superuser -p '%s' -p '%s' -s te --exit-when-idle --log-level error",
+             "run --allow-superuser -p '%s' -p '%s' -s te --exit-when-idle "
+             "--log-level error",
              pipes, unmigrated);
     expect_exit(0, NULL, args);
 }
 
-/* ---- enqueue: 64 for bad values ------------------------------------------- */
+/* ---- enqueue: 64 for bad values -------------------------------------------
+ */
 
 static void enqueue_bad_values_exit_64(void **state) {
     (void)state;
@@ -238,15 +225,17 @@ static void enqueue_bad_values_exit_64(void **state) {
     free(box);
 }
 
-/* ---- 3..6: job outcomes ---------------------------------------------------- */
+/* ---- 3..6: job outcomes ----------------------------------------------------
+ */
 
 static void run_exit_when_idle_exits_3_when_a_job_failed(void **state) {
     (void)state;
     ready();
     char *crate = new_row("crates");
     free(enqueue("tx", crate));
-    expect_exit(3, "1 job failed for good",
-                "run --allow-superuser -s tx --exit-when-idle --log-level error");
+    expect_exit(
+        3, "1 job failed for good",
+        "run --allow-superuser -s tx --exit-when-idle --log-level error");
     /* Then watch sees the error status: 3. */
     char args[128];
     snprintf(args, sizeof args, "watch %s --timeout 20s", crate);
@@ -292,12 +281,13 @@ static void watch_exits_6_when_the_subject_is_deleted(void **state) {
                         " wait $w; rc=$?; cat '%3$s'; exit $rc",
                         sl_test_bin(), box, path);
     if (rc != 6) fail_msg("watch: exit %d, expected 6:\n%s", rc, out);
-    expect_in(out, "was deleted");
+    sl_test_expect_in(out, "was deleted");
     free(out);
     free(box);
 }
 
-/* ---- --json: parsed, and typed as documented ------------------------------ */
+/* ---- --json: parsed, and typed as documented ------------------------------
+ */
 
 /* Runs `sluice ARGS` (stdout only), expects exit 0 and returns the parsed
  * JSON (caller decrefs). */

@@ -61,26 +61,26 @@ static const char *tp_yaml =
     "      on_done: {status: ready, progress: 100, detail: All done}\n"
     "      on_error: {status: error, detail: Second failed}\n";
 
-#define TF_YAML(with)                                                       \
-    "pipeline: tf\n"                                                        \
-    "subject:\n"                                                            \
-    "  table: things\n"                                                     \
-    "  foreign_key: thing_id\n"                                             \
-    "  status:\n"                                                           \
-    "    values: [new, started, ready, error]\n"                            \
-    "  progress: progress\n"                                                \
-    "  detail: detail\n"                                                    \
-    "  channel: things_status\n"                                            \
-    "defaults:\n"                                                           \
-    "  retry: {max_attempts: 2, initial: 20ms, jitter: 0}\n"                \
-    "stages:\n"                                                             \
-    "  only:\n"                                                             \
-    "    queue: tf_only\n"                                                  \
-    "    handler: noop\n"                                                   \
-    "    with: " with "\n"                                                  \
-    "    status:\n"                                                         \
-    "      on_start: {status: started, progress: 10}\n"                     \
-    "      on_done: {status: ready, progress: 100, detail: Done}\n"         \
+#define TF_YAML(with)                                                          \
+    "pipeline: tf\n"                                                           \
+    "subject:\n"                                                               \
+    "  table: things\n"                                                        \
+    "  foreign_key: thing_id\n"                                                \
+    "  status:\n"                                                              \
+    "    values: [new, started, ready, error]\n"                               \
+    "  progress: progress\n"                                                   \
+    "  detail: detail\n"                                                       \
+    "  channel: things_status\n"                                               \
+    "defaults:\n"                                                              \
+    "  retry: {max_attempts: 2, initial: 20ms, jitter: 0}\n"                   \
+    "stages:\n"                                                                \
+    "  only:\n"                                                                \
+    "    queue: tf_only\n"                                                     \
+    "    handler: noop\n"                                                      \
+    "    with: " with "\n"                                                     \
+    "    status:\n"                                                            \
+    "      on_start: {status: started, progress: 10}\n"                        \
+    "      on_done: {status: ready, progress: 100, detail: Done}\n"            \
     "      on_error: {status: error, detail: It failed}\n"
 
 static const char *tslow_yaml = "pipeline: tslow\n"
@@ -138,24 +138,6 @@ static void ready(void) {
     done = 1;
 }
 
-/* Runs `sluice ARGS 2>&1`; returns the exit code, output in *out. */
-static int sluice(char **out, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int sluice(char **out, const char *fmt, ...) {
-    char args[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    return sl_test_sh(out, "'%s' %s 2>&1", sl_test_bin(), args);
-}
-
-static void expect_in(const char *out, const char *what) {
-    if (!out || !strstr(out, what))
-        fail_msg("expected \"%s\" in the output:\n%s", what,
-                 out ? out : "(none)");
-}
-
 /* A new subject row; the caller frees the id. */
 static char *new_row(const char *table) {
     char sql[128];
@@ -167,7 +149,7 @@ static char *new_row(const char *table) {
 /* Enqueues with ARGS and returns the printed job id (caller frees). */
 static char *enqueue(const char *args) {
     char *out = NULL;
-    int rc = sluice(&out, "enqueue %s", args);
+    int rc = sl_test_sluice(&out, "enqueue %s", args);
     if (rc != 0) fail_msg("enqueue %s: exit %d: %s", args, rc, out);
     out[strcspn(out, "\n")] = '\0';
     assert_int_equal(strlen(out), 36);
@@ -202,7 +184,8 @@ static void enqueue_file_stores_the_exact_bytes(void **state) {
     char path[600];
     size_t n = 300000;
     unsigned char *data = malloc(n);
-    for (size_t i = 0; i < n; i++) data[i] = (unsigned char)(i * 7 ^ i >> 8);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (unsigned char)(i * 7 ^ i >> 8);
     data[0] = 0; /* a NUL first: no string handling anywhere */
     snprintf(path, sizeof path, "%s/blob.bin", sl_test_tmpdir());
     FILE *f = fopen(path, "wb");
@@ -275,8 +258,8 @@ static void enqueue_run_at_sets_that_time(void **state) {
     free(id);
 }
 
-static void enqueue_json_object_fills_columns_of_a_standalone_queue(
-    void **state) {
+static void
+enqueue_json_object_fills_columns_of_a_standalone_queue(void **state) {
     (void)state;
     ready();
     char *id = enqueue("tslow --json '{\"note\": \"hello\"}'");
@@ -288,19 +271,19 @@ static void enqueue_json_object_fills_columns_of_a_standalone_queue(
     free(id);
 }
 
-static void enqueue_for_a_missing_subject_fails_with_a_clear_message(
-    void **state) {
+static void
+enqueue_for_a_missing_subject_fails_with_a_clear_message(void **state) {
     (void)state;
     ready();
     char *out = NULL;
     const char *ghost = "0b3e9c52-1f00-4c7e-8a59-3f5b1d2f0c11";
-    int rc = sluice(&out, "enqueue tp --subject %s --set n=1", ghost);
+    int rc = sl_test_sluice(&out, "enqueue tp --subject %s --set n=1", ghost);
     assert_int_equal(rc, 1);
-    expect_in(out, "subject 0b3e9c52-1f00-4c7e-8a59-3f5b1d2f0c11 not found in"
-                   " table items");
-    assert_int_equal(qn("SELECT count(*) FROM tp_first WHERE item_id = '%s'",
-                        ghost),
-                     0);
+    sl_test_expect_in(
+        out, "subject 0b3e9c52-1f00-4c7e-8a59-3f5b1d2f0c11 not found in"
+             " table items");
+    assert_int_equal(
+        qn("SELECT count(*) FROM tp_first WHERE item_id = '%s'", ghost), 0);
     free(out);
 }
 
@@ -309,8 +292,8 @@ static void enqueue_without_the_subject_of_a_subject_pipeline_is_a_usage_error(
     (void)state;
     ready();
     char *out = NULL;
-    assert_int_equal(sluice(&out, "enqueue tp --set n=1"), 64);
-    expect_in(out, "--subject ID is required");
+    assert_int_equal(sl_test_sluice(&out, "enqueue tp --set n=1"), 64);
+    sl_test_expect_in(out, "--subject ID is required");
     free(out);
 }
 
@@ -318,17 +301,16 @@ static void enqueue_rejects_an_undeclared_column_and_a_bad_value(void **state) {
     (void)state;
     ready();
     char *item = new_row("items"), *out = NULL;
-    assert_int_equal(sluice(&out, "enqueue tp --subject %s --set nope=1", item),
-                     64);
-    expect_in(out, "declares no column nope");
+    assert_int_equal(
+        sl_test_sluice(&out, "enqueue tp --subject %s --set nope=1", item), 64);
+    sl_test_expect_in(out, "declares no column nope");
     free(out);
-    assert_int_equal(sluice(&out, "enqueue tp --subject %s --set n=many", item),
-                     64);
-    expect_in(out, "\"many\" is not a valid integer");
+    assert_int_equal(
+        sl_test_sluice(&out, "enqueue tp --subject %s --set n=many", item), 64);
+    sl_test_expect_in(out, "\"many\" is not a valid integer");
     free(out);
-    assert_int_equal(qn("SELECT count(*) FROM tp_first WHERE item_id = '%s'",
-                        item),
-                     0);
+    assert_int_equal(
+        qn("SELECT count(*) FROM tp_first WHERE item_id = '%s'", item), 0);
     free(item);
 }
 
@@ -336,14 +318,14 @@ static void enqueue_of_an_unknown_pipeline_fails(void **state) {
     (void)state;
     ready();
     char *out = NULL;
-    assert_int_equal(sluice(&out, "enqueue nosuch"), 64);
-    expect_in(out, "no pipeline named 'nosuch'");
+    assert_int_equal(sl_test_sluice(&out, "enqueue nosuch"), 64);
+    sl_test_expect_in(out, "no pipeline named 'nosuch'");
     free(out);
-    assert_int_equal(sluice(&out, "enqueue tpp"), 64);
-    expect_in(out, "no pipeline named 'tpp' (did you mean 'tp'?)");
+    assert_int_equal(sl_test_sluice(&out, "enqueue tpp"), 64);
+    sl_test_expect_in(out, "no pipeline named 'tpp' (did you mean 'tp'?)");
     free(out);
-    assert_int_equal(sluice(&out, "enqueue tp --stage secnod"), 64);
-    expect_in(out, "(did you mean 'second'?)");
+    assert_int_equal(sl_test_sluice(&out, "enqueue tp --stage secnod"), 64);
+    sl_test_expect_in(out, "(did you mean 'second'?)");
     free(out);
 }
 
@@ -375,14 +357,13 @@ static void enqueue_bulk_inserts_every_line_in_batches(void **state) {
     ready();
     char *item = new_row("items"), *out = NULL;
     const char *path = bulk_file("bulk.jsonl", item, 2500, 0);
-    assert_int_equal(sluice(&out, "enqueue tp --bulk '%s'", path), 0);
-    expect_in(out, "enqueued 2500 jobs into tp_first");
-    assert_int_equal(qn("SELECT count(*) FROM tp_first WHERE item_id = '%s'",
-                        item),
-                     2500);
-    assert_int_equal(qn("SELECT sum(n) FROM tp_first WHERE item_id = '%s'",
-                        item),
-                     2500L * 2501 / 2);
+    assert_int_equal(sl_test_sluice(&out, "enqueue tp --bulk '%s'", path), 0);
+    sl_test_expect_in(out, "enqueued 2500 jobs into tp_first");
+    assert_int_equal(
+        qn("SELECT count(*) FROM tp_first WHERE item_id = '%s'", item), 2500);
+    assert_int_equal(
+        qn("SELECT sum(n) FROM tp_first WHERE item_id = '%s'", item),
+        2500L * 2501 / 2);
     assert_int_equal(qn("SELECT count(*) FROM tp_first WHERE item_id = '%s'"
                         " AND priority = n %% 3 AND tags = '{a}'",
                         item),
@@ -396,25 +377,24 @@ static void enqueue_bulk_inserts_every_line_in_batches(void **state) {
     free(item);
 }
 
-static void enqueue_bulk_with_a_missing_subject_enqueues_nothing(
-    void **state) {
+static void enqueue_bulk_with_a_missing_subject_enqueues_nothing(void **state) {
     (void)state;
     ready();
     char *item = new_row("items"), *out = NULL;
     /* The bad line is in the second batch: the first is rolled back. */
     const char *path = bulk_file("bad.jsonl", item, 1500, 1203);
-    assert_int_equal(sluice(&out, "enqueue tp --bulk '%s'", path), 1);
-    expect_in(out, "bad.jsonl:1205: subject 00000000-0000-0000-0000-"
-                   "000000000bad not found in table items");
-    expect_in(out, "nothing was enqueued");
-    assert_int_equal(qn("SELECT count(*) FROM tp_first WHERE item_id = '%s'",
-                        item),
-                     0);
+    assert_int_equal(sl_test_sluice(&out, "enqueue tp --bulk '%s'", path), 1);
+    sl_test_expect_in(out, "bad.jsonl:1205: subject 00000000-0000-0000-0000-"
+                           "000000000bad not found in table items");
+    sl_test_expect_in(out, "nothing was enqueued");
+    assert_int_equal(
+        qn("SELECT count(*) FROM tp_first WHERE item_id = '%s'", item), 0);
     free(out);
     free(item);
 }
 
-/* ---- status ---------------------------------------------------------------- */
+/* ---- status ----------------------------------------------------------------
+ */
 
 /* A thing whose only job has failed both attempts; returns the job id and
  * sets *thing. */
@@ -424,9 +404,10 @@ static char *failed_job(char **thing) {
     snprintf(args, sizeof args, "tf --subject %s", *thing);
     char *id = enqueue(args);
     /* Exit 3: a job it ran failed for good (docs/cli.md#exit-codes). */
-    int rc = sluice(&out, "run --allow-superuser -s tf --exit-when-idle --log-level error");
+    int rc = sl_test_sluice(
+        &out, "run --allow-superuser -s tf --exit-when-idle --log-level error");
     if (rc != 3) fail_msg("sluice run: %d, expected 3: %s", rc, out);
-    expect_in(out, "failed for good");
+    sl_test_expect_in(out, "failed for good");
     free(out);
     expect_q("error", "SELECT status FROM tf_only WHERE id = '%s'", id);
     return id;
@@ -437,15 +418,15 @@ static void status_shows_attempts_and_last_error(void **state) {
     ready();
     char *thing, *out = NULL;
     char *id = failed_job(&thing);
-    assert_int_equal(sluice(&out, "status %s", thing), 0);
-    expect_in(out, "pipeline tf, table things");
-    expect_in(out, "status    error");
-    expect_in(out, "detail    It failed");
-    expect_in(out, id);
-    expect_in(out, "attempts 2/2");
-    expect_in(out, "last error (retryable): noop: planned failure on"
-                   " attempt 2");
-    expect_in(out, "finished ");
+    assert_int_equal(sl_test_sluice(&out, "status %s", thing), 0);
+    sl_test_expect_in(out, "pipeline tf, table things");
+    sl_test_expect_in(out, "status    error");
+    sl_test_expect_in(out, "detail    It failed");
+    sl_test_expect_in(out, id);
+    sl_test_expect_in(out, "attempts 2/2");
+    sl_test_expect_in(out, "last error (retryable): noop: planned failure on"
+                           " attempt 2");
+    sl_test_expect_in(out, "finished ");
     free(out);
     free(thing);
     free(id);
@@ -456,11 +437,11 @@ static void status_of_a_job_id_shows_that_job(void **state) {
     ready();
     char *out = NULL;
     char *id = enqueue("td --delay 10m");
-    assert_int_equal(sluice(&out, "status %s", id), 0);
-    expect_in(out, "pipeline td, stage later, queue td_jobs");
-    expect_in(out, "pending");
-    expect_in(out, "attempts 0/5");
-    expect_in(out, "runs at ");
+    assert_int_equal(sl_test_sluice(&out, "status %s", id), 0);
+    sl_test_expect_in(out, "pipeline td, stage later, queue td_jobs");
+    sl_test_expect_in(out, "pending");
+    sl_test_expect_in(out, "attempts 0/5");
+    sl_test_expect_in(out, "runs at ");
     free(out);
     free(id);
 }
@@ -470,10 +451,10 @@ static void status_of_a_job_id_names_its_subject(void **state) {
     ready();
     char *thing, *out = NULL;
     char *id = failed_job(&thing);
-    assert_int_equal(sluice(&out, "status %s", id), 0);
-    expect_in(out, "pipeline tf, stage only, queue tf_only");
-    expect_in(out, thing);
-    expect_in(out, "attempts 2/2");
+    assert_int_equal(sl_test_sluice(&out, "status %s", id), 0);
+    sl_test_expect_in(out, "pipeline tf, stage only, queue tf_only");
+    sl_test_expect_in(out, thing);
+    sl_test_expect_in(out, "attempts 2/2");
     free(out);
     free(thing);
     free(id);
@@ -484,14 +465,15 @@ static void status_of_an_unknown_id_fails(void **state) {
     ready();
     char *out = NULL;
     assert_int_equal(
-        sluice(&out, "status 6d1c1a3e-0000-4000-8000-000000000001"), 1);
-    expect_in(out, "no subject or job with id");
+        sl_test_sluice(&out, "status 6d1c1a3e-0000-4000-8000-000000000001"), 1);
+    sl_test_expect_in(out, "no subject or job with id");
     free(out);
-    assert_int_equal(sluice(&out, "status not-a-uuid"), 64);
+    assert_int_equal(sl_test_sluice(&out, "status not-a-uuid"), 64);
     free(out);
 }
 
-/* ---- cancel ------------------------------------------------------------------ */
+/* ---- cancel
+ * ------------------------------------------------------------------ */
 
 static void cancel_of_a_pending_job_means_it_never_runs(void **state) {
     (void)state;
@@ -500,11 +482,14 @@ static void cancel_of_a_pending_job_means_it_never_runs(void **state) {
     snprintf(args, sizeof args, "tp --subject %s --set n=1", item);
     char *doomed = enqueue(args);
     char *other = enqueue(args);
-    assert_int_equal(sluice(&out, "cancel %s", doomed), 0);
-    expect_in(out, "cancelled (was pending");
+    assert_int_equal(sl_test_sluice(&out, "cancel %s", doomed), 0);
+    sl_test_expect_in(out, "cancelled (was pending");
     free(out);
     assert_int_equal(
-        sluice(&out, "run --allow-superuser -s tp --exit-when-idle --log-level error"), 0);
+        sl_test_sluice(
+            &out,
+            "run --allow-superuser -s tp --exit-when-idle --log-level error"),
+        0);
     free(out);
     expect_q("cancelled", "SELECT status FROM tp_first WHERE id = '%s'",
              doomed);
@@ -513,28 +498,31 @@ static void cancel_of_a_pending_job_means_it_never_runs(void **state) {
              doomed);
     expect_q("done", "SELECT status FROM tp_first WHERE id = '%s'", other);
     /* Cancelling it again changes nothing and says so. */
-    assert_int_equal(sluice(&out, "cancel %s", doomed), 1);
-    expect_in(out, "not cancelled: it is cancelled");
+    assert_int_equal(sl_test_sluice(&out, "cancel %s", doomed), 1);
+    sl_test_expect_in(out, "not cancelled: it is cancelled");
     free(out);
     free(item);
     free(doomed);
     free(other);
 }
 
-static int pid_alive(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
+static int pid_alive(pid_t pid) {
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
 
-static void cancel_of_a_running_job_stops_it_and_refuses_its_completion(
-    void **state) {
+static void
+cancel_of_a_running_job_stops_it_and_refuses_its_completion(void **state) {
     (void)state;
     ready();
     char *id = enqueue("tslow --set note=long"), *out = NULL, log[600];
     snprintf(log, sizeof log, "%s/slow.log", sl_test_tmpdir());
     /* A worker in the background: the handler sleeps 20 s unless told to
      * stop. */
-    int rc = sl_test_sh(&out,
-                        "'%s' run --allow-superuser -s tslow --exit-when-idle >'%s' 2>&1 &"
-                        " echo $!",
-                        sl_test_bin(), log);
+    int rc = sl_test_sh(
+        &out,
+        "'%s' run --allow-superuser -s tslow --exit-when-idle >'%s' 2>&1 &"
+        " echo $!",
+        sl_test_bin(), log);
     assert_int_equal(rc, 0);
     pid_t pid = (pid_t)atol(out);
     free(out);
@@ -545,17 +533,19 @@ static void cancel_of_a_running_job_stops_it_and_refuses_its_completion(
         if (sl_test_now_ms() - t0 > 10000) fail_msg("the job never started");
         usleep(20000);
     }
-    assert_int_equal(sluice(&out, "cancel %s", id), 0);
-    expect_in(out, "cancelled while running on");
+    assert_int_equal(sl_test_sluice(&out, "cancel %s", id), 0);
+    sl_test_expect_in(out, "cancelled while running on");
     free(out);
     int64_t t1 = sl_test_now_ms();
-    while (pid_alive(pid) && sl_test_now_ms() - t1 < 15000) usleep(20000);
+    while (pid_alive(pid) && sl_test_now_ms() - t1 < 15000)
+        usleep(20000);
     assert_false(pid_alive(pid));
     /* Well before the handler's 20 s: it was told to stop. */
     assert_true(sl_test_now_ms() - t1 < 10000);
     expect_q("cancelled", "SELECT status FROM tslow_jobs WHERE id = '%s'", id);
-    expect_q("t", "SELECT finished_at IS NOT NULL FROM tslow_jobs WHERE id ="
-                  " '%s'",
+    expect_q("t",
+             "SELECT finished_at IS NOT NULL FROM tslow_jobs WHERE id ="
+             " '%s'",
              id);
     FILE *f = fopen(log, "r");
     char buf[8192] = "";
@@ -566,7 +556,7 @@ static void cancel_of_a_running_job_stops_it_and_refuses_its_completion(
     }
     /* The handler stops when told (noop honours should_stop) and the
      * runtime writes nothing for a job that is no longer its own. */
-    expect_in(buf, "job abandoned: lease lost or cancelled");
+    sl_test_expect_in(buf, "job abandoned: lease lost or cancelled");
     free(id);
 }
 
@@ -575,20 +565,21 @@ static void cancel_of_an_unknown_job_fails(void **state) {
     ready();
     char *out = NULL;
     assert_int_equal(
-        sluice(&out, "cancel 6d1c1a3e-0000-4000-8000-000000000002"), 1);
-    expect_in(out, "not found in any queue");
+        sl_test_sluice(&out, "cancel 6d1c1a3e-0000-4000-8000-000000000002"), 1);
+    sl_test_expect_in(out, "not found in any queue");
     free(out);
 }
 
-/* ---- retry ------------------------------------------------------------------- */
+/* ---- retry
+ * ------------------------------------------------------------------- */
 
 static void retry_of_an_errored_job_runs_it_again(void **state) {
     (void)state;
     ready();
     char *thing, *out = NULL;
     char *id = failed_job(&thing);
-    assert_int_equal(sluice(&out, "retry %s", id), 0);
-    expect_in(out, "retried (was error");
+    assert_int_equal(sl_test_sluice(&out, "retry %s", id), 0);
+    sl_test_expect_in(out, "retried (was error");
     free(out);
     /* A fresh set of attempts; the old error stays until it runs. */
     expect_q("retry", "SELECT status FROM tf_only WHERE id = '%s'", id);
@@ -596,10 +587,12 @@ static void retry_of_an_errored_job_runs_it_again(void **state) {
     expect_q("noop: planned failure on attempt 2",
              "SELECT last_error FROM tf_only WHERE id = '%s'", id);
     /* The operator fixed the stage's configuration; the job now runs. */
-    assert_int_equal(sluice(&out, "run --allow-superuser -p '%s' -s tf --exit-when-idle"
-                                  " --log-level error",
-                            fixed_dir),
-                     0);
+    assert_int_equal(
+        sl_test_sluice(&out,
+                       "run --allow-superuser -p '%s' -s tf --exit-when-idle"
+                       " --log-level error",
+                       fixed_dir),
+        0);
     free(out);
     expect_q("done", "SELECT status FROM tf_only WHERE id = '%s'", id);
     expect_q("1", "SELECT attempts FROM tf_only WHERE id = '%s'", id);
@@ -613,8 +606,8 @@ static void retry_of_a_job_that_did_not_fail_is_refused(void **state) {
     ready();
     char *out = NULL;
     char *id = enqueue("td --delay 1h");
-    assert_int_equal(sluice(&out, "retry %s", id), 1);
-    expect_in(out, "not retried: it is pending");
+    assert_int_equal(sl_test_sluice(&out, "retry %s", id), 1);
+    sl_test_expect_in(out, "not retried: it is pending");
     free(out);
     expect_q("pending", "SELECT status FROM td_jobs WHERE id = '%s'", id);
     free(id);
@@ -625,19 +618,19 @@ static void retry_queue_failed_retries_every_failed_job(void **state) {
     ready();
     char *t1, *t2, *out = NULL, want[64];
     char *j1 = failed_job(&t1), *j2 = failed_job(&t2);
-    long failed = sl_test_long(
-        db, "SELECT count(*) FROM tf_only WHERE status = 'error'");
+    long failed =
+        sl_test_long(db, "SELECT count(*) FROM tf_only WHERE status = 'error'");
     assert_true(failed >= 2);
-    assert_int_equal(sluice(&out, "retry --queue tf_only --failed"), 0);
+    assert_int_equal(sl_test_sluice(&out, "retry --queue tf_only --failed"), 0);
     snprintf(want, sizeof want, "retried %ld failed jobs in tf_only", failed);
-    expect_in(out, want);
+    sl_test_expect_in(out, want);
     free(out);
     assert_int_equal(sl_test_long(db, "SELECT count(*) FROM tf_only WHERE"
                                       " status = 'error'"),
                      0);
     expect_q("retry", "SELECT status FROM tf_only WHERE id = '%s'", j1);
     expect_q("retry", "SELECT status FROM tf_only WHERE id = '%s'", j2);
-    assert_int_equal(sluice(&out, "retry --failed"), 64);
+    assert_int_equal(sl_test_sluice(&out, "retry --failed"), 64);
     free(out);
     free(t1);
     free(t2);
@@ -645,7 +638,8 @@ static void retry_queue_failed_retries_every_failed_job(void **state) {
     free(j2);
 }
 
-/* ---- watch ------------------------------------------------------------------- */
+/* ---- watch
+ * ------------------------------------------------------------------- */
 
 /* Starts `sluice watch SUBJECT` in the background, waits until it has drawn
  * its first line (it LISTENs before that, so it misses no change), runs
@@ -658,7 +652,8 @@ static int watch_a_run(const char *subject, const char *stages, char **out) {
                       "'%1$s' watch %2$s --timeout 60s >'%3$s' 2>&1 & w=$!;"
                       " i=0; while [ ! -s '%3$s' ] && [ $i -lt 600 ]; do"
                       " sleep 0.05; i=$((i+1)); done;"
-                      " '%1$s' run --allow-superuser -s %4$s --exit-when-idle >/dev/null 2>&1;"
+                      " '%1$s' run --allow-superuser -s %4$s --exit-when-idle "
+                      ">/dev/null 2>&1;"
                       " wait $w; rc=$?; cat '%3$s'; exit $rc",
                       sl_test_bin(), subject, path, stages);
 }
@@ -673,18 +668,20 @@ static void watch_ends_0_when_the_pipeline_reaches_ready(void **state) {
     if (rc != 0) fail_msg("watch: exit %d: %s", rc, out);
     /* Not a terminal: one line per change, from the current row to the
      * final status. */
-    expect_in(out, "[..............................]   0%  new\n");
-    expect_in(out, "[###...........................]  10%  started  First"
-                   " running\n");
-    expect_in(out, "[###############...............]  50%  halfway  First"
-                   " done\n");
-    expect_in(out, "[##############################] 100%  ready  All done\n");
+    sl_test_expect_in(out, "[..............................]   0%  new\n");
+    sl_test_expect_in(out,
+                      "[###...........................]  10%  started  First"
+                      " running\n");
+    sl_test_expect_in(out,
+                      "[###############...............]  50%  halfway  First"
+                      " done\n");
+    sl_test_expect_in(
+        out, "[##############################] 100%  ready  All done\n");
     free(out);
     free(item);
 }
 
-static void watch_ends_3_at_the_error_status_with_the_last_error(
-    void **state) {
+static void watch_ends_3_at_the_error_status_with_the_last_error(void **state) {
     (void)state;
     ready();
     char *thing = new_row("things"), args[128], *out = NULL;
@@ -692,9 +689,9 @@ static void watch_ends_3_at_the_error_status_with_the_last_error(
     free(enqueue(args));
     int rc = watch_a_run(thing, "tf", &out);
     if (rc != 3) fail_msg("watch: exit %d, expected 3: %s", rc, out);
-    expect_in(out, "error  It failed");
-    expect_in(out, "stage only failed");
-    expect_in(out, "noop: planned failure on attempt 2");
+    sl_test_expect_in(out, "error  It failed");
+    sl_test_expect_in(out, "stage only failed");
+    sl_test_expect_in(out, "noop: planned failure on attempt 2");
     free(out);
     free(thing);
 }
@@ -704,10 +701,10 @@ static void watch_times_out_with_5(void **state) {
     ready();
     char *item = new_row("items"), *out = NULL;
     int64_t t0 = sl_test_now_ms();
-    assert_int_equal(sluice(&out, "watch %s --timeout 300ms", item), 5);
+    assert_int_equal(sl_test_sluice(&out, "watch %s --timeout 300ms", item), 5);
     assert_true(sl_test_now_ms() - t0 < 5000);
-    expect_in(out, "timed out");
-    expect_in(out, "new");
+    sl_test_expect_in(out, "timed out");
+    sl_test_expect_in(out, "new");
     free(out);
     free(item);
 }
@@ -717,12 +714,13 @@ static void watch_of_an_unknown_subject_fails(void **state) {
     ready();
     char *out = NULL;
     assert_int_equal(
-        sluice(&out, "watch 6d1c1a3e-0000-4000-8000-000000000003"), 1);
-    expect_in(out, "no subject with id");
+        sl_test_sluice(&out, "watch 6d1c1a3e-0000-4000-8000-000000000003"), 1);
+    sl_test_expect_in(out, "no subject with id");
     free(out);
 }
 
-/* ---- jobs and stats ------------------------------------------------------------ */
+/* ---- jobs and stats
+ * ------------------------------------------------------------ */
 
 static void jobs_filters_by_queue_and_status(void **state) {
     (void)state;
@@ -730,7 +728,8 @@ static void jobs_filters_by_queue_and_status(void **state) {
     char *thing, *out = NULL;
     char *id = failed_job(&thing);
     assert_int_equal(
-        sluice(&out, "jobs --queue tf_only --status error --limit 1000 --json"),
+        sl_test_sluice(
+            &out, "jobs --queue tf_only --status error --limit 1000 --json"),
         0);
     json_error_t je;
     json_t *arr = json_loads(out, 0, &je);
@@ -750,8 +749,8 @@ static void jobs_filters_by_queue_and_status(void **state) {
             seen = 1;
             assert_string_equal(
                 json_string_value(json_object_get(j, "subject")), thing);
-            assert_int_equal(
-                json_integer_value(json_object_get(j, "attempts")), 2);
+            assert_int_equal(json_integer_value(json_object_get(j, "attempts")),
+                             2);
             assert_int_equal(
                 json_integer_value(json_object_get(j, "max_attempts")), 2);
         }
@@ -760,15 +759,17 @@ static void jobs_filters_by_queue_and_status(void **state) {
     json_decref(arr);
     free(out);
     /* The table form names the job and its error. */
-    assert_int_equal(sluice(&out, "jobs --queue tf_only --status error"), 0);
-    expect_in(out, "LAST ERROR");
-    expect_in(out, id);
+    assert_int_equal(
+        sl_test_sluice(&out, "jobs --queue tf_only --status error"), 0);
+    sl_test_expect_in(out, "LAST ERROR");
+    sl_test_expect_in(out, id);
     free(out);
     /* Nothing in tf_only is older than a day. */
-    assert_int_equal(sluice(&out, "jobs --queue tf_only --older-than 1d"), 0);
-    expect_in(out, "no jobs");
+    assert_int_equal(
+        sl_test_sluice(&out, "jobs --queue tf_only --older-than 1d"), 0);
+    sl_test_expect_in(out, "no jobs");
     free(out);
-    assert_int_equal(sluice(&out, "jobs --status nonsense"), 64);
+    assert_int_equal(sl_test_sluice(&out, "jobs --status nonsense"), 64);
     free(out);
     free(thing);
     free(id);
@@ -780,7 +781,7 @@ static void stats_counts_match_the_queues(void **state) {
     static const char *const st[] = {"pending", "in_progress", "retry",
                                      "done",    "error",       "cancelled"};
     char *out = NULL;
-    assert_int_equal(sluice(&out, "stats --json"), 0);
+    assert_int_equal(sl_test_sluice(&out, "stats --json"), 0);
     json_t *arr = json_loads(out, 0, NULL);
     if (!json_is_array(arr)) fail_msg("not JSON:\n%s", out);
     assert_int_equal(json_array_size(arr), 5);
@@ -804,14 +805,15 @@ static void stats_counts_match_the_queues(void **state) {
     }
     json_decref(arr);
     free(out);
-    assert_int_equal(sluice(&out, "stats"), 0);
-    expect_in(out, "QUEUE");
-    expect_in(out, "tf_only");
-    expect_in(out, "tslow_jobs");
+    assert_int_equal(sl_test_sluice(&out, "stats"), 0);
+    sl_test_expect_in(out, "QUEUE");
+    sl_test_expect_in(out, "tf_only");
+    sl_test_expect_in(out, "tslow_jobs");
     free(out);
 }
 
-/* ---- the C API (jobs.h) --------------------------------------------------------- */
+/* ---- the C API (jobs.h)
+ * --------------------------------------------------------- */
 
 static sl_model *load_model(void) {
     char dir[512];
@@ -835,10 +837,10 @@ static void check_value_accepts_only_values_of_the_column_type(void **state) {
     sl_column t = {.name = "tags", .type = "text[]"};
     sl_column u = {.name = "ref", .type = "uuid"};
     json_t *v;
-#define CHECK(col, json, want)                                              \
-    v = json_loads(json, JSON_DECODE_ANY, NULL);                            \
-    assert_non_null(v);                                                     \
-    assert_int_equal(sl_jobs_check_value(&col, v, err, sizeof err), want);  \
+#define CHECK(col, json, want)                                                 \
+    v = json_loads(json, JSON_DECODE_ANY, NULL);                               \
+    assert_non_null(v);                                                        \
+    assert_int_equal(sl_jobs_check_value(&col, v, err, sizeof err), want);     \
     json_decref(v)
     CHECK(n, "12", 0);
     CHECK(n, "\"-12\"", 0);
@@ -869,9 +871,9 @@ static void batch_rejects_a_bad_row_before_sending_anything(void **state) {
     long n = -1;
     size_t bad = 0;
     char err[512];
-    assert_int_equal(sl_jobs_enqueue_batch(db, s, rows, &n, &bad, err,
-                                           sizeof err),
-                     -SL_EINVAL);
+    assert_int_equal(
+        sl_jobs_enqueue_batch(db, s, rows, &n, &bad, err, sizeof err),
+        -SL_EINVAL);
     assert_int_equal(bad, 2);
     assert_int_equal(n, 0);
     assert_string_equal(err, "row 2: stage later (queue td_jobs) declares no"
@@ -881,8 +883,7 @@ static void batch_rejects_a_bad_row_before_sending_anything(void **state) {
     sl_model_free(m);
 }
 
-static void library_enqueues_cancels_and_retries_without_the_cli(
-    void **state) {
+static void library_enqueues_cancels_and_retries_without_the_cli(void **state) {
     (void)state;
     ready();
     sl_model *m = load_model();
@@ -894,9 +895,8 @@ static void library_enqueues_cancels_and_retries_without_the_cli(
         " 00:00+00\"}, {\"columns\": {\"note\": \"b2\"}, \"priority\": 9,"
         " \"run_at\": \"2031-01-01 00:00+00\"}]",
         0, NULL);
-    assert_int_equal(sl_jobs_enqueue_batch(db, s, rows, &n, NULL, err,
-                                           sizeof err),
-                     0);
+    assert_int_equal(
+        sl_jobs_enqueue_batch(db, s, rows, &n, NULL, err, sizeof err), 0);
     assert_int_equal(n, 2);
     json_decref(rows);
     assert_int_equal(sl_test_long(db, "SELECT count(*) FROM td_jobs WHERE"
@@ -904,12 +904,10 @@ static void library_enqueues_cancels_and_retries_without_the_cli(
                                       " run_at = '2031-01-01 00:00+00'"),
                      1);
 
-    sl_enqueue_opts o = {.delay_ms = 3600000, .has_priority = 1,
-                         .priority = 3};
+    sl_enqueue_opts o = {.delay_ms = 3600000, .has_priority = 1, .priority = 3};
     json_t *cols = json_pack("{s:s}", "note", "single");
-    assert_int_equal(sl_jobs_enqueue(db, s, NULL, cols, &o, id, err,
-                                     sizeof err),
-                     0);
+    assert_int_equal(
+        sl_jobs_enqueue(db, s, NULL, cols, &o, id, err, sizeof err), 0);
     json_decref(cols);
     /* A subject id for a standalone queue is refused. */
     assert_int_equal(sl_jobs_enqueue(db, s,

@@ -200,3 +200,18 @@ pid_t sl_test_spawn_server(const char *cmd, const char *what, int *port) {
     fclose(in);
     return pid;
 }
+
+int sl_test_sluice(char **out, const char *fmt, ...) {
+    char args[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    return sl_test_sh(out, "'%s' %s 2>&1", sl_test_bin(), args);
+}
+
+void sl_test_expect_in(const char *out, const char *what) {
+    if (!out || !strstr(out, what))
+        fail_msg("expected \"%s\" in the output:\n%s", what,
+                 out ? out : "(none)");
+}

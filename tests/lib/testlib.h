@@ -47,6 +47,14 @@ const char *sl_test_tmpdir(void);
 int sl_test_sh(char **out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Runs `sluice ARGS 2>&1` (ARGS printf-style); returns the exit code,
+ * the output in *out (malloc'd) when out is not NULL. */
+int sl_test_sluice(char **out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Fails the test, showing out, unless out contains what. */
+void sl_test_expect_in(const char *out, const char *what);
+
 /* The path of the built sluice binary. */
 const char *sl_test_bin(void);
 
