@@ -168,24 +168,13 @@ long sl_migrate__count_rows(mctx *x, const char *table, const char *column) {
 /* ------------------------------------------------------------ base.sql */
 
 static int base_objects_present(mctx *x) {
-    PGresult *r = sl_migrate__query(
-        x,
-        "SELECT to_regclass('public.accounts') IS NOT NULL"
-        " AND to_regclass('public.account_members') IS NOT NULL"
-        " AND to_regclass('public.projects') IS NOT NULL"
-        " AND to_regclass('public.interviews') IS NOT NULL"
-        " AND to_regclass('public.insights') IS NOT NULL"
-        " AND to_regclass('public.personas') IS NOT NULL"
-        " AND to_regtype('public.interview_status') IS NOT NULL"
-        " AND to_regprocedure('auth.uid()') IS NOT NULL"
-        " AND to_regprocedure('public.sluice_is_account_member(uuid)')"
-        " IS NOT NULL",
-        0, NULL);
-    int ok = r && PQntuples(r) && PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
-    return ok;
+    for (size_t i = 0; i < sizeof x->base_before && x->base_before[i]; i++)
+        if (x->base_before[i] != 't') return 0;
+    return x->base_before[0] == 't';
 }
 
+/* Applies sql/base.sql when a pipeline needs it (or --base) and it changed
+ * or an object of it is missing; lists what it created. */
 static void plan_base(mctx *x) {
     const char *params[1] = {sl_base_sql};
     PGresult *r = sl_migrate__query(
@@ -197,7 +186,9 @@ static void plan_base(mctx *x) {
         sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
         return;
     }
-    if (x->o.skip_base) return;
+    x->base_needed = sl_migrate__base_needed(x);
+    if (!x->base_needed) return;
+    sl_migrate__base_before(x);
     int same = x->last_base_checksum &&
                strcmp(x->last_base_checksum, x->base_checksum) == 0;
     if (same && base_objects_present(x)) return;
@@ -210,6 +201,7 @@ static void plan_base(mctx *x) {
         return;
     }
     x->base_applied = 1;
+    sl_migrate__base_created(x);
 }
 
 /* ------------------------------------------------------------ history */
@@ -235,9 +227,14 @@ static void ensure_history(mctx *x) {
                     "  what text NOT NULL,\n"
                     "  filter jsonb NOT NULL,\n"
                     "  count bigint NOT NULL\n"
-                    ");\n",
+                    ");\n"
+                    /* Which pipeline owns what (migrate_scope.c). */
+                    SL_MIGRATE_PIPELINES_DDL,
                     msg, sizeof msg) != 0) {
-        sl_migrate__fail(x, -SL_EDB, "creating sluice.migrations and sluice.audit: %s", msg);
+        sl_migrate__fail(x, -SL_EDB,
+                         "creating sluice.migrations, sluice.audit and "
+                         "sluice.pipelines: %s",
+                         msg);
         return;
     }
     PGresult *r =
@@ -668,7 +665,7 @@ static void record(mctx *x, const char *ddl, sl_migrate_result *res) {
         return;
     }
     const char *base =
-        x->o.skip_base ? x->last_base_checksum : x->base_checksum;
+        x->base_needed ? x->base_checksum : x->last_base_checksum;
     const char *params[4] = {ddl, snap, base,
                              x->ndestructive ? "true" : "false"};
     PGresult *r =
@@ -705,7 +702,10 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
     x.errlen = errlen;
     if (o) x.o = *o;
     sl_buf_init(&x.refused);
+    sl_buf_init(&x.base_created);
 
+    /* Built once before connecting, so an invalid model fails early; built
+     * again below with the queues of other applications for the view. */
     sl_schema *s = NULL;
     int rc = sl_schema_build(m, &s, err, errlen);
     if (rc) return rc;
@@ -732,10 +732,24 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
         goto out_rollback;
     }
     ensure_history(&x);
+    sl_migrate__load_owners(&x);
+    sl_migrate__find_others(&x);
+    if (!x.rc && x.nothers) {
+        sl_schema *with = NULL;
+        rc = sl_schema_build_ex(m, (const char *const *)x.others, x.nothers,
+                                &with, err, errlen);
+        if (rc) {
+            x.rc = rc;
+            goto out_rollback;
+        }
+        sl_schema_free(s);
+        x.s = s = with;
+    }
     plan_base(&x);
     check_references(&x);
     plan_all(&x);
     plan_alerts(&x);
+    sl_migrate__plan_owners(&x);
     if (x.rc) goto out_rollback;
 
     if (x.ndestructive && !x.o.allow_destructive) {
@@ -763,6 +777,7 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
         sl_buf_puts(&sql, "-- apply sql/base.sql\n");
         sl_buf_puts(&sql, sl_base_sql);
         sl_buf_puts(&sum, "apply sql/base.sql\n");
+        if (x.base_created.len) sl_buf_puts(&sum, sl_buf_str(&x.base_created));
     }
     for (size_t i = 0; i < x.nsteps; i++) {
         sl_buf_printf(&sql, "%s-- %s\n%s", sql.len ? "\n" : "",
@@ -800,6 +815,11 @@ out_schema:
         free(x.dropped[i]);
     free(x.dropped);
     sl_buf_free(&x.refused);
+    sl_buf_free(&x.base_created);
+    for (size_t i = 0; i < x.nothers; i++)
+        free(x.others[i]);
+    free(x.others);
+    json_decref(x.owners);
     json_decref(x.last_snapshot);
     free(x.last_base_checksum);
     free(x.base_checksum);

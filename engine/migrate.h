@@ -23,6 +23,8 @@ typedef struct sl_migrate_opts {
     int dry_run;           /* run everything, then roll back: res->sql is what a
                               real run would execute */
     int skip_base; /* leave sql/base.sql out (the app owns those tables) */
+    int base;      /* apply sql/base.sql even when no pipeline references
+                      its tables (without this, only when one does) */
 } sl_migrate_opts;
 
 /* What a migration did. Every string is malloc'd and owned by the result:

@@ -38,7 +38,23 @@ typedef struct mctx {
     int ndestructive;
     char **dropped; /* tables the plan drops */
     size_t ndropped;
+    json_t *owners;     /* sluice.pipelines: name -> [{kind, name, table}] */
+    int has_owners;     /* some pipeline's ownership is recorded */
+    char **others;      /* queue tables of pipelines not given */
+    size_t nothers;
+    int base_needed;    /* --base, or a pipeline references a base table */
+    char base_before[32]; /* which base objects existed ('t'/'f') */
+    sl_buf base_created;  /* "create table accounts\n" ... */
 } mctx;
+
+/* The table of ownership records, idempotent. */
+#define SL_MIGRATE_PIPELINES_DDL                                               \
+    "CREATE SCHEMA IF NOT EXISTS sluice;\n"                                    \
+    "CREATE TABLE IF NOT EXISTS sluice.pipelines (\n"                          \
+    "  name text PRIMARY KEY,\n"                                               \
+    "  objects jsonb NOT NULL,\n"                                              \
+    "  updated_at timestamptz NOT NULL DEFAULT now()\n"                        \
+    ");\n"
 
 void sl_migrate__fail(mctx *x, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -58,5 +74,18 @@ void sl_migrate__find_dropped_tables(mctx *x);
 void sl_migrate__plan_drop_tables(mctx *x);
 void sl_migrate__plan_stale(mctx *x, int functions);
 void sl_migrate__plan_table(mctx *x, const sl_schema_object *o);
+
+/* migrate_scope.c: the base schema on demand, ownership per pipeline */
+int sl_migrate__base_needed(const mctx *x);
+void sl_migrate__base_before(mctx *x);
+void sl_migrate__base_created(mctx *x);
+int sl_migrate__given(const mctx *x, const char *pipeline);
+void sl_migrate__load_owners(mctx *x);
+void sl_migrate__find_others(mctx *x);
+/* 1 when the object (table: the one it is on, or NULL) belongs to a
+ * pipeline this migration was given, so it may be dropped. */
+int sl_migrate__owned(mctx *x, sl_obj_kind kind, const char *name,
+                      const char *table);
+void sl_migrate__plan_owners(mctx *x);
 
 #endif

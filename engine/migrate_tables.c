@@ -265,7 +265,9 @@ void sl_migrate__find_dropped_tables(mctx *x) {
         " ORDER BY 1",
         0, NULL);
     for (int i = 0; r && i < PQntuples(r); i++)
-        if (!sl_migrate__model_has_queue(x, PQgetvalue(r, i, 0)))
+        if (!sl_migrate__model_has_queue(x, PQgetvalue(r, i, 0)) &&
+            sl_migrate__owned(x, SL_OBJ_TABLE, PQgetvalue(r, i, 0),
+                              PQgetvalue(r, i, 0)))
             note_dropped(x, PQgetvalue(r, i, 0));
     PQclear(r);
     json_t *tables = json_object_get(x->last_snapshot, "tables");
@@ -273,7 +275,10 @@ void sl_migrate__find_dropped_tables(mctx *x) {
     json_t *jt;
     json_array_foreach(tables, i, jt) {
         const char *name = json_string_value(json_object_get(jt, "name"));
-        if (!name || sl_migrate__model_has_queue(x, name) || dropping(x, name))
+        const char *owner =
+            json_string_value(json_object_get(jt, "pipeline"));
+        if (!name || sl_migrate__model_has_queue(x, name) ||
+            dropping(x, name) || !sl_migrate__given(x, owner))
             continue;
         char *qn = sl_migrate__qident(name);
         const char *params[1] = {qn};
@@ -363,6 +368,7 @@ void sl_migrate__plan_stale(mctx *x, int functions) {
                               kind == SL_OBJ_INDEX ? NULL : table))
                 continue;
             if (table && dropping(x, table)) continue; /* goes with it */
+            if (!sl_migrate__owned(x, kind, name, table)) continue;
             sl_buf q;
             sl_buf_init(&q);
             switch (kind) {

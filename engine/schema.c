@@ -160,6 +160,7 @@ void sl_schema__add_object(builder *b, sl_obj_kind kind, const char *name,
     o->name = sl_schema__dup(b, name);
     o->table = sl_schema__dup(b, table);
     o->replace_sql = sl_schema__dup(b, replace);
+    o->pipeline = b->owner ? sl_schema__dup(b, b->owner) : NULL;
     sl_buf sql;
     sl_buf_init(&sql);
     sl_buf_puts(&sql, create);
@@ -565,6 +566,36 @@ static void build_subject_channel(builder *b, const sl_pipeline *p) {
     free(s);
 }
 
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The queues the view counts (malloc'd array of borrowed names, caller
+ * frees): the model's in model order; with other applications' queues,
+ * all of them in name order, each once. */
+static const char **view_queues(builder *b, size_t *n) {
+    const sl_schema *s = b->s;
+    *n = 0;
+    const char **v = malloc((s->ntables + b->nothers + 1) * sizeof *v);
+    if (!v) {
+        sl_schema__fail(b, -SL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < s->ntables; i++)
+        v[(*n)++] = s->tables[i].name;
+    if (b->nothers == 0) return v;
+    for (size_t i = 0; i < b->nothers; i++) {
+        sl_schema__check_ident(b, b->others[i], "queue", "another pipeline");
+        v[(*n)++] = b->others[i];
+    }
+    qsort(v, *n, sizeof *v, cmp_str);
+    size_t k = 0;
+    for (size_t i = 0; i < *n; i++)
+        if (k == 0 || strcmp(v[k - 1], v[i]) != 0) v[k++] = v[i];
+    *n = k;
+    return v;
+}
+
 static void build_view(builder *b) {
     static const char *const counted[] = {
         "pending", "in_progress", "retry", "done", "error", "cancelled"};
@@ -575,7 +606,7 @@ static void build_view(builder *b) {
     sl_buf_puts(&q, "CREATE OR REPLACE VIEW ");
     sl_buf_ident(&q, STATS_VIEW);
     sl_buf_puts(&q, " WITH (security_invoker = true) AS\n");
-    if (s->ntables == 0) {
+    if (s->ntables + b->nothers == 0) {
         sl_buf_puts(&q, "SELECT NULL::text AS ");
         sl_buf_ident(&q, "queue");
         for (size_t k = 0; k < 6; k++) {
@@ -590,8 +621,10 @@ static void build_view(builder *b) {
     }
     /* Enum values compare as text: a value added to job_status in the same
      * transaction may not be used as an enum constant yet. */
-    for (size_t i = 0; i < s->ntables; i++) {
-        const char *t = s->tables[i].name;
+    size_t nq = 0;
+    const char **queues = view_queues(b, &nq);
+    for (size_t i = 0; i < nq; i++) {
+        const char *t = queues[i];
         if (i) sl_buf_puts(&q, "\nUNION ALL\n");
         sl_buf_puts(&q, "SELECT ");
         sl_buf_literal(&q, t);
@@ -624,6 +657,7 @@ static void build_view(builder *b) {
         sl_buf_puts(&q, "\n  FROM ");
         sl_buf_ident(&q, t);
     }
+    free(queues);
     sl_buf_puts(&q, ";\n");
     sl_buf on;
     sl_buf_init(&on);
@@ -642,10 +676,18 @@ static void build_view(builder *b) {
 
 int sl_schema_build(const sl_model *m, sl_schema **out, char *err,
                     size_t errlen) {
+    return sl_schema_build_ex(m, NULL, 0, out, err, errlen);
+}
+
+int sl_schema_build_ex(const sl_model *m, const char *const *others,
+                       size_t nothers, sl_schema **out, char *err,
+                       size_t errlen) {
     *out = NULL;
     if (err && errlen) err[0] = '\0';
     builder b;
     memset(&b, 0, sizeof b);
+    b.others = others;
+    b.nothers = nothers;
     b.err = err;
     b.errlen = errlen;
     b.s = calloc(1, sizeof *b.s);
@@ -678,10 +720,12 @@ int sl_schema_build(const sl_model *m, sl_schema **out, char *err,
                 sl_schema__check_ident(&b, sj->channel, "subject channel",
                                        where);
         }
+        b.owner = p->name;
         for (size_t j = 0; j < p->nstages && !b.rc; j++)
             build_queue(&b, p, &p->stages[j]);
         if (p->has_subject && p->subject.channel && !b.rc)
             build_subject_channel(&b, p);
+        b.owner = NULL;
     }
     build_view(&b);
     for (size_t i = 0; i < b.nnames; i++) {
@@ -728,6 +772,7 @@ void sl_schema_free(sl_schema *s) {
         free(o->privileges);
         free(o->insert_columns);
         free(o->update_columns);
+        free(o->pipeline);
     }
     free(s->objects);
     free(s);

@@ -84,6 +84,10 @@ typedef struct sl_schema_object {
                              role may INSERT, "a,b,c"; NULL elsewhere */
     char *update_columns; /* GRANT on a queue: the only columns it may
                              UPDATE ("status"); NULL elsewhere */
+    char *pipeline; /* the pipeline that owns it (its queues' objects, its
+                       subject trigger), or NULL for the objects every
+                       pipeline shares: job_status, sluice_set_updated_at,
+                       sluice_statistics */
 } sl_schema_object;
 
 /* The whole schema. Owns every string; borrows the model's stages, so the
@@ -101,6 +105,15 @@ typedef struct sl_schema {
  * unknown column type, a generated name that collides), or -SL_ENOMEM. */
 int sl_schema_build(const sl_model *m, sl_schema **out, char *err,
                     size_t errlen);
+
+/* As sl_schema_build, with the nothers queue tables in `others` (those
+ * of other applications' pipelines in the same database, which migrate
+ * finds) counted by the sluice_statistics view too. With others, the
+ * view lists every queue in name order, so two applications build the
+ * same view. */
+int sl_schema_build_ex(const sl_model *m, const char *const *others,
+                       size_t nothers, sl_schema **out, char *err,
+                       size_t errlen);
 
 void sl_schema_free(sl_schema *s);
 

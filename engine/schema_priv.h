@@ -31,6 +31,9 @@ typedef struct builder {
     char *err;
     size_t errlen;
     int rc; /* first error; later steps do nothing once set */
+    const char *owner;          /* the pipeline whose objects are built */
+    const char *const *others;  /* other queues for the view */
+    size_t nothers;
 } builder;
 
 void sl_schema__fail(builder *b, int rc, const char *fmt, ...)
