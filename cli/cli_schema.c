@@ -59,16 +59,24 @@ static void migrate_usage(FILE *f) {
     fprintf(
         f,
         "usage: sluice migrate [-p PATH]... [--dry-run] [--allow-destructive]\n"
-        "                      [--write[=DIR]] [--no-base] [--database URL]\n"
+        "                      [--write[=DIR]] [--base | --no-base] [--json]\n"
+        "                      [--database URL]\n"
         "\n"
-        "Applies sql/base.sql and the pipelines' schema in one transaction.\n"
+        "Applies the pipelines' schema in one transaction, and sql/base.sql\n"
+        "when a pipeline references its tables (accounts, projects,\n"
+        "interviews, ...). Only the objects of the given pipelines are\n"
+        "managed: another application's pipelines in the same database are\n"
+        "left alone.\n"
         "  -p, --pipelines PATH  pipeline file or directory (repeatable)\n"
         "  --dry-run             print the SQL it would run; change nothing\n"
         "  --allow-destructive   also drop tables/columns and change types\n"
         "  --write[=DIR]         save the migration as DIR/YYYYMMDDHHMMSS_\n"
         "                        sluice.sql (default DIR sql/migrations);\n"
         "                        nothing is applied\n"
+        "  --base                apply sql/base.sql even when no pipeline\n"
+        "                        references its tables\n"
         "  --no-base             leave sql/base.sql out\n"
+        "  --json                print the result as one JSON object\n"
         "  --database URL        connection string (default $DATABASE_URL,\n"
         "                        else the libpq environment: PGHOST, ...)\n"
         "exit: 0 applied or up to date, 1 failure or refused, 2 invalid\n"
@@ -84,6 +92,51 @@ static void print_lines(FILE *f, const char *text) {
         fprintf(f, "  %.*s\n", (int)n, p);
         p = nl ? nl + 1 : NULL;
     }
+}
+
+/* The lines of text as a JSON array of strings. */
+static json_t *json_lines(const char *text) {
+    json_t *a = json_array();
+    const char *p = text;
+    while (a && p && *p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (n) json_array_append_new(a, json_stringn(p, n));
+        p = nl ? nl + 1 : NULL;
+    }
+    return a;
+}
+
+/* `migrate --json`: {"status", "migration_id", "dry_run", "changes",
+ * "refused", "pipelines", "file", "sql", "error"} (docs/cli.md). */
+static void migrate_json(const sl_model *m, const sl_migrate_opts *o,
+                         const sl_migrate_result *res, int r,
+                         const char *path, const char *err) {
+    const char *status = r == -SL_EREFUSED ? "refused"
+                         : r != 0          ? "failed"
+                         : !res->changed   ? "up_to_date"
+                         : path            ? "written"
+                         : o->dry_run      ? "dry_run"
+                                           : "applied";
+    json_t *ps = json_array();
+    for (size_t i = 0; ps && i < m->npipelines; i++)
+        json_array_append_new(ps, json_string(m->pipelines[i].name));
+    json_t *v = json_object();
+    json_object_set_new(v, "status", json_string(status));
+    json_object_set_new(v, "migration_id",
+                        res->id ? json_integer(res->id) : json_null());
+    json_object_set_new(v, "dry_run", json_boolean(o->dry_run));
+    json_object_set_new(v, "changes", json_lines(res->summary));
+    json_object_set_new(v, "refused", json_lines(res->refused));
+    json_object_set_new(v, "pipelines", ps);
+    json_object_set_new(v, "file", path ? json_string(path) : json_null());
+    json_object_set_new(v, "sql", o->dry_run && res->sql && r == 0
+                                      ? json_string(res->sql)
+                                      : json_null());
+    json_object_set_new(v, "error", r != 0 && r != -SL_EREFUSED && err[0]
+                                        ? json_string(err)
+                                        : json_null());
+    sl_cli_json_print(v, 0);
 }
 
 static int count_lines(const char *text) {
@@ -106,6 +159,7 @@ int sl_cmd_migrate(int argc, char **argv) {
 
     sl_migrate_opts o = {0};
     const char *write_dir = NULL, *url = NULL;
+    int as_json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--dry-run") == 0) {
@@ -114,6 +168,10 @@ int sl_cmd_migrate(int argc, char **argv) {
             o.allow_destructive = 1;
         } else if (strcmp(a, "--no-base") == 0) {
             o.skip_base = 1;
+        } else if (strcmp(a, "--base") == 0) {
+            o.base = 1;
+        } else if (strcmp(a, "--json") == 0) {
+            as_json = 1;
         } else if (strcmp(a, "--write") == 0) {
             write_dir = "sql/migrations";
         } else if (strncmp(a, "--write=", 8) == 0 && a[8]) {
@@ -129,6 +187,12 @@ int sl_cmd_migrate(int argc, char **argv) {
             return SL_EXIT_USAGE;
         }
     }
+    if (o.base && o.skip_base) {
+        fprintf(stderr, "sluice migrate: --base and --no-base exclude each "
+                        "other\n");
+        sl_model_free(m);
+        return SL_EXIT_USAGE;
+    }
     if (write_dir) o.dry_run = 1; /* --write only writes the file */
 
     PGconn *c = sl_cli_connect("migrate", url);
@@ -140,8 +204,23 @@ int sl_cmd_migrate(int argc, char **argv) {
     sl_migrate_result res;
     int r = sl_migrate(c, m, &o, &res, err, sizeof err);
     PQfinish(c);
-    int exit_code = SL_EXIT_OK;
-    if (r == -SL_EREFUSED) {
+    int exit_code = r != 0 ? SL_EXIT_FAILURE : SL_EXIT_OK;
+    char path[4096] = "";
+    if (r == 0 && res.changed && write_dir &&
+        sl_migrate_write(write_dir, m, res.sql, path, sizeof path, err,
+                         sizeof err) != 0) {
+        r = -SL_EIO;
+        exit_code = SL_EXIT_FAILURE;
+        path[0] = '\0';
+    }
+    if (as_json) {
+        migrate_json(m, &o, &res, r, path[0] ? path : NULL, err);
+        if (r == -SL_EREFUSED)
+            fprintf(stderr, "sluice migrate: refused: rerun with "
+                            "--allow-destructive to apply them\n");
+        else if (r != 0)
+            fprintf(stderr, "sluice migrate: %s\n", err);
+    } else if (r == -SL_EREFUSED) {
         fprintf(stderr,
                 "sluice migrate: refused: the pipelines no longer declare "
                 "what these changes would destroy:\n");
@@ -149,23 +228,14 @@ int sl_cmd_migrate(int argc, char **argv) {
         fprintf(stderr,
                 "nothing was changed; rerun with --allow-destructive to "
                 "apply them\n");
-        exit_code = SL_EXIT_FAILURE;
     } else if (r != 0) {
         fprintf(stderr, "sluice migrate: %s\n", err);
-        exit_code = SL_EXIT_FAILURE;
     } else if (!res.changed) {
         printf("sluice migrate: up to date\n");
     } else if (write_dir) {
-        char path[4096];
-        if (sl_migrate_write(write_dir, m, res.sql, path, sizeof path, err,
-                             sizeof err) != 0) {
-            fprintf(stderr, "sluice migrate: %s\n", err);
-            exit_code = SL_EXIT_FAILURE;
-        } else {
-            printf("sluice migrate: wrote %s (%d changes, not applied):\n",
-                   path, count_lines(res.summary));
-            print_lines(stdout, res.summary);
-        }
+        printf("sluice migrate: wrote %s (%d changes, not applied):\n", path,
+               count_lines(res.summary));
+        print_lines(stdout, res.summary);
     } else if (o.dry_run) {
         fputs(res.sql, stdout);
         printf("\n-- dry run: %d changes, nothing was applied\n",

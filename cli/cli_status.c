@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -25,14 +26,51 @@
 static void status_usage(FILE *f) {
     fprintf(
         f,
-        "usage: sluice status ID [--pipeline NAME] [-p PATH]... "
+        "usage: sluice status ID [--pipeline NAME] [--json] [-p PATH]... "
         "[--database URL]\n"
         "\n"
         "Shows a subject (its status, progress and detail, then every stage's "
         "jobs:\n"
         "status, attempts, last error, timings), or one job when ID is a job "
         "id.\n"
-        "  --pipeline NAME   only this pipeline\n");
+        "  --pipeline NAME   only this pipeline\n"
+        "  --json            print one JSON object (docs/cli.md)\n");
+}
+
+/* Seconds as a JSON real (2.0, not 2), or null. */
+static json_t *secs_json(const PGresult *r, int i, int col) {
+    if (PQgetisnull(r, i, col)) return json_null();
+    return json_real(atof(PQgetvalue(r, i, col)));
+}
+
+/* Row i of a reads.h SL_JOB_* result as the JSON job of docs/cli.md. */
+static json_t *job_json(const PGresult *r, int i, const sl_stage *s) {
+    json_t *j = json_object();
+    json_object_set_new(j, "id", sl_cli_json_str(r, i, SL_JOB_ID));
+    json_object_set_new(j, "pipeline", json_string(s->pipeline->name));
+    json_object_set_new(j, "stage", json_string(s->name));
+    json_object_set_new(j, "queue", json_string(s->queue));
+    json_object_set_new(j, "subject", sl_cli_json_str(r, i, SL_JOB_SUBJECT));
+    json_object_set_new(j, "status", sl_cli_json_str(r, i, SL_JOB_STATUS));
+    json_object_set_new(j, "attempts", sl_cli_json_num(r, i, SL_JOB_ATTEMPTS));
+    json_object_set_new(j, "max_attempts",
+                        json_integer(s->retry.max_attempts));
+    json_object_set_new(j, "progress", sl_cli_json_num(r, i, SL_JOB_PROGRESS));
+    json_object_set_new(j, "detail", sl_cli_json_str(r, i, SL_JOB_DETAIL));
+    json_object_set_new(j, "locked_by", sl_cli_json_str(r, i, SL_JOB_LOCKED_BY));
+    json_object_set_new(j, "created_at",
+                        sl_cli_json_str(r, i, SL_JOB_CREATED_UTC));
+    json_object_set_new(j, "started_at",
+                        sl_cli_json_str(r, i, SL_JOB_STARTED_UTC));
+    json_object_set_new(j, "finished_at",
+                        sl_cli_json_str(r, i, SL_JOB_FINISHED_UTC));
+    json_object_set_new(j, "run_at", sl_cli_json_str(r, i, SL_JOB_RUN_AT_UTC));
+    json_object_set_new(j, "took", secs_json(r, i, SL_JOB_TOOK));
+    json_object_set_new(j, "runs_in", secs_json(r, i, SL_JOB_RUNS_IN));
+    json_object_set_new(j, "error_class",
+                        sl_cli_json_str(r, i, SL_JOB_ERROR_CLASS));
+    json_object_set_new(j, "last_error", sl_cli_json_str(r, i, SL_JOB_LAST_ERROR));
+    return j;
 }
 
 /* Prints row i of a reads.h SL_JOB_* result, indented. */
@@ -67,9 +105,45 @@ static void print_job(const PGresult *r, int i, const sl_stage *s) {
 #undef V
 }
 
+/* Appends subject id of p (its row in r, cleared here) with every stage's
+ * jobs to out. Returns 1, or -1 after an error. */
+static int subject_json(PGconn *c, const sl_pipeline *p, const char *id,
+                        PGresult *r, json_t *out) {
+    json_t *o = json_object(), *stages = json_array();
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "pipeline", json_string(p->name));
+    json_object_set_new(o, "table", json_string(p->subject.table));
+    json_object_set_new(o, "status", sl_cli_json_str(r, 0, SL_SUBJ_STATUS));
+    json_object_set_new(o, "progress", sl_cli_json_num(r, 0, SL_SUBJ_PROGRESS));
+    json_object_set_new(o, "detail", sl_cli_json_str(r, 0, SL_SUBJ_DETAIL));
+    json_object_set_new(o, "stages", stages);
+    json_array_append_new(out, o);
+    PQclear(r);
+    char err[4096];
+    for (size_t k = 0; k < p->nstages; k++) {
+        const sl_stage *s = &p->stages[k];
+        int e = sl_reads_subject_jobs(c, s, id, &r, err, sizeof err);
+        if (e != 0) {
+            sl_cli_say_err("status", e, err);
+            return -1;
+        }
+        json_t *js = json_object(), *jobs = json_array();
+        json_object_set_new(js, "name", json_string(s->name));
+        json_object_set_new(js, "queue", json_string(s->queue));
+        for (int i = 0; i < PQntuples(r); i++)
+            json_array_append_new(jobs, job_json(r, i, s));
+        json_object_set_new(js, "jobs", jobs);
+        json_array_append_new(stages, js);
+        PQclear(r);
+    }
+    return 1;
+}
+
 /* Prints the subject block of pipeline p for subject id, when the row
- * exists. Returns 1 when shown, 0 when absent, -1 after an error. */
-static int status_subject(PGconn *c, const sl_pipeline *p, const char *id) {
+ * exists, or (out not NULL) appends it to the JSON array out. Returns 1
+ * when shown, 0 when absent, -1 after an error. */
+static int status_subject(PGconn *c, const sl_pipeline *p, const char *id,
+                          json_t *out) {
     char err[4096];
     PGresult *r;
     int e = sl_reads_subject(c, p, id, &r, err, sizeof err);
@@ -78,6 +152,7 @@ static int status_subject(PGconn *c, const sl_pipeline *p, const char *id) {
         PQclear(r);
         return 0;
     }
+    if (out) return subject_json(c, p, id, r, out);
     printf("subject %s (pipeline %s, table %s)\n", id, p->name,
            p->subject.table);
     printf("  status    %s\n", PQgetvalue(r, 0, SL_SUBJ_STATUS));
@@ -104,7 +179,8 @@ fail:
 
 /* Prints job id of stage s. Returns 1 when shown, 0 when absent, -1 after
  * an error. */
-static int status_job(PGconn *c, const sl_stage *s, const char *id) {
+static int status_job(PGconn *c, const sl_stage *s, const char *id,
+                      json_t **out) {
     char err[4096];
     PGresult *r;
     int e = sl_reads_job(c, s, id, &r, err, sizeof err);
@@ -115,6 +191,11 @@ static int status_job(PGconn *c, const sl_stage *s, const char *id) {
     if (PQntuples(r) == 0) {
         PQclear(r);
         return 0;
+    }
+    if (out) {
+        *out = job_json(r, 0, s);
+        PQclear(r);
+        return 1;
     }
     printf("job %s (pipeline %s, stage %s, queue %s)\n", id, s->pipeline->name,
            s->name, s->queue);
@@ -130,15 +211,19 @@ static int status_job(PGconn *c, const sl_stage *s, const char *id) {
 /* Shows every subject with id in the pipelines (only `only` when not
  * NULL), else the job with that id. Returns the exit code. */
 static int status_show(PGconn *c, const sl_model *m, const char *only,
-                       const char *id) {
+                       const char *id, int as_json) {
     const char *cmd = "status";
     int shown = 0;
+    json_t *subjects = as_json ? json_array() : NULL, *job = NULL;
     for (size_t i = 0; i < m->npipelines; i++) {
         const sl_pipeline *p = &m->pipelines[i];
         if (!p->has_subject || (only && strcmp(only, p->name) != 0)) continue;
-        int r = status_subject(c, p, id);
-        if (r < 0) return SL_EXIT_FAILURE;
-        if (r > 0 && shown) printf("\n");
+        int r = status_subject(c, p, id, subjects);
+        if (r < 0) {
+            json_decref(subjects);
+            return SL_EXIT_FAILURE;
+        }
+        if (r > 0 && shown && !as_json) printf("\n");
         shown += r;
     }
     if (!shown) {
@@ -146,19 +231,31 @@ static int status_show(PGconn *c, const sl_model *m, const char *only,
         char err[1024];
         if (sl_jobs_find(c, m, id, &ref, err, sizeof err) != 0) {
             sl_cli_say(cmd, "%s", err);
+            json_decref(subjects);
             return SL_EXIT_FAILURE;
         }
         if (ref.stage &&
             (!only || strcmp(only, ref.stage->pipeline->name) == 0)) {
-            int r = status_job(c, ref.stage, id);
-            if (r < 0) return SL_EXIT_FAILURE;
+            int r = status_job(c, ref.stage, id, as_json ? &job : NULL);
+            if (r < 0) {
+                json_decref(subjects);
+                return SL_EXIT_FAILURE;
+            }
             shown = r;
         }
     }
     if (!shown) {
         sl_cli_say(cmd, "no subject or job with id %s in the loaded pipelines",
                    id);
+        json_decref(subjects);
         return SL_EXIT_FAILURE;
+    }
+    if (as_json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "id", json_string(id));
+        json_object_set_new(o, "subjects", subjects);
+        json_object_set_new(o, "job", job ? job : json_null());
+        sl_cli_json_print(o, 0);
     }
     return SL_EXIT_OK;
 }
@@ -176,8 +273,9 @@ int sl_cmd_status(int argc, char **argv) {
     static const struct option opts[] = {
         {"pipeline", required_argument, 0, 'P'},
         {"database", required_argument, 0, 'D'},
+        {"json", no_argument, 0, 'j'},
         {0, 0, 0, 0}};
-    int ch;
+    int ch, as_json = 0;
     PGconn *c = NULL;
     char id[40];
     rc = SL_EXIT_USAGE;
@@ -186,6 +284,7 @@ int sl_cmd_status(int argc, char **argv) {
         switch (ch) {
         case 'P': only = optarg; break;
         case 'D': db = optarg; break;
+        case 'j': as_json = 1; break;
         default: status_usage(stderr); goto out;
         }
     }
@@ -201,7 +300,7 @@ int sl_cmd_status(int argc, char **argv) {
     if (only && !sl_cli_find_pipeline(cmd, m, only)) goto out;
     rc = SL_EXIT_FAILURE;
     if (!(c = sl_cli_connect(cmd, db))) goto out;
-    rc = status_show(c, m, only, id);
+    rc = status_show(c, m, only, id, as_json);
 out:
     PQfinish(c);
     sl_model_free(m);
@@ -213,7 +312,8 @@ out:
 static void watch_usage(FILE *f) {
     fprintf(
         f,
-        "usage: sluice watch SUBJECT [--timeout DURATION] [--pipeline NAME]\n"
+        "usage: sluice watch SUBJECT [--timeout DURATION] [--pipeline NAME] "
+        "[--json]\n"
         "                    [-p PATH]... [--database URL]\n"
         "\n"
         "Follows a subject live (LISTEN on the pipeline's subject.channel) "
@@ -226,8 +326,9 @@ static void watch_usage(FILE *f) {
         "cancelled;\n"
         "5 on --timeout; 6 when the subject row is deleted; 1 when the "
         "database fails.\n"
-        "  --json             one JSON object per change instead of a "
-        "progress bar\n");
+        "  --json             one JSON object per line for each change, then "
+        "one\n"
+        "                     with the outcome (docs/cli.md)\n");
 }
 
 typedef struct watch {
@@ -239,6 +340,7 @@ typedef struct watch {
     const char *errors[16]; /* its error statuses */
     int nerrors;
     int tty;
+    int json; /* --json: one JSON line per change, then the outcome */
     char status[128], detail[512];
     int progress; /* -1: no progress column */
     char last_line[800];
@@ -310,6 +412,40 @@ static int watch_apply(watch *w, const char *payload) {
     return ours;
 }
 
+/* The time now as RFC 3339 in UTC with milliseconds. */
+static json_t *now_json(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char b[40], out[64];
+    strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, sizeof out, "%s.%03dZ", b, (int)(ts.tv_nsec / 1000000L));
+    return json_string(out);
+}
+
+/* One `watch --json` line: a change, or (outcome set) the end. */
+static void watch_json(watch *w, const char *event, const char *outcome,
+                       int exit_code) {
+    json_t *o = json_object();
+    json_object_set_new(o, "event", json_string(event));
+    json_object_set_new(o, "subject", json_string(w->id));
+    json_object_set_new(o, "pipeline", json_string(w->p->name));
+    json_object_set_new(o, "status", json_string(w->status));
+    json_object_set_new(o, "progress", w->progress >= 0
+                                           ? json_integer(w->progress)
+                                           : json_null());
+    json_object_set_new(o, "detail",
+                        w->detail[0] ? json_string(w->detail) : json_null());
+    json_object_set_new(o, "at", now_json());
+    if (outcome) {
+        json_object_set_new(o, "outcome", json_string(outcome));
+        json_object_set_new(o, "exit_code", json_integer(exit_code));
+    }
+    sl_cli_json_print(o, 1);
+    fflush(stdout);
+}
+
 /* Draws the progress line: in place on a terminal, else one line per
  * change. */
 static void watch_draw(watch *w) {
@@ -327,7 +463,9 @@ static void watch_draw(watch *w) {
              w->detail[0] ? "  " : "", w->detail);
     if (strcmp(line, w->last_line) == 0) return;
     snprintf(w->last_line, sizeof w->last_line, "%s", line);
-    if (w->tty)
+    if (w->json)
+        watch_json(w, "change", NULL, -1);
+    else if (w->tty)
         printf("\r%s\033[K", line);
     else
         printf("%s\n", line);
@@ -551,6 +689,7 @@ int sl_cmd_watch(int argc, char **argv) {
         {"timeout", required_argument, 0, 't'},
         {"pipeline", required_argument, 0, 'P'},
         {"database", required_argument, 0, 'D'},
+        {"json", no_argument, 0, 'j'},
         {0, 0, 0, 0}};
     int ch;
     char id[40];
@@ -567,6 +706,7 @@ int sl_cmd_watch(int argc, char **argv) {
             break;
         case 'P': only = optarg; break;
         case 'D': db = optarg; break;
+        case 'j': w.json = 1; break;
         default: watch_usage(stderr); goto out;
         }
     }
@@ -584,8 +724,18 @@ int sl_cmd_watch(int argc, char **argv) {
     rc = SL_EXIT_FAILURE;
     if (!(w.c = sl_cli_connect(cmd, db))) goto out;
     if ((rc = watch_resolve(&w, m, only)) != 0) goto out;
-    w.tty = isatty(STDOUT_FILENO);
+    w.tty = !w.json && isatty(STDOUT_FILENO);
     rc = watch_follow(&w, timeout_ms);
+    if (w.json && rc != SL_EXIT_FAILURE) {
+        static const char *const outcomes[] = {
+            [SL_EXIT_OK] = "done",         [SL_EXIT_JOB_FAILED] = "error",
+            [SL_EXIT_CANCELLED] = "cancelled", [SL_EXIT_TIMEOUT] = "timeout",
+            [SL_EXIT_GONE] = "deleted"};
+        const char *oc = rc >= 0 && rc <= SL_EXIT_GONE && outcomes[rc]
+                             ? outcomes[rc]
+                             : "failed";
+        watch_json(&w, "end", oc, rc);
+    }
 out:
     fflush(stdout);
     PQfinish(w.c);

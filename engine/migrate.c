@@ -648,6 +648,31 @@ static void plan_all(mctx *x) {
     sl_migrate__plan_stale(x, 1);
 }
 
+/* Reads the history and the owners, then plans everything. The schema
+ * *s is rebuilt when other applications' queues share the database (the
+ * statistics view counts them too). */
+static void plan(mctx *x, sl_schema **s) {
+    ensure_history(x);
+    sl_migrate__load_owners(x);
+    sl_migrate__find_others(x);
+    if (!x->rc && x->nothers) {
+        sl_schema *with = NULL;
+        int rc = sl_schema_build_ex(x->m, (const char *const *)x->others,
+                                    x->nothers, &with, x->err, x->errlen);
+        if (rc) {
+            x->rc = rc;
+            return;
+        }
+        sl_schema_free(*s);
+        x->s = *s = with;
+    }
+    plan_base(x);
+    check_references(x);
+    plan_all(x);
+    plan_alerts(x);
+    sl_migrate__plan_owners(x);
+}
+
 /* ------------------------------------------------------------ apply */
 
 static void apply_steps(mctx *x) {
@@ -731,25 +756,7 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
         sl_migrate__fail(&x, -SL_EDB, "taking the migration lock: %s", msg);
         goto out_rollback;
     }
-    ensure_history(&x);
-    sl_migrate__load_owners(&x);
-    sl_migrate__find_others(&x);
-    if (!x.rc && x.nothers) {
-        sl_schema *with = NULL;
-        rc = sl_schema_build_ex(m, (const char *const *)x.others, x.nothers,
-                                &with, err, errlen);
-        if (rc) {
-            x.rc = rc;
-            goto out_rollback;
-        }
-        sl_schema_free(s);
-        x.s = s = with;
-    }
-    plan_base(&x);
-    check_references(&x);
-    plan_all(&x);
-    plan_alerts(&x);
-    sl_migrate__plan_owners(&x);
+    plan(&x, &s);
     if (x.rc) goto out_rollback;
 
     if (x.ndestructive && !x.o.allow_destructive) {

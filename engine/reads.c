@@ -115,6 +115,10 @@ static void job_columns(sl_buf *b, const sl_stage *s) {
                 " now() THEN EXTRACT(EPOCH FROM q.run_at - now())::float8"
                 " END, q.status_detail, q.progress, q.locked_by, ");
     sl_jobs_subject_expr(b, s, "q");
+    sl_buf_puts(b, ", " SL_READS_RFC3339("q.created_at") ", "
+                   SL_READS_RFC3339("q.started_at") ", "
+                   SL_READS_RFC3339("q.finished_at") ", "
+                   SL_READS_RFC3339("q.run_at"));
     sl_buf_puts(b, " FROM ");
     sl_buf_ident(b, s->queue);
     sl_buf_puts(b, " q");

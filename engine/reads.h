@@ -37,7 +37,9 @@ int sl_reads_subject(PGconn *c, const sl_pipeline *p, const char *id,
  * timings. TOOK is the run time in seconds (finished, or so far for a
  * running job; NULL when it never started); RUNS_IN the seconds until a
  * waiting job's run_at (NULL when due or not waiting); SUBJECT the
- * subject id (NULL for standalone queues). Times are timestamptz(0). */
+ * subject id (NULL for standalone queues). Times are timestamptz(0);
+ * the *_UTC columns are the same times as RFC 3339 in UTC with
+ * milliseconds, for JSON. */
 enum {
     SL_JOB_ID,
     SL_JOB_STATUS,
@@ -53,7 +55,11 @@ enum {
     SL_JOB_DETAIL,
     SL_JOB_PROGRESS,
     SL_JOB_LOCKED_BY,
-    SL_JOB_SUBJECT
+    SL_JOB_SUBJECT,
+    SL_JOB_CREATED_UTC,
+    SL_JOB_STARTED_UTC,
+    SL_JOB_FINISHED_UTC,
+    SL_JOB_RUN_AT_UTC
 };
 
 /* The jobs of stage s (whose pipeline has a subject) for subject `id`,
