@@ -17,7 +17,7 @@
 static void alerts_usage(FILE *f) {
     fprintf(f,
             "usage: sluice alerts [-p PATH]... [--database URL] [--json]\n"
-            "       sluice alerts test NAME [-p PATH]...\n"
+            "       sluice alerts test NAME [-p PATH]... [--json]\n"
             "       sluice alerts export --prometheus [-p PATH]... "
             "[-o FILE]\n"
             "  -p, --pipelines PATH   pipeline file or directory "
@@ -57,6 +57,53 @@ static void list_rules(const sl_model *m) {
     }
 }
 
+/* `alerts --json`: {"rules": [...], "alerts": [...]} (docs/cli.md). */
+static void print_alerts_json(const sl_model *m, const PGresult *r) {
+    json_t *rules = json_array(), *alerts = json_array();
+    for (size_t i = 0; i < m->npipelines; i++) {
+        const sl_pipeline *p = &m->pipelines[i];
+        for (size_t j = 0; p->alerts && j < p->alerts->nrules; j++) {
+            const sl_alert_rule *ru = &p->alerts->rules[j];
+            json_t *n = json_array();
+            for (size_t k = 0; k < ru->nnotify; k++)
+                json_array_append_new(n, json_string(ru->notify[k]->name));
+            json_t *o = json_object();
+            json_object_set_new(o, "pipeline", json_string(p->name));
+            json_object_set_new(o, "name", json_string(ru->name));
+            json_object_set_new(o, "kind",
+                                json_string(sl_alert_kind_name(ru->kind)));
+            json_object_set_new(o, "stage", ru->stage
+                                                ? json_string(ru->stage->name)
+                                                : json_null());
+            json_object_set_new(o, "threshold", json_real(ru->threshold));
+            json_object_set_new(o, "for", json_real(ru->for_ms / 1000.0));
+            json_object_set_new(o, "repeat", json_real(ru->repeat_ms / 1000.0));
+            json_object_set_new(o, "severity", json_string(ru->severity));
+            json_object_set_new(o, "notify", n);
+            json_array_append_new(rules, o);
+        }
+    }
+    static const char *const names[] = {"fingerprint", "rule", "pipeline",
+                                        "stage", "state"};
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *o = json_object();
+        for (int k = 0; k < 5; k++)
+            json_object_set_new(o, names[k], sl_cli_json_str(r, i, k));
+        json_object_set_new(o, "value",
+                            PQgetisnull(r, i, 9)
+                                ? json_null()
+                                : json_real(atof(PQgetvalue(r, i, 9))));
+        json_object_set_new(o, "first_fired", sl_cli_json_str(r, i, 10));
+        json_object_set_new(o, "last_notified", sl_cli_json_str(r, i, 11));
+        json_object_set_new(o, "resolved_at", sl_cli_json_str(r, i, 12));
+        json_array_append_new(alerts, o);
+    }
+    json_t *v = json_object();
+    json_object_set_new(v, "rules", rules);
+    json_object_set_new(v, "alerts", alerts);
+    sl_cli_json_print(v, 0);
+}
+
 static int cmd_list(const sl_model *m, const char *db, int as_json) {
     if (!as_json) list_rules(m);
     PGconn *c = sl_cli_connect("alerts", db);
@@ -68,7 +115,7 @@ static int cmd_list(const sl_model *m, const char *db, int as_json) {
         sl_cli_say("alerts", "%s (run sluice migrate)", err);
         rc = SL_EXIT_FAILURE;
     } else if (as_json) {
-        sl_cli_print_json(r);
+        print_alerts_json(m, r);
     } else {
         static const sl_cli_col cols[] = {
             {"FINGERPRINT", 's'}, {"RULE", 's'},        {"PIPELINE", 's'},
@@ -83,7 +130,7 @@ static int cmd_list(const sl_model *m, const char *db, int as_json) {
     return rc;
 }
 
-static int cmd_test(const sl_model *m, const char *name) {
+static int cmd_test(const sl_model *m, const char *name, int as_json) {
     for (size_t i = 0; i < m->npipelines; i++) {
         const sl_pipeline *p = &m->pipelines[i];
         for (size_t j = 0; p->alerts && j < p->alerts->nrules; j++) {
@@ -105,8 +152,16 @@ static int cmd_test(const sl_model *m, const char *name) {
                            failed, failed == 1 ? "" : "s");
                 return SL_EXIT_FAILURE;
             }
-            printf("sent a test message of %s/%s to %zu notifier%s\n",
-                   p->name, r->name, r->nnotify, r->nnotify == 1 ? "" : "s");
+            if (as_json)
+                sl_cli_json_print(json_pack("{s:s,s:s,s:I}", "pipeline",
+                                            p->name, "rule", r->name,
+                                            "notifiers",
+                                            (json_int_t)r->nnotify),
+                                  0);
+            else
+                printf("sent a test message of %s/%s to %zu notifier%s\n",
+                       p->name, r->name, r->nnotify,
+                       r->nnotify == 1 ? "" : "s");
             return SL_EXIT_OK;
         }
     }
@@ -169,7 +224,7 @@ int sl_cmd_alerts(int argc, char **argv) {
     if (!sub) {
         rc = cmd_list(m, db, as_json);
     } else if (!strcmp(sub, "test") && optind + 2 == argc) {
-        rc = cmd_test(m, argv[optind + 1]);
+        rc = cmd_test(m, argv[optind + 1], as_json);
     } else if (!strcmp(sub, "export") && optind + 1 == argc && prom) {
         rc = cmd_export(m, out);
     } else {

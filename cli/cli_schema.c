@@ -12,16 +12,60 @@
 
 static void sql_usage(FILE *f) {
     fprintf(
-        f, "usage: sluice sql [-p PATH]... [--base]\n"
+        f, "usage: sluice sql [-p PATH]... [--base] [--json]\n"
            "\n"
            "Prints the DDL the pipelines imply (idempotent, deterministic).\n"
            "  -p, --pipelines PATH  pipeline file or directory (repeatable;\n"
            "                        default $SLUICE_PIPELINES or ./pipelines)\n"
-           "  --base                print sql/base.sql first\n");
+           "  --base                print sql/base.sql first\n"
+           "  --json                {\"pipelines\", \"objects\", \"sql\"} "
+           "(docs/cli.md)\n");
+}
+
+/* `sql --json`: the pipelines, every object with its kind, table and
+ * owning pipeline (null: shared), and the SQL. */
+static int sql_json(const sl_model *m, int base, const char *ddl) {
+    sl_schema *s = NULL;
+    char err[1024];
+    if (sl_schema_build(m, &s, err, sizeof err) != 0) {
+        fprintf(stderr, "sluice sql: %s\n", err);
+        return SL_EXIT_FAILURE;
+    }
+    json_t *ps = json_array(), *objs = json_array();
+    for (size_t i = 0; i < m->npipelines; i++)
+        json_array_append_new(ps, json_string(m->pipelines[i].name));
+    static const char *const kinds[] = {
+        [SL_OBJ_ENUM] = "type",     [SL_OBJ_FUNCTION] = "function",
+        [SL_OBJ_TABLE] = "table",   [SL_OBJ_INDEX] = "index",
+        [SL_OBJ_TRIGGER] = "trigger", [SL_OBJ_RLS] = "row level security",
+        [SL_OBJ_POLICY] = "policy", [SL_OBJ_GRANT] = "grant",
+        [SL_OBJ_VIEW] = "view"};
+    for (size_t i = 0; i < s->nobjects; i++) {
+        const sl_schema_object *o = &s->objects[i];
+        json_t *j = json_object();
+        json_object_set_new(j, "kind", json_string(kinds[o->kind]));
+        json_object_set_new(j, "name", json_string(o->name));
+        json_object_set_new(j, "table",
+                            o->table ? json_string(o->table) : json_null());
+        json_object_set_new(j, "pipeline", o->pipeline
+                                               ? json_string(o->pipeline)
+                                               : json_null());
+        json_array_append_new(objs, j);
+    }
+    sl_schema_free(s);
+    json_t *v = json_object();
+    json_object_set_new(v, "pipelines", ps);
+    json_object_set_new(v, "objects", objs);
+    json_object_set_new(v, "base_sql",
+                        base ? json_string(sl_migrate_base_sql())
+                             : json_null());
+    json_object_set_new(v, "sql", json_string(ddl));
+    sl_cli_json_print(v, 0);
+    return SL_EXIT_OK;
 }
 
 int sl_cmd_sql(int argc, char **argv) {
-    int base = 0;
+    int base = 0, as_json = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             sql_usage(stdout);
@@ -34,6 +78,8 @@ int sl_cmd_sql(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--base") == 0) {
             base = 1;
+        } else if (strcmp(argv[i], "--json") == 0) {
+            as_json = 1;
         } else {
             fprintf(stderr, "sluice sql: unknown argument '%s'\n", argv[i]);
             sql_usage(stderr);
@@ -44,11 +90,18 @@ int sl_cmd_sql(int argc, char **argv) {
     char err[1024];
     char *ddl = NULL;
     int r = sl_schema_ddl(m, &ddl, err, sizeof err);
-    sl_model_free(m);
     if (r != 0) {
+        sl_model_free(m);
         fprintf(stderr, "sluice sql: %s\n", err);
         return r == -SL_EINVAL ? SL_EXIT_INVALID : SL_EXIT_FAILURE;
     }
+    if (as_json) {
+        r = sql_json(m, base, ddl);
+        free(ddl);
+        sl_model_free(m);
+        return r;
+    }
+    sl_model_free(m);
     if (base) printf("%s\n", sl_migrate_base_sql());
     fputs(ddl, stdout);
     free(ddl);

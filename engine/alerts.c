@@ -72,7 +72,14 @@ PGresult *sl_alerts_state(PGconn *c, char *err, size_t errlen) {
            " round(value::numeric, 3)::text AS value,"
            " to_char(first_fired, 'YYYY-MM-DD HH24:MI:SS') AS first_fired,"
            " to_char(last_notified, 'YYYY-MM-DD HH24:MI:SS') AS last_notified,"
-           " to_char(resolved_at, 'YYYY-MM-DD HH24:MI:SS') AS resolved_at"
+           " to_char(resolved_at, 'YYYY-MM-DD HH24:MI:SS') AS resolved_at,"
+           " value::float8,"
+           " to_char(first_fired AT TIME ZONE 'UTC',"
+           "  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+           " to_char(last_notified AT TIME ZONE 'UTC',"
+           "  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+           " to_char(resolved_at AT TIME ZONE 'UTC',"
+           "  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
            " FROM sluice.alerts ORDER BY pipeline, rule, stage");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         sl_db_error(c, r, err, errlen);

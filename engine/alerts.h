@@ -118,7 +118,9 @@ void sl_alerts_test_event(const sl_pipeline *p, const sl_alert_rule *r,
                           sl_alert_event *ev);
 
 /* The rows of sluice.alerts: fingerprint, rule, pipeline, stage, state,
- * value, first_fired, last_notified, resolved_at (text). Returns the
+ * value, first_fired, last_notified, resolved_at (text), then for JSON
+ * the value as float8 and the three times as RFC 3339 in UTC with
+ * milliseconds (columns 9..12). Returns the
  * result (caller PQclears) or NULL with a message in err. */
 PGresult *sl_alerts_state(PGconn *c, char *err, size_t errlen);
 
