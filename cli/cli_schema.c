@@ -113,7 +113,7 @@ static void migrate_usage(FILE *f) {
         f,
         "usage: sluice migrate [-p PATH]... [--dry-run] [--allow-destructive]\n"
         "                      [--write[=DIR]] [--base | --no-base] [--json]\n"
-        "                      [--database URL]\n"
+        "                      [--drop-pipeline NAME]... [--database URL]\n"
         "\n"
         "Applies the pipelines' schema in one transaction, and sql/base.sql\n"
         "when a pipeline references its tables (accounts, projects,\n"
@@ -130,6 +130,8 @@ static void migrate_usage(FILE *f) {
         "                        references its tables\n"
         "  --no-base             leave sql/base.sql out\n"
         "  --json                print the result as one JSON object\n"
+        "  --drop-pipeline NAME  drop the objects of pipeline NAME, which is\n"
+        "                        no longer defined (with --allow-destructive)\n"
         "  --database URL        connection string (default $DATABASE_URL,\n"
         "                        else the libpq environment: PGHOST, ...)\n"
         "exit: 0 applied or up to date, 1 failure or refused, 2 invalid\n"
@@ -212,6 +214,7 @@ int sl_cmd_migrate(int argc, char **argv) {
 
     sl_migrate_opts o = {0};
     const char *write_dir = NULL, *url = NULL;
+    const char *drops[64];
     int as_json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -225,6 +228,20 @@ int sl_cmd_migrate(int argc, char **argv) {
             o.base = 1;
         } else if (strcmp(a, "--json") == 0) {
             as_json = 1;
+        } else if (strcmp(a, "--drop-pipeline") == 0 && i + 1 < argc &&
+                   o.ndrop_pipelines < 64) {
+            const char *name = argv[++i];
+            for (size_t k = 0; k < m->npipelines; k++)
+                if (strcmp(m->pipelines[k].name, name) == 0) {
+                    fprintf(stderr,
+                            "sluice migrate: --drop-pipeline %s: the pipeline "
+                            "is loaded; remove its file first\n",
+                            name);
+                    sl_model_free(m);
+                    return SL_EXIT_USAGE;
+                }
+            drops[o.ndrop_pipelines++] = name;
+            o.drop_pipelines = drops;
         } else if (strcmp(a, "--write") == 0) {
             write_dir = "sql/migrations";
         } else if (strncmp(a, "--write=", 8) == 0 && a[8]) {

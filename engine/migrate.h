@@ -25,6 +25,10 @@ typedef struct sl_migrate_opts {
     int skip_base; /* leave sql/base.sql out (the app owns those tables) */
     int base;      /* apply sql/base.sql even when no pipeline references
                       its tables (without this, only when one does) */
+    const char *const *drop_pipelines; /* pipelines no longer defined
+                                          whose objects are to be dropped
+                                          (destructive), borrowed */
+    size_t ndrop_pipelines;
 } sl_migrate_opts;
 
 /* What a migration did. Every string is malloc'd and owned by the result:

@@ -117,6 +117,8 @@ void sl_migrate__base_created(mctx *x) {
 int sl_migrate__given(const mctx *x, const char *pipeline) {
     for (size_t i = 0; pipeline && i < x->m->npipelines; i++)
         if (strcmp(x->m->pipelines[i].name, pipeline) == 0) return 1;
+    for (size_t i = 0; pipeline && i < x->o.ndrop_pipelines; i++)
+        if (strcmp(x->o.drop_pipelines[i], pipeline) == 0) return 1;
     return 0;
 }
 
@@ -263,9 +265,26 @@ static json_t *owned_objects(const mctx *x, const char *p) {
     return a;
 }
 
+/* The record of each pipeline to drop goes with its objects. */
+static void plan_forget(mctx *x) {
+    for (size_t i = 0; i < x->o.ndrop_pipelines && !x->rc; i++) {
+        const char *p = x->o.drop_pipelines[i];
+        if (!json_object_get(x->owners, p)) continue;
+        sl_buf q;
+        sl_buf_init(&q);
+        sl_buf_puts(&q, "DELETE FROM sluice.pipelines WHERE name = ");
+        sl_buf_literal(&q, p);
+        sl_buf_puts(&q, ";\n");
+        if (sl_buf_failed(&q)) sl_migrate__fail(x, -SL_ENOMEM, "out of memory");
+        sl_migrate__add_step(x, sl_buf_str(&q), "forget pipeline %s", p);
+        sl_buf_free(&q);
+    }
+}
+
 /* A step that records what each given pipeline owns, when the record
  * differs. The SQL is self-contained, so a --write file records it too. */
 void sl_migrate__plan_owners(mctx *x) {
+    plan_forget(x);
     for (size_t i = 0; i < x->m->npipelines && !x->rc; i++) {
         const char *p = x->m->pipelines[i].name;
         json_t *want = owned_objects(x, p);

@@ -260,6 +260,31 @@ static void base_schema_comes_on_demand_and_is_listed(void **state) {
     free(out);
 }
 
+/* A pipeline removed from B's directory is dropped only when named. */
+static void a_removed_pipeline_is_dropped_only_when_named(void **state) {
+    (void)state;
+    char *out = migrate(dir_a, "--drop-pipeline fetch", 64);
+    free(out);
+    out = migrate(dir_a, "--drop-pipeline crawl", 1);
+    sl_test_expect_in(out, "drop table crawl_jobs");
+    expect_not_in(out, "fetch_jobs");
+    free(out);
+    out = migrate(dir_a, "--drop-pipeline crawl --allow-destructive", 0);
+    sl_test_expect_in(out, "drop table crawl_jobs");
+    sl_test_expect_in(out, "drop stale trigger sites_live_notify on sites");
+    sl_test_expect_in(out, "forget pipeline crawl");
+    free(out);
+    expect_true("SELECT to_regclass('crawl_jobs') IS NULL");
+    expect_true("SELECT to_regprocedure('sites_live_notify()') IS NULL");
+    expect_true("SELECT to_regclass('sites') IS NOT NULL");
+    expect_true("SELECT NOT EXISTS (SELECT 1 FROM sluice.pipelines"
+                " WHERE name = 'crawl')");
+    assert_int_equal(sl_test_long(db, "SELECT count(*) FROM fetch_jobs"), 7);
+    out = migrate(dir_a, "", 0);
+    sl_test_expect_in(out, "up to date");
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_applications_migrate_without_the_base_schema),
@@ -268,6 +293,7 @@ int main(void) {
         cmocka_unit_test(additive_change_of_one_leaves_the_other_alone),
         cmocka_unit_test(a_queue_of_another_pipeline_is_refused),
         cmocka_unit_test(base_schema_comes_on_demand_and_is_listed),
+        cmocka_unit_test(a_removed_pipeline_is_dropped_only_when_named),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
