@@ -221,6 +221,37 @@ static int record_lists(json_t *objs, const char *kind, const char *name,
     return 0;
 }
 
+/* Is function `name` the trigger function of a queue table whose comment
+ * names a pipeline this migration was not given? (Unrecorded objects of a
+ * database from before sluice.pipelines: another application's queue
+ * functions are in use by its triggers.) */
+static int used_by_others(mctx *x, const char *name) {
+    sl_buf b;
+    sl_buf_init(&b);
+    sl_buf_ident(&b, name);
+    sl_buf_puts(&b, "()");
+    const char *params[1] = {sl_buf_str(&b)};
+    PGresult *r = sl_buf_failed(&b)
+                      ? NULL
+                      : sl_migrate__query(
+                            x,
+                            "SELECT obj_description(t.tgrelid, 'pg_class')"
+                            "  FROM pg_catalog.pg_trigger t"
+                            " WHERE t.tgfoid = to_regprocedure($1)",
+                            1, params);
+    sl_buf_free(&b);
+    int others = 0;
+    for (int i = 0; r && i < PQntuples(r) && !others; i++) {
+        char owner[128];
+        if (!PQgetisnull(r, i, 0) &&
+            comment_owner(PQgetvalue(r, i, 0), owner, sizeof owner) &&
+            !sl_migrate__given(x, owner))
+            others = 1;
+    }
+    PQclear(r);
+    return others;
+}
+
 int sl_migrate__owned(mctx *x, sl_obj_kind kind, const char *name,
                       const char *table) {
     const char *kn = sl_migrate__kind_name(kind);
@@ -246,6 +277,9 @@ int sl_migrate__owned(mctx *x, sl_obj_kind kind, const char *name,
         PQclear(r);
         if (known) return sl_migrate__given(x, owner);
     }
+    if (kind == SL_OBJ_FUNCTION && !x->has_owners &&
+        used_by_others(x, name))
+        return 0;
     return !x->has_owners;
 }
 
