@@ -1,10 +1,14 @@
 /* migrate.h - bringing a database up to the schema the pipelines imply.
  *
  * sl_migrate() takes a transaction-scoped advisory lock, applies
- * sql/base.sql (embedded in the binary) when it changed or its objects are
- * missing, compares the catalog with sl_schema_build()'s objects and runs
- * only what is missing or changed, all in ONE transaction, and records the
- * SQL it ran with a snapshot of the model in sluice.migrations. Additive
+ * sql/base.sql (embedded in the binary) when a pipeline references its
+ * tables (or o->base) and it changed or its objects are missing, compares
+ * the catalog with sl_schema_build()'s objects and runs only what is
+ * missing or changed, all in ONE transaction, and records the SQL it ran
+ * with a snapshot of the model in sluice.migrations and what each pipeline
+ * owns in sluice.pipelines. Only objects of the pipelines in the model
+ * (and o->drop_pipelines) are changed or dropped: other applications'
+ * pipelines in the same database are left alone. Additive
  * changes (new queues, columns, indexes, triggers, a changed channel) are
  * applied; destructive ones (a queue table or column the pipelines no
  * longer declare, a changed column type) are refused unless
