@@ -326,6 +326,29 @@ static int array_has(const char *arr, const char *v) {
     return 0;
 }
 
+/* The subject's key column (in r, table_columns' rows) must have the type
+ * subject.key_type declares: the queue tables' foreign key takes it. */
+static void key_type_check(sl_buf *e, const sl_pipeline *p,
+                           const PGresult *r) {
+    const sl_subject *sj = &p->subject;
+    int row = sl_migrate__find_row((PGresult *)r, 0, sj->key);
+    if (row < 0) return;
+    const char *have = PQgetvalue(r, row, 1);
+    const char *want = sl_key_type_name(sj->key_type);
+    if (strcmp(have, want) == 0) return;
+    sl_key_type t;
+    sl_buf_printf(e,
+                  "pipeline \"%s\": subject key %s.%s is of type %s, but "
+                  "subject.key_type is %s%s%s%s\n",
+                  p->name, sj->table, sj->key, have, want,
+                  sl_key_type_parse(have, &t) == 0 ? " (set key_type: " : "",
+                  sl_key_type_parse(have, &t) == 0 ? have : "",
+                  sl_key_type_parse(have, &t) == 0
+                      ? ")"
+                      : " (a subject key must be uuid, bigint, integer or "
+                        "text)");
+}
+
 /* The database must hold what the pipelines reference. All problems are
  * collected into one message. */
 static void check_references(mctx *x) {
@@ -354,6 +377,7 @@ static void check_references(mctx *x) {
                                       "has no column \"%s\"\n",
                                       p->name, sj->table, cols[k]);
                 }
+                key_type_check(&e, p, r);
                 int row = sl_migrate__find_row(r, 0, sj->status_column);
                 if (row >= 0 && PQgetvalue(r, row, 2)[0] == 'e') {
                     for (size_t v = 0; v < sj->nstatus_values; v++)
