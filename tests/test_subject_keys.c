@@ -19,6 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "error.h"
+#include "model.h"
 #include "testlib.h"
 
 #define DB "subject_keys"
@@ -42,15 +44,22 @@ static void ready(void) {
     setenv("PGDATABASE", DB, 1);
     unsetenv("SLUICE_PIPELINES");
     db = sl_test_connect("dbname=" DB);
+    /* Orders belong to accounts (sql/base.sql, applied by migrate) under
+     * Row Level Security, so that a guessable key meets a hostile tenant
+     * (tenant_cannot_reach_another_tenants_bigint_subject). */
     sl_test_exec(db, "CREATE TABLE orders (id bigint PRIMARY KEY, status text"
                      " NOT NULL DEFAULT 'new', progress int NOT NULL DEFAULT"
-                     " 0, detail text);"
+                     " 0, detail text, account_id uuid);"
                      "CREATE TABLE tickets (code text PRIMARY KEY, status"
                      " text NOT NULL DEFAULT 'open', progress int NOT NULL"
                      " DEFAULT 0)");
     int rc = sl_test_sluice(&out, "migrate -p '%s'", KEYS);
     if (rc != 0) fail_msg("sluice migrate failed (%d): %s", rc, out);
     free(out);
+    sl_test_exec(db, "ALTER TABLE orders ENABLE ROW LEVEL SECURITY;"
+                     "CREATE POLICY orders_member ON orders FOR ALL USING"
+                     " (public.sluice_is_account_member(account_id));"
+                     "GRANT SELECT ON orders TO sluice_app");
     done = 1;
 }
 
@@ -79,6 +88,61 @@ static int watch_a_run(const char *key, const char *pipeline, char **out) {
                       sl_test_bin(), key, path, pipeline, KEYS);
 }
 
+/* ---- the value rule ------------------------------------------------------ */
+
+static void key_canon_accepts_only_values_of_the_type(void **state) {
+    (void)state;
+    static const struct {
+        sl_key_type t;
+        const char *in, *out; /* out NULL: refused */
+    } cases[] = {
+        {SL_KEY_UUID, "6F0C1E2D-0000-4000-8000-00000000ABCD",
+         "6f0c1e2d-0000-4000-8000-00000000abcd"},
+        {SL_KEY_UUID, "6f0c1e2d00004000800000000000abcd", NULL},
+        {SL_KEY_UUID, "42", NULL},
+        {SL_KEY_BIGINT, "42", "42"},
+        {SL_KEY_BIGINT, "+0042", "42"},
+        {SL_KEY_BIGINT, "-0", "0"},
+        {SL_KEY_BIGINT, "9223372036854775807", "9223372036854775807"},
+        {SL_KEY_BIGINT, "-9223372036854775808", "-9223372036854775808"},
+        {SL_KEY_BIGINT, "9223372036854775808", NULL},
+        {SL_KEY_BIGINT, "-9223372036854775809", NULL},
+        {SL_KEY_BIGINT, "99999999999999999999", NULL},
+        {SL_KEY_BIGINT, "", NULL},
+        {SL_KEY_BIGINT, "-", NULL},
+        {SL_KEY_BIGINT, " 1", NULL},
+        {SL_KEY_BIGINT, "1e3", NULL},
+        {SL_KEY_INTEGER, "2147483647", "2147483647"},
+        {SL_KEY_INTEGER, "-2147483648", "-2147483648"},
+        {SL_KEY_INTEGER, "2147483648", NULL},
+        {SL_KEY_INTEGER, "-2147483649", NULL},
+        {SL_KEY_TEXT, "T-1 \xc3\xbc/x", "T-1 \xc3\xbc/x"},
+        {SL_KEY_TEXT, "", NULL},
+        {SL_KEY_TEXT, "a\nb", NULL},
+        {SL_KEY_TEXT, "\xc3", NULL}, /* cut UTF-8 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[SL_KEY_MAX];
+        const char *why = NULL;
+        int rc = sl_key_canon(cases[i].t, cases[i].in, out, &why);
+        if (cases[i].out ? rc != 0 || strcmp(out, cases[i].out) != 0
+                         : rc != -SL_EINVAL || out[0] != '\0' || !why)
+            fail_msg("%s '%s': rc %d out '%s'",
+                     sl_key_type_name(cases[i].t), cases[i].in, rc, out);
+    }
+    char longkey[SL_KEY_MAX + 1], out[SL_KEY_MAX];
+    const char *why;
+    memset(longkey, 'k', SL_KEY_MAX);
+    longkey[SL_KEY_MAX] = '\0';
+    assert_int_equal(sl_key_canon(SL_KEY_TEXT, longkey, out, &why), -SL_EINVAL);
+    longkey[SL_KEY_MAX - 1] = '\0';
+    assert_int_equal(sl_key_canon(SL_KEY_TEXT, longkey, out, &why), 0);
+    sl_key_type t;
+    assert_int_equal(sl_key_type_parse("INT8", &t), 0);
+    assert_int_equal(t, SL_KEY_BIGINT);
+    assert_int_equal(sl_key_type_parse("serial", &t), -SL_EINVAL);
+}
+
 /* ---- bigint ---------------------------------------------------------------- */
 
 static void bigint_key_runs_end_to_end(void **state) {
@@ -87,7 +151,7 @@ static void bigint_key_runs_end_to_end(void **state) {
     char *out = NULL;
     sl_test_exec(db, "INSERT INTO orders (id) VALUES (" ORDER ")");
     int rc = sl_test_sluice(&out, "enqueue orders --subject " ORDER
-                                  " --set note=fragile --json -p '%s'",
+                                  " --set note=fragile --output json -p '%s'",
                             KEYS);
     if (rc != 0) fail_msg("enqueue: exit %d: %s", rc, out);
     sl_test_expect_in(out, "\"subject\": \"" ORDER "\"");
@@ -325,7 +389,7 @@ static void migrate_refuses_a_key_type_the_column_does_not_have(void **state) {
     (void)state;
     ready();
     const char *yaml = sl_test_file(
-        "wrong/orders.yaml",
+        "wrong_orders.yaml",
         "pipeline: wrong\n"
         "subject:\n"
         "  table: orders\n"
@@ -341,7 +405,7 @@ static void migrate_refuses_a_key_type_the_column_does_not_have(void **state) {
     free(out);
     expect_sql("f", "SELECT to_regclass('wrong_jobs') IS NOT NULL");
     rc = sl_test_sluice(&out, "validate -p '%s'",
-                        sl_test_file("bad/k.yaml",
+                        sl_test_file("bad_key_type.yaml",
                                      "pipeline: k\n"
                                      "subject:\n"
                                      "  table: orders\n"
@@ -352,6 +416,80 @@ static void migrate_refuses_a_key_type_the_column_does_not_have(void **state) {
     if (rc != 2) fail_msg("validate: exit %d, expected 2: %s", rc, out);
     sl_test_expect_in(out, "subject.key_type: 'bigserial' is not a key type");
     free(out);
+}
+
+/* ---- tenants ----------------------------------------------------------------- */
+
+#define ACC_A "00000000-0000-0000-0000-0000000000a1"
+#define ACC_B "00000000-0000-0000-0000-0000000000b1"
+#define USER_A "11111111-1111-1111-1111-1111111111a1"
+#define USER_B "22222222-2222-2222-2222-2222222222b1"
+
+/* Runs sql as the application role for user; returns the PGresult status
+ * and the first value (or "") in val. */
+static ExecStatusType as_user(PGconn *c, const char *user, const char *sql,
+                              char *val, size_t n) {
+    char set[200];
+    snprintf(set, sizeof set,
+             "SET ROLE sluice_app; SET request.jwt.claim.sub = '%s'", user);
+    sl_test_exec(c, set);
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    snprintf(val, n, "%s",
+             st == PGRES_TUPLES_OK && PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    sl_test_exec(c, "RESET ROLE");
+    return st;
+}
+
+static void tenant_cannot_reach_another_tenants_bigint_subject(void **state) {
+    (void)state;
+    ready();
+    sl_test_exec(db, "INSERT INTO accounts (id, name) VALUES ('" ACC_A "',"
+                     " 'a'), ('" ACC_B "', 'b');"
+                     "INSERT INTO account_members VALUES ('" ACC_A "', '"
+                     USER_A "', 'owner'), ('" ACC_B "', '" USER_B "', 'owner');"
+                     "INSERT INTO orders (id, account_id) VALUES (71, '"
+                     ACC_A "'), (72, '" ACC_B "');"
+                     "INSERT INTO order_pack_jobs (order_id, note) VALUES"
+                     " (72, 'b secret')");
+    PGconn *c = sl_test_connect("dbname=" DB);
+    char v[128];
+    /* B's key is easy to guess; A reads, enqueues and moves nothing. */
+    assert_int_equal(as_user(c, USER_A, "SELECT count(*) FROM"
+                                        " order_pack_jobs WHERE order_id = 72",
+                             v, sizeof v),
+                     PGRES_TUPLES_OK);
+    assert_string_equal(v, "0");
+    assert_int_equal(as_user(c, USER_A, "SELECT count(*) FROM orders", v,
+                             sizeof v),
+                     PGRES_TUPLES_OK);
+    assert_string_equal(v, "1");
+    assert_int_equal(as_user(c, USER_A, "INSERT INTO order_pack_jobs"
+                                        " (order_id) VALUES (72)",
+                             v, sizeof v),
+                     PGRES_FATAL_ERROR);
+    assert_int_equal(as_user(c, USER_A, "INSERT INTO order_pack_jobs"
+                                        " (order_id) VALUES (71)",
+                             v, sizeof v),
+                     PGRES_COMMAND_OK);
+    ExecStatusType st = as_user(c, USER_A, "UPDATE order_pack_jobs SET"
+                                           " order_id = 72 WHERE order_id = 71",
+                                v, sizeof v);
+    assert_true(st == PGRES_FATAL_ERROR);
+    as_user(c, USER_A, "DELETE FROM order_pack_jobs WHERE order_id = 72", v,
+            sizeof v);
+    expect_sql("1", "SELECT count(*) FROM order_pack_jobs WHERE order_id = 72"
+                    " AND note = 'b secret'");
+    expect_sql("1", "SELECT count(*) FROM order_pack_jobs WHERE order_id = 71");
+    /* B sees its own job. */
+    assert_int_equal(as_user(c, USER_B, "SELECT note FROM order_pack_jobs"
+                                        " WHERE order_id = 72",
+                             v, sizeof v),
+                     PGRES_TUPLES_OK);
+    assert_string_equal(v, "b secret");
+    sl_test_exec(db, "DELETE FROM order_pack_jobs WHERE order_id IN (71, 72)");
+    PQfinish(c);
 }
 
 /* ---- the base schema's accounts ------------------------------------------ */
@@ -399,11 +537,13 @@ static void app_role_inserts_an_account_with_returning(void **state) {
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(key_canon_accepts_only_values_of_the_type),
         cmocka_unit_test(bigint_key_runs_end_to_end),
         cmocka_unit_test(bigint_key_of_the_wrong_type_is_exit_64),
         cmocka_unit_test(text_key_runs_end_to_end_through_lua),
         cmocka_unit_test(api_reads_subjects_by_typed_key),
         cmocka_unit_test(migrate_refuses_a_key_type_the_column_does_not_have),
+        cmocka_unit_test(tenant_cannot_reach_another_tenants_bigint_subject),
         cmocka_unit_test(app_role_inserts_an_account_with_returning),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
