@@ -214,6 +214,30 @@ static void bigint_key_of_the_wrong_type_is_exit_64(void **state) {
         sl_test_expect_in(out, "bigint");
         free(out);
     }
+    /* --bulk: a JSON number is a bigint key too; a string that is no
+     * bigint is refused before anything is sent. */
+    const char *good = sl_test_file("bulk_good.jsonl",
+                                    "{\"subject\": " ORDER2 "}\n"
+                                    "{\"subject\": \"+" ORDER2 "\"}\n");
+    const char *bad = sl_test_file("bulk_bad.jsonl",
+                                   "{\"subject\": " ORDER2 "}\n"
+                                   "{\"subject\": \"x" ORDER2 "\"}\n");
+    char *bout = NULL;
+    sl_test_exec(db, "INSERT INTO orders (id) VALUES (" ORDER2 ")"
+                     " ON CONFLICT DO NOTHING");
+    int brc = sl_test_sluice(&bout, "enqueue orders --bulk '%s' -p '%s'", bad,
+                             KEYS);
+    if (brc != 64) fail_msg("bulk bad: exit %d: %s", brc, bout);
+    sl_test_expect_in(bout, "bulk_bad.jsonl:2: subject id 'x" ORDER2
+                            "' is not a bigint");
+    free(bout);
+    brc = sl_test_sluice(&bout, "enqueue orders --bulk '%s' -p '%s'", good,
+                         KEYS);
+    if (brc != 0) fail_msg("bulk good: exit %d: %s", brc, bout);
+    free(bout);
+    expect_sql("2", "SELECT count(*) FROM order_pack_jobs WHERE order_id = "
+                    ORDER2);
+    sl_test_exec(db, "DELETE FROM order_pack_jobs WHERE order_id = " ORDER2);
     /* Without --pipeline, an id no loaded key type holds (nor a job id). */
     char *out = NULL;
     int rc = sl_test_sluice(&out, "watch '' -p '%s'", KEYS);
@@ -310,7 +334,9 @@ static void api_reads_subjects_by_typed_key(void **state) {
     (void)state;
     ready();
     sl_test_exec(db, "INSERT INTO orders (id, status, progress, detail)"
-                     " VALUES (" ORDER2 ", 'packed', 50, 'Packed')");
+                     " VALUES (" ORDER2 ", 'packed', 50, 'Packed') ON CONFLICT (id)"
+                     " DO UPDATE SET status = 'packed', progress = 50,"
+                     " detail = 'Packed'");
     sl_test_exec(db, "INSERT INTO tickets (code) VALUES ('" ORDER2 "')");
     setenv("SLUICE_ADMIN_TOKEN", ADMIN, 1);
     setenv("SLUICE_TOKEN_SECRET", SECRET, 1);
