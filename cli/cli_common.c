@@ -97,6 +97,32 @@ int sl_cli_uuid(char id[40], const char *arg) {
     return 0;
 }
 
+int sl_cli_key_arg(const char *cmd, const sl_model *m, const char *only,
+                   const char *arg, int job_too) {
+    assert(cmd && m && arg);
+    if (job_too && sl_jobs_is_uuid(arg)) return 0;
+    char key[SL_KEY_MAX], why[512] = "";
+    const char *w;
+    size_t n = 0;
+    for (size_t i = 0; i < m->npipelines; i++) {
+        const sl_pipeline *p = &m->pipelines[i];
+        if (!p->has_subject || (only && strcmp(only, p->name) != 0)) continue;
+        if (sl_key_canon(p->subject.key_type, arg, key, &w) == 0) return 0;
+        if (n < sizeof why)
+            n += (size_t)snprintf(why + n, sizeof why - n, "%s%s of pipeline %s",
+                                  n ? "; " : "", w, p->name);
+    }
+    if (!n) {
+        sl_cli_say(cmd, "no loaded pipeline%s%s has a subject", only ? " " : "",
+                   only ? only : "");
+        return -1;
+    }
+    sl_cli_say(cmd, "'%s' is not a subject %sid: expected %s%s", arg,
+               job_too ? "or job " : "", why,
+               job_too ? ", or a job id (a UUID)" : "");
+    return -1;
+}
+
 const char *sl_cli_hint(const char *name, const char *const *cands, size_t n,
                         char *buf, size_t len) {
     assert(name && buf && len > 0);

@@ -68,6 +68,7 @@ static void enqueue_usage(FILE *f) {
 /* The command line of one enqueue. */
 typedef struct enqueue_args {
     const char *pipeline, *subject, *stage, *file, *url, *json, *bulk, *db;
+    char key[SL_KEY_MAX]; /* --subject in its canonical form */
     char **sets; /* the --set values, COL=VALUE */
     int nsets;
     int as_json; /* --output json */
@@ -438,7 +439,7 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
 /* The stage a names (its pipeline's entry stage, or --stage), with the
  * subject option checked against the pipeline. Returns 0 with *out set,
  * or the exit code. */
-static int enqueue_resolve(const sl_model *m, const enqueue_args *a,
+static int enqueue_resolve(const sl_model *m, enqueue_args *a,
                            const sl_stage **out) {
     const sl_pipeline *p = sl_cli_find_pipeline(cmd, m, a->pipeline);
     if (!p) return SL_EXIT_USAGE;
@@ -473,6 +474,15 @@ static int enqueue_resolve(const sl_model *m, const enqueue_args *a,
                    p->name);
         return SL_EXIT_USAGE;
     }
+    const char *why;
+    if (a->subject &&
+        sl_key_canon(p->subject.key_type, a->subject, a->key, &why) != 0) {
+        sl_cli_say(cmd, "--subject '%s' is not %s (the key type of pipeline "
+                        "%s)",
+                   a->subject, why, p->name);
+        return SL_EXIT_USAGE;
+    }
+    if (a->subject) a->subject = a->key;
     *out = s;
     return 0;
 }
@@ -515,9 +525,7 @@ int sl_cmd_enqueue(int argc, char **argv) {
         goto out;
     }
     if (a.as_json) {
-        char subj[40] = "";
-        if (a.subject) sl_cli_uuid(subj, a.subject);
-        enqueue_print_json(s, id, a.subject ? subj : NULL, 0);
+        enqueue_print_json(s, id, a.subject, 0);
     } else {
         printf("%s\n", id);
     }

@@ -48,6 +48,14 @@ int sl_cli_parse_int(const char *cmd, const char *opt, const char *v, long lo,
  * when arg is not a UUID (nothing printed). */
 int sl_cli_uuid(char id[40], const char *arg);
 
+/* Checks the ID argument of status/watch: it must be a key of the type of
+ * some loaded pipeline with a subject (only pipeline `only` when not
+ * NULL), or, when job_too, a job id (a UUID).
+ * Returns 0, or -1 after printing what was expected; callers exit
+ * SL_EXIT_USAGE then. */
+int sl_cli_key_arg(const char *cmd, const sl_model *m, const char *only,
+                   const char *arg, int job_too);
+
 /* A duration in seconds as "250ms", "3.2s", "4m05s", "2h03m", "3d04h". */
 void sl_cli_fmt_secs(char *out, size_t n, double s);
 

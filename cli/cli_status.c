@@ -215,10 +215,13 @@ static int status_show(PGconn *c, const sl_model *m, const char *only,
     const char *cmd = "status";
     int shown = 0;
     json_t *subjects = as_json ? json_array() : NULL, *job = NULL;
+    char key[SL_KEY_MAX];
+    const char *why;
     for (size_t i = 0; i < m->npipelines; i++) {
         const sl_pipeline *p = &m->pipelines[i];
         if (!p->has_subject || (only && strcmp(only, p->name) != 0)) continue;
-        int r = status_subject(c, p, id, subjects);
+        if (sl_key_canon(p->subject.key_type, id, key, &why) != 0) continue;
+        int r = status_subject(c, p, key, subjects);
         if (r < 0) {
             json_decref(subjects);
             return SL_EXIT_FAILURE;
@@ -226,7 +229,7 @@ static int status_show(PGconn *c, const sl_model *m, const char *only,
         if (r > 0 && shown && !as_json) printf("\n");
         shown += r;
     }
-    if (!shown) {
+    if (!shown && sl_jobs_is_uuid(id)) {
         sl_job_ref ref;
         char err[1024];
         if (sl_jobs_find(c, m, id, &ref, err, sizeof err) != 0) {
@@ -277,7 +280,6 @@ int sl_cmd_status(int argc, char **argv) {
         {0, 0, 0, 0}};
     int ch, as_json = 0;
     PGconn *c = NULL;
-    char id[40];
     rc = SL_EXIT_USAGE;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -292,15 +294,11 @@ int sl_cmd_status(int argc, char **argv) {
         status_usage(stderr);
         goto out;
     }
-    if (sl_cli_uuid(id, argv[optind]) != 0) {
-        sl_cli_say(cmd, "'%s' is not a subject or job id (expected a UUID)",
-                   argv[optind]);
-        goto out;
-    }
     if (only && !sl_cli_find_pipeline(cmd, m, only)) goto out;
+    if (sl_cli_key_arg(cmd, m, only, argv[optind], 1) != 0) goto out;
     rc = SL_EXIT_FAILURE;
     if (!(c = sl_cli_connect(cmd, db))) goto out;
-    rc = status_show(c, m, only, id, as_json);
+    rc = status_show(c, m, only, argv[optind], as_json);
 out:
     PQfinish(c);
     sl_model_free(m);
@@ -334,7 +332,8 @@ static void watch_usage(FILE *f) {
 typedef struct watch {
     PGconn *c;
     const sl_pipeline *p;
-    const char *id;
+    const char *id;          /* the argument, then key */
+    char key[SL_KEY_MAX];    /* the subject's key in w->p's canonical form */
     const char *finals[16]; /* the pipeline's final statuses */
     int nfinals;
     const char *errors[16]; /* its error statuses */
@@ -544,22 +543,30 @@ static int watch_verdict(watch *w, int check_jobs) {
  * exit code. */
 static int watch_resolve(watch *w, const sl_model *m, const char *only) {
     const char *cmd = "watch";
+    const char *arg = w->id, *why;
     for (size_t i = 0; i < m->npipelines; i++) {
         const sl_pipeline *p = &m->pipelines[i];
         if (!p->has_subject || (only && strcmp(only, p->name) != 0)) continue;
         watch probe = *w;
+        char key[SL_KEY_MAX];
+        if (sl_key_canon(p->subject.key_type, arg, key, &why) != 0) continue;
         probe.p = p;
+        probe.id = key;
         int r = watch_read(&probe);
         if (r < 0) return SL_EXIT_FAILURE;
         if (r > 0 && w->p) {
             sl_cli_say(cmd,
                        "subject %s belongs to pipelines %s and %s: "
                        "choose one with --pipeline",
-                       w->id, w->p->name, p->name);
+                       arg, w->p->name, p->name);
             return SL_EXIT_USAGE;
         }
-        if (r > 0) w->p = p;
+        if (r > 0) {
+            w->p = p;
+            memcpy(w->key, key, sizeof key);
+        }
     }
+    if (w->p) w->id = w->key;
     if (!w->p) {
         sl_cli_say(cmd, "no subject with id %s in %s", w->id,
                    only ? only : "the loaded pipelines");
@@ -692,7 +699,6 @@ int sl_cmd_watch(int argc, char **argv) {
         {"json", no_argument, 0, 'j'},
         {0, 0, 0, 0}};
     int ch;
-    char id[40];
     watch w;
     memset(&w, 0, sizeof w);
     rc = SL_EXIT_USAGE;
@@ -714,13 +720,9 @@ int sl_cmd_watch(int argc, char **argv) {
         watch_usage(stderr);
         goto out;
     }
-    if (sl_cli_uuid(id, argv[optind]) != 0) {
-        sl_cli_say(cmd, "'%s' is not a subject id (expected a UUID)",
-                   argv[optind]);
-        goto out;
-    }
     if (only && !sl_cli_find_pipeline(cmd, m, only)) goto out;
-    w.id = id;
+    if (sl_cli_key_arg(cmd, m, only, argv[optind], 0) != 0) goto out;
+    w.id = argv[optind];
     rc = SL_EXIT_FAILURE;
     if (!(w.c = sl_cli_connect(cmd, db))) goto out;
     if ((rc = watch_resolve(&w, m, only)) != 0) goto out;

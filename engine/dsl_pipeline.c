@@ -197,9 +197,9 @@ void sl_dsl__apply_settings(const settings *s, sl_stage *st) {
     st->sql_writes = s->sql_writes;
 }
 
-static const char *const subject_keys[] = {"table",   "key",      "foreign_key",
-                                           "status",  "progress", "detail",
-                                           "channel", NULL};
+static const char *const subject_keys[] = {
+    "table",  "key",    "key_type", "foreign_key", "status",
+    "progress", "detail", "channel", NULL};
 
 /* interviews -> interview_id; categories -> category_id; boxes -> box_id;
  * classes -> class_id. Anything subtler: set foreign_key. */
@@ -234,6 +234,18 @@ static void read_subject(loader *L, const node *n, sl_pipeline *p, draft *dr) {
     s->key = "id";
     if ((v = sl_dsl__mget(n, "key")))
         s->key = sl_dsl__read_ident(L, v, "subject key", ID_SQL);
+    s->key_type = SL_KEY_UUID;
+    if ((v = sl_dsl__mget(n, "key_type")) &&
+        sl_dsl__expect_kind(L, v, N_SCALAR, "subject.key_type") &&
+        sl_key_type_parse(v->s, &s->key_type) != 0) {
+        static const char *const types[] = {"uuid", "bigint", "integer",
+                                            "text", NULL};
+        sl_dsl__diag(L, v,
+                     "subject.key_type: '%s' is not a key type%s (allowed: "
+                     "uuid, bigint, integer, text)",
+                     sl_dsl__show(v->s),
+                     sl_dsl__did_you_mean(v->s, types, 4));
+    }
     if ((v = sl_dsl__mget(n, "foreign_key"))) {
         s->fk = sl_dsl__read_ident(L, v, "foreign_key", ID_SQL);
     } else if (s->table) {

@@ -25,7 +25,8 @@ typedef struct sl_ctx sl_ctx; /* opaque; owned by the runtime */
  * run(). */
 typedef struct sl_job {
     const char *id;         /* job uuid */
-    const char *subject_id; /* subject uuid, NULL for standalone queues */
+    const char *subject_id; /* the subject key as text (any key_type),
+                               NULL for standalone queues */
     int attempt;            /* 1 for the first attempt */
     json_t *input;          /* the job row's declared columns (bytea as
                                "\\x.." hex text), plus "payload" etc. */

@@ -288,8 +288,14 @@ static int check_subject(const sl_stage *s, const char *subject_id,
                  pl->name);
         return -SL_EINVAL;
     }
-    if (subject_id && !sl_jobs_is_uuid(subject_id)) {
-        snprintf(err, errlen, "subject id '%s' is not a UUID", subject_id);
+    char key[SL_KEY_MAX];
+    const char *why;
+    if (subject_id &&
+        sl_key_canon(pl->subject.key_type, subject_id, key, &why) != 0) {
+        snprintf(err, errlen,
+                 "subject id '%.300s' is not %s (the key type of pipeline "
+                 "%s)",
+                 subject_id, why, pl->name);
         return -SL_EINVAL;
     }
     return 0;
@@ -349,7 +355,8 @@ static void insert_head(sl_buf *q, const sl_stage *s) {
         sl_buf_ident(q, pl->subject.table);
         sl_buf_puts(q, " t WHERE t.");
         sl_buf_ident(q, pl->subject.key);
-        sl_buf_puts(q, " = $1::uuid) ");
+        sl_buf_printf(q, " = $1::%s) ",
+                      sl_key_type_name(pl->subject.key_type));
     }
     sl_buf_puts(q, "INSERT INTO ");
     sl_buf_ident(q, s->queue);
@@ -481,15 +488,26 @@ int sl_jobs_check_row(const sl_stage *s, const json_t *row, char *err,
     const json_t *v;
     if (!json_is_object(row)) {
         snprintf(err, errlen, "expected a JSON object such as {\"subject\": "
-                              "\"<uuid>\", \"columns\": {...}}, got %s",
+                              "\"<key>\", \"columns\": {...}}, got %s",
                  json_kind(row));
         return -SL_EINVAL;
     }
+    sl_key_type kt = s->pipeline->subject.key_type;
+    int numeric = kt == SL_KEY_BIGINT || kt == SL_KEY_INTEGER;
+    char num[32];
+    const char *subject = NULL;
     json_object_foreach((json_t *)row, key, v) {
         if (strcmp(key, "subject") == 0) {
-            if (!json_is_string(v)) {
-                snprintf(err, errlen, "\"subject\" must be a UUID string");
+            if (numeric && json_is_integer(v)) {
+                snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT,
+                         json_integer_value(v));
+                subject = num;
+            } else if (!json_is_string(v)) {
+                snprintf(err, errlen, "\"subject\" must be %s",
+                         numeric ? "an integer or a string" : "a string");
                 return -SL_EINVAL;
+            } else {
+                subject = json_string_value(v);
             }
         } else if (strcmp(key, "columns") == 0) {
             if (!json_is_object(v)) {
@@ -514,8 +532,7 @@ int sl_jobs_check_row(const sl_stage *s, const json_t *row, char *err,
             return -SL_EINVAL;
         }
     }
-    int rc = check_subject(
-        s, json_string_value(json_object_get(row, "subject")), err, errlen);
+    int rc = check_subject(s, subject, err, errlen);
     if (rc != 0) return rc;
     json_object_foreach(json_object_get(row, "columns"), key, v) {
         const sl_column *col = sl_jobs_column(s, key);
@@ -540,7 +557,8 @@ static void build_batch(sl_buf *b, const sl_stage *s) {
         sl_buf_ident(b, pl->subject.table);
         sl_buf_puts(b, " t WHERE t.");
         sl_buf_ident(b, pl->subject.key);
-        sl_buf_puts(b, " = (e.v->>'subject')::uuid))");
+        sl_buf_printf(b, " = (e.v->>'subject')::%s))",
+                      sl_key_type_name(pl->subject.key_type));
     } else {
         sl_buf_puts(b, "NULL::bigint AS n)");
     }
@@ -556,7 +574,9 @@ static void build_batch(sl_buf *b, const sl_stage *s) {
         sl_buf_puts(b, ", ");
     }
     sl_buf_puts(b, "priority, run_at) SELECT ");
-    if (pl->has_subject) sl_buf_puts(b, "(e.v->>'subject')::uuid, ");
+    if (pl->has_subject)
+        sl_buf_printf(b, "(e.v->>'subject')::%s, ",
+                      sl_key_type_name(pl->subject.key_type));
     for (size_t i = 0; i < s->ncolumns; i++) {
         const sl_column *col = &s->columns[i];
         /* x is the row's JSON value for the column, typed below. */

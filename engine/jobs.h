@@ -85,7 +85,8 @@ int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
                     const json_t *columns, const sl_enqueue_opts *o,
                     char *id_out, char *err, size_t errlen);
 
-/* Checks one batch row: a JSON object with "subject" (a UUID; required
+/* Checks one batch row: a JSON object with "subject" (a key of the
+ * pipeline's key_type, a string or, for bigint/integer keys, a number; required
  * with a subject, forbidden without), optional "columns" (object, as for
  * sl_jobs_enqueue), "priority" (integer) and "run_at" (timestamptz
  * string); no other keys. Returns 0 or -SL_EINVAL. */

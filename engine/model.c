@@ -5,9 +5,12 @@
 #include <assert.h>
 #include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "error.h"
+#include "text.h"
 
 const char *const sl_retain_status[SL_RETAIN__COUNT] = {"done", "error",
                                                         "cancelled"};
@@ -304,6 +307,95 @@ int sl_engine_column(const char *name) {
 }
 
 /* ---- durations ----------------------------------------------------------- */
+
+/* ---- subject keys --------------------------------------------------------- */
+
+static const char *const key_names[] = {"uuid", "bigint", "integer", "text"};
+
+const char *sl_key_type_name(sl_key_type t) {
+    assert((unsigned)t < sizeof key_names / sizeof key_names[0]);
+    return key_names[t];
+}
+
+int sl_key_type_parse(const char *s, sl_key_type *t) {
+    static const struct {
+        const char *name;
+        sl_key_type t;
+    } names[] = {{"uuid", SL_KEY_UUID},       {"bigint", SL_KEY_BIGINT},
+                 {"int8", SL_KEY_BIGINT},     {"integer", SL_KEY_INTEGER},
+                 {"int", SL_KEY_INTEGER},     {"int4", SL_KEY_INTEGER},
+                 {"text", SL_KEY_TEXT}};
+    for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++)
+        if (strcasecmp(s, names[i].name) == 0) {
+            *t = names[i].t;
+            return 0;
+        }
+    return -SL_EINVAL;
+}
+
+/* An integer key: an optional "-" or "+", then 1..19 digits, within
+ * lo..hi; written back without "+" and leading zeros. */
+static int canon_int(const char *s, long long lo, long long hi,
+                     char out[SL_KEY_MAX]) {
+    int neg = *s == '-';
+    if (*s == '-' || *s == '+') s++;
+    while (*s == '0' && s[1]) s++;
+    size_t n = strlen(s);
+    if (n == 0 || n > 19) return -SL_EINVAL;
+    unsigned long long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) return -SL_EINVAL;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    /* 19 digits fit in 64 bits unsigned; compare magnitudes. */
+    unsigned long long max = neg ? (unsigned long long)(-(lo + 1)) + 1
+                                 : (unsigned long long)hi;
+    if (v > max) return -SL_EINVAL;
+    snprintf(out, SL_KEY_MAX, "%s%llu", neg && v ? "-" : "", v);
+    return 0;
+}
+
+int sl_key_canon(sl_key_type t, const char *text, char out[SL_KEY_MAX],
+                 const char **why) {
+    assert(out && why);
+    out[0] = '\0';
+    int rc = -SL_EINVAL;
+    size_t n = text ? strlen(text) : 0;
+    switch (t) {
+    case SL_KEY_UUID:
+        *why = "a UUID";
+        if (n != 36) break;
+        rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            int dash = i == 8 || i == 13 || i == 18 || i == 23;
+            if (dash ? text[i] != '-' : !isxdigit((unsigned char)text[i]))
+                rc = -SL_EINVAL;
+            out[i] = (char)tolower((unsigned char)text[i]);
+        }
+        out[n] = '\0';
+        break;
+    case SL_KEY_BIGINT:
+        *why = "a bigint (an integer in -9223372036854775808.."
+               "9223372036854775807)";
+        if (text) rc = canon_int(text, INT64_MIN, INT64_MAX, out);
+        break;
+    case SL_KEY_INTEGER:
+        *why = "an integer (in -2147483648..2147483647)";
+        if (text) rc = canon_int(text, INT32_MIN, INT32_MAX, out);
+        break;
+    case SL_KEY_TEXT:
+        *why = "a text key (1..255 bytes of UTF-8, no control characters)";
+        if (n == 0 || n >= SL_KEY_MAX || !sl_text_valid(text, n)) break;
+        rc = 0;
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f)
+                rc = -SL_EINVAL;
+        if (rc == 0) memcpy(out, text, n + 1);
+        break;
+    }
+    if (rc != 0) out[0] = '\0';
+    return rc;
+}
 
 int sl_duration_parse(const char *s, int64_t *ms) {
     assert(ms);

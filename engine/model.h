@@ -137,10 +137,20 @@ typedef struct sl_stage {
     const struct sl_pipeline *pipeline;
 } sl_stage;
 
+/* The type of a subject's key column (`subject.key_type`). */
+typedef enum {
+    SL_KEY_UUID = 0, /* the default */
+    SL_KEY_BIGINT,
+    SL_KEY_INTEGER,
+    SL_KEY_TEXT
+} sl_key_type;
+
 /* The row a pipeline drives. Absent for standalone queues. */
 typedef struct sl_subject {
     const char *table;
-    const char *key;             /* its primary key column (uuid) */
+    const char *key;             /* its primary key column */
+    sl_key_type key_type;        /* that column's type; the queue tables'
+                                    fk column has the same */
     const char *fk;              /* the column in queue tables, e.g. interview_id */
     const char *status_column;
     const char **status_values;  /* allowed values */
@@ -253,6 +263,25 @@ extern const sl_engine_col sl_engine_columns[];
 
 /* Non-zero when name is one of sl_engine_columns. name must not be NULL. */
 int sl_engine_column(const char *name);
+
+/* The longest subject key text, with its NUL (a text key: 1..255 bytes). */
+#define SL_KEY_MAX 256
+
+/* The SQL name of a key type: "uuid", "bigint", "integer" or "text" (also
+ * its format_type spelling). Static storage. */
+const char *sl_key_type_name(sl_key_type t);
+
+/* Parses a key type name (case-insensitive; "int", "int4" and "int8" are
+ * aliases) into *t (OUT). Returns 0, or -SL_EINVAL and leaves *t alone. */
+int sl_key_type_parse(const char *s, sl_key_type *t);
+
+/* Checks that text is a key of type t and writes its canonical text form
+ * into out (SL_KEY_MAX bytes): a uuid lower-cased, an integer without a
+ * sign "+" or leading zeros, a text key as it is (1..255 bytes of UTF-8
+ * without control characters). Returns 0, or -SL_EINVAL with what was
+ * expected in *why (static storage, e.g. "a bigint"); out is then "". */
+int sl_key_canon(sl_key_type t, const char *text, char out[SL_KEY_MAX],
+                 const char **why);
 
 /* Parses a duration with unit ("250ms", "3s", "5m", "2h", "1d"; at most
  * ten years); returns 0 and the milliseconds in *ms (OUT), or -SL_EINVAL

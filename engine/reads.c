@@ -96,7 +96,7 @@ int sl_reads_subject(PGconn *c, const sl_pipeline *p, const char *id,
     sl_buf_ident(&q, sj->table);
     sl_buf_puts(&q, " WHERE ");
     sl_buf_ident(&q, sj->key);
-    sl_buf_puts(&q, " = $1::uuid");
+    sl_buf_printf(&q, " = $1::%s", sl_key_type_name(sj->key_type));
     return run_id(c, &q, id, sj->table, out, err, errlen);
 }
 
@@ -132,7 +132,8 @@ int sl_reads_subject_jobs(PGconn *c, const sl_stage *s, const char *id,
     job_columns(&q, s);
     sl_buf_puts(&q, " WHERE q.");
     sl_buf_ident(&q, s->pipeline->subject.fk);
-    sl_buf_puts(&q, " = $1::uuid ORDER BY q.created_at, q.id");
+    sl_buf_printf(&q, " = $1::%s ORDER BY q.created_at, q.id",
+                  sl_key_type_name(s->pipeline->subject.key_type));
     return run_id(c, &q, id, s->queue, out, err, errlen);
 }
 
@@ -164,7 +165,7 @@ int sl_reads_subject_counts(PGconn *c, const sl_pipeline *p, const char *id,
         sl_buf_ident(&q, p->stages[k].queue);
         sl_buf_puts(&q, " WHERE ");
         sl_buf_ident(&q, p->subject.fk);
-        sl_buf_puts(&q, " = $1::uuid");
+        sl_buf_printf(&q, " = $1::%s", sl_key_type_name(p->subject.key_type));
     }
     sl_buf_puts(&q, ") j");
     PGresult *r;
@@ -195,7 +196,8 @@ int sl_reads_last_failure(PGconn *c, const sl_pipeline *p, const char *id,
         sl_buf_ident(&q, p->stages[k].queue);
         sl_buf_puts(&q, " WHERE ");
         sl_buf_ident(&q, p->subject.fk);
-        sl_buf_puts(&q, " = $1::uuid AND status = 'error'");
+        sl_buf_printf(&q, " = $1::%s AND status = 'error'",
+                      sl_key_type_name(p->subject.key_type));
     }
     sl_buf_puts(&q, ") e ORDER BY finished_at DESC NULLS LAST LIMIT 1");
     return run_id(c, &q, id, "reading the failed job", out, err, errlen);
@@ -302,8 +304,14 @@ int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen) {
 /* ---- the web API's pages ------------------------------------------------ */
 
 static int page_covers(const sl_stage *s, const sl_jobs_query *q) {
-    return (!q->pipeline || strcmp(q->pipeline, s->pipeline->name) == 0) &&
-           (!q->stage || strcmp(q->stage, s->name) == 0);
+    char key[SL_KEY_MAX];
+    const char *why;
+    const sl_pipeline *p = s->pipeline;
+    return (!q->pipeline || strcmp(q->pipeline, p->name) == 0) &&
+           (!q->stage || strcmp(q->stage, s->name) == 0) &&
+           (!q->subject ||
+            (p->has_subject &&
+             sl_key_canon(p->subject.key_type, q->subject, key, &why) == 0));
 }
 
 size_t sl_reads_page_queues(const sl_model *m, const sl_jobs_query *q) {
@@ -336,11 +344,14 @@ static void page_branch(sl_buf *q, const sl_stage *s) {
     sl_buf_puts(q, " WHERE ($1::text IS NULL OR status::text = $1)"
                    " AND ($2::text IS NULL OR error_class = $2) AND ");
     if (s->pipeline->has_subject) {
-        sl_buf_puts(q, "($3::uuid IS NULL OR ");
+        /* $3 is text in every branch; page_covers left out the queues
+         * whose key type cannot hold it. */
+        sl_buf_puts(q, "($3::text IS NULL OR ");
         sl_buf_ident(q, s->pipeline->subject.fk);
-        sl_buf_puts(q, " = $3::uuid)");
+        sl_buf_printf(q, " = $3::text::%s)",
+                      sl_key_type_name(s->pipeline->subject.key_type));
     } else {
-        sl_buf_puts(q, "$3::uuid IS NULL");
+        sl_buf_puts(q, "$3::text IS NULL");
     }
     sl_buf_puts(q, " AND ($4::text IS NULL OR strpos(last_error, $4) > 0)"
                    " AND ($5::timestamptz IS NULL OR (created_at, id) <"

@@ -27,7 +27,8 @@
  * column, or the row holds NULL). */
 enum { SL_SUBJ_STATUS, SL_SUBJ_PROGRESS, SL_SUBJ_DETAIL };
 
-/* Reads the subject row `id` (a UUID) of pipeline p, which has a subject.
+/* Reads the subject row `id` (a key of p's subject.key_type, checked by
+ * the caller with sl_key_canon) of pipeline p, which has a subject.
  * *out (OUT: caller PQclears) holds one row, or none when the row does not
  * exist. Returns 0 or an error (above; WHAT is the subject table). */
 int sl_reads_subject(PGconn *c, const sl_pipeline *p, const char *id,
@@ -159,7 +160,8 @@ typedef struct sl_jobs_query {
     const char *stage;       /* only stages of this name */
     const char *status;      /* a job_status value */
     const char *error_class; /* exactly this error class */
-    const char *subject;     /* a UUID (checked by the caller) */
+    const char *subject;     /* a subject key; only the queues whose key
+                                type can hold it are read */
     const char *text;        /* a substring of last_error */
     const char *after_ts;    /* keyset cursor: jobs older than (after_ts,
                                 after_id) in the order created_at DESC, id

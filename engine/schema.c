@@ -321,7 +321,8 @@ static void build_columns(builder *b, sl_schema_table *t, const sl_pipeline *p,
         add_column(b, t, &cap, e->name, e->type, e->type == NULL, e->not_null,
                    dflt, NULL, NULL, 1);
         if (e == sl_engine_columns && p->has_subject)
-            add_column(b, t, &cap, p->subject.fk, "uuid", 0, 1, NULL,
+            add_column(b, t, &cap, p->subject.fk,
+                       sl_key_type_name(p->subject.key_type), 0, 1, NULL,
                        p->subject.table, p->subject.key, 1);
     }
 

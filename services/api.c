@@ -182,9 +182,18 @@ static enum MHD_Result jobs(sl_api *a, struct MHD_Connection *conn) {
             return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
                                 "limit must be 1..%d", PAGE_MAX);
     }
-    if (q.subject && !sl_jobs_is_uuid(q.subject))
-        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                            "subject must be a UUID");
+    if (q.subject) {
+        /* A subject no selected queue's key type can hold is a mistake,
+         * not an empty page. */
+        sl_jobs_query any = q;
+        any.subject = NULL;
+        if (sl_reads_page_queues(a->m, &any) > 0 &&
+            sl_reads_page_queues(a->m, &q) == 0)
+            return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                "subject '%.300s' is no key of the selected "
+                                "pipelines' key types",
+                                q.subject);
+    }
     char ts[64];
     if (cursor) {
         const char *comma = strchr(cursor, ',');
@@ -306,9 +315,12 @@ static enum MHD_Result subject(sl_api *a, struct MHD_Connection *conn,
     if (!p || !p->has_subject)
         return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
                             "no pipeline with a subject named '%s'", pipeline);
-    if (!sl_jobs_is_uuid(id))
+    char key[SL_KEY_MAX];
+    const char *why;
+    if (sl_key_canon(p->subject.key_type, id, key, &why) != 0)
         return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                            "the subject id is not a UUID");
+                            "the subject id is not %s", why);
+    id = key;
     char err[1024];
     PGconn *c = conn_db(a, err, sizeof err);
     if (!c) return db_failure(conn, -SL_ECONN, err);

@@ -30,7 +30,7 @@ typedef struct stream {
     sl_events *ev;
     struct MHD_Connection *conn;
     const sl_pipeline *p;
-    char id[40];
+    char id[SL_KEY_MAX]; /* the subject key, canonical */
     char last_id[24]; /* the state the client has, "" when none */
     sl_buf out;       /* bytes not yet handed to libmicrohttpd */
     size_t off;
@@ -111,8 +111,8 @@ static void stream_free(void *cls) {
 }
 
 /* Who may follow subject id of p: a subject token for it, or an operator. */
-static int authorised(struct MHD_Connection *conn, const char *id,
-                      const char **code, const char **why) {
+static int authorised(struct MHD_Connection *conn, const sl_pipeline *p,
+                      const char *id, const char **code, const char **why) {
     const char *token =
         MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "token");
     if (!token) {
@@ -124,8 +124,11 @@ static int authorised(struct MHD_Connection *conn, const char *id,
                "required";
         return 0;
     }
-    int rc = sl_webauth_check(getenv("SLUICE_TOKEN_SECRET"), id, token,
-                              (int64_t)time(NULL));
+    char signed_text[SL_WEBAUTH_SUBJECT_MAX];
+    int rc = sl_webauth_subject_text(p, id, signed_text, sizeof signed_text);
+    if (rc == 0)
+        rc = sl_webauth_check(getenv("SLUICE_TOKEN_SECRET"), signed_text,
+                              token, (int64_t)time(NULL));
     if (rc == 0) return 1;
     *code = rc == -SL_EREFUSED ? "token_expired" : "token_invalid";
     *why = rc == -SL_EREFUSED ? "the subject token has expired"
@@ -141,11 +144,13 @@ enum MHD_Result sl_events_open(sl_events *ev, struct MHD_Connection *conn,
         return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
                             "no pipeline with a subject channel named '%s'",
                             pipeline);
-    if (!sl_jobs_is_uuid(id))
-        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                            "the subject id is not a UUID");
+    char key[SL_KEY_MAX];
     const char *code, *why;
-    if (!authorised(conn, id, &code, &why))
+    if (sl_key_canon(p->subject.key_type, id, key, &why) != 0)
+        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "the subject id is not %s", why);
+    id = key;
+    if (!authorised(conn, p, id, &code, &why))
         return sl_web_error(conn, MHD_HTTP_UNAUTHORIZED, code, "%s", why);
     stream *s = calloc(1, sizeof *s);
     if (!s) return MHD_NO;
@@ -192,7 +197,7 @@ enum MHD_Result sl_events_open(sl_events *ev, struct MHD_Connection *conn,
 /* A subject whose row is to be read, and what it showed. */
 typedef struct want {
     const sl_pipeline *p;
-    char id[40];
+    char id[SL_KEY_MAX];
     char event_id[24]; /* "" when the row is missing or unreadable */
     char *frame;       /* the SSE frame, malloc'd */
     int missing;

@@ -266,7 +266,7 @@ static enum MHD_Result web_route(sl_httpd *h, struct MHD_Connection *conn,
     size_t n = strlen(url);
     if (strncmp(url, "/api/subjects/", 14) == 0 && n > 21 &&
         strcmp(url + n - 7, "/events") == 0 && strcmp(method, "GET") == 0) {
-        char rest[256], *slash;
+        char rest[SL_IDENT_MAX + 1 + SL_KEY_MAX], *slash;
         snprintf(rest, sizeof rest, "%.*s", (int)(n - 21), url + 14);
         if ((slash = strchr(rest, '/')) != NULL && !strchr(slash + 1, '/')) {
             *slash = '\0';

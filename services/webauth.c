@@ -70,6 +70,19 @@ static int sign(const char *secret, const char *subject, const char *expiry,
     return 0;
 }
 
+int sl_webauth_subject_text(const sl_pipeline *p, const char *key, char *out,
+                            size_t n) {
+    assert(p && p->has_subject && key && out && n > 0);
+    int w = p->subject.key_type == SL_KEY_UUID
+                ? snprintf(out, n, "%s", key)
+                : snprintf(out, n, "%s/%s", p->name, key);
+    if (w < 0 || (size_t)w >= n) {
+        out[0] = '\0';
+        return -SL_EINVAL;
+    }
+    return 0;
+}
+
 int sl_webauth_mint(const char *secret, const char *subject, int64_t expiry,
                     char *out) {
     assert(out);

@@ -11,13 +11,17 @@
  *     token = EXPIRY "." hex(HMAC-SHA256(SLUICE_TOKEN_SECRET,
  *                                        SUBJECT "|" EXPIRY))
  * where EXPIRY is the expiry in Unix seconds (decimal) and SUBJECT the
- * subject id as it appears in the URL. docs/web.md shows it in TypeScript.
+ * subject's key in its canonical text form, prefixed with "PIPELINE/"
+ * unless the key is a uuid (sl_webauth_subject_text). docs/web.md shows
+ * it in TypeScript.
  */
 #ifndef SL_WEBAUTH_H
 #define SL_WEBAUTH_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "model.h"
 
 /* What a request may do. */
 typedef enum sl_web_role {
@@ -35,6 +39,17 @@ sl_web_role sl_webauth_role(const char *authorization);
  * Host. Requests without either header (curl, servers) pass. */
 int sl_webauth_cross_site(const char *sec_fetch_site, const char *origin,
                           const char *host);
+
+/* The longest text a subject token signs, with its NUL. */
+#define SL_WEBAUTH_SUBJECT_MAX (SL_IDENT_MAX + 1 + SL_KEY_MAX)
+
+/* The text a subject token signs for subject `key` (canonical,
+ * sl_key_canon) of pipeline p, into out (n bytes): the key itself for a
+ * uuid key, which no other subject shares; "PIPELINE/KEY" for a bigint,
+ * integer or text key, so that a token for orders/42 does not open
+ * invoices/42. Returns 0, or -SL_EINVAL when it does not fit. */
+int sl_webauth_subject_text(const sl_pipeline *p, const char *key, char *out,
+                            size_t n);
 
 /* The longest subject token, with its NUL. */
 #define SL_WEBAUTH_TOKEN_MAX 96

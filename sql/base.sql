@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS public.accounts (
   name text NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now()
 );
+-- Who created the account: lets the creator see the new row before the
+-- trigger below makes them its owner, so INSERT ... RETURNING works.
+ALTER TABLE public.accounts
+  ADD COLUMN IF NOT EXISTS created_by uuid DEFAULT auth.uid();
 
 CREATE TABLE IF NOT EXISTS public.account_members (
   account_id uuid NOT NULL REFERENCES public.accounts (id) ON DELETE CASCADE,
@@ -166,6 +170,24 @@ AS $$
                    AND m.role = 'owner')
 $$;
 
+-- A creator who leaves (or is removed from) the account loses the
+-- creator's view of it below: only members see an account they did not
+-- just create.
+CREATE OR REPLACE FUNCTION public.sluice_base_forget_creator() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  UPDATE public.accounts SET created_by = NULL
+   WHERE id = OLD.account_id AND created_by = OLD.user_id;
+  RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER sluice_base_forget_creator
+  AFTER DELETE ON public.account_members
+  FOR EACH ROW EXECUTE FUNCTION public.sluice_base_forget_creator();
+
 -- Whoever creates an account becomes its owner.
 CREATE OR REPLACE FUNCTION public.sluice_base_add_account_owner() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER
@@ -195,11 +217,19 @@ ALTER TABLE public.insights ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.personas ENABLE ROW LEVEL SECURITY;
 
 DROP POLICY IF EXISTS sluice_accounts_select ON public.accounts;
+-- Members see their accounts; the creator also sees the account while it
+-- has no member the creator can see, which is the case when INSERT ...
+-- RETURNING checks this policy: the owner is added by an AFTER trigger,
+-- after that check. (No function here: one that answered about any
+-- account id would tell a tenant which ids exist.)
 CREATE POLICY sluice_accounts_select ON public.accounts FOR SELECT
-  USING (public.sluice_is_account_member(id));
+  USING (public.sluice_is_account_member(id)
+         OR (created_by = auth.uid()
+             AND NOT EXISTS (SELECT 1 FROM public.account_members m
+                             WHERE m.account_id = accounts.id)));
 DROP POLICY IF EXISTS sluice_accounts_insert ON public.accounts;
 CREATE POLICY sluice_accounts_insert ON public.accounts FOR INSERT
-  WITH CHECK (auth.uid() IS NOT NULL);
+  WITH CHECK (auth.uid() IS NOT NULL AND created_by = auth.uid());
 DROP POLICY IF EXISTS sluice_accounts_update ON public.accounts;
 CREATE POLICY sluice_accounts_update ON public.accounts FOR UPDATE
   USING (public.sluice_is_account_owner(id))
@@ -261,6 +291,7 @@ CREATE POLICY sluice_personas_interview ON public.personas FOR ALL
 -- answers only about the caller's own memberships.
 REVOKE ALL ON FUNCTION public.sluice_is_account_member(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.sluice_is_account_owner(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.sluice_base_forget_creator() FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.sluice_base_add_account_owner() FROM PUBLIC;
 
 DO $$

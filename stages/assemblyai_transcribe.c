@@ -211,7 +211,7 @@ static int store_on_subject(sl_ctx *ctx, const sl_job *job, const char *col,
     char sql[512];
     snprintf(sql, sizeof sql,
              "UPDATE \"%s\" SET \"%s\" = $1 WHERE \"%s\" = "
-             "$2::uuid",
+             "$2",
              p->subject.table, col, p->subject.key);
     const char *params[2] = {text, job->subject_id};
     PGresult *r =

@@ -371,7 +371,7 @@ static int store_chunk(PGconn *conn, const an_cfg *c, const char *subject,
     char ins[768], del[256], per[1024], ck[24], seq[24], conf[32];
     snprintf(ins, sizeof ins,
              "INSERT INTO \"%s\" (\"%s\", chunk, seq, kind, content, quote, "
-             "speaker, confidence, data) VALUES ($1::uuid, $2::int, $3::int, "
+             "speaker, confidence, data) VALUES ($1, $2::int, $3::int, "
              "$4, $5, $6, $7, $8::real, $9::jsonb) ON CONFLICT (\"%s\", "
              "chunk, seq) DO UPDATE SET kind = EXCLUDED.kind, content = "
              "EXCLUDED.content, quote = EXCLUDED.quote, speaker = "
@@ -379,14 +379,14 @@ static int store_chunk(PGconn *conn, const an_cfg *c, const char *subject,
              "EXCLUDED.data",
              c->insights_table, c->fk, c->fk);
     snprintf(del, sizeof del,
-             "DELETE FROM \"%s\" WHERE \"%s\" = $1::uuid AND chunk = $2::int "
+             "DELETE FROM \"%s\" WHERE \"%s\" = $1 AND chunk = $2::int "
              "AND seq >= $3::int",
              c->insights_table, c->fk);
     /* Personas recur across chunks: keep what earlier chunks said unless
      * this one says more, and collect traits. */
     snprintf(per, sizeof per,
              "INSERT INTO \"%s\" AS p (\"%s\", name, role, description, "
-             "traits) VALUES ($1::uuid, $2, $3, $4, $5::jsonb) ON CONFLICT "
+             "traits) VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT "
              "(\"%s\", name) DO UPDATE SET role = COALESCE(EXCLUDED.role, "
              "p.role), description = COALESCE(EXCLUDED.description, "
              "p.description), traits = (SELECT COALESCE(jsonb_agg(DISTINCT "
@@ -519,7 +519,7 @@ static long count_rows(PGconn *conn, const char *table, const char *fk,
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM \"%s\" WHERE \"%s\" = "
-             "$1::uuid",
+             "$1",
              table, fk);
     const char *params[1] = {subject};
     PGresult *r = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 0);

@@ -1,7 +1,8 @@
 /* test_tenant_catalog.c - two accounts, every object the catalog lists.
  *
  * All shipped pipelines (every YAML file in pipelines/) are migrated together with the
- * base schema. Account A, signed in through the application role, then
+ * base schema, and tests/keys/orders.yaml, whose subject (an application
+ * table of orders owned by accounts) has a bigint key. Account A, signed in through the application role, then
  * attacks account B through every table, foreign key, column, view,
  * function and channel that pg_class, pg_attribute, pg_constraint,
  * pg_proc and the functions' pg_notify calls list: no hand-kept list of
@@ -272,8 +273,8 @@ static void sweep_foreign_keys(void) {
                  "   AND NOT atthasdef AND has_column_privilege('sluice_app',"
                  "   attrelid, attnum, 'INSERT')",
                  tbl, col);
-        char *cols = sl_test_scalar(conn, lq);
-        if (cols[0])
+        char *cols = sl_test_scalar(conn, lq); /* NULL: none */
+        if (cols && cols[0])
             snprintf(q, sizeof q,
                      "INSERT INTO %s (%s, %s) SELECT %s, '%s' FROM %s LIMIT 1",
                      tbl, cols, col, cols, target, tbl);
@@ -549,11 +550,20 @@ static int setup(void **state) {
     setenv("SLUICE_REPORT_SUMMARIES", "extractive", 1);
     const char *ci = sl_test_db(DB);
     conn = sl_test_connect(ci);
-    const char *paths[3] = {SL_SOURCE_DIR "/pipelines/generation.yaml",
+    /* With them, a pipeline whose subject has a bigint key (guessable,
+     * unlike a uuid): an application table of orders owned by accounts.
+     * Its policy and foreign key need base.sql, so they follow migrate. */
+    const char *paths[4] = {SL_SOURCE_DIR "/pipelines/generation.yaml",
                             SL_SOURCE_DIR "/pipelines/interview.yaml",
-                            SL_SOURCE_DIR "/pipelines/report.yaml"};
+                            SL_SOURCE_DIR "/pipelines/report.yaml",
+                            SL_SOURCE_DIR "/tests/keys/orders.yaml"};
+    sl_test_exec(conn, "CREATE TABLE orders (id bigint PRIMARY KEY,"
+                       " account_id uuid NOT NULL, status text NOT NULL"
+                       " DEFAULT 'new', progress int NOT NULL DEFAULT 0,"
+                       " detail text);"
+                       "ALTER TABLE orders ENABLE ROW LEVEL SECURITY");
     sl_diags d = {0};
-    if (sl_dsl_load(paths, 3, &model, &d) != 0)
+    if (sl_dsl_load(paths, 4, &model, &d) != 0)
         fail_msg("load: %s", sl_diags_format(&d));
     sl_diags_free(&d);
     char err[1024];
@@ -564,6 +574,14 @@ static int setup(void **state) {
     if (sl_migrate(conn, model, NULL, &mr, err, sizeof err) != 0)
         fail_msg("migrate: %s", err);
     sl_migrate_result_free(&mr);
+    sl_test_exec(conn,
+                 "ALTER TABLE orders ADD FOREIGN KEY (account_id) REFERENCES"
+                 " accounts (id) ON DELETE CASCADE;"
+                 "CREATE POLICY orders_member ON orders FOR ALL USING"
+                 " (public.sluice_is_account_member(account_id)) WITH CHECK"
+                 " (public.sluice_is_account_member(account_id));"
+                 "GRANT SELECT, INSERT, UPDATE, DELETE ON orders TO"
+                 " sluice_app");
 
     /* Both accounts, as the owner: members, a project, an interview, an
      * insight and a persona each; A's rows also get a job in every queue
@@ -589,20 +607,27 @@ static int setup(void **state) {
         " ('" IV_A "', 0, 1, 'wish', 'Wants spreadsheets exported with"
         " formulas kept.', 0.8);"
         "INSERT INTO personas (interview_id, name, role) VALUES"
-        " ('" IV_A "', 'Pat', 'analyst');");
+        " ('" IV_A "', 'Pat', 'analyst');"
+        "INSERT INTO orders (id, account_id, detail) VALUES"
+        " (71, '" ACC_A "', 'Acme order'),"
+        " (72, '" ACC_B "', '" B_WORD " order')");
     static const char *const a_jobs[] = {
         "INSERT INTO upload_jobs (interview_id) VALUES ('" IV_A "')",
         "INSERT INTO transcription_jobs (interview_id) VALUES ('" IV_A "')",
         "INSERT INTO analysis_jobs (interview_id) VALUES ('" IV_A "')",
         "INSERT INTO generation_jobs (account_id, project_id) VALUES ('" ACC_A
         "', '" PROJ_A "')",
+        "INSERT INTO order_pack_jobs (order_id, note) VALUES (71, 'Acme')",
+        "INSERT INTO order_ship_jobs (order_id) VALUES (71)",
         NULL};
     for (int i = 0; a_jobs[i]; i++) insert_as(USER_A, a_jobs[i], 0, NULL, NULL, NULL);
     /* A's jobs wait: only B's run in this test (A's report comes later). */
     sl_test_exec(conn, "UPDATE upload_jobs SET status = 'cancelled';"
                        "UPDATE transcription_jobs SET status = 'cancelled';"
                        "UPDATE analysis_jobs SET status = 'cancelled';"
-                       "UPDATE generation_jobs SET status = 'cancelled'");
+                       "UPDATE generation_jobs SET status = 'cancelled';"
+                       "UPDATE order_pack_jobs SET status = 'cancelled';"
+                       "UPDATE order_ship_jobs SET status = 'cancelled'");
     insert_as(USER_A,
               "INSERT INTO report_jobs (account_id, project_id) VALUES"
               " ('" ACC_A "', '" PROJ_A "')",
@@ -617,7 +642,13 @@ static int setup(void **state) {
               "INSERT INTO generation_jobs (account_id, project_id) VALUES"
               " ('" ACC_B "', '" PROJ_B "')",
               0, NULL, NULL, NULL);
-    sl_test_exec(conn, "UPDATE generation_jobs SET status = 'cancelled'");
+    insert_as(USER_B,
+              "INSERT INTO order_pack_jobs (order_id, note) VALUES"
+              " (72, '" B_WORD " parcel')",
+              0, NULL, NULL, NULL);
+    sl_test_exec(conn, "UPDATE generation_jobs SET status = 'cancelled';"
+                       "UPDATE order_pack_jobs SET status = 'cancelled'"
+                       " WHERE order_id = 72");
     return 0;
 }
 
@@ -698,12 +729,16 @@ static void weakened_policy_and_grants_are_found(void **s) {
                  " report_jobs.account_id));"
                  "GRANT UPDATE ON transcription_jobs TO sluice_app;"
                  "GRANT EXECUTE ON FUNCTION sluice_is_account_owner(uuid) TO"
-                 " PUBLIC");
+                 " PUBLIC;"
+                 /* The bigint-keyed queue open to everyone. */
+                 "ALTER POLICY sluice_inherit ON order_pack_jobs USING (true)"
+                 " WITH CHECK (true)");
     size_t n = sweep();
     /* Put back what the generator and sql/base.sql make. */
     for (size_t i = 0; i < schema->nobjects; i++) {
         const sl_schema_object *o = &schema->objects[i];
-        if ((o->kind == SL_OBJ_POLICY && strcmp(o->table, "report_jobs") == 0) ||
+        if ((o->kind == SL_OBJ_POLICY && (strcmp(o->table, "report_jobs") == 0 ||
+                                          strcmp(o->table, "order_pack_jobs") == 0)) ||
             (o->kind == SL_OBJ_GRANT &&
              strcmp(o->table, "transcription_jobs") == 0))
             sl_test_exec(conn, o->sql);
@@ -715,6 +750,7 @@ static void weakened_policy_and_grants_are_found(void **s) {
     assert_non_null(strstr(findings, "engine column transcription_jobs.priority"));
     assert_non_null(strstr(findings, "sluice_is_account_owner(uuid) is "
                                      "executable by PUBLIC"));
+    assert_non_null(strstr(findings, "order_pack_jobs"));
     /* And the real schema is back to clean. */
     assert_int_equal(sweep(), 0);
 }
