@@ -5,7 +5,7 @@
  * unreachable from every worker for 10 s. Nothing is lost or completed
  * twice, and a cut-off handler is told to stop within its lease.
  *
- * Needs root and `ip netns`; skipped with a message otherwise. Serial:
+ * Needs root and `ip netns`; exits 77 (skipped) otherwise. Serial:
  * its timings must not compete with the rest of the suite.
  */
 #include <signal.h>
@@ -14,17 +14,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hostlib.h"
 #include "rtlib.h"
 
 #define NET "slhosts"
 #define LEASE_MS 2000
 #define SWEEP_MS 500
 #define SLACK_MS 700 /* a loaded 2-core machine: scheduling, the sweep */
-
-static char tcp[256];   /* conninfo of the database host over TCP */
-static char pgdir[512]; /* the cluster's directory */
-static int usable;      /* namespaces can be made here */
-static char why[256];   /* why not */
 
 static const char *yaml_fmt =
     "pipeline: hosts\n"
@@ -51,116 +47,12 @@ static const char *yaml_fmt =
     "      on_done: {status: done, progress: 100}\n"
     "      on_error: {status: failed}\n";
 
-/* ---- the hosts ------------------------------------------------------------
- */
+static const char *const log_dbs[] = {"hosts_part", "hosts_drop", "hosts_db",
+                                      NULL};
 
-static int hosts_up(void **state) {
-    (void)state;
-    if (geteuid() != 0) {
-        snprintf(why, sizeof why, "not root: network namespaces need it");
-        return 0;
-    }
-    char *out = NULL;
-    if (sl_test_sh(&out, "%s/scripts/netns check", SL_SOURCE_DIR) != 0) {
-        snprintf(why, sizeof why, "ip netns unavailable: %s",
-                 out ? out : "?");
-        free(out);
-        return 0;
-    }
-    free(out);
-    snprintf(pgdir, sizeof pgdir, "%s/hostpg", sl_test_tmpdir());
-    if (sl_test_sh(&out, "SLUICE_PG_FSYNC=off %s/scripts/netns up " NET " %s",
-                   SL_SOURCE_DIR, pgdir) != 0) {
-        fprintf(stderr, "scripts/netns up failed:\n%s\n", out ? out : "");
-        free(out);
-        sl_test_sh(NULL, "%s/scripts/netns down " NET " %s", SL_SOURCE_DIR,
-                   pgdir);
-        return -1;
-    }
-    /* The test itself reaches the cluster through its Unix socket, which
-     * no network fault touches; workers use TCP. */
-    char host[512], user[64], tcpline[256];
-    int port = 0;
-    const char *p = strstr(out, "PGHOST=");
-    const char *q = strstr(out, "SLUICE_NETNS_TCP='");
-    if (!p || !q ||
-        sscanf(p, "PGHOST=%511s PGPORT=%d PGUSER=%63s", host, &port, user) !=
-            3 ||
-        sscanf(q, "SLUICE_NETNS_TCP='%255[^']'", tcpline) != 1) {
-        fprintf(stderr, "scripts/netns up said:\n%s\n", out);
-        free(out);
-        return -1;
-    }
-    free(out);
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    setenv("PGHOST", host, 1);
-    setenv("PGPORT", ps, 1);
-    setenv("PGUSER", user, 1);
-    snprintf(tcp, sizeof tcp, "%s", tcpline);
-    usable = 1;
-    return 0;
-}
-
-static int hosts_down(void **state) {
-    (void)state;
-    rt_kill_tracked();
-    if (usable)
-        sl_test_sh(NULL, "%s/scripts/netns down " NET " %s", SL_SOURCE_DIR,
-                   pgdir);
-    return 0;
-}
-
-/* Prints the logs of db's workers (after a failure). */
-static void dump_logs(const char *db) {
-    for (int n = 1; n <= 3; n++) {
-        char path[600];
-        snprintf(path, sizeof path, "%s/%s-w%d.log", sl_test_tmpdir(), db, n);
-        char *s = rt_read_file(path, NULL);
-        size_t l = s ? strlen(s) : 0;
-        print_message("---- w%d (last 2000 bytes)\n%s\n", n,
-                      s ? s + (l > 2000 ? l - 2000 : 0) : "(none)");
-        free(s);
-    }
-}
-
-/* Ends the test's workers and undoes every fault, even after a failure. */
-static int heal_teardown(void **state) {
-    if (getenv("SLUICE_HOSTS_LOGS")) {
-        dump_logs("hosts_part");
-        dump_logs("hosts_drop");
-        dump_logs("hosts_db");
-    }
-    rt_teardown(state);
-    if (usable)
-        sl_test_sh(NULL, "%s/scripts/netns heal " NET, SL_SOURCE_DIR);
-    return 0;
-}
-
-static void fault(const char *what, const char *host) {
-    assert_int_equal(sl_test_sh(NULL, "%s/scripts/netns %s " NET " %s",
-                                SL_SOURCE_DIR, what, host),
-                     0);
-}
-
-/* A worker process on host wN (2 threads, batch 1), logging to a file. */
+/* A worker process on host wN (2 threads, batch 1). */
 static pid_t worker_on(const sl_model *m, const char *db, int n) {
-    char ns[32], ci[400], log[600];
-    snprintf(ns, sizeof ns, NET "-w%d", n);
-    snprintf(ci, sizeof ci, "%s dbname=%s", tcp, db);
-    snprintf(log, sizeof log, "%s/%s-w%d.log", sl_test_tmpdir(), db, n);
-    return rt_track(rt_spawn_host(m, ns, ci, 2, 1, log));
-}
-
-/* How often the log of worker wN of db contains `what`. */
-static int log_count(const char *db, int n, const char *what) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s-w%d.log", sl_test_tmpdir(), db, n);
-    char *s = rt_read_file(path, NULL);
-    int k = 0;
-    for (const char *p = s; p && (p = strstr(p, what)) != NULL; p++) k++;
-    free(s);
-    return k;
+    return hl_worker(m, db, n, 2, 1);
 }
 
 static sl_model *setup(const char *db, int sleep_ms, int ignore_stop,
@@ -205,21 +97,12 @@ static void assert_all_done_once(PGconn *c, long subjects) {
                      0);
 }
 
-#define SKIP_UNLESS_HOSTS()                                                    \
-    do {                                                                       \
-        if (!usable) {                                                         \
-            print_message("skipped: %s\n", why);                               \
-            skip();                                                            \
-        }                                                                      \
-    } while (0)
-
 /* ---- the tests -------------------------------------------------------------
  */
 
 static void partitioned_host_loses_its_jobs_to_others_and_its_late_completions_are_refused(
     void **state) {
     (void)state;
-    SKIP_UNLESS_HOSTS();
     const long subjects = 30;
     PGconn *c;
     /* Handlers that never check should_stop: they finish and try to
@@ -234,22 +117,22 @@ static void partitioned_host_loses_its_jobs_to_others_and_its_late_completions_a
     long held = sl_test_long(c, "SELECT count(*) FROM a_jobs WHERE status ="
                                 " 'in_progress' AND locked_by LIKE"
                                 " '" NET "-w1:%'");
-    fault("cut", "w1");
+    hl_fault("cut", "w1");
     sl_test_exec(c, "INSERT INTO faults VALUES ('cut w1')");
     int64_t t_cut = sl_test_now_ms();
     /* Longer than the lease: its jobs go to the other hosts. */
     while (sl_test_now_ms() - t_cut < LEASE_MS + 3000) usleep(100000);
-    fault("heal", "w1");
+    hl_fault("heal", "w1");
     sl_test_exec(c, "INSERT INTO faults VALUES ('heal w1')");
     assert_true(rt_wait_for(c, "SELECT count(*) FROM done_log", subjects,
                             40000));
     /* w1's connections come back (its retransmissions or a reconnect) and
      * its late completions reach the fence. */
     int64_t t_wait = sl_test_now_ms();
-    while (log_count("hosts_part", 1, "completion refused") < 1 &&
+    while (hl_log_count("hosts_part", 1, "completion refused") < 1 &&
            sl_test_now_ms() - t_wait < 20000)
         usleep(200000);
-    int refused = log_count("hosts_part", 1, "completion refused");
+    int refused = hl_log_count("hosts_part", 1, "completion refused");
     long rescued = sl_test_long(c, "SELECT count(*) FROM rescue_log WHERE"
                                    " owner LIKE '" NET "-w1:%'");
     long rescue_ms = sl_test_long(
@@ -297,7 +180,6 @@ static int64_t stops_after(const char *path, int64_t t_cut, int *told) {
 static void silent_drop_stops_the_handler_within_its_lease_and_the_worker_rejoins(
     void **state) {
     (void)state;
-    SKIP_UNLESS_HOSTS();
     PGconn *c;
     sl_model *m = setup("hosts_drop", 20000, 0, 0, &c);
     char stops[600];
@@ -313,7 +195,7 @@ static void silent_drop_stops_the_handler_within_its_lease_and_the_worker_rejoin
                             " 'in_progress' AND locked_by LIKE '" NET "-w2:%'",
                             2, 20000));
     usleep(500000); /* heartbeats running */
-    fault("blackhole", "w2");
+    hl_fault("blackhole", "w2");
     int64_t t_cut = sl_test_now_ms();
     /* Told to stop no later than a lease after the cut. */
     int told = 0;
@@ -331,14 +213,14 @@ static void silent_drop_stops_the_handler_within_its_lease_and_the_worker_rejoin
     /* Another host takes the jobs while w2 is cut off. */
     pid_t w1 = worker_on(m, "hosts_drop", 1);
     usleep(4000000);
-    fault("heal", "w2");
+    hl_fault("heal", "w2");
     int64_t t_heal = sl_test_now_ms();
     /* w2 rejoins: its fence lifts, then it takes new work. */
-    while (log_count("hosts_drop", 2, "database answers again") < 1 &&
+    while (hl_log_count("hosts_drop", 2, "database answers again") < 1 &&
            sl_test_now_ms() - t_heal < 30000)
         usleep(100000);
     int64_t rejoin = sl_test_now_ms() - t_heal;
-    assert_true(log_count("hosts_drop", 2, "database answers again") >= 1);
+    assert_true(hl_log_count("hosts_drop", 2, "database answers again") >= 1);
     assert_true(rt_alive(w2, NULL));
     kill(w1, SIGKILL);
     rt_wait(w1, 5000);
@@ -364,7 +246,6 @@ static void silent_drop_stops_the_handler_within_its_lease_and_the_worker_rejoin
 static void database_host_unreachable_for_ten_seconds_loses_and_repeats_nothing(
     void **state) {
     (void)state;
-    SKIP_UNLESS_HOSTS();
     const long subjects = 150;
     PGconn *c;
     sl_model *m = setup("hosts_db", 200, 0, subjects, &c);
@@ -372,19 +253,19 @@ static void database_host_unreachable_for_ten_seconds_loses_and_repeats_nothing(
     for (int i = 0; i < 3; i++) w[i] = worker_on(m, "hosts_db", i + 1);
     assert_true(rt_wait_for(c, "SELECT (count(*) >= 20)::int FROM done_log", 1,
                             20000));
-    fault("cut", "db");
+    hl_fault("cut", "db");
     int64_t t_cut = sl_test_now_ms();
     while (sl_test_now_ms() - t_cut < 10000) usleep(100000);
     long before = sl_test_long(c, "SELECT count(*) FROM done_log");
-    fault("heal", "db");
+    hl_fault("heal", "db");
     int64_t t_heal = sl_test_now_ms();
     assert_true(rt_wait_for(c, "SELECT count(*) FROM done_log", subjects,
                             40000));
     int64_t all_done = sl_test_now_ms() - t_heal;
     long recon = 0;
     for (int i = 0; i < 3; i++)
-        recon += log_count("hosts_db", i + 1, "reconnected") +
-                 log_count("hosts_db", i + 1, "database answers again");
+        recon += hl_log_count("hosts_db", i + 1, "reconnected") +
+                 hl_log_count("hosts_db", i + 1, "database answers again");
     print_message("database host cut off for 10 s: %ld of %ld done before"
                   " the heal, the rest within %lld ms after it (%ld"
                   " reconnects / fence lifts logged)\n",
@@ -397,17 +278,7 @@ static void database_host_unreachable_for_ten_seconds_loses_and_repeats_nothing(
     sl_model_free(m);
 }
 
-int main(void) {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(
-            partitioned_host_loses_its_jobs_to_others_and_its_late_completions_are_refused,
-            heal_teardown),
-        cmocka_unit_test_teardown(
-            silent_drop_stops_the_handler_within_its_lease_and_the_worker_rejoins,
-            heal_teardown),
-        cmocka_unit_test_teardown(
-            database_host_unreachable_for_ten_seconds_loses_and_repeats_nothing,
-            heal_teardown),
-    };
-    return cmocka_run_group_tests(tests, hosts_up, hosts_down);
-}
+HL_MAIN(NET, log_dbs,
+        HL_TEST(partitioned_host_loses_its_jobs_to_others_and_its_late_completions_are_refused),
+        HL_TEST(silent_drop_stops_the_handler_within_its_lease_and_the_worker_rejoins),
+        HL_TEST(database_host_unreachable_for_ten_seconds_loses_and_repeats_nothing))

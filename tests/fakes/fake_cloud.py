@@ -64,8 +64,9 @@ whether X-Token carried the OpenAI key} (a webhook receiver for the http
 stage); its log entries keep the Idempotency-Key header.
 
 GET /_stats returns counters and a log of requests (with the bodies of chat
-requests); POST /_reset clears them. The chosen port is printed on stdout as
-"PORT <n>".
+requests); POST /_reset clears them. It listens on --host (default
+127.0.0.1) and --port (default 0: any free port); the chosen port is printed
+on stdout as "PORT <n>".
 """
 import argparse
 import datetime
@@ -742,6 +743,7 @@ class Server(ThreadingHTTPServer):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--assemblyai-key", default=None)
     ap.add_argument("--openai-key", default=None)
@@ -752,7 +754,7 @@ def main():
     ap.add_argument("--slow-seconds", type=float, default=5.0)
     ap.add_argument("--polls-before-complete", type=int, default=2)
     args = ap.parse_args()
-    srv = Server(("127.0.0.1", args.port), Handler)
+    srv = Server((args.host, args.port), Handler)
     srv.state = State(args)
     print("PORT %d" % srv.server_address[1], flush=True)
     try:

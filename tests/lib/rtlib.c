@@ -302,7 +302,11 @@ pid_t rt_spawn_host(const sl_model *m, const char *netns,
         sl_log_init(SL_LOGFMT, SL_LOG_INFO);
         sl_runtime_opts o = opts(concurrency, batch, 0, 1000);
         o.conninfo = conninfo;
-        o.worker_id = netns; /* owners read "<netns>:<stage>:<thread>" */
+        /* Owners read "<netns>:<pid>:<stage>:<thread>": the host, and
+         * which of the processes started there. */
+        char wid[160];
+        snprintf(wid, sizeof wid, "%s:%d", netns, (int)getpid());
+        o.worker_id = wid;
         char err[512];
         sl_runtime_install_signals();
         int rc = sl_runtime_run(m, &o, err, sizeof err);

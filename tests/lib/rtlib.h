@@ -67,7 +67,8 @@ pid_t rt_spawn_logged(const sl_model *m, int concurrency, int batch,
 /* Forks a worker process that enters network namespace `netns` (a name
  * under /var/run/netns, as scripts/netns makes) and runs the runtime
  * against `conninfo` (TCP to the database host), logging from INFO up to
- * log_path. It never exits when idle. Returns its pid. */
+ * log_path, under the worker id "<netns>:<pid>". It never exits when
+ * idle. Returns its pid. */
 pid_t rt_spawn_host(const sl_model *m, const char *netns,
                     const char *conninfo, int concurrency, int batch,
                     const char *log_path);
