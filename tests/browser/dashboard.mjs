@@ -1,0 +1,115 @@
+// dashboard.mjs - the operator dashboard in headless Chromium against a
+// live `sluice serve` + `sluice run` (tests/browser/run): counts that
+// change while the workers run, a bulk retry from the job list, the read
+// token sees no action buttons and its forged POST is refused, a hostile
+// last_error renders as text, the CSP the server sends, screenshots of
+// the overview and a subject page.
+import { URL, newInterview, ADMIN, READ, sql, until, check, newPage, shot, signIn, run, sleep } from "./harness.js";
+
+const XSS = "<img src=x onerror=alert(1)>";
+
+// The done count of batch.work as the overview shows it.
+async function doneShown(page) {
+  const t = await page.locator("tr[data-stage=work] .chip.s-done b").first().textContent({ timeout: 1000 }).catch(() => null);
+  return t === null ? 0 : Number(t);
+}
+
+await run(async (b) => {
+  // The served page: CSP, ETag, Content-Type.
+  const res = await fetch(URL + "/");
+  const csp = res.headers.get("content-security-policy") || "";
+  check(res.status === 200 && /text\/html/.test(res.headers.get("content-type")), "GET / serves the dashboard as text/html");
+  check(/script-src 'self'/.test(csp) && !/unsafe-inline/.test(csp), "the CSP allows this server's scripts only: " + csp);
+  const etag = res.headers.get("etag");
+  const again = await fetch(URL + "/ui/app.js", { headers: { "If-None-Match": "x" } });
+  const et2 = again.headers.get("etag");
+  check(again.status === 200 && /text\/javascript/.test(again.headers.get("content-type")) && et2, "/ui/app.js is JavaScript with an ETag");
+  check((await fetch(URL + "/ui/app.js", { headers: { "If-None-Match": et2 } })).status === 304, "the ETag answers 304");
+  check(etag && (await fetch(URL + "/ui/vendor/uPlot.min.css")).headers.get("content-type").startsWith("text/css"), "vendored CSS is text/css");
+
+  // The hostile error, before the workers get busy.
+  const bad = sql(`INSERT INTO batch_jobs (n, status, last_error, error_class, attempts, finished_at)
+                   VALUES (1, 'error', '${XSS}', 'invalid_input', 1, now()) RETURNING id`);
+
+  const page = await newPage(b);
+  await signIn(page, ADMIN);
+  await page.waitForSelector("section.pipeline[data-pipeline=batch]");
+  check(await page.locator("text=admin").count() > 0, "the admin token is recognised");
+
+  // Counts change while the workers run.
+  sql("INSERT INTO batch_jobs (n) SELECT g FROM generate_series(2, 301) g");
+  const first = await until("the first done jobs on the overview", async () => { const n = await doneShown(page); return n > 0 && n; });
+  const later = await until("the done count to grow without a reload", async () => { const n = await doneShown(page); return n > first && n; });
+  check(later > first, `the overview's done count went ${first} -> ${later} while the workers ran`);
+  await sleep(2500); // a few throughput samples for the sparkline
+  await shot(page, "dashboard-overview.png", { fullPage: true });
+  await until("the batch to finish", async () => sql("SELECT count(*) FROM batch_jobs WHERE status IN ('pending','in_progress','retry')") === "0", 120000);
+
+  // A hostile last_error is text.
+  await page.goto(`${URL}/#/job/batch_jobs/${bad}`);
+  await page.waitForSelector("pre.last-error");
+  check((await page.textContent("pre.last-error")) === XSS, "the job page shows the hostile last_error as text");
+  check(await page.locator("main img").count() === 0, "no img element was made from it");
+  await page.goto(`${URL}/#/jobs?pipeline=batch&status=error&q=${encodeURIComponent("<img")}`);
+  await page.waitForSelector(`tr[data-job="${bad}"] .last-error`);
+  check((await page.textContent(`tr[data-job="${bad}"] .last-error`)) === XSS, "the job list shows it as text too");
+  check(await page.locator("main img").count() === 0, "no img element in the list");
+
+  // Bulk retry: select every failed batch job on the page, retry them.
+  await page.goto(`${URL}/#/jobs?pipeline=batch&status=error&error_class=invalid_input`);
+  const rows = await until("the failed batch jobs in the list", async () => {
+    const n = await page.locator("tr[data-job]").count();
+    return n >= 50 && n;
+  }, 20000);
+  const ids = await page.locator("tr[data-job]").evaluateAll((trs) => trs.map((t) => t.dataset.job));
+  check(rows >= 50, `the job list shows ${rows} failed jobs`);
+  await page.check("th input[type=checkbox]");
+  check((await page.textContent(".bulk .muted")).startsWith(String(rows)), "select-all selects every row");
+  const audits = Number(sql("SELECT count(*) FROM sluice.audit WHERE what = 'retry'"));
+  await page.click("button[data-action=retry]");
+  await page.waitForSelector("p.note");
+  const note = await page.textContent("p.note");
+  check(note === `retry: ${rows} jobs changed.`, "the UI reports the bulk retry: " + note);
+  check(Number(sql("SELECT count(*) FROM sluice.audit WHERE what = 'retry'")) === audits + 1, "one audit row for the bulk retry");
+  check(Number(sql("SELECT count FROM sluice.audit WHERE what = 'retry' ORDER BY at DESC LIMIT 1")) === rows, `the audit row counts ${rows} jobs`);
+  check(ids.includes(bad), "the hostile job was among them");
+  await until("the retried hostile job (n = 1) to run again and succeed", async () => sql(`SELECT status FROM batch_jobs WHERE id = '${bad}'`) === "done", 60000);
+  console.log("ok - a retried job ran again");
+
+  // A subject page: an interview on its way.
+  const subject = newInterview();
+  sql(`INSERT INTO upload_jobs (interview_id) VALUES ('${subject}')`);
+  await page.goto(`${URL}/#/subject/interview/${subject}`);
+  await page.waitForSelector(".flow .step");
+  await until("the subject page to follow the interview to ready", async () =>
+    (await page.textContent(".subject-status")) === "ready", 60000);
+  check((await page.locator(".flow .step").count()) === 3, "the subject page shows its three stages as a flow");
+  check((await page.locator(".flow .step.s-done").count()) === 3, "every stage is done");
+  await shot(page, "dashboard-subject.png", { fullPage: true });
+
+  // The other pages answer (or say "not available").
+  for (const [hash, what] of [["#/workers", "Workers"], ["#/stats", "Statistics"], ["#/stage/batch/work", "Recent failures"]]) {
+    await page.goto(URL + "/" + hash);
+    await page.waitForSelector(`text=${what}`);
+    await until(`${hash} to load`, async () => !(await page.locator("text=Loading…").count()), 10000);
+  }
+  check(page.problems.length === 0, "no script errors, CSP violations or dialogs: " + page.problems.join("; "));
+
+  // The read token: no action buttons; a forged POST is refused.
+  const ro = await newPage(b);
+  await signIn(ro, READ);
+  await ro.waitForSelector("section.pipeline");
+  check(await ro.locator("text=read only").count() > 0, "the read token is recognised");
+  for (const hash of ["#/jobs?pipeline=batch&status=error", "#/stage/batch/work", `#/job/batch_jobs/${bad}`]) {
+    await ro.goto(URL + "/" + hash);
+    await ro.waitForSelector("main h1");
+    await sleep(500);
+    check(await ro.locator("button[data-action], tbody input[type=checkbox]").count() === 0, `no action buttons on ${hash} with the read token`);
+  }
+  const forged = await ro.evaluate(async ([bad, token]) => {
+    const r = await fetch("/api/jobs/cancel", { method: "POST", headers: { Authorization: "Bearer " + token, "Content-Type": "application/json" }, body: JSON.stringify({ ids: [bad] }) });
+    return { status: r.status, body: await r.json() };
+  }, [bad, READ]);
+  check(forged.status === 403 && forged.body.error.code === "forbidden", "a forged POST with the read token is refused (403 forbidden)");
+  check(ro.problems.length === 0, "no script errors for the read-only user: " + ro.problems.join("; "));
+});
