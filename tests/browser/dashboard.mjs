@@ -36,12 +36,15 @@ await run(async (b) => {
   await page.waitForSelector("section.pipeline[data-pipeline=batch]");
   check(await page.locator("text=admin").count() > 0, "the admin token is recognised");
 
-  // Counts change while the workers run.
-  sql("INSERT INTO batch_jobs (n) SELECT g FROM generate_series(2, 301) g");
+  // Counts change while the workers run: 500 batch jobs (100 fail), and a
+  // few interviews (one fails) for the overview's picture.
+  for (const fail of [null, null, null, "corrupt upload"])
+    sql(`INSERT INTO upload_jobs (interview_id, fail) VALUES ('${newInterview()}', ${fail ? `'${fail}'` : "NULL"})`);
+  sql("INSERT INTO batch_jobs (n) SELECT g FROM generate_series(2, 501) g");
   const first = await until("the first done jobs on the overview", async () => { const n = await doneShown(page); return n > 0 && n; });
   const later = await until("the done count to grow without a reload", async () => { const n = await doneShown(page); return n > first && n; });
   check(later > first, `the overview's done count went ${first} -> ${later} while the workers ran`);
-  await sleep(2500); // a few throughput samples for the sparkline
+  await sleep(8000); // throughput samples for the sparkline
   await shot(page, "dashboard-overview.png", { fullPage: true });
   await until("the batch to finish", async () => sql("SELECT count(*) FROM batch_jobs WHERE status IN ('pending','in_progress','retry')") === "0", 120000);
 
@@ -61,17 +64,27 @@ await run(async (b) => {
     const n = await page.locator("tr[data-job]").count();
     return n >= 50 && n;
   }, 20000);
+  check(rows === 50, "the first page holds 50 jobs");
+  // The rest through the keyset cursor.
+  while (await page.locator("text=Load more").count()) {
+    const before = await page.locator("tr[data-job]").count();
+    await page.click("text=Load more");
+    await until("the next page", async () => (await page.locator("tr[data-job]").count()) > before, 20000);
+  }
+  const all = await page.locator("tr[data-job]").count();
+  check(all === 101, `"Load more" brought every failed job: ${all} (100 multiples of 5 and the hostile one)`);
+  await page.evaluate(() => scrollTo(0, 0));
+  await shot(page, "dashboard-jobs.png");
   const ids = await page.locator("tr[data-job]").evaluateAll((trs) => trs.map((t) => t.dataset.job));
-  check(rows >= 50, `the job list shows ${rows} failed jobs`);
   await page.check("th input[type=checkbox]");
-  check((await page.textContent(".bulk .muted")).startsWith(String(rows)), "select-all selects every row");
+  check((await page.textContent(".bulk .muted")) === `${all} selected`, "select-all selects every row");
   const audits = Number(sql("SELECT count(*) FROM sluice.audit WHERE what = 'retry'"));
   await page.click("button[data-action=retry]");
   await page.waitForSelector("p.note");
   const note = await page.textContent("p.note");
-  check(note === `retry: ${rows} jobs changed.`, "the UI reports the bulk retry: " + note);
+  check(note === `retry: ${all} jobs changed.`, "the UI reports the bulk retry: " + note);
   check(Number(sql("SELECT count(*) FROM sluice.audit WHERE what = 'retry'")) === audits + 1, "one audit row for the bulk retry");
-  check(Number(sql("SELECT count FROM sluice.audit WHERE what = 'retry' ORDER BY at DESC LIMIT 1")) === rows, `the audit row counts ${rows} jobs`);
+  check(Number(sql("SELECT count FROM sluice.audit WHERE what = 'retry' ORDER BY at DESC LIMIT 1")) === all, `the audit row counts ${all} jobs`);
   check(ids.includes(bad), "the hostile job was among them");
   await until("the retried hostile job (n = 1) to run again and succeed", async () => sql(`SELECT status FROM batch_jobs WHERE id = '${bad}'`) === "done", 60000);
   console.log("ok - a retried job ran again");
@@ -88,10 +101,21 @@ await run(async (b) => {
   await shot(page, "dashboard-subject.png", { fullPage: true });
 
   // The other pages answer (or say "not available").
-  for (const [hash, what] of [["#/workers", "Workers"], ["#/stats", "Statistics"], ["#/stage/batch/work", "Recent failures"]]) {
+  // Workers and statistics: drawn from the server's answer, or "not
+  // available" where the server has no such route (404).
+  for (const [route, hash, drawn] of [["/api/workers", "#/workers", "table.list, text=No workers."],
+    ["/api/stats?minutes=60", "#/stats", ".uplot, text=No jobs finished in this range."]]) {
+    const r = await fetch(URL + route, { headers: { Authorization: "Bearer " + ADMIN } });
+    await page.goto(URL + "/" + hash);
+    const sel = r.status === 404 ? "text=is not available on this server" : drawn;
+    await page.waitForSelector(sel, { timeout: 20000 });
+    console.log(`ok - ${hash}: ${r.status === 404 ? "not available (404)" : "drawn"}`);
+  }
+  for (const [hash, what, name] of [["#/workers", "Workers"], ["#/stats", "Statistics"], ["#/stage/batch/work", "Recent failures", "dashboard-stage.png"]]) {
     await page.goto(URL + "/" + hash);
     await page.waitForSelector(`text=${what}`);
     await until(`${hash} to load`, async () => !(await page.locator("text=Loading…").count()), 10000);
+    if (name) await shot(page, name, { fullPage: true });
   }
   check(page.problems.length === 0, "no script errors, CSP violations or dialogs: " + page.problems.join("; "));
 

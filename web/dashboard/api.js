@@ -69,10 +69,16 @@ function emit(kind, data) {
   for (const f of listeners) f(kind, data);
 }
 
+let lastCounts = "";
 async function poll() {
   timer = null;
   const r = await get("/api/pipelines");
-  if (r.ok) { emit("counts", r.data); emit("tick"); }
+  if (r.ok) {
+    emit("counts", r.data);
+    // A tick (pages re-read) only when something changed.
+    const now = JSON.stringify(r.data);
+    if (now !== lastCounts) { lastCounts = now; emit("tick"); }
+  }
   if (mode === "poll" && !document.hidden) timer = setTimeout(poll, POLL_MS);
 }
 

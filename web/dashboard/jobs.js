@@ -19,9 +19,11 @@ export function Jobs({ params, go }) {
   const tick = useTick();
   const q = query(f);
   useEffect(() => { setDraft(f); setSel(new Set()); setMsg(null); setPages({ jobs: null, next: null }); }, [q]);
+  // A live refresh re-reads as many rows as are shown ("Load more" kept).
+  const shown = Math.min(500, Math.max(50, (pages.jobs || []).length));
   useEffect(() => {
     let gone = false;
-    get(`/api/jobs?limit=50${q ? "&" + q : ""}`).then((r) => {
+    get(`/api/jobs?limit=${shown}${q ? "&" + q : ""}`).then((r) => {
       if (!gone) setPages(r.ok ? { jobs: r.data.jobs, next: r.data.next_cursor } : { jobs: [], error: r.error });
     });
     return () => { gone = true; };
@@ -35,7 +37,7 @@ export function Jobs({ params, go }) {
     const r = await post(`/api/jobs/${what}`, body);
     if (r.ok) { setMsg(`${what}: ${r.data.changed} job${r.data.changed === 1 ? "" : "s"} changed.`); setSel(new Set()); }
     else setMsg(r.status === 404 || r.status === 400 && byFilter ? `${what}${byFilter ? " by filter" : ""} is not available on this server.` : r.error);
-    const again = await get(`/api/jobs?limit=50${q ? "&" + q : ""}`);
+    const again = await get(`/api/jobs?limit=${shown}${q ? "&" + q : ""}`);
     if (again.ok) setPages({ jobs: again.data.jobs, next: again.data.next_cursor });
   };
   const toggle = (id) => { const s = new Set(sel); s.has(id) ? s.delete(id) : s.add(id); setSel(s); };
@@ -73,7 +75,7 @@ export function Jobs({ params, go }) {
 }
 
 export function Job({ queue, id }) {
-  const st = useGet(`/api/jobs/${enc(queue)}/${enc(id)}?inputs=1`);
+  const st = useGet(`/api/jobs/${enc(queue)}/${enc(id)}?inputs=1`, true, 2000);
   const [msg, setMsg] = useState(null);
   if (!st.data) return html`<${Loading} st=${st} />`;
   const j = st.data;
@@ -96,7 +98,7 @@ export function Job({ queue, id }) {
 }
 
 export function Subject({ pipeline, id }) {
-  const st = useGet(`/api/subjects/${enc(pipeline)}/${enc(id)}`);
+  const st = useGet(`/api/subjects/${enc(pipeline)}/${enc(id)}`, true, 1000);
   if (!st.data) return html`<${Loading} st=${st} />`;
   const s = st.data;
   const pct = Math.max(0, Math.min(100, s.progress || 0));

@@ -65,8 +65,8 @@ export function Stage({ pipeline, stage }) {
         <dt>mean run</dt><dd>${age(s.mean_run_s)}</dd></dl>
       <${Link} to=${`/jobs?pipeline=${enc(pipeline)}&stage=${enc(stage)}`}>All jobs of this stage →<//>
     </section>
-    <section class="card"><h2>Recent failures by error class</h2>
-      ${fails.data ? (groups.size ? html`<table class="list"><thead><tr><th>error class</th><th>jobs</th><th>latest error</th></tr></thead><tbody>
+    <section class="card"><h2>Recent failures by error class</h2><p class="muted small">The last 200 failed jobs of this stage, grouped.</p>
+      ${fails.data ? (groups.size ? html`<table class="list"><thead><tr><th>error class</th><th class="num">jobs</th><th>latest error</th></tr></thead><tbody>
         ${[...groups].map(([k, g]) => html`<tr><td><${Link} to=${`/jobs?pipeline=${enc(pipeline)}&stage=${enc(stage)}&status=error${k === "(none)" ? "" : "&error_class=" + enc(k)}`}>${k}<//></td>
           <td class="num">${g.n}</td><td class="mono clip">${g.last.last_error || ""}</td></tr>`)}</tbody></table>`
         : html`<p class="muted">No failed jobs.</p>`) : html`<${Loading} st=${fails} />`}
@@ -74,11 +74,11 @@ export function Stage({ pipeline, stage }) {
 }
 
 export function Workers() {
-  const st = useGet("/api/workers");
+  const st = useGet("/api/workers", true, 5000);
   if (!st.data) return html`<h1>Workers</h1><${Loading} st=${st} what="The workers list" />`;
   const ws = st.data.workers || [];
   return html`<h1>Workers</h1><section class="card">${ws.length ? html`<table class="list">
-    <thead><tr><th>worker</th><th>host</th><th>pid</th><th>version</th><th>stages</th><th>concurrency</th><th>started</th><th>heartbeat</th><th></th></tr></thead>
+    <thead><tr><th>worker</th><th>host</th><th class="num">pid</th><th>version</th><th>stages</th><th class="num">concurrency</th><th>started</th><th>heartbeat</th><th></th></tr></thead>
     <tbody>${ws.map((w) => html`<tr><td class="mono">${w.id}</td><td>${w.host}</td><td class="num">${w.pid}</td><td>${w.version}</td>
       <td>${(w.stages || []).join(", ")}</td><td class="num">${w.concurrency}</td><td>${when(w.started_at)}</td><td>${when(w.heartbeat_at)}</td>
       <td>${w.alive ? html`<span class="badge s-done">alive</span>` : html`<span class="badge s-error">gone</span>`}</td></tr>`)}</tbody></table>`
@@ -92,7 +92,7 @@ export function Stats() {
   const [sel, setSel] = useState("");
   const ps = useGet("/api/pipelines", false);
   const [pipeline, stage] = sel ? sel.split("\u0000") : ["", ""];
-  const st = useGet(`/api/stats?minutes=${minutes}${pipeline ? "&pipeline=" + enc(pipeline) + "&stage=" + enc(stage) : ""}`);
+  const st = useGet(`/api/stats?minutes=${minutes}${pipeline ? "&pipeline=" + enc(pipeline) + "&stage=" + enc(stage) : ""}`, true, 30000);
   const opts = [];
   for (const p of (ps.data && ps.data.pipelines) || [])
     for (const s of p.stages || []) opts.push([p.name + "\u0000" + s.name, `${p.name} › ${s.name}`]);
@@ -138,7 +138,7 @@ function Chart({ data, series }) {
   const el = useRef(null);
   useEffect(() => {
     const width = Math.max(300, el.current.clientWidth - 8);
-    const u = new uPlot({ width, height: 220, series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: true }))],
+    const u = new uPlot({ width, height: 220, series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: true, points: { show: false } }))],
       axes: [{ stroke: "#525252", grid: { stroke: "#f0f0f0" } }, { stroke: "#525252", grid: { stroke: "#f0f0f0" } }] }, data, el.current);
     return () => u.destroy();
   }, [JSON.stringify(data)]);

@@ -17,10 +17,17 @@ export function useTick() {
   return tick;
 }
 
-// GET path again on every live tick (at most one request in flight);
+// GET path again on every live tick, and every everyMs while the tab is
+// visible (for what moves without changing the counts: a job's progress);
 // {data, error, missing, loading}.
-export function useGet(path, live = true) {
+export function useGet(path, live = true, everyMs = 0) {
   const tick = live ? useTick() : 0;
+  const [beat, setBeat] = useState(0);
+  useEffect(() => {
+    if (!everyMs) return undefined;
+    const t = setInterval(() => { if (!document.hidden) setBeat((b) => b + 1); }, everyMs);
+    return () => clearInterval(t);
+  }, [everyMs]);
   const [st, setSt] = useState({ loading: true });
   const busy = useRef(false);
   useEffect(() => { setSt({ loading: true }); }, [path]);
@@ -33,7 +40,7 @@ export function useGet(path, live = true) {
       if (!gone) setSt({ data: r.ok ? r.data : null, error: r.error, missing: r.missing || r.status === 404 && !r.data, status: r.status });
     });
     return () => { gone = true; busy.current = false; };
-  }, [path, tick]);
+  }, [path, tick, beat]);
   return st;
 }
 
