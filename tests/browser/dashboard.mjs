@@ -35,6 +35,14 @@ await run(async (b) => {
   await signIn(page, ADMIN);
   await page.waitForSelector("section.pipeline[data-pipeline=batch]");
   check(await page.locator("text=admin").count() > 0, "the admin token is recognised");
+  // Live updates: the /api/events stream where the server has it, else
+  // polling (the header says which).
+  const ac = new AbortController();
+  const ev = await fetch(URL + "/api/events", { headers: { Authorization: "Bearer " + ADMIN }, signal: ac.signal });
+  ac.abort();
+  const mode = ev.status === 200 ? "live" : "live (polling)";
+  await page.waitForSelector(`.live:text-is("${mode}")`, { timeout: 30000 });
+  console.log(`ok - the dashboard follows the server ${mode === "live" ? "over /api/events" : "by polling (no /api/events: " + ev.status + ")"}`);
 
   // Counts change while the workers run: 500 batch jobs (100 fail), and a
   // few interviews (one fails) for the overview's picture.
@@ -46,6 +54,25 @@ await run(async (b) => {
   check(later > first, `the overview's done count went ${first} -> ${later} while the workers ran`);
   await sleep(8000); // throughput samples for the sparkline
   await shot(page, "dashboard-overview.png", { fullPage: true });
+  // Hidden tab: no requests while hidden, caught up on coming back.
+  const hide = (hidden) => page.evaluate((h) => {
+    Object.defineProperty(document, "hidden", { value: h, configurable: true });
+    Object.defineProperty(document, "visibilityState", { value: h ? "hidden" : "visible", configurable: true });
+    document.dispatchEvent(new Event("visibilitychange"));
+  }, hidden);
+  let asked = 0;
+  const urls = [];
+  const count = (req) => { if (req.url().includes("/api/")) { asked++; urls.push(req.url()); } };
+  await hide(true);
+  await page.waitForSelector('.live:text-is("paused")');
+  page.on("request", count);
+  await sleep(5000);
+  check(asked === 0, `no API request in 5 s while the tab is hidden (${urls.join(" ")})`);
+  const hiddenDone = await doneShown(page);
+  await hide(false);
+  await until("the counts to catch up", async () => (await doneShown(page)) > hiddenDone, 30000);
+  page.off("request", count);
+  check(asked > 0, "the tab shown again reads the counts at once");
   await until("the batch to finish", async () => sql("SELECT count(*) FROM batch_jobs WHERE status IN ('pending','in_progress','retry')") === "0", 120000);
 
   // A hostile last_error is text.
@@ -63,13 +90,13 @@ await run(async (b) => {
   const rows = await until("the failed batch jobs in the list", async () => {
     const n = await page.locator("tr[data-job]").count();
     return n >= 50 && n;
-  }, 20000);
+  }, 30000);
   check(rows === 50, "the first page holds 50 jobs");
   // The rest through the keyset cursor.
   while (await page.locator("text=Load more").count()) {
     const before = await page.locator("tr[data-job]").count();
     await page.click("text=Load more");
-    await until("the next page", async () => (await page.locator("tr[data-job]").count()) > before, 20000);
+    await until("the next page", async () => (await page.locator("tr[data-job]").count()) > before, 30000);
   }
   const all = await page.locator("tr[data-job]").count();
   check(all === 101, `"Load more" brought every failed job: ${all} (100 multiples of 5 and the hostile one)`);
@@ -103,19 +130,31 @@ await run(async (b) => {
   // The other pages answer (or say "not available").
   // Workers and statistics: drawn from the server's answer, or "not
   // available" where the server has no such route (404).
-  for (const [route, hash, drawn] of [["/api/workers", "#/workers", "table.list, text=No workers."],
-    ["/api/stats?minutes=60", "#/stats", ".uplot, text=No jobs finished in this range."]]) {
+  for (const [route, hash, drawn, none] of [["/api/workers", "#/workers", "table.list", "No workers."],
+    ["/api/stats?minutes=60", "#/stats", ".uplot", "No jobs finished in this range."]]) {
     const r = await fetch(URL + route, { headers: { Authorization: "Bearer " + ADMIN } });
     await page.goto(URL + "/" + hash);
-    const sel = r.status === 404 ? "text=is not available on this server" : drawn;
-    await page.waitForSelector(sel, { timeout: 20000 });
+    const shown = r.status === 404 ? page.getByText("is not available on this server")
+      : page.locator(drawn).or(page.getByText(none));
+    await shown.first().waitFor({ timeout: 30000 });
     console.log(`ok - ${hash}: ${r.status === 404 ? "not available (404)" : "drawn"}`);
   }
   for (const [hash, what, name] of [["#/workers", "Workers"], ["#/stats", "Statistics"], ["#/stage/batch/work", "Recent failures", "dashboard-stage.png"]]) {
     await page.goto(URL + "/" + hash);
     await page.waitForSelector(`text=${what}`);
-    await until(`${hash} to load`, async () => !(await page.locator("text=Loading…").count()), 10000);
+    await until(`${hash} to load`, async () => !(await page.locator("text=Loading…").count()), 30000);
     if (name) await shot(page, name, { fullPage: true });
+  }
+  // Pause and resume (admin): done, or "not available" on a server
+  // without the route.
+  await page.click("button[data-action=pause]");
+  const said = await (await page.waitForSelector("p.note")).textContent();
+  check(said === "Paused." || said === "Pausing a stage is not available on this server.", "pause answers: " + said);
+  if (said === "Paused.") {
+    await page.waitForSelector('button[data-action=pause]:text-is("Resume")');
+    await page.click("button[data-action=pause]");
+    await page.waitForSelector('p.note:text-is("Resumed.")');
+    console.log("ok - resumed");
   }
   check(page.problems.length === 0, "no script errors, CSP violations or dialogs: " + page.problems.join("; "));
 

@@ -53,6 +53,7 @@ export async function browser() {
 export async function newPage(b, opts = {}) {
   const ctx = await b.newContext({ viewport: { width: 1280, height: 800 }, reducedMotion: "reduce", ...opts });
   const page = await ctx.newPage();
+  page.setDefaultTimeout(60000); // a loaded machine: generous, never a measure
   page.problems = [];
   page.on("dialog", (d) => { page.problems.push("dialog: " + d.message()); d.dismiss(); });
   page.on("pageerror", (e) => page.problems.push("page error: " + e.message));

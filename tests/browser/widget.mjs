@@ -38,7 +38,7 @@ async function follow(b, fail) {
     document.addEventListener("sluice-status", (e) => window.seen.push(e.detail), true);
   });
   await p.goto(`${app}/${id}`);
-  await until("the widget's first state", () => p.evaluate(() => window.seen.length > 0), 20000);
+  await until("the widget's first state", () => p.evaluate(() => window.seen.length > 0), 30000);
   const first = (await p.evaluate(() => window.seen))[0];
   check(first.status === "uploading" && first.progress === 0, `the widget starts at ${first.status} ${first.progress} %`);
   sql(`INSERT INTO upload_jobs (interview_id, fail) VALUES ('${id}', ${fail ? "'corrupt upload'" : "NULL"})`);

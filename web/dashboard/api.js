@@ -31,6 +31,12 @@ export async function call(method, path, body, token = auth.token) {
   }
   let data = null;
   try { data = await r.json(); } catch (e) { data = null; }
+  // The stored token is no longer accepted (the server's tokens changed):
+  // back to the sign-in form.
+  if (r.status === 401 && token && token === auth.token) {
+    auth.clear();
+    dispatchEvent(new Event("sluice-signed-out"));
+  }
   const err = data && data.error;
   return {
     ok: r.ok, status: r.status, data,
@@ -69,40 +75,61 @@ function emit(kind, data) {
   for (const f of listeners) f(kind, data);
 }
 
+// Pages re-read on a tick: at most one a second however many events
+// arrive (a busy server sends a job event per transition).
+let tickTimer = null, lastTick = 0;
+function tick() {
+  if (tickTimer || document.hidden) return;
+  const wait = Math.max(0, lastTick + 1000 - Date.now());
+  tickTimer = setTimeout(() => {
+    tickTimer = null;
+    if (document.hidden) return; // caught up when shown again
+    lastTick = Date.now();
+    emit("tick");
+  }, wait);
+}
+
 let lastCounts = "";
-async function poll() {
+// One chain of polls at a time: a chain whose generation is no longer
+// current (stopped, restarted) ends at its next step.
+let gen = 0;
+async function poll(g) {
   timer = null;
   const r = await get("/api/pipelines");
+  if (g !== gen) return;
   if (r.ok) {
     emit("counts", r.data);
     // A tick (pages re-read) only when something changed.
     const now = JSON.stringify(r.data);
-    if (now !== lastCounts) { lastCounts = now; emit("tick"); }
+    if (now !== lastCounts) { lastCounts = now; tick(); }
   }
-  if (mode === "poll" && !document.hidden) timer = setTimeout(poll, POLL_MS);
+  if (mode === "poll" && !document.hidden) timer = setTimeout(() => poll(g), POLL_MS);
 }
 
 function start() {
   stop();
+  lastCounts = ""; // the first read after a pause always re-reads the page
   if (!auth.token || document.hidden) { mode = "paused"; emit("mode"); return; }
   if (sseFailed || typeof EventSource === "undefined") {
-    mode = "poll"; emit("mode"); poll(); return;
+    mode = "poll"; emit("mode"); poll(gen); return;
   }
   let opened = false;
   es = new EventSource("/api/events?token=" + encodeURIComponent(auth.token));
   es.onopen = () => { opened = true; mode = "sse"; emit("mode"); };
-  es.addEventListener("counts", (e) => { emit("counts", JSON.parse(e.data)); emit("tick"); });
-  es.addEventListener("job", (e) => { emit("job", JSON.parse(e.data)); emit("tick"); });
+  es.addEventListener("counts", (e) => { emit("counts", JSON.parse(e.data)); tick(); });
+  es.addEventListener("job", (e) => { emit("job", JSON.parse(e.data)); tick(); });
   es.onerror = () => {
     // Never opened: the server has no /api/events (or refuses it): poll.
     if (!opened) { sseFailed = true; start(); }
   };
-  poll(); // the counts now, not at the first change
+  poll(gen); // the counts now, not at the first change
 }
 
 function stop() {
+  gen++;
   if (es) { es.close(); es = null; }
   if (timer) { clearTimeout(timer); timer = null; }
+  if (tickTimer) { clearTimeout(tickTimer); tickTimer = null; }
 }
 
 export function subscribe(f) {

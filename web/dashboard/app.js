@@ -74,6 +74,11 @@ function Shell({ onLogout }) {
 
 function App() {
   const [signed, setSigned] = useState(!!auth.token);
+  useEffect(() => {
+    const out = () => setSigned(false);
+    addEventListener("sluice-signed-out", out);
+    return () => removeEventListener("sluice-signed-out", out);
+  }, []);
   if (!signed) return html`<${Login} onDone=${() => { setSigned(true); restartLive(); }} />`;
   return html`<${Shell} onLogout=${() => { auth.clear(); setSigned(false); }} />`;
 }
