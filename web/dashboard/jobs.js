@@ -1,6 +1,6 @@
 // jobs.js - the job list (filters, bulk actions), a job's detail and a
 // subject's page (its stages as a flow with live progress).
-import { useEffect, useState } from "/ui/vendor/hooks.module.js";
+import { useEffect, useRef, useState } from "/ui/vendor/hooks.module.js";
 import { auth, get, post } from "/ui/api.js";
 import { html, useGet, useTick, Loading, Status, Link, when, age, enc, STATUSES } from "/ui/ui.js";
 
@@ -18,27 +18,39 @@ export function Jobs({ params, go }) {
   const [msg, setMsg] = useState(null);
   const tick = useTick();
   const q = query(f);
-  useEffect(() => { setDraft(f); setSel(new Set()); setMsg(null); setPages({ jobs: null, next: null }); }, [q]);
-  // A live refresh re-reads as many rows as are shown ("Load more" kept).
-  const shown = Math.min(500, Math.max(50, (pages.jobs || []).length));
+  // Reads are numbered: an answer older than the latest read is dropped,
+  // and a live refresh re-reads as many rows as are shown ("Load more"
+  // kept) but waits while "Load more" is on its way.
+  const seq = useRef(0), shown = useRef(0), loadingMore = useRef(false);
+  const reload = async () => {
+    const my = ++seq.current;
+    const limit = Math.min(500, Math.max(50, shown.current));
+    const r = await get(`/api/jobs?limit=${limit}${q ? "&" + q : ""}`);
+    if (my !== seq.current) return;
+    shown.current = r.ok ? r.data.jobs.length : 0;
+    setPages(r.ok ? { jobs: r.data.jobs, next: r.data.next_cursor } : { jobs: [], error: r.error });
+  };
   useEffect(() => {
-    let gone = false;
-    get(`/api/jobs?limit=${shown}${q ? "&" + q : ""}`).then((r) => {
-      if (!gone) setPages(r.ok ? { jobs: r.data.jobs, next: r.data.next_cursor } : { jobs: [], error: r.error });
-    });
-    return () => { gone = true; };
-  }, [q, tick]);
+    setDraft(f); setSel(new Set()); setMsg(null); setPages({ jobs: null, next: null });
+    shown.current = 0;
+    reload();
+  }, [q]);
+  useEffect(() => { if (tick && !loadingMore.current) reload(); }, [tick]);
   const more = async () => {
+    loadingMore.current = true;
+    const my = ++seq.current;
     const r = await get(`/api/jobs?limit=50${q ? "&" + q : ""}&cursor=${enc(pages.next)}`);
-    if (r.ok) setPages({ jobs: pages.jobs.concat(r.data.jobs), next: r.data.next_cursor });
+    loadingMore.current = false;
+    if (my !== seq.current || !r.ok) return;
+    shown.current = pages.jobs.length + r.data.jobs.length;
+    setPages({ jobs: pages.jobs.concat(r.data.jobs), next: r.data.next_cursor });
   };
   const act = async (what, byFilter) => {
     const body = byFilter ? { filter: Object.fromEntries(FILTERS.filter((k) => f[k]).map((k) => [k, f[k]])) } : { ids: [...sel] };
     const r = await post(`/api/jobs/${what}`, body);
     if (r.ok) { setMsg(`${what}: ${r.data.changed} job${r.data.changed === 1 ? "" : "s"} changed.`); setSel(new Set()); }
     else setMsg(r.status === 404 || r.status === 400 && byFilter ? `${what}${byFilter ? " by filter" : ""} is not available on this server.` : r.error);
-    const again = await get(`/api/jobs?limit=${shown}${q ? "&" + q : ""}`);
-    if (again.ok) setPages({ jobs: again.data.jobs, next: again.data.next_cursor });
+    await reload();
   };
   const toggle = (id) => { const s = new Set(sel); s.has(id) ? s.delete(id) : s.add(id); setSel(s); };
   const jobs = pages.jobs || [];
@@ -68,7 +80,7 @@ export function Jobs({ params, go }) {
       <tbody>${jobs.map((j) => html`<tr data-job=${j.id}>
         ${auth.admin ? html`<td><input type="checkbox" aria-label="select" checked=${sel.has(j.id)} onChange=${() => toggle(j.id)} /></td>` : null}
         <td class="mono"><${Link} to=${`/job/${enc(j.queue)}/${enc(j.id)}`}>${j.id.slice(0, 8)}<//></td>
-        <td>${j.pipeline} › ${j.stage}</td><td><${Status} s=${j.status} /></td><td class="num">${j.attempts}/${j.max_attempts}</td>
+        <td>${j.pipeline} › ${j.stage}${j.subject ? html`<div class="small"><${Link} to=${`/subject/${enc(j.pipeline)}/${enc(j.subject)}`}>subject<//></div>` : null}</td><td><${Status} s=${j.status} /></td><td class="num">${j.attempts}/${j.max_attempts}</td>
         <td class="clip"><span class="muted">${j.error_class || ""}</span> <span class="mono last-error">${j.last_error || ""}</span></td>
         <td>${when(j.created_at)}</td></tr>`)}</tbody></table>` : html`<p class="muted pad">No jobs match.</p>`}</section>
     ${pages.next ? html`<button class="btn ghost" onClick=${more}>Load more</button>` : null}`;
@@ -87,8 +99,9 @@ export function Job({ queue, id }) {
     ["created", when(j.created_at)], ["started", when(j.started_at)], ["finished", when(j.finished_at)], ["took", age(j.took_s)],
     ["runs at", when(j.run_at)], ["progress", j.progress === null || j.progress === undefined ? "—" : j.progress + " %"], ["locked by", j.locked_by]];
   return html`<h1>Job <span class="mono">${j.id}</span> <${Status} s=${j.status} /></h1>
-    ${auth.admin ? html`<div class="bulk"><button class="btn" data-action="retry" onClick=${() => act("retry")}>Retry</button>
-      <button class="btn" data-action="cancel" onClick=${() => act("cancel")}>Cancel</button></div>` : null}
+    ${auth.admin ? html`<div class="bulk">
+      ${["error", "cancelled"].includes(j.status) ? html`<button class="btn" data-action="retry" onClick=${() => act("retry")}>Retry</button>` : null}
+      ${["pending", "retry", "in_progress"].includes(j.status) ? html`<button class="btn" data-action="cancel" onClick=${() => act("cancel")}>Cancel</button>` : null}</div>` : null}
     ${msg ? html`<p class="note">${msg}</p>` : null}
     <section class="card"><dl class="facts">${facts.map(([k, v]) => html`<dt>${k}</dt><dd>${v === null || v === undefined ? "—" : String(v)}</dd>`)}
       <dt>subject</dt><dd>${j.subject ? html`<${Link} to=${`/subject/${enc(j.pipeline)}/${enc(j.subject)}`}>${j.subject}<//>` : "—"}</dd></dl></section>
