@@ -4,7 +4,7 @@
 // token sees no action buttons and its forged POST is refused, a hostile
 // last_error renders as text, the CSP the server sends, screenshots of
 // the overview and a subject page.
-import { URL, newInterview, ADMIN, READ, sql, until, check, newPage, shot, signIn, run, sleep } from "./harness.js";
+import { URL, newInterview, ADMIN, READ, sql, until, check, newPage, shot, shotContent, signIn, run, sleep } from "./harness.js";
 
 const XSS = "<img src=x onerror=alert(1)>";
 
@@ -53,7 +53,7 @@ await run(async (b) => {
   const later = await until("the done count to grow without a reload", async () => { const n = await doneShown(page); return n > first && n; });
   check(later > first, `the overview's done count went ${first} -> ${later} while the workers ran`);
   await sleep(8000); // throughput samples for the sparkline
-  await shot(page, "dashboard-overview.png", { fullPage: true });
+  await shotContent(page, "dashboard-overview.png");
   // Hidden tab: no requests while hidden, caught up on coming back.
   const hide = (hidden) => page.evaluate((h) => {
     Object.defineProperty(document, "hidden", { value: h, configurable: true });
@@ -121,11 +121,20 @@ await run(async (b) => {
   sql(`INSERT INTO upload_jobs (interview_id) VALUES ('${subject}')`);
   await page.goto(`${URL}/#/subject/interview/${subject}`);
   await page.waitForSelector(".flow .step");
+  // The picture: a stage at work if the page catches one (the page reads
+  // every second, a stage takes about as long), else the end.
+  const state = await until("the last stage at work or the end", async () => {
+    const now = await page.textContent(".subject-status");
+    const pct = await page.textContent(".subject-head .pct");
+    if (now === "processing" && pct !== "70 %" && await page.locator(".flow .step.s-in_progress").count()) return "working";
+    return now === "ready" ? "ready" : null;
+  }, 60000);
+  if (state === "working") await shotContent(page, "dashboard-subject.png");
   await until("the subject page to follow the interview to ready", async () =>
     (await page.textContent(".subject-status")) === "ready", 60000);
+  if (state !== "working") await shotContent(page, "dashboard-subject.png");
   check((await page.locator(".flow .step").count()) === 3, "the subject page shows its three stages as a flow");
   check((await page.locator(".flow .step.s-done").count()) === 3, "every stage is done");
-  await shot(page, "dashboard-subject.png", { fullPage: true });
 
   // The other pages answer (or say "not available").
   // Workers and statistics: drawn from the server's answer, or "not
@@ -143,7 +152,7 @@ await run(async (b) => {
     await page.goto(URL + "/" + hash);
     await page.waitForSelector(`text=${what}`);
     await until(`${hash} to load`, async () => !(await page.locator("text=Loading…").count()), 30000);
-    if (name) await shot(page, name, { fullPage: true });
+    if (name) await shotContent(page, name);
   }
   // Pause and resume (admin): done, or "not available" on a server
   // without the route.

@@ -71,6 +71,13 @@ export async function shot(page, name, opts = {}) {
   console.log("screenshot " + file);
 }
 
+// The page down to the end of its content (no empty viewport below).
+export async function shotContent(page, name) {
+  const bottom = await page.evaluate(() => Math.ceil(document.querySelector("main").getBoundingClientRect().bottom + scrollY));
+  const width = page.viewportSize().width;
+  await shot(page, name, { fullPage: true, clip: { x: 0, y: 0, width, height: Math.max(200, bottom) } });
+}
+
 export async function signIn(page, token) {
   await page.goto(URL + "/");
   await page.fill("input[name=token]", token);
