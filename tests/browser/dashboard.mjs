@@ -116,6 +116,17 @@ await run(async (b) => {
   await until("the retried hostile job (n = 1) to run again and succeed", async () => sql(`SELECT status FROM batch_jobs WHERE id = '${bad}'`) === "done", 60000);
   console.log("ok - a retried job ran again");
 
+  // Delete (confirmed first): done, or "not available" on a server
+  // without the route.
+  const victim = await page.locator("tr[data-job]").first().getAttribute("data-job");
+  await page.locator(`tr[data-job="${victim}"] input[type=checkbox]`).check();
+  page.expectDialog(/^Delete 1 job\? This cannot be undone\.$/);
+  await page.click("button[data-action=delete]");
+  await page.waitForSelector('p.note:text-matches("^delete")');
+  const deleted = await page.textContent("p.note");
+  check(page.expected === null, "Delete asked for a confirmation first");
+  check(deleted === "delete: 1 job changed." || deleted === "delete is not available on this server.", "delete answers: " + deleted);
+
   // A subject page: an interview on its way.
   const subject = newInterview();
   sql(`INSERT INTO upload_jobs (interview_id) VALUES ('${subject}')`);

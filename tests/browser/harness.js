@@ -55,7 +55,15 @@ export async function newPage(b, opts = {}) {
   const page = await ctx.newPage();
   page.setDefaultTimeout(60000); // a loaded machine: generous, never a measure
   page.problems = [];
-  page.on("dialog", (d) => { page.problems.push("dialog: " + d.message()); d.dismiss(); });
+  // A dialog is a problem (an injected alert), unless the test said it
+  // expects one (page.expectDialog(regexp)): that one is accepted.
+  page.expected = null;
+  page.expectDialog = (re) => { page.expected = re; };
+  page.on("dialog", (d) => {
+    if (page.expected && page.expected.test(d.message())) { page.expected = null; d.accept(); return; }
+    page.problems.push("dialog: " + d.message());
+    d.dismiss();
+  });
   page.on("pageerror", (e) => page.problems.push("page error: " + e.message));
   page.on("console", (m) => {
     if (m.type() === "error" && !/Failed to load resource|EventSource/.test(m.text())) page.problems.push("console: " + m.text());

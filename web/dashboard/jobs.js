@@ -46,6 +46,10 @@ export function Jobs({ params, go }) {
     setPages({ jobs: pages.jobs.concat(r.data.jobs), next: r.data.next_cursor });
   };
   const act = async (what, byFilter) => {
+    // Destructive or wide actions are confirmed first.
+    if ((what === "delete" || byFilter) &&
+        !confirm(byFilter ? `${what} every job matching these filters?` : `Delete ${sel.size} job${sel.size === 1 ? "" : "s"}? This cannot be undone.`))
+      return;
     const body = byFilter ? { filter: Object.fromEntries(FILTERS.filter((k) => f[k]).map((k) => [k, f[k]])) } : { ids: [...sel] };
     const r = await post(`/api/jobs/${what}`, body);
     if (r.ok) { setMsg(`${what}: ${r.data.changed} job${r.data.changed === 1 ? "" : "s"} changed.`); setSel(new Set()); }
