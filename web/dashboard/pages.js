@@ -77,10 +77,14 @@ export function Workers() {
   const st = useGet("/api/workers", true, 5000);
   if (!st.data) return html`<h1>Workers</h1><${Loading} st=${st} what="The workers list" />`;
   const ws = st.data.workers || [];
+  const head = ["worker", "host", "pid", "version", "stages", "concurrency", "started", "heartbeat", ""];
+  const num = new Set(["pid", "concurrency"]);
   return html`<h1>Workers</h1><section class="card">${ws.length ? html`<table class="list">
-    <thead><tr><th>worker</th><th>host</th><th class="num">pid</th><th>version</th><th>stages</th><th class="num">concurrency</th><th>started</th><th>heartbeat</th><th></th></tr></thead>
-    <tbody>${ws.map((w) => html`<tr><td class="mono">${w.id}</td><td>${w.host}</td><td class="num">${w.pid}</td><td>${w.version}</td>
-      <td>${(w.stages || []).join(", ")}</td><td class="num">${w.concurrency}</td><td>${when(w.started_at)}</td><td>${when(w.heartbeat_at)}</td>
+    <thead><tr>${head.map((h) => html`<th class=${num.has(h) ? "num" : ""}>${h}</th>`)}</tr></thead>
+    <tbody>${ws.map((w) => html`<tr>
+      <td class="mono">${w.id}</td><td>${w.host}</td><td class="num">${w.pid}</td><td>${w.version}</td>
+      <td>${(w.stages || []).join(", ")}</td><td class="num">${w.concurrency}</td>
+      <td>${when(w.started_at)}</td><td>${when(w.heartbeat_at)}</td>
       <td>${w.alive ? html`<span class="badge s-done">alive</span>` : html`<span class="badge s-error">gone</span>`}</td></tr>`)}</tbody></table>`
     : html`<p class="muted">No workers.</p>`}</section>`;
 }
@@ -105,41 +109,58 @@ export function Stats() {
 }
 
 // Per minute: jobs done and failed summed over the selected stages; the
-// percentiles weighted by each stage's jobs that minute.
+// percentiles are each stage's, averaged weighted by its jobs that minute
+// (exact when one stage is selected).
+const PCTS = ["run_p50_ms", "run_p95_ms", "wait_p50_ms", "wait_p95_ms"];
+
 function perMinute(rows) {
   const by = new Map();
   for (const r of rows) {
     const t = Date.parse(r.minute) / 1000;
-    const m = by.get(t) || { t, done: 0, failed: 0, w: 0, run50: 0, run95: 0, wait50: 0, wait95: 0 };
+    const m = by.get(t) || { t, done: 0, failed: 0, w: 0, sums: PCTS.map(() => 0) };
     const w = (r.done || 0) + (r.failed || 0);
-    m.done += r.done || 0; m.failed += r.failed || 0;
-    if (w) { m.w += w; m.run50 += w * (r.run_p50_ms || 0); m.run95 += w * (r.run_p95_ms || 0); m.wait50 += w * (r.wait_p50_ms || 0); m.wait95 += w * (r.wait_p95_ms || 0); }
+    m.done += r.done || 0;
+    m.failed += r.failed || 0;
+    if (w) {
+      m.w += w;
+      PCTS.forEach((k, i) => { m.sums[i] += w * (r[k] || 0); });
+    }
     by.set(t, m);
   }
   const a = [...by.values()].sort((x, y) => x.t - y.t);
-  const f = (m, k) => (m.w ? m[k] / m.w : null);
+  const col = (i) => a.map((m) => (m.w ? m.sums[i] / m.w : null));
   return { t: a.map((m) => m.t), done: a.map((m) => m.done), failed: a.map((m) => m.failed),
-    run50: a.map((m) => f(m, "run50")), run95: a.map((m) => f(m, "run95")), wait50: a.map((m) => f(m, "wait50")), wait95: a.map((m) => f(m, "wait95")) };
+    run50: col(0), run95: col(1), wait50: col(2), wait95: col(3) };
 }
+
+const TEAL = "#0d9488", TEAL_D = "#115e59", RED = "#dc2626", G400 = "#a3a3a3", G600 = "#525252";
 
 function StatsCharts({ rows }) {
   if (!rows.length) return html`<div class="card notice">No jobs finished in this range.</div>`;
   const d = perMinute(rows);
   const sum = (a) => a.reduce((x, y) => x + y, 0);
-  const wmax = (a) => Math.max(...a.filter((x) => x !== null));
-  return html`<div class="kpis"><div class="card kpi"><b>${sum(d.done)}</b>done</div><div class="card kpi"><b>${sum(d.failed)}</b>failed</div>
-      <div class="card kpi"><b>${ms(wmax(d.run95))}</b>worst run p95</div><div class="card kpi"><b>${ms(wmax(d.wait95))}</b>worst wait p95</div></div>
-    <section class="card"><h2>Throughput (jobs per minute)</h2><${Chart} data=${[d.t, d.done, d.failed]} series=${[["done", "#0d9488"], ["failed", "#dc2626"]]} /></section>
-    <section class="card"><h2>Run and wait time percentiles (ms)</h2><${Chart} data=${[d.t, d.run50, d.run95, d.wait50, d.wait95]}
-      series=${[["run p50", "#0d9488"], ["run p95", "#115e59"], ["wait p50", "#a3a3a3"], ["wait p95", "#525252"]]} /></section>`;
+  const worst = (a) => { const v = a.filter((x) => x !== null); return v.length ? Math.max(...v) : null; };
+  return html`<div class="kpis">
+      <div class="card kpi"><b>${sum(d.done)}</b>done</div>
+      <div class="card kpi"><b>${sum(d.failed)}</b>failed</div>
+      <div class="card kpi"><b>${ms(worst(d.run95))}</b>worst run p95</div>
+      <div class="card kpi"><b>${ms(worst(d.wait95))}</b>worst wait p95</div></div>
+    <section class="card"><h2>Throughput (jobs per minute)</h2>
+      <${Chart} data=${[d.t, d.done, d.failed]} series=${[["done", TEAL], ["failed", RED]]} /></section>
+    <section class="card"><h2>Run and wait time percentiles (ms)</h2>
+      <${Chart} data=${[d.t, d.run50, d.run95, d.wait50, d.wait95]}
+        series=${[["run p50", TEAL], ["run p95", TEAL_D], ["wait p50", G400], ["wait p95", G600]]} /></section>`;
 }
 
 function Chart({ data, series }) {
   const el = useRef(null);
   useEffect(() => {
-    const width = Math.max(300, el.current.clientWidth - 8);
-    const u = new uPlot({ width, height: 220, series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: true, points: { show: false } }))],
-      axes: [{ stroke: "#525252", grid: { stroke: "#f0f0f0" } }, { stroke: "#525252", grid: { stroke: "#f0f0f0" } }] }, data, el.current);
+    const axis = { stroke: G600, grid: { stroke: "#f0f0f0" } };
+    const u = new uPlot({
+      width: Math.max(300, el.current.clientWidth - 8), height: 220,
+      series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: true, points: { show: false } }))],
+      axes: [axis, axis],
+    }, data, el.current);
     return () => u.destroy();
   }, [JSON.stringify(data)]);
   return html`<div class="chart" ref=${el}></div>`;
