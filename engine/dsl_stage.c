@@ -206,6 +206,13 @@ static const char *read_key_column(loader *L, const node *n, const char *what,
                      sl_dsl__did_you_mean(name, cands, st->ncolumns));
         return NULL;
     }
+    const char *t = sl_type_normalise(c->type);
+    if (t && strcmp(t, "json") == 0) {
+        /* Claims order and compare the keys; json has no ordering. */
+        sl_dsl__diag(L, k, "%s.key: column '%s' has type json, which cannot"
+                     " be ordered; declare it jsonb", what, name);
+        return NULL;
+    }
     return c->name;
 }
 

@@ -565,6 +565,91 @@ static void build_subject_channel(builder *b, const sl_pipeline *p) {
     free(s);
 }
 
+/* Appends the job_status value `st`, found at run time: a value added to
+ * job_status in the same transaction as the view may not be used as an
+ * enum constant yet, and a text comparison could not use an index. */
+static void status_value(sl_buf *q, const char *st) {
+    sl_buf_puts(q, "(SELECT v FROM unnest(enum_range(NULL::");
+    sl_buf_ident(q, ENUM_NAME);
+    sl_buf_puts(q, ")) v WHERE v::text = ");
+    sl_buf_literal(q, st);
+    sl_buf_puts(q, ")");
+}
+
+/* The view's row for queue t (docs/cli.md, `sluice stats`). Every part
+ * reads an index, never the whole table: pending, in_progress and retry
+ * are exact counts through the listing index (status, created_at, id);
+ * done, error and cancelled are exact up to 10,000 and beyond that the
+ * estimate of the table's statistics (pg_class.reltuples times the
+ * status's frequency in pg_stats, as of the last ANALYZE), never below
+ * 10,001, or the exact count when there are no statistics; the mean run
+ * time is that of the last 1,000 done jobs (finished index). */
+static void view_branch(sl_buf *q, const char *t,
+                        const char *const counted[6]) {
+    sl_buf qt, rc;
+    sl_buf_init(&qt);
+    sl_buf_init(&rc);
+    sl_buf_ident(&qt, t);
+    const char *tab = sl_buf_str(&qt);
+    sl_buf_literal(&rc, tab);
+    sl_buf_puts(q, "SELECT ");
+    sl_buf_literal(q, t);
+    sl_buf_puts(q, "::text AS queue");
+    for (size_t k = 0; k < 6; k++) {
+        int finished = k >= 3;
+        sl_buf_puts(q, ",\n       (SELECT ");
+        if (finished) {
+            sl_buf_puts(q, "CASE WHEN n.c <= 10000 THEN n.c ELSE COALESCE("
+                           "(SELECT GREATEST(n.c, e.x) FROM (SELECT"
+                           " (c.reltuples * s.most_common_freqs["
+                           "array_position(s.most_common_vals::text::text[],"
+                           " ");
+            sl_buf_literal(q, counted[k]);
+            sl_buf_puts(q, ")])::bigint AS x FROM pg_catalog.pg_class c JOIN"
+                           " pg_catalog.pg_namespace ns ON ns.oid ="
+                           " c.relnamespace JOIN pg_catalog.pg_stats s ON"
+                           " s.schemaname = ns.nspname AND s.tablename ="
+                           " c.relname AND s.attname = 'status' WHERE c.oid"
+                           " = ");
+            sl_buf_puts(q, sl_buf_str(&rc));
+            sl_buf_puts(q, "::regclass) e WHERE e.x IS NOT NULL), (SELECT"
+                           " count(*) FROM ");
+            sl_buf_puts(q, tab);
+            sl_buf_puts(q, " WHERE status = ");
+            status_value(q, counted[k]);
+            sl_buf_puts(q, ")) END FROM (SELECT count(*) AS c FROM (SELECT 1"
+                           " FROM ");
+            sl_buf_puts(q, tab);
+            sl_buf_puts(q, " WHERE status = ");
+            status_value(q, counted[k]);
+            sl_buf_puts(q, " LIMIT 10001) l) n) AS ");
+        } else {
+            sl_buf_puts(q, "count(*) FROM ");
+            sl_buf_puts(q, tab);
+            sl_buf_puts(q, " WHERE status = ");
+            status_value(q, counted[k]);
+            sl_buf_puts(q, ") AS ");
+        }
+        sl_buf_ident(q, counted[k]);
+    }
+    sl_buf_puts(q, ",\n       (SELECT now() - min(run_at) FROM ");
+    sl_buf_puts(q, tab);
+    sl_buf_puts(q, " WHERE status = ");
+    status_value(q, "pending");
+    sl_buf_puts(q, " AND run_at <= now()) AS oldest_pending_age,\n"
+                   "       (SELECT avg(d.finished_at - d.started_at) FROM"
+                   " (SELECT finished_at, started_at FROM ");
+    sl_buf_puts(q, tab);
+    sl_buf_puts(q, " WHERE finished_at IS NOT NULL AND status = ");
+    status_value(q, "done");
+    sl_buf_puts(q, " ORDER BY finished_at DESC LIMIT 1000) d) AS"
+                   " mean_run_time");
+    /* Out of memory: a byte no statement may hold makes the view fail. */
+    if (sl_buf_failed(&qt) || sl_buf_failed(&rc)) sl_buf_puts(q, " \x01");
+    sl_buf_free(&qt);
+    sl_buf_free(&rc);
+}
+
 static void build_view(builder *b) {
     static const char *const counted[] = {
         "pending", "in_progress", "retry", "done", "error", "cancelled"};
@@ -588,41 +673,9 @@ static void build_view(builder *b) {
         sl_buf_ident(&q, "mean_run_time");
         sl_buf_puts(&q, "\n WHERE false");
     }
-    /* Enum values compare as text: a value added to job_status in the same
-     * transaction may not be used as an enum constant yet. */
     for (size_t i = 0; i < s->ntables; i++) {
-        const char *t = s->tables[i].name;
         if (i) sl_buf_puts(&q, "\nUNION ALL\n");
-        sl_buf_puts(&q, "SELECT ");
-        sl_buf_literal(&q, t);
-        sl_buf_puts(&q, "::text AS ");
-        sl_buf_ident(&q, "queue");
-        for (size_t k = 0; k < 6; k++) {
-            sl_buf_puts(&q, ",\n       count(*) FILTER (WHERE ");
-            sl_buf_ident(&q, "status");
-            sl_buf_puts(&q, "::text = ");
-            sl_buf_literal(&q, counted[k]);
-            sl_buf_puts(&q, ") AS ");
-            sl_buf_ident(&q, counted[k]);
-        }
-        sl_buf_puts(&q, ",\n       now() - min(");
-        sl_buf_ident(&q, "run_at");
-        sl_buf_puts(&q, ") FILTER (WHERE ");
-        sl_buf_ident(&q, "status");
-        sl_buf_puts(&q, "::text = 'pending' AND ");
-        sl_buf_ident(&q, "run_at");
-        sl_buf_puts(&q, " <= now()) AS ");
-        sl_buf_ident(&q, "oldest_pending_age");
-        sl_buf_puts(&q, ",\n       avg(");
-        sl_buf_ident(&q, "finished_at");
-        sl_buf_puts(&q, " - ");
-        sl_buf_ident(&q, "started_at");
-        sl_buf_puts(&q, ") FILTER (WHERE ");
-        sl_buf_ident(&q, "status");
-        sl_buf_puts(&q, "::text = 'done') AS ");
-        sl_buf_ident(&q, "mean_run_time");
-        sl_buf_puts(&q, "\n  FROM ");
-        sl_buf_ident(&q, t);
+        view_branch(&q, s->tables[i].name, counted);
     }
     sl_buf_puts(&q, ";\n");
     sl_buf on;

@@ -92,15 +92,36 @@ void sl_schema__build_indexes(builder *b, const sl_schema_table *t,
     sl_buf_free(&c);
     sl_buf_free(&w);
 
-    /* A fair claim asks, per key with due jobs, when that key last had a
-     * job started (queue_sql.c); this index answers with one probe. */
+    /* Listings (`sluice jobs`, GET /api/jobs) read each status's newest
+     * jobs and the statistics view counts by status (reads.c, schema.c):
+     * with this index neither scans the finished jobs a queue keeps. */
+    sl_buf_ident(&c, "status");
+    sl_buf_puts(&c, ", ");
+    sl_buf_ident(&c, "created_at");
+    sl_buf_puts(&c, ", ");
+    sl_buf_ident(&c, "id");
+    add_index(b, t->name, "listing_idx", "listing index", 0, sl_buf_str(&c),
+              NULL);
+    sl_buf_free(&c);
+
+    /* A fair claim walks the distinct keys with due jobs (a skip scan:
+     * one probe per key) and reads each key's first jobs in claim order
+     * (queue_sql_policy.c); this index serves both. */
     if (st->fair_key) {
         sl_buf_ident(&c, st->fair_key);
         sl_buf_puts(&c, ", ");
-        sl_buf_ident(&c, "started_at");
+        sl_buf_ident(&c, "priority");
+        sl_buf_puts(&c, " DESC, ");
+        sl_buf_ident(&c, "run_at");
+        sl_buf_puts(&c, ", ");
+        sl_buf_ident(&c, "attempts");
+        sl_buf_puts(&c, " DESC");
+        sl_buf_ident(&w, "status");
+        sl_buf_puts(&w, " IN ('pending', 'retry')");
         add_index(b, t->name, "fair_idx", "fair-share index", 0,
-                  sl_buf_str(&c), NULL);
+                  sl_buf_str(&c), sl_buf_str(&w));
         sl_buf_free(&c);
+        sl_buf_free(&w);
     }
 
     if (p->has_subject) {
