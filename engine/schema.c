@@ -565,15 +565,24 @@ static void build_subject_channel(builder *b, const sl_pipeline *p) {
     free(s);
 }
 
-/* Appends the job_status value `st`, found at run time: a value added to
+/* Appends "status = '<st>'::text::job_status": a value added to
  * job_status in the same transaction as the view may not be used as an
- * enum constant yet, and a text comparison could not use an index. */
-static void status_value(sl_buf *q, const char *st) {
-    sl_buf_puts(q, "(SELECT v FROM unnest(enum_range(NULL::");
-    sl_buf_ident(q, ENUM_NAME);
-    sl_buf_puts(q, ")) v WHERE v::text = ");
+ * enum constant yet, so the text becomes the enum value when a query
+ * runs (a stable cast the planner still evaluates to estimate the rows,
+ * and an index condition), never when the view is created; a text
+ * comparison could not use an index. */
+static void status_is(sl_buf *q, const char *st) {
+    sl_buf_ident(q, "status");
+    sl_buf_puts(q, " = ");
     sl_buf_literal(q, st);
-    sl_buf_puts(q, ")");
+    sl_buf_puts(q, "::text::");
+    sl_buf_ident(q, ENUM_NAME);
+}
+
+/* Appends " FROM <tab> WHERE <status is st>". */
+static void from_status(sl_buf *q, const char *tab, const char *st) {
+    sl_buf_printf(q, " FROM %s WHERE ", tab);
+    status_is(q, st);
 }
 
 /* The view's row for queue t (docs/cli.md, `sluice stats`). Every part
@@ -594,56 +603,56 @@ static void view_branch(sl_buf *q, const char *t,
     sl_buf_literal(&rc, tab);
     sl_buf_puts(q, "SELECT ");
     sl_buf_literal(q, t);
-    sl_buf_puts(q, "::text AS queue");
+    sl_buf_puts(q, "::text AS ");
+    sl_buf_ident(q, "queue");
     for (size_t k = 0; k < 6; k++) {
-        int finished = k >= 3;
         sl_buf_puts(q, ",\n       (SELECT ");
-        if (finished) {
+        if (k < 3) {
+            sl_buf_puts(q, "count(*)");
+            from_status(q, tab, counted[k]);
+        } else {
             sl_buf_puts(q, "CASE WHEN n.c <= 10000 THEN n.c ELSE COALESCE("
                            "(SELECT GREATEST(n.c, e.x) FROM (SELECT"
                            " (c.reltuples * s.most_common_freqs["
                            "array_position(s.most_common_vals::text::text[],"
                            " ");
             sl_buf_literal(q, counted[k]);
-            sl_buf_puts(q, ")])::bigint AS x FROM pg_catalog.pg_class c JOIN"
-                           " pg_catalog.pg_namespace ns ON ns.oid ="
-                           " c.relnamespace JOIN pg_catalog.pg_stats s ON"
-                           " s.schemaname = ns.nspname AND s.tablename ="
-                           " c.relname AND s.attname = 'status' WHERE c.oid"
-                           " = ");
-            sl_buf_puts(q, sl_buf_str(&rc));
-            sl_buf_puts(q, "::regclass) e WHERE e.x IS NOT NULL), (SELECT"
-                           " count(*) FROM ");
-            sl_buf_puts(q, tab);
-            sl_buf_puts(q, " WHERE status = ");
-            status_value(q, counted[k]);
-            sl_buf_puts(q, ")) END FROM (SELECT count(*) AS c FROM (SELECT 1"
-                           " FROM ");
-            sl_buf_puts(q, tab);
-            sl_buf_puts(q, " WHERE status = ");
-            status_value(q, counted[k]);
-            sl_buf_puts(q, " LIMIT 10001) l) n) AS ");
-        } else {
-            sl_buf_puts(q, "count(*) FROM ");
-            sl_buf_puts(q, tab);
-            sl_buf_puts(q, " WHERE status = ");
-            status_value(q, counted[k]);
-            sl_buf_puts(q, ") AS ");
+            sl_buf_printf(q, ")])::bigint AS x FROM pg_catalog.pg_class c JOIN"
+                             " pg_catalog.pg_namespace ns ON ns.oid ="
+                             " c.relnamespace JOIN pg_catalog.pg_stats s ON"
+                             " s.schemaname = ns.nspname AND s.tablename ="
+                             " c.relname AND s.attname = 'status' WHERE"
+                             " c.oid = %s::regclass) e WHERE e.x IS NOT"
+                             " NULL), (SELECT count(*)",
+                          sl_buf_str(&rc));
+            from_status(q, tab, counted[k]);
+            sl_buf_puts(q, ")) END FROM (SELECT count(*) AS c FROM (SELECT 1");
+            from_status(q, tab, counted[k]);
+            sl_buf_puts(q, " LIMIT 10001) l) n");
         }
+        sl_buf_puts(q, ") AS ");
         sl_buf_ident(q, counted[k]);
     }
-    sl_buf_puts(q, ",\n       (SELECT now() - min(run_at) FROM ");
-    sl_buf_puts(q, tab);
-    sl_buf_puts(q, " WHERE status = ");
-    status_value(q, "pending");
-    sl_buf_puts(q, " AND run_at <= now()) AS oldest_pending_age,\n"
-                   "       (SELECT avg(d.finished_at - d.started_at) FROM"
-                   " (SELECT finished_at, started_at FROM ");
-    sl_buf_puts(q, tab);
-    sl_buf_puts(q, " WHERE finished_at IS NOT NULL AND status = ");
-    status_value(q, "done");
-    sl_buf_puts(q, " ORDER BY finished_at DESC LIMIT 1000) d) AS"
-                   " mean_run_time");
+    sl_buf_puts(q, ",\n       (SELECT now() - min(");
+    sl_buf_ident(q, "run_at");
+    sl_buf_puts(q, ")");
+    from_status(q, tab, "pending");
+    sl_buf_puts(q, " AND ");
+    sl_buf_ident(q, "run_at");
+    sl_buf_puts(q, " <= now()) AS ");
+    sl_buf_ident(q, "oldest_pending_age");
+    sl_buf_puts(q, ",\n       (SELECT avg(d.f - d.s) FROM (SELECT ");
+    sl_buf_ident(q, "finished_at");
+    sl_buf_puts(q, " AS f, ");
+    sl_buf_ident(q, "started_at");
+    sl_buf_puts(q, " AS s");
+    from_status(q, tab, "done");
+    sl_buf_puts(q, " AND ");
+    sl_buf_ident(q, "finished_at");
+    sl_buf_puts(q, " IS NOT NULL ORDER BY ");
+    sl_buf_ident(q, "finished_at");
+    sl_buf_puts(q, " DESC LIMIT 1000) d) AS ");
+    sl_buf_ident(q, "mean_run_time");
     /* Out of memory: a byte no statement may hold makes the view fail. */
     if (sl_buf_failed(&qt) || sl_buf_failed(&rc)) sl_buf_puts(q, " \x01");
     sl_buf_free(&qt);
