@@ -239,7 +239,8 @@ size_t sl_reads_jobs_queues(const sl_model *m, const sl_jobs_filter *f) {
  * created_at, id) (schema_index.c), so a page costs `limit` index entries
  * per status and queue however many finished jobs the queue keeps; the
  * statuses a filter excludes are pruned when the statement is planned
- * with its values. */
+ * with its values. The columns shown are computed outside that inner
+ * SELECT *, for the rows it keeps only. */
 static void status_part(sl_buf *q, const char *st) {
     sl_buf_puts(q, " WHERE status = ");
     sl_buf_literal(q, st);
@@ -270,13 +271,13 @@ static void list_branch(sl_buf *q, const sl_stage *s) {
                       " max_attempts, "
                       SL_READS_RFC3339("created_at") " AS created_at_utc, "
                       SL_READS_RFC3339("run_at") " AS run_at_utc,"
-                      " created_at, id AS uid FROM ",
+                      " created_at, id AS uid FROM (SELECT * FROM ",
                       s->retry.max_attempts, s->retry.max_attempts);
         sl_buf_ident(q, s->queue);
         status_part(q, sl_job_status_values[k]);
         sl_buf_puts(q, " AND ($2::bigint IS NULL OR created_at < now() -"
                        " $2::bigint * interval '1 millisecond')"
-                       " ORDER BY created_at DESC, id DESC LIMIT $3)");
+                       " ORDER BY created_at DESC, id DESC LIMIT $3) q)");
     }
 }
 
@@ -350,7 +351,7 @@ static void page_branch(sl_buf *q, const sl_stage *s) {
                       SL_READS_RFC3339("finished_at") " AS f, "
                       "to_char(created_at AT TIME ZONE 'UTC',"
                       " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS cursor,"
-                      " created_at, id AS uid FROM ",
+                      " created_at, id AS uid FROM (SELECT * FROM ",
                       s->retry.max_attempts);
         sl_buf_ident(q, s->queue);
         status_part(q, sl_job_status_values[k]);
@@ -365,7 +366,7 @@ static void page_branch(sl_buf *q, const sl_stage *s) {
         sl_buf_puts(q, " AND ($4::text IS NULL OR strpos(last_error, $4) >"
                        " 0) AND ($5::timestamptz IS NULL OR (created_at, id)"
                        " < ($5::timestamptz, $6::uuid))"
-                       " ORDER BY created_at DESC, id DESC LIMIT $7)");
+                       " ORDER BY created_at DESC, id DESC LIMIT $7) q)");
     }
 }
 

@@ -588,11 +588,12 @@ static void from_status(sl_buf *q, const char *tab, const char *st) {
 /* The view's row for queue t (docs/cli.md, `sluice stats`). Every part
  * reads an index, never the whole table: pending, in_progress and retry
  * are exact counts through the listing index (status, created_at, id);
- * done, error and cancelled are exact up to 10,000 and beyond that the
- * estimate of the table's statistics (pg_class.reltuples times the
- * status's frequency in pg_stats, as of the last ANALYZE), never below
- * 10,001, or the exact count when there are no statistics; the mean run
- * time is that of the last 1,000 done jobs (finished index). */
+ * done, error and cancelled (n.c3..n.c5) are counted up to 10,001, and
+ * beyond 10,000 the view shows the estimate of the table's statistics
+ * (pg_class.reltuples times the status's frequency in pg_stats, as of
+ * the last ANALYZE; e, read once per queue), never below 10,001, or the
+ * exact count when there are no statistics; the mean run time is that
+ * of the last 1,000 done jobs (finished index). */
 static void view_branch(sl_buf *q, const char *t,
                         const char *const counted[6]) {
     sl_buf qt, rc;
@@ -606,31 +607,18 @@ static void view_branch(sl_buf *q, const char *t,
     sl_buf_puts(q, "::text AS ");
     sl_buf_ident(q, "queue");
     for (size_t k = 0; k < 6; k++) {
-        sl_buf_puts(q, ",\n       (SELECT ");
         if (k < 3) {
-            sl_buf_puts(q, "count(*)");
-            from_status(q, tab, counted[k]);
+            sl_buf_printf(q, ", n.c%zu AS ", k);
         } else {
-            sl_buf_puts(q, "CASE WHEN n.c <= 10000 THEN n.c ELSE COALESCE("
-                           "(SELECT GREATEST(n.c, e.x) FROM (SELECT"
-                           " (c.reltuples * s.most_common_freqs["
-                           "array_position(s.most_common_vals::text::text[],"
-                           " ");
+            sl_buf_printf(q, ",\n       CASE WHEN n.c%zu <= 10000 THEN n.c%zu"
+                             " ELSE COALESCE(GREATEST(n.c%zu, (e.r *"
+                             " e.f[array_position(e.v, ",
+                          k, k, k);
             sl_buf_literal(q, counted[k]);
-            sl_buf_printf(q, ")])::bigint AS x FROM pg_catalog.pg_class c JOIN"
-                             " pg_catalog.pg_namespace ns ON ns.oid ="
-                             " c.relnamespace JOIN pg_catalog.pg_stats s ON"
-                             " s.schemaname = ns.nspname AND s.tablename ="
-                             " c.relname AND s.attname = 'status' WHERE"
-                             " c.oid = %s::regclass) e WHERE e.x IS NOT"
-                             " NULL), (SELECT count(*)",
-                          sl_buf_str(&rc));
+            sl_buf_puts(q, ")])::bigint), (SELECT count(*)");
             from_status(q, tab, counted[k]);
-            sl_buf_puts(q, ")) END FROM (SELECT count(*) AS c FROM (SELECT 1");
-            from_status(q, tab, counted[k]);
-            sl_buf_puts(q, " LIMIT 10001) l) n");
+            sl_buf_puts(q, ")) END AS ");
         }
-        sl_buf_puts(q, ") AS ");
         sl_buf_ident(q, counted[k]);
     }
     sl_buf_puts(q, ",\n       (SELECT now() - min(");
@@ -653,6 +641,26 @@ static void view_branch(sl_buf *q, const char *t,
     sl_buf_ident(q, "finished_at");
     sl_buf_puts(q, " DESC LIMIT 1000) d) AS ");
     sl_buf_ident(q, "mean_run_time");
+    sl_buf_puts(q, "\n  FROM (SELECT");
+    for (size_t k = 0; k < 6; k++) {
+        sl_buf_puts(q, k ? ", " : " ");
+        sl_buf_puts(q, k < 3 ? "(SELECT count(*)"
+                             : "(SELECT count(*) FROM (SELECT 1");
+        from_status(q, tab, counted[k]);
+        sl_buf_printf(q, "%s) AS c%zu", k < 3 ? "" : " LIMIT 10001) l", k);
+    }
+    /* OFFSET 0 keeps n a subquery: flattened, each count would run once
+     * per reference. */
+    sl_buf_printf(q, " OFFSET 0) n LEFT JOIN LATERAL (SELECT c.reltuples AS r,"
+                     " s.most_common_vals::text::text[] AS v,"
+                     " s.most_common_freqs AS f FROM pg_catalog.pg_class c"
+                     " JOIN pg_catalog.pg_namespace ns ON ns.oid ="
+                     " c.relnamespace JOIN pg_catalog.pg_stats s ON"
+                     " s.schemaname = ns.nspname AND s.tablename = c.relname"
+                     " AND s.attname = 'status' WHERE c.oid = %s::regclass"
+                     " AND (n.c3 > 10000 OR n.c4 > 10000 OR n.c5 > 10000))"
+                     " e ON true",
+                  sl_buf_str(&rc));
     /* Out of memory: a byte no statement may hold makes the view fail. */
     if (sl_buf_failed(&qt) || sl_buf_failed(&rc)) sl_buf_puts(q, " \x01");
     sl_buf_free(&qt);

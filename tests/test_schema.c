@@ -477,7 +477,7 @@ static void statistics_view_has_a_row_per_queue(void **state) {
         snprintf(want, sizeof want,
                  "FROM \"upload_jobs\" WHERE \"status\" ="
                  " '%s'::text::\"job_status\"%s",
-                 counts[i], i < 3 ? ") AS \"" : " LIMIT 10001) l) n) AS \"");
+                 counts[i], i < 3 ? ") AS c" : " LIMIT 10001) l) AS c");
         assert_contains(ddl, want);
     }
     assert_not_contains(ddl, "\"status\"::text = ");
