@@ -174,8 +174,11 @@ static void read_status(loader *L, const node *n, sl_stage *st,
  * jobs stay; a status left out keeps its jobs forever. */
 static void read_retention(loader *L, const node *n, sl_stage *st) {
     if (!sl_dsl__expect_kind(L, n, N_MAP, "retention")) return;
-    static const char *const keys[] = {"done", "error", "cancelled", NULL};
+    static const char *const keys[] = {"done", "error", "cancelled",
+                                       "history", NULL};
     sl_dsl__check_keys(L, n, "retention", keys);
+    const node *h = sl_dsl__mget(n, "history");
+    if (h) sl_dsl__read_bool(L, h, "retention.history", &st->retention_history);
     for (int i = 0; i < SL_RETAIN__COUNT; i++) {
         const node *v = sl_dsl__mget(n, sl_retain_status[i]);
         char what[40];

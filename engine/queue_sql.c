@@ -658,16 +658,51 @@ static void purge_where(sl_buf *b, const sl_stage *s) {
                    " $2::bigint * interval '1 millisecond'");
 }
 
+/* Every column of the queue of s (engine, subject key, declared), each
+ * preceded by `pre`, comma-separated. */
+static void all_columns(sl_buf *b, const sl_stage *s, const char *pre) {
+    const sl_pipeline *p = s->pipeline;
+    int n = 0;
+    for (const sl_engine_col *e = sl_engine_columns; e->name; e++) {
+        sl_buf_printf(b, "%s%s", n++ ? ", " : "", pre);
+        sl_buf_ident(b, e->name);
+    }
+    if (p->has_subject) {
+        sl_buf_printf(b, ", %s", pre);
+        sl_buf_ident(b, p->subject.fk);
+    }
+    for (size_t i = 0; i < s->ncolumns; i++) {
+        sl_buf_printf(b, ", %s", pre);
+        sl_buf_ident(b, s->columns[i].name);
+    }
+}
+
 /* $1 status, $2 age ms, $3 batch. Rows another transaction holds (a
- * retry or cancel in flight) are skipped, never waited for. */
+ * retry or cancel in flight) are skipped, never waited for. With
+ * `retention: {history: true}` the deleted rows are inserted, whole, into
+ * the history table in the same statement. */
 static void build_purge(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, "WITH x AS (SELECT id");
     purge_where(b, s);
     sl_buf_puts(b, " ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED),"
                    " d AS (DELETE FROM ");
     sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " q USING x WHERE q.id = x.id RETURNING 1)"
-                   " SELECT count(*) FROM d");
+    sl_buf_puts(b, " q USING x WHERE q.id = x.id RETURNING ");
+    if (s->retention_history) {
+        all_columns(b, s, "q.");
+        char hist[64];
+        sl_stage_history_table(s, hist);
+        sl_buf_puts(b, "), h AS (INSERT INTO ");
+        sl_buf_ident(b, hist);
+        sl_buf_puts(b, " (");
+        all_columns(b, s, "");
+        sl_buf_puts(b, ") SELECT ");
+        all_columns(b, s, "");
+        sl_buf_puts(b, " FROM d");
+    } else {
+        sl_buf_puts(b, "1");
+    }
+    sl_buf_puts(b, ") SELECT count(*) FROM d");
 }
 
 /* $1 status, $2 age ms, $3 unused (the same parameters as purge). */

@@ -224,12 +224,18 @@ int sl_reads_listen_subject(PGconn *c, const sl_pipeline *p, char *err,
 
 /* ---- listings and statistics --------------------------------------------- */
 
+/* Whether the listing with filter f reads stage s. */
+static int list_covers(const sl_stage *s, const sl_jobs_filter *f) {
+    return (!f->stage || f->stage == s) &&
+           (!f->history || s->retention_history);
+}
+
 size_t sl_reads_jobs_queues(const sl_model *m, const sl_jobs_filter *f) {
     assert(m && f);
-    if (f->stage) return 1;
     size_t n = 0;
     for (size_t i = 0; i < m->npipelines; i++)
-        n += m->pipelines[i].nstages;
+        for (size_t k = 0; k < m->pipelines[i].nstages; k++)
+            n += list_covers(&m->pipelines[i].stages[k], f);
     return n;
 }
 
@@ -252,7 +258,9 @@ static void status_part(sl_buf *q, const char *st) {
 /* One queue's branch of the listing: its newest jobs that pass the
  * filter ($1 status, $2 minimum age in ms, $3 limit), as SL_LIST_*
  * columns plus created_at and uid for the outer ORDER BY. */
-static void list_branch(sl_buf *q, const sl_stage *s) {
+static void list_branch(sl_buf *q, const sl_stage *s, int history) {
+    char hist[64];
+    sl_stage_history_table(s, hist);
     for (int k = 0; sl_job_status_values[k]; k++) {
         if (k) sl_buf_puts(q, " UNION ALL ");
         sl_buf_puts(q, "(SELECT ");
@@ -273,7 +281,7 @@ static void list_branch(sl_buf *q, const sl_stage *s) {
                       SL_READS_RFC3339("run_at") " AS run_at_utc,"
                       " created_at, id AS uid FROM (SELECT * FROM ",
                       s->retry.max_attempts, s->retry.max_attempts);
-        sl_buf_ident(q, s->queue);
+        sl_buf_ident(q, history ? hist : s->queue);
         status_part(q, sl_job_status_values[k]);
         sl_buf_puts(q, " AND ($2::bigint IS NULL OR created_at < now() -"
                        " $2::bigint * interval '1 millisecond')"
@@ -293,9 +301,9 @@ int sl_reads_jobs(PGconn *c, const sl_model *m, const sl_jobs_filter *f,
     for (size_t i = 0; i < m->npipelines; i++)
         for (size_t k = 0; k < m->pipelines[i].nstages; k++) {
             const sl_stage *s = &m->pipelines[i].stages[k];
-            if (f->stage && f->stage != s) continue;
+            if (!list_covers(s, f)) continue;
             if (branches++) sl_buf_puts(&q, " UNION ALL ");
-            list_branch(&q, s);
+            list_branch(&q, s, f->history);
         }
     sl_buf_puts(&q, ") j ORDER BY created_at DESC, uid DESC LIMIT $3");
     char older[24], limit[24];

@@ -111,6 +111,9 @@ typedef struct sl_jobs_filter {
     int64_t older_ms;      /* >= 0: created more than this long ago;
                               < 0: any age */
     long limit;            /* at most this many rows; >= 1 */
+    int history;           /* 1: list the history tables of the stages
+                              with `retention: {history: true}` instead
+                              of the queues; 0: the queues */
 } sl_jobs_filter;
 
 /* The columns of sl_reads_jobs. ATTEMPTS is "attempts/max"; AGE and
@@ -135,8 +138,9 @@ enum {
     SL_LIST_RUN_AT
 };
 
-/* The number of queues a listing with filter f covers in model m (0: the
- * model has none, and sl_reads_jobs must not be called). */
+/* The number of queues (or, with f->history, history tables) a listing
+ * with filter f covers in model m (0: there are none, and sl_reads_jobs
+ * must not be called). */
 size_t sl_reads_jobs_queues(const sl_model *m, const sl_jobs_filter *f);
 
 /* Lists the jobs of model m that pass f, newest first (ties by id), at

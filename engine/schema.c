@@ -478,22 +478,18 @@ static void build_triggers(builder *b, const sl_schema_table *t,
     free(tm);
 }
 
-static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
-    char where[200];
-    snprintf(where, sizeof where, "pipeline \"%s\", stage \"%s\"", p->name,
-             st->name ? st->name : "?");
-    sl_schema__check_ident(b, st->queue, "queue", where);
-    sl_schema__check_ident(b, st->channel, "channel", where);
-    if (b->rc) return;
-    sl_schema__claim_name(b, "relation", st->queue, "a queue table");
-
+/* A new table `name` of stage st (the queue's columns), its CREATE and
+ * its object; NULL after an error. */
+static sl_schema_table *new_table(builder *b, const sl_pipeline *p,
+                                  const sl_stage *st, const char *name,
+                                  const char *kind) {
     sl_schema *s = b->s;
     if (s->ntables == b->cap_tables) {
         size_t cap = b->cap_tables ? b->cap_tables * 2 : 8;
         sl_schema_table *t = realloc(s->tables, cap * sizeof *t);
         if (!t) {
             sl_schema__fail(b, -SL_ENOMEM, "out of memory");
-            return;
+            return NULL;
         }
         s->tables = t;
         b->cap_tables = cap;
@@ -502,21 +498,46 @@ static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
     sl_schema_table *t = &s->tables[ti];
     memset(t, 0, sizeof *t);
     t->stage = st;
-    t->name = sl_schema__dup(b, st->queue);
+    t->name = sl_schema__dup(b, name);
+    t->history = strcmp(kind, "history") == 0;
     char comment[300];
-    snprintf(comment, sizeof comment, "sluice queue %s.%s", p->name,
+    snprintf(comment, sizeof comment, "sluice %s %s.%s", kind, p->name,
              st->name ? st->name : "");
     t->comment = sl_schema__dup(b, comment);
-    if (b->rc) return;
+    if (b->rc) return NULL;
     build_columns(b, t, p, st);
-    if (b->rc) return;
+    if (b->rc) return NULL;
     build_table_sql(b, t);
-    if (b->rc) return;
+    if (b->rc) return NULL;
     sl_schema__add_object(b, SL_OBJ_TABLE, t->name, t->name, ti, t->create_sql,
                           NULL, NULL);
+    return b->rc ? NULL : t;
+}
+
+static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
+    char where[200];
+    snprintf(where, sizeof where, "pipeline \"%s\", stage \"%s\"", p->name,
+             st->name ? st->name : "?");
+    sl_schema__check_ident(b, st->queue, "queue", where);
+    sl_schema__check_ident(b, st->channel, "channel", where);
+    if (b->rc) return;
+    sl_schema__claim_name(b, "relation", st->queue, "a queue table");
+    const sl_schema_table *t = new_table(b, p, st, st->queue, "queue");
+    if (!t) return;
     sl_schema__build_indexes(b, t, p, st);
     build_triggers(b, t, st);
     sl_schema__build_security(b, t, p);
+    if (!st->retention_history) return;
+    /* Where retention moves finished jobs (docs/dsl.md#retention): the
+     * same columns, the listing, finished and subject indexes, the same
+     * Row Level Security; no triggers. */
+    char hist[64];
+    sl_stage_history_table(st, hist);
+    sl_schema__claim_name(b, "relation", hist, "a history table");
+    const sl_schema_table *h = new_table(b, p, st, hist, "history");
+    if (!h) return;
+    sl_schema__build_indexes(b, h, p, st);
+    sl_schema__build_security(b, h, p);
 }
 
 /* The NOTIFY a live UI listens to: an empty notification on every update
@@ -690,8 +711,9 @@ static void build_view(builder *b) {
         sl_buf_ident(&q, "mean_run_time");
         sl_buf_puts(&q, "\n WHERE false");
     }
-    for (size_t i = 0; i < s->ntables; i++) {
-        if (i) sl_buf_puts(&q, "\nUNION ALL\n");
+    for (size_t i = 0, n = 0; i < s->ntables; i++) {
+        if (s->tables[i].history) continue;
+        if (n++) sl_buf_puts(&q, "\nUNION ALL\n");
         view_branch(&q, s->tables[i].name, counted);
     }
     sl_buf_puts(&q, ";\n");
@@ -838,6 +860,9 @@ char *sl_schema_snapshot(const sl_schema *s) {
     json_object_set(root, "tables", tables);
     for (size_t i = 0; i < s->ntables; i++) {
         const sl_schema_table *t = &s->tables[i];
+        /* Queues only: a history table left out of a later model is kept
+         * (migrate drops what a snapshot lists and the model lacks). */
+        if (t->history) continue;
         json_t *jt = json_object(), *cols = json_array();
         if (!jt || !cols) {
             json_decref(jt);

@@ -140,6 +140,59 @@ static void elected_worker_and_purge_command_apply_retention(void **state) {
     sl_model_free(m);
 }
 
+/* `history: true`: the same jobs leave the queue, and arrive in
+ * jobs_history whole (every column, byte for byte); nothing else moves;
+ * `sluice jobs --history` lists them. */
+static void retention_with_history_moves_rows_whole(void **state) {
+    (void)state;
+    PGconn *c;
+    const char *y = yaml_with("reth", "{}",
+                              "    retention: {done: 1h, error: 2h,"
+                              " history: true}\n");
+    sl_model *m = rt_setup("qp_retention_history", y, &c);
+    const sl_stage *s = &m->pipelines[0].stages[0];
+    assert_int_equal(s->retention_history, 1);
+    seed_history(c);
+    const char *rows = "SELECT md5(string_agg(to_jsonb(t)::text, ',' ORDER BY"
+                       " id)) FROM %s t WHERE account_id = 'go'";
+    char q[256];
+    snprintf(q, sizeof q, rows, "jobs");
+    char *before = sl_test_scalar(c, q);
+    char err[1024];
+    assert_int_equal(sl_queue_prepare(c, m, err, sizeof err), 0);
+    long counts[SL_RETAIN__COUNT];
+    int more = 1;
+    assert_int_equal(
+        sl_queue_purge(c, s, 0, 0, counts, &more, err, sizeof err), 0);
+    assert_int_equal(counts[SL_RETAIN_DONE], 1203);
+    assert_int_equal(counts[SL_RETAIN_ERROR], 1);
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM jobs"), 6);
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM jobs_history"),
+                     1204);
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM jobs_history"
+                                     " WHERE account_id <> 'go'"),
+                     0);
+    snprintf(q, sizeof q, rows, "jobs_history");
+    char *after = sl_test_scalar(c, q);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+
+    char cli_yaml[2048];
+    snprintf(cli_yaml, sizeof cli_yaml, "%s", y);
+    memcpy(strstr(cli_yaml, "t.probe"), "noop   ", 7);
+    const char *path = sl_test_file("qp_retention_history.yaml", cli_yaml);
+    char *out = NULL;
+    int rc = sl_test_sh(&out, "%s jobs -p %s --history --status error --json",
+                        sl_test_bin(), path);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\"status\": \"error\""));
+    assert_null(strstr(out, "\"done\""));
+    free(out);
+    PQfinish(c);
+    sl_model_free(m);
+}
+
 /* With A's 5,000 jobs queued first, B's single job is claimed by the
  * first or second claim (batch 1, one worker: claims alternate keys). */
 static void fair_claim_starts_the_small_account_within_two_claims(
@@ -333,6 +386,7 @@ int main(void) {
         cmocka_unit_test(retention_removes_exactly_what_the_policy_says),
         cmocka_unit_test_teardown(
             elected_worker_and_purge_command_apply_retention, rt_teardown),
+        cmocka_unit_test(retention_with_history_moves_rows_whole),
         cmocka_unit_test_teardown(
             fair_claim_starts_the_small_account_within_two_claims,
             rt_teardown),
