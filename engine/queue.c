@@ -245,12 +245,25 @@ done:
 
 #define FAIR_CURSORS 64
 
+static pthread_mutex_t fair_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static struct {
     const sl_stage *stage;
     char *key; /* NULL: start from the first key */
 } fair_cursors[FAIR_CURSORS];
-static pthread_mutex_t fair_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* Forgets stage s's cursor (the next claim starts from the first key):
+ * after a claim the server refused, such as a cursor that no longer
+ * parses as the key's type. */
+static void fair_cursor_reset(const sl_stage *s) {
+    pthread_mutex_lock(&fair_mu);
+    for (int i = 0; i < FAIR_CURSORS && fair_cursors[i].stage; i++)
+        if (fair_cursors[i].stage == s) {
+            free(fair_cursors[i].key);
+            fair_cursors[i].key = NULL;
+        }
+    pthread_mutex_unlock(&fair_mu);
+}
 /* A copy of stage s's cursor (caller frees), or NULL. */
 static char *fair_cursor_get(const sl_stage *s) {
     char *k = NULL;
@@ -327,6 +340,7 @@ static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
                           : exec(c, s, op, nv, vals, PGRES_TUPLES_OK, &r,
                                  err, errlen);
     free(cursor);
+    if (rc == -SL_EINVAL && s->fair_key) fair_cursor_reset(s);
     if (rc < 0) return rc;
     if (!r) return 0; /* a limited claim found no free key */
     if (s->fair_key) fair_cursor_set(s, r);
