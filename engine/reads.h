@@ -207,9 +207,11 @@ int sl_reads_job_inputs(PGconn *c, const sl_stage *s, const char *id,
                         PGresult **out, char *err, size_t errlen);
 
 /* The columns of sl_reads_stats: the queue, its counts of pending,
- * in_progress, retry, done, error and cancelled jobs, then the age of the
- * oldest due pending job and the mean run time of done jobs, in seconds
- * (float8, NULL when there is none). */
+ * in_progress, retry, done, error and cancelled jobs (the last three
+ * exact up to 10,000, estimated from the table's statistics beyond:
+ * docs/cli.md), then the age of the oldest due pending job and the mean
+ * run time of the last 1,000 done jobs, in seconds (float8, NULL when
+ * there is none). */
 enum {
     SL_STAT_QUEUE,
     SL_STAT_PENDING,
