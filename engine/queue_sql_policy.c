@@ -10,7 +10,8 @@
  * key; a limited claim reads a window of 2 x batch + 64 jobs in claim
  * order, skipping the keys already at their limit, and takes an advisory
  * lock per key it may claim from (never waiting: a key another claim
- * holds is passed over), so claims for different keys never serialise. Nothing here is proportional to the backlog.
+ * holds is passed over), so claims for different keys never serialise.
+ * Nothing here is proportional to the backlog.
  */
 #include <stdio.h>
 #include <string.h>
@@ -33,12 +34,15 @@ static void due_from(sl_buf *b, const sl_stage *s) {
                    " now()");
 }
 
-/* "WITH RECURSIVE <name> AS (...)" pieces: the skip scan over the fair
- * key's distinct values with due jobs, from `lo` (exclusive, NULL: from
- * the first) up to `hi` (inclusive, NULL: to the last), at most `most`
- * keys, n numbering them. */
+/* "<name> AS (...)", a piece of WITH RECURSIVE: the skip scan over the
+ * fair key's distinct values with due jobs, in order, from the first
+ * value after `lo` (NULL: from the first value), one index probe per
+ * value, at most `most` values, and (with `stop`) no further once a value
+ * reaches stop; n numbers them. Every bound is an index condition: an OR
+ * with a NULL test would make a generic plan filter the index from its
+ * start. */
 static void skip_scan(sl_buf *b, const sl_stage *s, const char *name,
-                      const char *lo, const char *hi, const char *most,
+                      const char *lo, const char *stop, const char *most,
                       const char *guard) {
     const char *k = s->fair_key;
     sl_buf_printf(b, "%s AS ((SELECT ", name);
@@ -49,14 +53,9 @@ static void skip_scan(sl_buf *b, const sl_stage *s, const char *name,
     sl_buf_ident(b, k);
     sl_buf_puts(b, " IS NOT NULL");
     if (lo) {
-        sl_buf_printf(b, " AND (%s IS NULL OR ", lo);
-        sl_buf_ident(b, k);
-        sl_buf_printf(b, " > %s)", lo);
-    }
-    if (hi) {
         sl_buf_puts(b, " AND ");
         sl_buf_ident(b, k);
-        sl_buf_printf(b, " <= %s", hi);
+        sl_buf_printf(b, " > %s", lo);
     }
     if (guard) sl_buf_printf(b, " AND %s", guard);
     sl_buf_puts(b, " ORDER BY 1 LIMIT 1) UNION ALL SELECT (SELECT ");
@@ -64,15 +63,12 @@ static void skip_scan(sl_buf *b, const sl_stage *s, const char *name,
     due_from(b, s);
     sl_buf_puts(b, " AND ");
     sl_buf_ident(b, k);
-    sl_buf_printf(b, " > %s.k", name);
-    if (hi) {
-        sl_buf_puts(b, " AND ");
-        sl_buf_ident(b, k);
-        sl_buf_printf(b, " <= %s", hi);
-    }
-    sl_buf_puts(b, " ORDER BY 1 LIMIT 1), ");
-    sl_buf_printf(b, "%s.n + 1 FROM %s WHERE %s.k IS NOT NULL AND %s.n < %s)",
+    sl_buf_printf(b, " > %s.k ORDER BY 1 LIMIT 1), ", name);
+    sl_buf_printf(b, "%s.n + 1 FROM %s WHERE %s.k IS NOT NULL AND %s.n < %s",
                   name, name, name, name, most);
+    if (stop) sl_buf_printf(b, " AND (%s IS NULL OR %s.k < %s)", stop, name,
+                            stop);
+    sl_buf_puts(b, ")");
 }
 
 /* One key's first jobs in claim order, for the fair LATERAL: an index
@@ -97,31 +93,37 @@ static void lateral_jobs(sl_buf *b, const sl_stage *s, int null_group) {
 
 /* w: the fair candidates. The keys in rotation order from the cursor
  * (pos: keys after it 1.., the NULL group 1000000, keys up to it from
- * 2000001), at most batch + 3 of them, and of each at most
- * ceil(batch / keys) + 2 jobs in claim order (rf their rank). */
-static void fair_window(sl_buf *b, const sl_stage *s, const sl_policy_params *pp) {
+ * 2000001; without a cursor the NULL group comes last, 3000000), at most
+ * batch + 3 of them, and of each at most ceil(batch / keys) + 2 jobs in
+ * claim order (rf their rank). */
+static void fair_window(sl_buf *b, const sl_stage *s,
+                        const sl_policy_params *pp) {
     char cur[48], most[48], guard[160];
     snprintf(cur, sizeof cur, "$%d::%s", pp->cursor,
              column_type(s, s->fair_key));
     snprintf(most, sizeof most, "$%d::int + 3", pp->batch);
-    snprintf(guard, sizeof guard,
-             "%s IS NOT NULL AND (SELECT count(k) FROM ka) < $%d::int + 3",
-             cur, pp->batch);
+    snprintf(guard, sizeof guard, "(SELECT count(k) FROM ka) < $%d::int + 3",
+             pp->batch);
+    /* ka: the keys after the cursor (none without one); kb, when ka falls
+     * short: the keys from the first up to the cursor (all without one). */
     sl_buf_puts(b, "WITH RECURSIVE ");
     skip_scan(b, s, "ka", cur, NULL, most, NULL);
     sl_buf_puts(b, ", ");
     skip_scan(b, s, "kb", NULL, cur, most, guard);
     sl_buf_printf(b, ", ks AS (SELECT k, pos FROM (SELECT k, n AS pos FROM ka"
-                     " WHERE k IS NOT NULL UNION ALL SELECT NULL, 1000000"
-                     " WHERE EXISTS (SELECT 1");
+                     " WHERE k IS NOT NULL UNION ALL SELECT NULL, CASE WHEN"
+                     " %s IS NULL THEN 3000000 ELSE 1000000 END WHERE EXISTS"
+                     " (SELECT 1",
+                  cur);
     due_from(b, s);
     sl_buf_puts(b, " AND ");
     sl_buf_ident(b, s->fair_key);
     sl_buf_printf(b, " IS NULL) UNION ALL SELECT k, 2000000 + n FROM kb WHERE"
-                     " k IS NOT NULL) a ORDER BY pos LIMIT $%d::int + 3),"
-                     " kn AS (SELECT ($%d::int + count(*) - 1) / GREATEST("
-                     "count(*), 1) + 2 AS per FROM ks),",
-                  pp->batch, pp->batch);
+                     " k IS NOT NULL AND (%s IS NULL OR k <= %s)) a ORDER BY"
+                     " pos LIMIT $%d::int + 3), kn AS (SELECT ($%d::int +"
+                     " count(*) - 1) / GREATEST(count(*), 1) + 2 AS per FROM"
+                     " ks),",
+                  cur, cur, pp->batch, pp->batch);
     sl_buf_puts(b, " w AS (SELECT *, row_number() OVER (PARTITION BY pos"
                    " ORDER BY priority DESC, run_at, attempts DESC) AS rf"
                    " FROM (SELECT x.id, x.priority, x.run_at, x.attempts,"
