@@ -113,6 +113,57 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* The median wall time of 5 runs of `sluice ARGS -p DIR`, in ms (the
+ * whole process: loading the pipelines, connecting, the query). */
+static double time_cli(const char *bin, const char *dir, const char *args) {
+    char cmd[1024];
+    double t[5];
+    snprintf(cmd, sizeof cmd, "%s %s -p %s >/dev/null", bin, args, dir);
+    for (int i = 0; i < 5; i++) {
+        double t0 = now_s();
+        if (system(cmd) != 0) fprintf(stderr, "bench: failed: %s\n", cmd);
+        t[i] = (now_s() - t0) * 1000.0;
+    }
+    qsort(t, 5, sizeof t[0], cmp_d);
+    return t[2];
+}
+
+/* Listings and statistics over BENCH_HISTORY_ROWS (default 2,000,000; 0
+ * skips) finished jobs, one a second back from now (90 % done, 9 % error,
+ * 1 % cancelled), and 1,000 pending ones. */
+static void listing(const char *bin, const char *dir) {
+    long n = getenv("BENCH_HISTORY_ROWS") ? atol(getenv("BENCH_HISTORY_ROWS"))
+                                          : 2000000;
+    if (n <= 0) return;
+    char sql[1024];
+    exec_ok("TRUNCATE bench_jobs");
+    double t0 = now_s();
+    snprintf(sql, sizeof sql,
+             "INSERT INTO bench_jobs (payload, status, attempts, started_at,"
+             " finished_at, created_at, updated_at) SELECT NULL, CASE WHEN g"
+             " %% 100 = 0 THEN 'cancelled' WHEN g %% 100 < 10 THEN 'error'"
+             " ELSE 'done' END::job_status, 1, t - interval '1 second', t,"
+             " t - interval '2 seconds', t FROM generate_series(1, %ld) g,"
+             " LATERAL (SELECT now() - g * interval '1 second' AS t) x",
+             n);
+    exec_ok(sql);
+    exec_ok("INSERT INTO bench_jobs (payload) SELECT NULL FROM"
+            " generate_series(1, 1000)");
+    exec_ok("VACUUM ANALYZE bench_jobs");
+    printf("| load finished jobs               | %9.1f s      | %ld rows"
+           " (generate_series INSERT, VACUUM ANALYZE) |\n",
+           now_s() - t0, n);
+    static const char *const cmds[] = {
+        "jobs --limit 50", "jobs --limit 50 --status pending",
+        "jobs --limit 50 --status error", "stats"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        printf("| `%-31s` | %9.1f ms    | median of 5, whole process, %ld"
+               " finished rows |\n",
+               cmds[i], time_cli(bin, dir, cmds[i]), n);
+    fflush(stdout);
+    exec_ok("TRUNCATE bench_jobs");
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: sluice-bench SLUICE_BINARY PIPELINE_DIR\n");
@@ -125,8 +176,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench: %s", PQerrorMessage(db));
         return 1;
     }
+    /* BENCH_ONLY=policy or BENCH_ONLY=listing: only those rows. */
+    const char *only = getenv("BENCH_ONLY");
+    int all = !only || !*only;
     printf("| measure                          | figure         | notes |\n");
     printf("|----------------------------------|----------------|-------|\n");
+
+    if (!all && strcmp(only, "policy") == 0) goto policy;
+    if (!all && strcmp(only, "listing") == 0) goto listing;
 
     /* Enqueue one at a time: one prepared INSERT per job, autocommit. */
     exec_ok("TRUNCATE bench_jobs");
@@ -161,10 +218,11 @@ int main(int argc, char **argv) {
     processing(bin, dir, "(-c 16 -b 50)", n_jobs, 16, 50, 0);
     processing(bin, dir, "(-c 16 -b 1 --async-commit)", n_jobs, 16, 1, 1);
     processing(bin, dir, "(-c 4 -b 100 --async-commit)", n_jobs, 4, 100, 1);
+policy:
     /* What fair share and a per-key limit cost: the same no-op jobs spread
      * over 100 accounts (the limit never binds), against the plain stage
-     * with the same job count. A fair claim sorts every due job, so this
-     * uses BENCH_POLICY_JOBS (default 5000) jobs; 0 skips the rows. */
+     * with the same job count: BENCH_POLICY_JOBS (default 5000) jobs; 0
+     * skips the rows. */
     int np = getenv("BENCH_POLICY_JOBS") ? atoi(getenv("BENCH_POLICY_JOBS"))
                                          : 5000;
     if (np > 0) {
@@ -187,6 +245,8 @@ int main(int argc, char **argv) {
                          strcmp(rows[i].stage, "noop") ? 100 : 0,
                          rows[i].label, np, rows[i].conc, rows[i].batch, 0);
     }
+
+    if (!all) goto done;
 
     /* Latency: commit of a single enqueue -> the claim that starts it. */
     exec_ok("TRUNCATE bench_jobs");
@@ -231,6 +291,9 @@ int main(int argc, char **argv) {
            lat[nl * 99 / 100]);
     printf("| worker peak RSS (16 workers)     | %8.1f MiB   | idle + "
            "latency run |\n", (double)ru.ru_maxrss / 1024.0);
+listing:
+    listing(bin, dir);
+done:
     PQfinish(db);
     return 0;
 }

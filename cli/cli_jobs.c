@@ -30,6 +30,8 @@ static void jobs_usage(FILE *f) {
         "cancelled\n"
         "  --older-than DURATION  created more than DURATION ago (10m, 1h)\n"
         "  --limit N              at most N jobs (default 50)\n"
+        "  --history              the history tables (stages with retention"
+        " history)\n"
         "  --json                 a JSON array instead of a table\n");
 }
 
@@ -50,6 +52,7 @@ static int jobs_parse(int argc, char **argv, jobs_args *a) {
         {"older-than", required_argument, 0, 'o'},
         {"limit", required_argument, 0, 'l'},
         {"json", no_argument, 0, 'j'},
+        {"history", no_argument, 0, 'H'},
         {"database", required_argument, 0, 'D'},
         {0, 0, 0, 0}};
     const char *cmd = "jobs";
@@ -70,6 +73,7 @@ static int jobs_parse(int argc, char **argv, jobs_args *a) {
                 return SL_EXIT_USAGE;
             break;
         case 'j': a->as_json = 1; break;
+        case 'H': a->f.history = 1; break;
         case 'D': a->db = optarg; break;
         default: jobs_usage(stderr); return SL_EXIT_USAGE;
         }
@@ -177,7 +181,9 @@ int sl_cmd_jobs(int argc, char **argv) {
         if (a.as_json)
             puts("[]");
         else
-            printf("no queues in the loaded pipelines\n");
+            printf(a.f.history ? "no selected stage keeps a history"
+                                 " (retention: {history: true})\n"
+                               : "no queues in the loaded pipelines\n");
         rc = SL_EXIT_OK;
         goto out;
     }

@@ -174,8 +174,11 @@ static void read_status(loader *L, const node *n, sl_stage *st,
  * jobs stay; a status left out keeps its jobs forever. */
 static void read_retention(loader *L, const node *n, sl_stage *st) {
     if (!sl_dsl__expect_kind(L, n, N_MAP, "retention")) return;
-    static const char *const keys[] = {"done", "error", "cancelled", NULL};
+    static const char *const keys[] = {"done", "error", "cancelled",
+                                       "history", NULL};
     sl_dsl__check_keys(L, n, "retention", keys);
+    const node *h = sl_dsl__mget(n, "history");
+    if (h) sl_dsl__read_bool(L, h, "retention.history", &st->retention_history);
     for (int i = 0; i < SL_RETAIN__COUNT; i++) {
         const node *v = sl_dsl__mget(n, sl_retain_status[i]);
         char what[40];
@@ -204,6 +207,13 @@ static const char *read_key_column(loader *L, const node *n, const char *what,
         sl_dsl__diag(L, k, "%s.key: '%s' is not a declared column of the stage%s",
                      what, name,
                      sl_dsl__did_you_mean(name, cands, st->ncolumns));
+        return NULL;
+    }
+    const char *t = sl_type_normalise(c->type);
+    if (t && strcmp(t, "json") == 0) {
+        /* Claims order and compare the keys; json has no ordering. */
+        sl_dsl__diag(L, k, "%s.key: column '%s' has type json, which cannot"
+                     " be ordered; declare it jsonb", what, name);
         return NULL;
     }
     return c->name;

@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +39,19 @@ const sl_stage *sl_model_stage_by_queue(const sl_model *m, const char *queue) {
             if (strcmp(m->pipelines[i].stages[j].queue, queue) == 0)
                 return &m->pipelines[i].stages[j];
     return NULL;
+}
+
+void sl_stage_history_table(const sl_stage *st, char out[64]) {
+    const char *q = st->queue;
+    size_t n = strlen(q);
+    if (n + 8 <= 63) {
+        snprintf(out, 64, "%s_history", q);
+        return;
+    }
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = q; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    snprintf(out, 64, "%.*s_%08x_history", 63 - 8 - 9, q, (unsigned)h);
 }
 
 const sl_column *sl_stage_column(const sl_stage *st, const char *name) {

@@ -125,6 +125,10 @@ typedef struct sl_stage {
     /* How long finished jobs stay, by final status (SL_RETAIN_DONE, ...);
      * -1 keeps them forever (the default). */
     int64_t retention_ms[SL_RETAIN__COUNT];
+    /* `retention: {history: true}`: the finished jobs retention removes
+     * move to the table <queue>_history (sl_stage_history_table) instead
+     * of being deleted. 0: deleted (the default). */
+    int retention_history;
     /* `fair: {key}`: a declared column; claims go round-robin across its
      * values. NULL: strict priority/run_at order. */
     const char *fair_key;
@@ -292,6 +296,11 @@ int sl_duration_parse(const char *s, int64_t *ms);
  * be NULL; a column whose name is still NULL (a draft being loaded) is
  * skipped. */
 const sl_column *sl_stage_column(const sl_stage *st, const char *name);
+
+/* The name of stage st's history table (`retention: {history: true}`):
+ * "<queue>_history", or, when that would pass 63 bytes, the queue name
+ * cut short plus 8 hex digits of its hash, then "_history". */
+void sl_stage_history_table(const sl_stage *st, char out[64]);
 
 /* The candidate closest to s by edit distance, or NULL when none is close
  * enough to be a likely typo (or s is one of them). The one rule for "did

@@ -9,6 +9,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,24 +187,45 @@ static int txn(PGconn *c, const sl_stage *s, const char *cmd, char *err,
     return rc;
 }
 
-/* The claim of a stage with `limit:`: one at a time per stage, inside a
- * transaction holding the stage's advisory lock, so that the statement's
- * count of jobs in progress per key already sees every earlier claim
- * (read committed takes the statement's snapshot after the lock). The
- * lock is held for the claim only, never while jobs run. Same returns
- * as exec; *out holds the claimed rows only once committed. */
+/* The claim of a stage with `limit:`: one transaction that first takes
+ * the advisory locks of the keys it may claim from (OP_CLAIM_LOCK, never
+ * waiting), then claims from those keys only, so that the claim's count
+ * of jobs in progress per key already sees every earlier claim of those
+ * keys (read committed: the claim's snapshot is taken after the locks).
+ * The locks are held for the claim only, never while jobs run. vals[
+ * locks_at] receives the locked hashes. Same returns as exec; *out holds
+ * the claimed rows only once committed (none when no key was free). */
 static int limited_claim(PGconn *c, const sl_stage *s, int op, int n,
-                         const char *const *vals, PGresult **out, char *err,
+                         const char **vals, int locks_at,
+                         const char *cursor, PGresult **out, char *err,
                          size_t errlen) {
     PGresult *lock = NULL;
+    sl_buf arr;
+    sl_buf_init(&arr);
     *out = NULL;
     int rc = txn(c, s, "BEGIN", err, errlen);
-    if (rc < 0) return rc;
-    rc = exec(c, s, OP_CLAIM_LOCK, 0, NULL, PGRES_TUPLES_OK, &lock, err,
-              errlen);
-    PQclear(lock);
-    if (rc == 0) rc = exec(c, s, op, n, vals, PGRES_TUPLES_OK, out, err, errlen);
+    if (rc < 0) goto done;
+    const char *lv[3] = {vals[1], vals[locks_at - 1], cursor};
+    rc = exec(c, s, OP_CLAIM_LOCK, s->fair_key ? 3 : 2, lv, PGRES_TUPLES_OK,
+              &lock, err, errlen);
+    if (rc == 0) {
+        sl_buf_puts(&arr, "{");
+        for (int i = 0; i < PQntuples(lock); i++)
+            sl_buf_printf(&arr, "%s%s", i ? "," : "", PQgetvalue(lock, i, 0));
+        sl_buf_puts(&arr, "}");
+        vals[locks_at] = sl_buf_str(&arr);
+        if (sl_buf_failed(&arr)) {
+            snprintf(err, errlen, "claim: out of memory");
+            rc = -SL_ENOMEM;
+        }
+    }
+    if (rc == 0 && PQntuples(lock) > 0)
+        rc = exec(c, s, op, n, vals, PGRES_TUPLES_OK, out, err, errlen);
     if (rc == 0) rc = txn(c, s, "COMMIT", err, errlen);
+done:
+    PQclear(lock);
+    sl_buf_free(&arr);
+    vals[locks_at] = NULL;
     if (rc < 0) {
         PQclear(*out);
         *out = NULL;
@@ -215,9 +237,78 @@ static int limited_claim(PGconn *c, const sl_stage *s, int op, int n,
     return rc;
 }
 
+/* ---- the fair cursor ------------------------------------------------------
+ *
+ * Each process remembers, per fair stage, the key its last claim served
+ * last; the next claim starts the rotation after it (docs/dsl.md). Kept
+ * here, not in the database, so that claims share no row to update. */
+
+#define FAIR_CURSORS 64
+
+static pthread_mutex_t fair_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static struct {
+    const sl_stage *stage;
+    char *key; /* NULL: start from the first key */
+} fair_cursors[FAIR_CURSORS];
+
+/* Forgets stage s's cursor (the next claim starts from the first key):
+ * after a claim the server refused, such as a cursor that no longer
+ * parses as the key's type. */
+static void fair_cursor_reset(const sl_stage *s) {
+    pthread_mutex_lock(&fair_mu);
+    for (int i = 0; i < FAIR_CURSORS && fair_cursors[i].stage; i++)
+        if (fair_cursors[i].stage == s) {
+            free(fair_cursors[i].key);
+            fair_cursors[i].key = NULL;
+        }
+    pthread_mutex_unlock(&fair_mu);
+}
+/* A copy of stage s's cursor (caller frees), or NULL. */
+static char *fair_cursor_get(const sl_stage *s) {
+    char *k = NULL;
+    pthread_mutex_lock(&fair_mu);
+    for (int i = 0; i < FAIR_CURSORS && fair_cursors[i].stage; i++)
+        if (fair_cursors[i].stage == s) {
+            k = fair_cursors[i].key ? strdup(fair_cursors[i].key) : NULL;
+            break;
+        }
+    pthread_mutex_unlock(&fair_mu);
+    return k;
+}
+
+/* Sets stage s's cursor from a claim's rows: the key of the row furthest
+ * along the rotation (columns 6 kt and 7 pos). The NULL group comes last
+ * in the rotation, so after it the cursor starts over. */
+static void fair_cursor_set(const sl_stage *s, PGresult *r) {
+    int best = -1;
+    long long bestpos = -1;
+    if (PQnfields(r) < 8) return;
+    for (int i = 0; i < PQntuples(r); i++) {
+        long long pos = strtoll(PQgetvalue(r, i, 7), NULL, 10);
+        if (pos > bestpos) {
+            bestpos = pos;
+            best = i;
+        }
+    }
+    if (best < 0) return;
+    char *k = PQgetisnull(r, best, 6) ? NULL : strdup(PQgetvalue(r, best, 6));
+    pthread_mutex_lock(&fair_mu);
+    for (int i = 0; i < FAIR_CURSORS; i++) {
+        if (fair_cursors[i].stage && fair_cursors[i].stage != s) continue;
+        fair_cursors[i].stage = s;
+        free(fair_cursors[i].key);
+        fair_cursors[i].key = k;
+        k = NULL;
+        break;
+    }
+    pthread_mutex_unlock(&fair_mu);
+    free(k); /* more fair stages than slots: this one starts over */
+}
+
 static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
                  int max, sl_qjob *jobs, int *n, char *err, size_t errlen) {
-    const char *vals[8];
+    const char *vals[12];
     char maxs[16], lease[24], prog[12];
     snprintf(maxs, sizeof maxs, "%d", max);
     snprintf(lease, sizeof lease, "%lld", (long long)s->lease_ms);
@@ -228,17 +319,31 @@ static int claim(PGconn *c, const sl_stage *s, int op, const char *owner,
     if (sl_queue__claim_touches_subject(s))
         nv += sl_queue__claim_subject_values(s, vals + 3, prog);
     char limit[16];
+    sl_policy_params pp;
+    sl_queue__claim_policy_params(s, &pp);
     if (s->limit_key) {
-        assert(nv + 1 == sl_queue__claim_limit_param(s));
+        assert(nv + 1 == pp.max && pp.locks == pp.max + 1);
         snprintf(limit, sizeof limit, "%d", s->limit_max);
         vals[nv++] = limit;
+        vals[nv++] = NULL; /* the locked keys, set by limited_claim */
+    }
+    char *cursor = NULL;
+    if (s->fair_key) {
+        assert(nv + 1 == pp.cursor);
+        cursor = fair_cursor_get(s);
+        vals[nv++] = cursor;
     }
     *n = 0;
     PGresult *r;
-    int rc = s->limit_key
-                 ? limited_claim(c, s, op, nv, vals, &r, err, errlen)
-                 : exec(c, s, op, nv, vals, PGRES_TUPLES_OK, &r, err, errlen);
+    int rc = s->limit_key ? limited_claim(c, s, op, nv, vals, pp.locks - 1,
+                                          cursor, &r, err, errlen)
+                          : exec(c, s, op, nv, vals, PGRES_TUPLES_OK, &r,
+                                 err, errlen);
+    free(cursor);
+    if (rc == -SL_EINVAL && s->fair_key) fair_cursor_reset(s);
     if (rc < 0) return rc;
+    if (!r) return 0; /* a limited claim found no free key */
+    if (s->fair_key) fair_cursor_set(s, r);
     int rows = PQntuples(r);
     for (int i = 0; i < rows && i < max; i++) {
         sl_qjob *j = &jobs[i];

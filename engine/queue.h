@@ -165,7 +165,9 @@ int sl_queue_unfinished(PGconn *c, const sl_stage *s, long *n, char *err,
  * stage keeps them, SL_PURGE_BATCH rows per statement (each its own
  * transaction, skipping rows another transaction holds), until none is
  * left or budget_ms has passed (<= 0: no budget). Pending, retrying and
- * running jobs are never touched. counts[st] (OUT) is how many jobs of
+ * running jobs are never touched. With s->retention_history the jobs
+ * are moved to the stage's history table (every column) by the same
+ * statement instead. counts[st] (OUT) is how many jobs of
  * each status went (with dry_run: would go; nothing is deleted); *more
  * (OUT) is 1 when the budget ran out first. A status the stage keeps
  * forever counts 0. Returns 0 or an error as above. */

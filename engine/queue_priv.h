@@ -37,6 +37,22 @@ extern const char *const sl_queue__op_names[OP__COUNT];
 typedef void (*sl_queue__builder)(sl_buf *, const sl_stage *);
 extern const sl_queue__builder sl_queue__builders[OP__COUNT];
 
+/* Where the claim's policy values are bound: batch size, limit.max, the
+ * locked keys' hashes (int[], 0: no filter) and the fair cursor (the
+ * last key served, as text; 0: not fair). */
+typedef struct sl_policy_params {
+    int batch, max, locks, cursor;
+} sl_policy_params;
+
+/* queue_sql_policy.c: "WITH ..., c AS (...)" for a stage with `fair:` or
+ * `limit:` (c shaped as the plain claim's, plus kt, the fair key as text,
+ * and pos, its place in the rotation), and the statement of OP_CLAIM_LOCK. */
+void sl_queue__policy_candidates(sl_buf *b, const sl_stage *s,
+                                 const sl_policy_params *pp);
+void sl_queue__build_claim_lock(sl_buf *b, const sl_stage *s);
+/* The parameter numbers of the claim of s (queue_sql.c). */
+void sl_queue__claim_policy_params(const sl_stage *s, sl_policy_params *pp);
+
 int sl_queue__claim_subject_values(const sl_stage *s, const char **vals,
                                    char progress[12]);
 int sl_queue__claim_touches_subject(const sl_stage *s);

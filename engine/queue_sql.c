@@ -261,91 +261,19 @@ int sl_queue__claim_subject_values(const sl_stage *s, const char **vals,
     return n;
 }
 
-/* The parameter number of a limited claim's `limit.max`: after the
- * subject values (claim_subject_cte). */
-int sl_queue__claim_limit_param(const sl_stage *s) {
+/* The parameter numbers of the claim's policy values: after the subject
+ * values (claim_subject_cte), limit.max and the locked keys' hashes (with
+ * `limit:`), then the fair cursor (with `fair:`). */
+void sl_queue__claim_policy_params(const sl_stage *s, sl_policy_params *pp) {
     const char *vals[8];
     char prog[12];
-    int n = sl_queue__claim_touches_subject(s)
-                ? sl_queue__claim_subject_values(s, vals, prog)
-                : 0;
-    return 4 + n;
-}
-
-/* "WITH [busy AS (...),] w AS (...), p AS (...), c AS (...)": the
- * candidates of a stage with `fair:` or `limit:` (docs/dsl.md), c shaped
- * as in the plain claim.
- *
- * w ranks the due jobs within their key (rf: the fair key, rl: the limit
- * key) in the claim's order. A fair claim orders by that rank first, then
- * by when the key last had a job started (never first), so a batch goes
- * round-robin across keys and successive claims of one job each rotate
- * through them (ls is materialised once per claim and hash-joined: one
- * index probe per key, not per job; a NULL key never matches, so its
- * group counts as never served). A limited claim drops a job whose rank
- * plus the key's
- * jobs in progress exceeds limit.max; such claims run one at a time per
- * stage under a transaction-level advisory lock (queue.c), so the count
- * of jobs in progress cannot change under it. p takes twice the batch
- * and 64 more, so that concurrent fair claims (not serialised) still find
- * rows the others have not locked. */
-static void policy_candidates(sl_buf *b, const sl_stage *s) {
-    const char *fk = s->fair_key, *lk = s->limit_key;
-    sl_buf_puts(b, "WITH ");
-    if (lk) {
-        sl_buf_puts(b, "busy AS MATERIALIZED (SELECT ");
-        sl_buf_ident(b, lk);
-        sl_buf_puts(b, " AS k, count(*) AS n FROM ");
-        sl_buf_ident(b, s->queue);
-        sl_buf_puts(b, " WHERE status = 'in_progress' GROUP BY 1), ");
-    }
-    sl_buf_puts(b, "w AS (SELECT id, priority, run_at, attempts");
-    const char *keys[2] = {fk, lk}, *rank[2] = {"rf", "rl"};
-    for (int i = 0; i < 2; i++) {
-        if (!keys[i]) continue;
-        sl_buf_puts(b, ", ");
-        sl_buf_ident(b, keys[i]);
-        sl_buf_printf(b, " AS k%s, row_number() OVER (PARTITION BY ", rank[i]);
-        sl_buf_ident(b, keys[i]);
-        sl_buf_printf(b, " ORDER BY priority DESC, run_at, attempts DESC)"
-                         " AS %s", rank[i]);
-    }
-    sl_buf_puts(b, " FROM ");
-    sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " WHERE status IN ('pending','retry') AND run_at <="
-                   " now())");
-    if (fk) {
-        /* When each key with due jobs last had one started. */
-        sl_buf_puts(b, ", ls AS MATERIALIZED (SELECT w.krf AS k, (SELECT"
-                       " max(q2.started_at) FROM ");
-        sl_buf_ident(b, s->queue);
-        sl_buf_puts(b, " q2 WHERE q2.");
-        sl_buf_ident(b, fk);
-        sl_buf_puts(b, " = w.krf) AS last FROM w WHERE w.rf = 1)");
-    }
-    sl_buf_puts(b, ", p AS (SELECT w.id, row_number() OVER (ORDER BY ");
-    if (fk) sl_buf_puts(b, "w.rf, ls.last NULLS FIRST, ");
-    sl_buf_puts(b, "w.priority DESC, w.run_at, w.attempts DESC) AS o FROM w");
-    if (fk) sl_buf_puts(b, " LEFT JOIN ls ON ls.k = w.krf");
-    if (lk) {
-        /* Hash-joinable; the NULL key's count comes from one lookup. */
-        sl_buf_printf(b, " LEFT JOIN busy ON busy.k = w.krl WHERE w.rl +"
-                         " COALESCE(busy.n, CASE WHEN w.krl IS NULL THEN"
-                         " (SELECT n FROM busy WHERE k IS NULL) END, 0) <="
-                         " $%d::int",
-                      sl_queue__claim_limit_param(s));
-    }
-    sl_buf_puts(b, " ORDER BY o LIMIT $2::int * 2 + 64), c AS (SELECT q.id,"
-                   " q.status AS was, q.started_at IS NOT NULL AS resumed,"
-                   " q.run_at AS due FROM ");
-    sl_buf_ident(b, s->queue);
-    /* The status test again on q itself: w read a snapshot, and a row
-     * another claim took and committed since is not locked any more; the
-     * lock re-reads the row and this test then drops it (without it, two
-     * workers would run the same job). */
-    sl_buf_puts(b, " q JOIN p ON p.id = q.id WHERE q.status IN"
-                   " ('pending','retry') AND q.run_at <= now() ORDER BY p.o"
-                   " LIMIT $2 FOR UPDATE OF q SKIP LOCKED)");
+    int n = 4 + (sl_queue__claim_touches_subject(s)
+                     ? sl_queue__claim_subject_values(s, vals, prog)
+                     : 0);
+    pp->batch = 2;
+    pp->max = s->limit_key ? n++ : 0;
+    pp->locks = s->limit_key ? n++ : 0;
+    pp->cursor = s->fair_key ? n++ : 0;
 }
 
 /* $1 owner, $2 max, $3 lease ms, then claim_subject_values. The bare
@@ -360,7 +288,9 @@ static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
     const char *fk = s->pipeline->has_subject ? s->pipeline->subject.fk : NULL;
     int param = 4;
     if (s->fair_key || s->limit_key) {
-        policy_candidates(b, s);
+        sl_policy_params pp;
+        sl_queue__claim_policy_params(s, &pp);
+        sl_queue__policy_candidates(b, s, &pp);
     } else {
         sl_buf_puts(b, "WITH c AS (SELECT id, status AS was, started_at IS"
                        " NOT NULL AS resumed, run_at AS due FROM ");
@@ -394,10 +324,13 @@ static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
         sl_buf_ident(b, fk);
     }
     sl_buf_puts(b, ", c.was, c.resumed, (extract(epoch FROM now() - c.due)"
-                   " * 1000)::bigint AS wait_ms)");
+                   " * 1000)::bigint AS wait_ms");
+    if (s->fair_key) sl_buf_puts(b, ", c.kt, c.pos"); /* the fair cursor */
+    sl_buf_puts(b, ")");
     if (sl_queue__claim_touches_subject(s)) claim_subject_cte(b, s, &param);
-    sl_buf_puts(b, " SELECT id, subject, attempts, checkpoint, input, wait_ms"
-                   " FROM j");
+    sl_buf_puts(b, " SELECT id, subject, attempts, checkpoint, input, wait_ms");
+    if (s->fair_key) sl_buf_puts(b, ", kt, pos");
+    sl_buf_puts(b, " FROM j");
 }
 
 static void build_claim(sl_buf *b, const sl_stage *s) {
@@ -725,16 +658,51 @@ static void purge_where(sl_buf *b, const sl_stage *s) {
                    " $2::bigint * interval '1 millisecond'");
 }
 
+/* Every column of the queue of s (engine, subject key, declared), each
+ * preceded by `pre`, comma-separated. */
+static void all_columns(sl_buf *b, const sl_stage *s, const char *pre) {
+    const sl_pipeline *p = s->pipeline;
+    int n = 0;
+    for (const sl_engine_col *e = sl_engine_columns; e->name; e++) {
+        sl_buf_printf(b, "%s%s", n++ ? ", " : "", pre);
+        sl_buf_ident(b, e->name);
+    }
+    if (p->has_subject) {
+        sl_buf_printf(b, ", %s", pre);
+        sl_buf_ident(b, p->subject.fk);
+    }
+    for (size_t i = 0; i < s->ncolumns; i++) {
+        sl_buf_printf(b, ", %s", pre);
+        sl_buf_ident(b, s->columns[i].name);
+    }
+}
+
 /* $1 status, $2 age ms, $3 batch. Rows another transaction holds (a
- * retry or cancel in flight) are skipped, never waited for. */
+ * retry or cancel in flight) are skipped, never waited for. With
+ * `retention: {history: true}` the deleted rows are inserted, whole, into
+ * the history table in the same statement. */
 static void build_purge(sl_buf *b, const sl_stage *s) {
     sl_buf_puts(b, "WITH x AS (SELECT id");
     purge_where(b, s);
     sl_buf_puts(b, " ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED),"
                    " d AS (DELETE FROM ");
     sl_buf_ident(b, s->queue);
-    sl_buf_puts(b, " q USING x WHERE q.id = x.id RETURNING 1)"
-                   " SELECT count(*) FROM d");
+    sl_buf_puts(b, " q USING x WHERE q.id = x.id RETURNING ");
+    if (s->retention_history) {
+        all_columns(b, s, "q.");
+        char hist[64];
+        sl_stage_history_table(s, hist);
+        sl_buf_puts(b, "), h AS (INSERT INTO ");
+        sl_buf_ident(b, hist);
+        sl_buf_puts(b, " (");
+        all_columns(b, s, "");
+        sl_buf_puts(b, ") SELECT ");
+        all_columns(b, s, "");
+        sl_buf_puts(b, " FROM d");
+    } else {
+        sl_buf_puts(b, "1");
+    }
+    sl_buf_puts(b, ") SELECT count(*) FROM d");
 }
 
 /* $1 status, $2 age ms, $3 unused (the same parameters as purge). */
@@ -743,12 +711,8 @@ static void build_purge_count(sl_buf *b, const sl_stage *s) {
     purge_where(b, s);
 }
 
-/* The lock a limited stage's claims take one at a time: class "sllm",
- * object the hash of the queue name. */
 static void build_claim_lock(sl_buf *b, const sl_stage *s) {
-    sl_buf_puts(b, "SELECT pg_advisory_xact_lock(1936485485, hashtext(");
-    sl_buf_literal(b, s->queue);
-    sl_buf_puts(b, "))");
+    sl_queue__build_claim_lock(b, s);
 }
 
 const sl_queue__builder sl_queue__builders[OP__COUNT] = {

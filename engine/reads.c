@@ -17,6 +17,7 @@
 #include "db.h"
 #include "error.h"
 #include "jobs.h"
+#include "schema.h"
 
 /* A timestamptz column as RFC 3339 text in UTC with milliseconds
  * ("2025-05-01T10:00:02.123Z"), for JSON output. */
@@ -229,41 +230,69 @@ int sl_reads_listen_subject(PGconn *c, const sl_pipeline *p, char *err,
 
 /* ---- listings and statistics --------------------------------------------- */
 
+/* Whether the listing with filter f reads stage s. */
+static int list_covers(const sl_stage *s, const sl_jobs_filter *f) {
+    return (!f->stage || f->stage == s) &&
+           (!f->history || s->retention_history);
+}
+
 size_t sl_reads_jobs_queues(const sl_model *m, const sl_jobs_filter *f) {
     assert(m && f);
-    if (f->stage) return 1;
     size_t n = 0;
     for (size_t i = 0; i < m->npipelines; i++)
-        n += m->pipelines[i].nstages;
+        for (size_t k = 0; k < m->pipelines[i].nstages; k++)
+            n += list_covers(&m->pipelines[i].stages[k], f);
     return n;
+}
+
+/* Appends " WHERE status = '<st>' AND ($1::text IS NULL OR $1 = '<st>')":
+ * one status's part of a queue's branch. A listing reads each status
+ * separately, newest first, through the listing index on (status,
+ * created_at, id) (schema_index.c), so a page costs `limit` index entries
+ * per status and queue however many finished jobs the queue keeps; the
+ * statuses a filter excludes are pruned when the statement is planned
+ * with its values. The columns shown are computed outside that inner
+ * SELECT *, for the rows it keeps only. */
+static void status_part(sl_buf *q, const char *st) {
+    sl_buf_puts(q, " WHERE status = ");
+    sl_buf_literal(q, st);
+    sl_buf_puts(q, "::job_status AND ($1::text IS NULL OR $1 = ");
+    sl_buf_literal(q, st);
+    sl_buf_puts(q, ")");
 }
 
 /* One queue's branch of the listing: its newest jobs that pass the
  * filter ($1 status, $2 minimum age in ms, $3 limit), as SL_LIST_*
- * columns plus created_at for the outer ORDER BY. */
-static void list_branch(sl_buf *q, const sl_stage *s) {
-    sl_buf_puts(q, "(SELECT ");
-    sl_buf_literal(q, s->queue);
-    sl_buf_puts(q, "::text AS queue, id::text AS id, ");
-    sl_jobs_subject_expr(q, s, NULL);
-    sl_buf_printf(q,
-                  " AS subject, status::text AS status,"
-                  " attempts::text || '/%d' AS attempts,"
-                  " priority, EXTRACT(EPOCH FROM now() -"
-                  " created_at)::float8 AS age, CASE WHEN status"
-                  " IN ('pending','retry') AND run_at > now()"
-                  " THEN EXTRACT(EPOCH FROM run_at -"
-                  " now())::float8 END AS runs_in, error_class,"
-                  " last_error, attempts AS attempts_n, %d AS max_attempts, "
-                  SL_READS_RFC3339("created_at") " AS created_at_utc, "
-                  SL_READS_RFC3339("run_at") " AS run_at_utc,"
-                  " created_at FROM ",
-                  s->retry.max_attempts, s->retry.max_attempts);
-    sl_buf_ident(q, s->queue);
-    sl_buf_puts(q, " WHERE ($1::text IS NULL OR status::text = $1)"
-                   " AND ($2::bigint IS NULL OR created_at < now() -"
-                   " $2::bigint * interval '1 millisecond')"
-                   " ORDER BY created_at DESC LIMIT $3)");
+ * columns plus created_at and uid for the outer ORDER BY. */
+static void list_branch(sl_buf *q, const sl_stage *s, int history) {
+    char hist[64];
+    sl_stage_history_table(s, hist);
+    for (int k = 0; sl_job_status_values[k]; k++) {
+        if (k) sl_buf_puts(q, " UNION ALL ");
+        sl_buf_puts(q, "(SELECT ");
+        sl_buf_literal(q, s->queue);
+        sl_buf_puts(q, "::text AS queue, id::text AS id, ");
+        sl_jobs_subject_expr(q, s, NULL);
+        sl_buf_printf(q,
+                      " AS subject, status::text AS status,"
+                      " attempts::text || '/%d' AS attempts,"
+                      " priority, EXTRACT(EPOCH FROM now() -"
+                      " created_at)::float8 AS age, CASE WHEN status"
+                      " IN ('pending','retry') AND run_at > now()"
+                      " THEN EXTRACT(EPOCH FROM run_at -"
+                      " now())::float8 END AS runs_in, error_class,"
+                      " last_error, attempts AS attempts_n, %d AS"
+                      " max_attempts, "
+                      SL_READS_RFC3339("created_at") " AS created_at_utc, "
+                      SL_READS_RFC3339("run_at") " AS run_at_utc,"
+                      " created_at, id AS uid FROM (SELECT * FROM ",
+                      s->retry.max_attempts, s->retry.max_attempts);
+        sl_buf_ident(q, history ? hist : s->queue);
+        status_part(q, sl_job_status_values[k]);
+        sl_buf_puts(q, " AND ($2::bigint IS NULL OR created_at < now() -"
+                       " $2::bigint * interval '1 millisecond')"
+                       " ORDER BY created_at DESC, id DESC LIMIT $3) q)");
+    }
 }
 
 int sl_reads_jobs(PGconn *c, const sl_model *m, const sl_jobs_filter *f,
@@ -278,16 +307,16 @@ int sl_reads_jobs(PGconn *c, const sl_model *m, const sl_jobs_filter *f,
     for (size_t i = 0; i < m->npipelines; i++)
         for (size_t k = 0; k < m->pipelines[i].nstages; k++) {
             const sl_stage *s = &m->pipelines[i].stages[k];
-            if (f->stage && f->stage != s) continue;
+            if (!list_covers(s, f)) continue;
             if (branches++) sl_buf_puts(&q, " UNION ALL ");
-            list_branch(&q, s);
+            list_branch(&q, s, f->history);
         }
-    sl_buf_puts(&q, ") j ORDER BY created_at DESC, id LIMIT $3");
+    sl_buf_puts(&q, ") j ORDER BY created_at DESC, uid DESC LIMIT $3");
     char older[24], limit[24];
     snprintf(older, sizeof older, "%lld", (long long)f->older_ms);
     snprintf(limit, sizeof limit, "%ld", f->limit);
     const char *vals[3] = {f->status, f->older_ms >= 0 ? older : NULL, limit};
-    return run(c, &q, 3, vals, "list jobs", out, err, errlen);
+    return run_ex(c, &q, 3, vals, 1, "list jobs", out, err, errlen);
 }
 
 int sl_reads_stats(PGconn *c, PGresult **out, char *err, size_t errlen) {
@@ -324,39 +353,44 @@ size_t sl_reads_page_queues(const sl_model *m, const sl_jobs_query *q) {
 }
 
 /* One queue's branch of a page: $1 status, $2 error class, $3 subject,
- * $4 text, $5/$6 the cursor, $7 the limit. */
+ * $4 text, $5/$6 the cursor, $7 the limit; one part per status, as in
+ * list_branch. */
 static void page_branch(sl_buf *q, const sl_stage *s) {
-    sl_buf_puts(q, "(SELECT ");
-    sl_buf_literal(q, s->queue);
-    sl_buf_puts(q, "::text AS queue, id::text AS id, ");
-    sl_jobs_subject_expr(q, s, NULL);
-    sl_buf_printf(q,
-                  " AS subject, status::text AS status, attempts,"
-                  " %d AS max_attempts, priority, error_class, last_error, "
-                  SL_READS_RFC3339("created_at") " AS c, "
-                  SL_READS_RFC3339("run_at") " AS r, "
-                  SL_READS_RFC3339("finished_at") " AS f, "
-                  "to_char(created_at AT TIME ZONE 'UTC',"
-                  " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS cursor,"
-                  " created_at, id AS uid FROM ",
-                  s->retry.max_attempts);
-    sl_buf_ident(q, s->queue);
-    sl_buf_puts(q, " WHERE ($1::text IS NULL OR status::text = $1)"
-                   " AND ($2::text IS NULL OR error_class = $2) AND ");
-    if (s->pipeline->has_subject) {
-        /* $3 is text in every branch; page_covers left out the queues
-         * whose key type cannot hold it. */
-        sl_buf_puts(q, "($3::text IS NULL OR ");
-        sl_buf_ident(q, s->pipeline->subject.fk);
-        sl_buf_printf(q, " = $3::text::%s)",
-                      sl_key_type_name(s->pipeline->subject.key_type));
-    } else {
-        sl_buf_puts(q, "$3::text IS NULL");
+    for (int k = 0; sl_job_status_values[k]; k++) {
+        if (k) sl_buf_puts(q, " UNION ALL ");
+        sl_buf_puts(q, "(SELECT ");
+        sl_buf_literal(q, s->queue);
+        sl_buf_puts(q, "::text AS queue, id::text AS id, ");
+        sl_jobs_subject_expr(q, s, NULL);
+        sl_buf_printf(q,
+                      " AS subject, status::text AS status, attempts,"
+                      " %d AS max_attempts, priority, error_class,"
+                      " last_error, "
+                      SL_READS_RFC3339("created_at") " AS c, "
+                      SL_READS_RFC3339("run_at") " AS r, "
+                      SL_READS_RFC3339("finished_at") " AS f, "
+                      "to_char(created_at AT TIME ZONE 'UTC',"
+                      " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS cursor,"
+                      " created_at, id AS uid FROM (SELECT * FROM ",
+                      s->retry.max_attempts);
+        sl_buf_ident(q, s->queue);
+        status_part(q, sl_job_status_values[k]);
+        sl_buf_puts(q, " AND ($2::text IS NULL OR error_class = $2) AND ");
+        if (s->pipeline->has_subject) {
+            /* $3 is text in every branch; page_covers left out the
+             * queues whose key type cannot hold it. */
+            sl_buf_puts(q, "($3::text IS NULL OR ");
+            sl_buf_ident(q, s->pipeline->subject.fk);
+            sl_buf_printf(q, " = $3::text::%s)",
+                          sl_key_type_name(s->pipeline->subject.key_type));
+        } else {
+            sl_buf_puts(q, "$3::text IS NULL");
+        }
+        sl_buf_puts(q, " AND ($4::text IS NULL OR strpos(last_error, $4) >"
+                       " 0) AND ($5::timestamptz IS NULL OR (created_at, id)"
+                       " < ($5::timestamptz, $6::uuid))"
+                       " ORDER BY created_at DESC, id DESC LIMIT $7) q)");
     }
-    sl_buf_puts(q, " AND ($4::text IS NULL OR strpos(last_error, $4) > 0)"
-                   " AND ($5::timestamptz IS NULL OR (created_at, id) <"
-                   " ($5::timestamptz, $6::uuid))"
-                   " ORDER BY created_at DESC, id DESC LIMIT $7)");
 }
 
 int sl_reads_jobs_page(PGconn *c, const sl_model *m, const sl_jobs_query *f,

@@ -118,6 +118,9 @@ typedef struct sl_jobs_filter {
     int64_t older_ms;      /* >= 0: created more than this long ago;
                               < 0: any age */
     long limit;            /* at most this many rows; >= 1 */
+    int history;           /* 1: list the history tables of the stages
+                              with `retention: {history: true}` instead
+                              of the queues; 0: the queues */
 } sl_jobs_filter;
 
 /* The columns of sl_reads_jobs. ATTEMPTS is "attempts/max"; AGE and
@@ -142,8 +145,9 @@ enum {
     SL_LIST_RUN_AT
 };
 
-/* The number of queues a listing with filter f covers in model m (0: the
- * model has none, and sl_reads_jobs must not be called). */
+/* The number of queues (or, with f->history, history tables) a listing
+ * with filter f covers in model m (0: there are none, and sl_reads_jobs
+ * must not be called). */
 size_t sl_reads_jobs_queues(const sl_model *m, const sl_jobs_filter *f);
 
 /* Lists the jobs of model m that pass f, newest first (ties by id), at
@@ -211,9 +215,11 @@ int sl_reads_job_inputs(PGconn *c, const sl_stage *s, const char *id,
                         PGresult **out, char *err, size_t errlen);
 
 /* The columns of sl_reads_stats: the queue, its counts of pending,
- * in_progress, retry, done, error and cancelled jobs, then the age of the
- * oldest due pending job and the mean run time of done jobs, in seconds
- * (float8, NULL when there is none). */
+ * in_progress, retry, done, error and cancelled jobs (the last three
+ * exact up to 10,000, estimated from the table's statistics beyond:
+ * docs/cli.md), then the age of the oldest due pending job and the mean
+ * run time of the last 1,000 done jobs, in seconds (float8, NULL when
+ * there is none). */
 enum {
     SL_STAT_QUEUE,
     SL_STAT_PENDING,

@@ -480,22 +480,18 @@ static void build_triggers(builder *b, const sl_schema_table *t,
     free(tm);
 }
 
-static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
-    char where[200];
-    snprintf(where, sizeof where, "pipeline \"%s\", stage \"%s\"", p->name,
-             st->name ? st->name : "?");
-    sl_schema__check_ident(b, st->queue, "queue", where);
-    sl_schema__check_ident(b, st->channel, "channel", where);
-    if (b->rc) return;
-    sl_schema__claim_name(b, "relation", st->queue, "a queue table");
-
+/* A new table `name` of stage st (the queue's columns), its CREATE and
+ * its object; NULL after an error. */
+static sl_schema_table *new_table(builder *b, const sl_pipeline *p,
+                                  const sl_stage *st, const char *name,
+                                  const char *kind) {
     sl_schema *s = b->s;
     if (s->ntables == b->cap_tables) {
         size_t cap = b->cap_tables ? b->cap_tables * 2 : 8;
         sl_schema_table *t = realloc(s->tables, cap * sizeof *t);
         if (!t) {
             sl_schema__fail(b, -SL_ENOMEM, "out of memory");
-            return;
+            return NULL;
         }
         s->tables = t;
         b->cap_tables = cap;
@@ -504,21 +500,46 @@ static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
     sl_schema_table *t = &s->tables[ti];
     memset(t, 0, sizeof *t);
     t->stage = st;
-    t->name = sl_schema__dup(b, st->queue);
+    t->name = sl_schema__dup(b, name);
+    t->history = strcmp(kind, "history") == 0;
     char comment[300];
-    snprintf(comment, sizeof comment, "sluice queue %s.%s", p->name,
+    snprintf(comment, sizeof comment, "sluice %s %s.%s", kind, p->name,
              st->name ? st->name : "");
     t->comment = sl_schema__dup(b, comment);
-    if (b->rc) return;
+    if (b->rc) return NULL;
     build_columns(b, t, p, st);
-    if (b->rc) return;
+    if (b->rc) return NULL;
     build_table_sql(b, t);
-    if (b->rc) return;
+    if (b->rc) return NULL;
     sl_schema__add_object(b, SL_OBJ_TABLE, t->name, t->name, ti, t->create_sql,
                           NULL, NULL);
+    return b->rc ? NULL : t;
+}
+
+static void build_queue(builder *b, const sl_pipeline *p, const sl_stage *st) {
+    char where[200];
+    snprintf(where, sizeof where, "pipeline \"%s\", stage \"%s\"", p->name,
+             st->name ? st->name : "?");
+    sl_schema__check_ident(b, st->queue, "queue", where);
+    sl_schema__check_ident(b, st->channel, "channel", where);
+    if (b->rc) return;
+    sl_schema__claim_name(b, "relation", st->queue, "a queue table");
+    const sl_schema_table *t = new_table(b, p, st, st->queue, "queue");
+    if (!t) return;
     sl_schema__build_indexes(b, t, p, st);
     build_triggers(b, t, st);
     sl_schema__build_security(b, t, p);
+    if (!st->retention_history) return;
+    /* Where retention moves finished jobs (docs/dsl.md#retention): the
+     * same columns, the listing, finished and subject indexes, the same
+     * Row Level Security; no triggers. */
+    char hist[64];
+    sl_stage_history_table(st, hist);
+    sl_schema__claim_name(b, "relation", hist, "a history table");
+    const sl_schema_table *h = new_table(b, p, st, hist, "history");
+    if (!h) return;
+    sl_schema__build_indexes(b, h, p, st);
+    sl_schema__build_security(b, h, p);
 }
 
 /* The NOTIFY a live UI listens to: an empty notification on every update
@@ -565,112 +586,6 @@ static void build_subject_channel(builder *b, const sl_pipeline *p) {
     s = sl_schema__take(b, &rest);
     if (s) sl_schema__add_trigger(b, fn, sj->table, "AFTER UPDATE", s, fn);
     free(s);
-}
-
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* The queues the view counts (malloc'd array of borrowed names, caller
- * frees): the model's in model order; with other applications' queues,
- * all of them in name order, each once. */
-static const char **view_queues(builder *b, size_t *n) {
-    const sl_schema *s = b->s;
-    *n = 0;
-    const char **v = malloc((s->ntables + b->nothers + 1) * sizeof *v);
-    if (!v) {
-        sl_schema__fail(b, -SL_ENOMEM, "out of memory");
-        return NULL;
-    }
-    for (size_t i = 0; i < s->ntables; i++)
-        v[(*n)++] = s->tables[i].name;
-    if (b->nothers == 0) return v;
-    for (size_t i = 0; i < b->nothers; i++) {
-        sl_schema__check_ident(b, b->others[i], "queue", "another pipeline");
-        v[(*n)++] = b->others[i];
-    }
-    qsort(v, *n, sizeof *v, cmp_str);
-    size_t k = 0;
-    for (size_t i = 0; i < *n; i++)
-        if (k == 0 || strcmp(v[k - 1], v[i]) != 0) v[k++] = v[i];
-    *n = k;
-    return v;
-}
-
-static void build_view(builder *b) {
-    static const char *const counted[] = {
-        "pending", "in_progress", "retry", "done", "error", "cancelled"};
-    const sl_schema *s = b->s;
-    sl_schema__claim_name(b, "relation", STATS_VIEW, "the statistics view");
-    sl_buf q;
-    sl_buf_init(&q);
-    sl_buf_puts(&q, "CREATE OR REPLACE VIEW ");
-    sl_buf_ident(&q, STATS_VIEW);
-    sl_buf_puts(&q, " WITH (security_invoker = true) AS\n");
-    if (s->ntables + b->nothers == 0) {
-        sl_buf_puts(&q, "SELECT NULL::text AS ");
-        sl_buf_ident(&q, "queue");
-        for (size_t k = 0; k < 6; k++) {
-            sl_buf_puts(&q, ", 0::bigint AS ");
-            sl_buf_ident(&q, counted[k]);
-        }
-        sl_buf_puts(&q, ", NULL::interval AS ");
-        sl_buf_ident(&q, "oldest_pending_age");
-        sl_buf_puts(&q, ", NULL::interval AS ");
-        sl_buf_ident(&q, "mean_run_time");
-        sl_buf_puts(&q, "\n WHERE false");
-    }
-    /* Enum values compare as text: a value added to job_status in the same
-     * transaction may not be used as an enum constant yet. */
-    size_t nq = 0;
-    const char **queues = view_queues(b, &nq);
-    for (size_t i = 0; i < nq; i++) {
-        const char *t = queues[i];
-        if (i) sl_buf_puts(&q, "\nUNION ALL\n");
-        sl_buf_puts(&q, "SELECT ");
-        sl_buf_literal(&q, t);
-        sl_buf_puts(&q, "::text AS ");
-        sl_buf_ident(&q, "queue");
-        for (size_t k = 0; k < 6; k++) {
-            sl_buf_puts(&q, ",\n       count(*) FILTER (WHERE ");
-            sl_buf_ident(&q, "status");
-            sl_buf_puts(&q, "::text = ");
-            sl_buf_literal(&q, counted[k]);
-            sl_buf_puts(&q, ") AS ");
-            sl_buf_ident(&q, counted[k]);
-        }
-        sl_buf_puts(&q, ",\n       now() - min(");
-        sl_buf_ident(&q, "run_at");
-        sl_buf_puts(&q, ") FILTER (WHERE ");
-        sl_buf_ident(&q, "status");
-        sl_buf_puts(&q, "::text = 'pending' AND ");
-        sl_buf_ident(&q, "run_at");
-        sl_buf_puts(&q, " <= now()) AS ");
-        sl_buf_ident(&q, "oldest_pending_age");
-        sl_buf_puts(&q, ",\n       avg(");
-        sl_buf_ident(&q, "finished_at");
-        sl_buf_puts(&q, " - ");
-        sl_buf_ident(&q, "started_at");
-        sl_buf_puts(&q, ") FILTER (WHERE ");
-        sl_buf_ident(&q, "status");
-        sl_buf_puts(&q, "::text = 'done') AS ");
-        sl_buf_ident(&q, "mean_run_time");
-        sl_buf_puts(&q, "\n  FROM ");
-        sl_buf_ident(&q, t);
-    }
-    free(queues);
-    sl_buf_puts(&q, ";\n");
-    sl_buf on;
-    sl_buf_init(&on);
-    sl_buf_puts(&on, "VIEW ");
-    sl_buf_ident(&on, STATS_VIEW);
-    char *sql = sl_schema__take(b, &q), *target = sl_schema__take(b, &on);
-    if (sql && target)
-        sl_schema__add_object(b, SL_OBJ_VIEW, STATS_VIEW, NULL, -1, sql, target,
-                              NULL);
-    free(sql);
-    free(target);
-    sl_schema__add_grant(b, STATS_VIEW, "SELECT");
 }
 
 /* ------------------------------------------------------------ public API */
@@ -728,7 +643,7 @@ int sl_schema_build_ex(const sl_model *m, const char *const *others,
             build_subject_channel(&b, p);
         b.owner = NULL;
     }
-    build_view(&b);
+    sl_schema__build_view(&b);
     for (size_t i = 0; i < b.nnames; i++) {
         free(b.names[i].ns);
         free(b.names[i].name);
@@ -814,6 +729,9 @@ char *sl_schema_snapshot(const sl_schema *s) {
     json_object_set(root, "tables", tables);
     for (size_t i = 0; i < s->ntables; i++) {
         const sl_schema_table *t = &s->tables[i];
+        /* Queues only: a history table left out of a later model is kept
+         * (migrate drops what a snapshot lists and the model lacks). */
+        if (t->history) continue;
         json_t *jt = json_object(), *cols = json_array();
         if (!jt || !cols) {
             json_decref(jt);

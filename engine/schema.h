@@ -66,6 +66,8 @@ typedef struct sl_schema_table {
     size_t ncolumns;
     char *comment;    /* "sluice queue <pipeline>.<stage>" */
     char *create_sql; /* CREATE TABLE IF NOT EXISTS ...; COMMENT ON TABLE */
+    int history;      /* 1: the stage's history table (the queue's columns,
+                         "sluice history <pipeline>.<stage>"), not a queue */
 } sl_schema_table;
 
 /* One database object and how to make it. */

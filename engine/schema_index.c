@@ -47,6 +47,10 @@ void sl_schema__build_indexes(builder *b, const sl_schema_table *t,
     sl_buf_init(&c);
     sl_buf_init(&w);
 
+    /* A history table (t->history) gets the listing, finished and subject
+     * indexes only: nothing claims from it. */
+    if (t->history) goto listing;
+
     /* The claim's order (queue.c): attempts last, so that a rescued job
      * goes ahead of the jobs that share its run_at. */
     sl_buf_ident(&c, "priority");
@@ -78,6 +82,7 @@ void sl_schema__build_indexes(builder *b, const sl_schema_table *t,
     sl_buf_free(&c);
     sl_buf_free(&w);
 
+listing:
     /* Finished jobs by when they finished: retention deletes the oldest
      * first and listings show the newest first, without a scan over
      * millions of historical rows. finished_at is set exactly while a
@@ -92,15 +97,36 @@ void sl_schema__build_indexes(builder *b, const sl_schema_table *t,
     sl_buf_free(&c);
     sl_buf_free(&w);
 
-    /* A fair claim asks, per key with due jobs, when that key last had a
-     * job started (queue_sql.c); this index answers with one probe. */
-    if (st->fair_key) {
+    /* Listings (`sluice jobs`, GET /api/jobs) read each status's newest
+     * jobs and the statistics view counts by status (reads.c, schema.c):
+     * with this index neither scans the finished jobs a queue keeps. */
+    sl_buf_ident(&c, "status");
+    sl_buf_puts(&c, ", ");
+    sl_buf_ident(&c, "created_at");
+    sl_buf_puts(&c, ", ");
+    sl_buf_ident(&c, "id");
+    add_index(b, t->name, "listing_idx", "listing index", 0, sl_buf_str(&c),
+              NULL);
+    sl_buf_free(&c);
+
+    /* A fair claim walks the distinct keys with due jobs (a skip scan:
+     * one probe per key) and reads each key's first jobs in claim order
+     * (queue_sql_policy.c); this index serves both. */
+    if (st->fair_key && !t->history) {
         sl_buf_ident(&c, st->fair_key);
         sl_buf_puts(&c, ", ");
-        sl_buf_ident(&c, "started_at");
+        sl_buf_ident(&c, "priority");
+        sl_buf_puts(&c, " DESC, ");
+        sl_buf_ident(&c, "run_at");
+        sl_buf_puts(&c, ", ");
+        sl_buf_ident(&c, "attempts");
+        sl_buf_puts(&c, " DESC");
+        sl_buf_ident(&w, "status");
+        sl_buf_puts(&w, " IN ('pending', 'retry')");
         add_index(b, t->name, "fair_idx", "fair-share index", 0,
-                  sl_buf_str(&c), NULL);
+                  sl_buf_str(&c), sl_buf_str(&w));
         sl_buf_free(&c);
+        sl_buf_free(&w);
     }
 
     if (p->has_subject) {
@@ -109,7 +135,7 @@ void sl_schema__build_indexes(builder *b, const sl_schema_table *t,
                   NULL);
         sl_buf_free(&c);
     }
-    for (size_t i = 0; i < t->ncolumns; i++) {
+    for (size_t i = 0; i < t->ncolumns && !t->history; i++) {
         const sl_schema_column *col = &t->columns[i];
         if (col->engine || !col->ref_table) continue;
         char suffix[80];

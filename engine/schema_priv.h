@@ -60,6 +60,9 @@ void sl_schema__add_trigger(builder *b, const char *name, const char *table,
 void sl_schema__build_indexes(builder *b, const sl_schema_table *t,
                               const sl_pipeline *p, const sl_stage *st);
 
+/* schema_view.c: the statistics view over the queue tables built so far. */
+void sl_schema__build_view(builder *b);
+
 /* schema_security.c */
 void sl_schema__add_grant(builder *b, const char *table, const char *privs);
 void sl_schema__build_security(builder *b, const sl_schema_table *t,

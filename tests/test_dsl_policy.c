@@ -77,6 +77,15 @@ static void fair_and_limit_keys_must_be_declared_columns(void **state) {
                         HEAD "    limit: {key: account_id, max: 0}\n",
                         "t.yaml", 8, 35,
                         "limit.max: must be between 1 and 10000, got 0");
+    /* Claims order the keys; json has no ordering. */
+    sl_test_expect_diag(NULL, 0,
+                        "pipeline: p\nsecurity: {rls: false}\nstages:\n"
+                        "  a:\n    queue: a_jobs\n    handler: noop\n"
+                        "    columns: {doc: json}\n"
+                        "    fair: {key: doc}\n",
+                        "t.yaml", 8, 17,
+                        "fair.key: column 'doc' has type json, which cannot"
+                        " be ordered; declare it jsonb");
 }
 
 int main(void) {

@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "queue.h"
+#include "reads.h"
 #include "rtlib.h"
 
 /* A standalone queue `jobs` whose stage takes the options in `extra`. */
@@ -139,6 +140,59 @@ static void elected_worker_and_purge_command_apply_retention(void **state) {
     sl_model_free(m);
 }
 
+/* `history: true`: the same jobs leave the queue, and arrive in
+ * jobs_history whole (every column, byte for byte); nothing else moves;
+ * `sluice jobs --history` lists them. */
+static void retention_with_history_moves_rows_whole(void **state) {
+    (void)state;
+    PGconn *c;
+    const char *y = yaml_with("reth", "{}",
+                              "    retention: {done: 1h, error: 2h,"
+                              " history: true}\n");
+    sl_model *m = rt_setup("qp_retention_history", y, &c);
+    const sl_stage *s = &m->pipelines[0].stages[0];
+    assert_int_equal(s->retention_history, 1);
+    seed_history(c);
+    const char *rows = "SELECT md5(string_agg(to_jsonb(t)::text, ',' ORDER BY"
+                       " id)) FROM %s t WHERE account_id = 'go'";
+    char q[256];
+    snprintf(q, sizeof q, rows, "jobs");
+    char *before = sl_test_scalar(c, q);
+    char err[1024];
+    assert_int_equal(sl_queue_prepare(c, m, err, sizeof err), 0);
+    long counts[SL_RETAIN__COUNT];
+    int more = 1;
+    assert_int_equal(
+        sl_queue_purge(c, s, 0, 0, counts, &more, err, sizeof err), 0);
+    assert_int_equal(counts[SL_RETAIN_DONE], 1203);
+    assert_int_equal(counts[SL_RETAIN_ERROR], 1);
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM jobs"), 6);
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM jobs_history"),
+                     1204);
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM jobs_history"
+                                     " WHERE account_id <> 'go'"),
+                     0);
+    snprintf(q, sizeof q, rows, "jobs_history");
+    char *after = sl_test_scalar(c, q);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+
+    char cli_yaml[2048];
+    snprintf(cli_yaml, sizeof cli_yaml, "%s", y);
+    memcpy(strstr(cli_yaml, "t.probe"), "noop   ", 7);
+    const char *path = sl_test_file("qp_retention_history.yaml", cli_yaml);
+    char *out = NULL;
+    int rc = sl_test_sh(&out, "%s jobs -p %s --history --status error --json",
+                        sl_test_bin(), path);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\"status\": \"error\""));
+    assert_null(strstr(out, "\"done\""));
+    free(out);
+    PQfinish(c);
+    sl_model_free(m);
+}
+
 /* With A's 5,000 jobs queued first, B's single job is claimed by the
  * first or second claim (batch 1, one worker: claims alternate keys). */
 static void fair_claim_starts_the_small_account_within_two_claims(
@@ -240,11 +294,99 @@ static void limit_is_never_exceeded_under_four_processes(void **state) {
     sl_model_free(m);
 }
 
+/* Three keys and a NULL group, one worker with batch 1: the first four
+ * jobs started are one of each (the cursor rotates through the keys in
+ * order, the NULL group last), and so are the next four. */
+static void fair_rotation_serves_every_key_once_per_round(void **state) {
+    (void)state;
+    PGconn *c;
+    sl_model *m = rt_setup("qp_fair_round",
+                           yaml_with("fairround", "{}",
+                                     "    fair: {key: account_id}\n"),
+                           &c);
+    sl_test_exec(c, "INSERT INTO jobs (account_id) SELECT k FROM"
+                    " unnest(ARRAY['c', 'a', 'b', NULL]) k,"
+                    " generate_series(1, 10)");
+    pid_t w = rt_track(rt_spawn(m, 1, 1, 1, 1000));
+    assert_int_equal(rt_wait(w, 60000), 0);
+    const char *round =
+        "SELECT count(DISTINCT coalesce(account_id, '-')) FROM (SELECT"
+        " account_id FROM jobs ORDER BY started_at OFFSET %d LIMIT 4) r";
+    for (int r = 0; r < 2; r++) {
+        char q[256];
+        snprintf(q, sizeof q, round, r * 4);
+        assert_int_equal(sl_test_long(c, q), 4);
+    }
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM jobs WHERE"
+                                     " status = 'done'"),
+                     40);
+    PQfinish(c);
+    sl_model_free(m);
+}
+
+/* Statistics and listings over more finished jobs than the view counts
+ * exactly: unfinished statuses stay exact, done becomes the estimate
+ * (never below 10,001), and listings still find the few pending and
+ * failed jobs among them, newest first. */
+static void stats_and_listings_with_many_finished_jobs(void **state) {
+    (void)state;
+    PGconn *c;
+    sl_model *m = rt_setup("qp_stats", yaml_with("stats", "{}", ""), &c);
+    sl_test_exec(c,
+                 "INSERT INTO jobs (status, started_at, finished_at,"
+                 " created_at, account_id) SELECT 'done', now() - g *"
+                 " interval '1 minute' - interval '2 seconds', now() - g *"
+                 " interval '1 minute', now() - g * interval '1 minute',"
+                 " 'old' FROM generate_series(1, 12000) g;"
+                 "INSERT INTO jobs (status, finished_at, account_id) VALUES"
+                 " ('error', now(), 'e1'), ('error', now(), 'e2');"
+                 "INSERT INTO jobs (account_id, created_at) SELECT 'p' || g,"
+                 " now() + g * interval '1 second' FROM"
+                 " generate_series(1, 3) g;"
+                 "ANALYZE jobs");
+    char err[1024];
+    PGresult *r = NULL;
+    assert_int_equal(sl_reads_stats(c, &r, err, sizeof err), 0);
+    assert_int_equal(PQntuples(r), 1);
+    assert_string_equal(PQgetvalue(r, 0, SL_STAT_PENDING), "3");
+    assert_string_equal(PQgetvalue(r, 0, SL_STAT_ERROR), "2");
+    assert_string_equal(PQgetvalue(r, 0, SL_STAT_CANCELLED), "0");
+    long done = atol(PQgetvalue(r, 0, SL_STAT_DONE));
+    print_message("done shown as %ld (12,000 rows)\n", done);
+    assert_true(done >= 10001 && done <= 14000);
+    assert_false(PQgetisnull(r, 0, SL_STAT_MEAN_RUN));
+    assert_true(atof(PQgetvalue(r, 0, SL_STAT_MEAN_RUN)) > 1.9);
+    PQclear(r);
+
+    sl_jobs_filter f = {.stage = NULL, .status = "pending", .older_ms = -1,
+                        .limit = 50};
+    assert_int_equal(sl_reads_jobs(c, m, &f, &r, err, sizeof err), 0);
+    assert_int_equal(PQntuples(r), 3);
+    PQclear(r);
+    f.status = NULL;
+    f.limit = 4;
+    assert_int_equal(sl_reads_jobs(c, m, &f, &r, err, sizeof err), 0);
+    assert_int_equal(PQntuples(r), 4);
+    /* Newest first across statuses: the three pending jobs (created in
+     * the future), then the failed ones (created now). */
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(PQgetvalue(r, i, SL_LIST_STATUS), "pending");
+    assert_string_equal(PQgetvalue(r, 3, SL_LIST_STATUS), "error");
+    PQclear(r);
+    sl_jobs_query q = {.status = "error", .limit = 10};
+    assert_int_equal(sl_reads_jobs_page(c, m, &q, &r, err, sizeof err), 0);
+    assert_int_equal(PQntuples(r), 2);
+    PQclear(r);
+    PQfinish(c);
+    sl_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(retention_removes_exactly_what_the_policy_says),
         cmocka_unit_test_teardown(
             elected_worker_and_purge_command_apply_retention, rt_teardown),
+        cmocka_unit_test(retention_with_history_moves_rows_whole),
         cmocka_unit_test_teardown(
             fair_claim_starts_the_small_account_within_two_claims,
             rt_teardown),
@@ -252,6 +394,9 @@ int main(void) {
                                   rt_teardown),
         cmocka_unit_test_teardown(
             limit_is_never_exceeded_under_four_processes, rt_teardown),
+        cmocka_unit_test_teardown(
+            fair_rotation_serves_every_key_once_per_round, rt_teardown),
+        cmocka_unit_test(stats_and_listings_with_many_finished_jobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

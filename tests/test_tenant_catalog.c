@@ -2,7 +2,8 @@
  *
  * All shipped pipelines (every YAML file in pipelines/) are migrated together with the
  * base schema, and tests/keys/orders.yaml, whose subject (an application
- * table of orders owned by accounts) has a bigint key. Account A, signed in through the application role, then
+ * table of orders owned by accounts) has a bigint key; every stage has a
+ * history table (retention.history). Account A, signed in through the application role, then
  * attacks account B through every table, foreign key, column, view,
  * function and channel that pg_class, pg_attribute, pg_constraint,
  * pg_proc and the functions' pg_notify calls list: no hand-kept list of
@@ -267,7 +268,8 @@ static void sweep_foreign_keys(void) {
          * foreign key set to B's row. */
         char lq[1200];
         snprintf(lq, sizeof lq,
-                 "SELECT string_agg(format('%%I', attname), ',' ORDER BY attnum)"
+                 "SELECT coalesce(string_agg(format('%%I', attname), ','"
+                 " ORDER BY attnum), '')"
                  "  FROM pg_attribute WHERE attrelid = '%s'::regclass"
                  "   AND attnum > 0 AND NOT attisdropped AND attname <> '%s'"
                  "   AND NOT atthasdef AND has_column_privilege('sluice_app',"
@@ -566,6 +568,13 @@ static int setup(void **state) {
     if (sl_dsl_load(paths, 4, &model, &d) != 0)
         fail_msg("load: %s", sl_diags_format(&d));
     sl_diags_free(&d);
+    /* Every queue also keeps a history table (`retention: {history:
+     * true}`), so that the sweep, which takes its tables from the
+     * catalog, attacks those too; the rows copied there below give it
+     * something of B's to find. */
+    for (size_t i = 0; i < model->npipelines; i++)
+        for (size_t k = 0; k < model->pipelines[i].nstages; k++)
+            model->pipelines[i].stages[k].retention_history = 1;
     char err[1024];
     if (sl_schema_build(model, &schema, err, sizeof err) != 0)
         fail_msg("schema: %s", err);
@@ -649,6 +658,19 @@ static int setup(void **state) {
     sl_test_exec(conn, "UPDATE generation_jobs SET status = 'cancelled';"
                        "UPDATE order_pack_jobs SET status = 'cancelled'"
                        " WHERE order_id = 72");
+    /* Each history table gets a copy of its queue's rows (A's and B's),
+     * as retention would move them. */
+    sl_test_exec(conn,
+                 "DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.relname AS"
+                 " h, substr(obj_description(c.oid, 'pg_class'), 1) AS d FROM"
+                 " pg_class c WHERE c.relkind = 'r' AND obj_description(c.oid,"
+                 " 'pg_class') LIKE 'sluice history %' LOOP EXECUTE"
+                 " format('INSERT INTO %I SELECT * FROM %I', r.h,"
+                 " left(r.h, length(r.h) - 8)); END LOOP; END $$");
+    long copied = sl_test_long(conn, "SELECT count(*) FROM"
+                                     " generation_jobs_history WHERE"
+                                     " account_id = '" ACC_B "'");
+    if (copied != 1) fail_msg("B's job was not copied to the history");
     return 0;
 }
 
@@ -732,13 +754,18 @@ static void weakened_policy_and_grants_are_found(void **s) {
                  " PUBLIC;"
                  /* The bigint-keyed queue open to everyone. */
                  "ALTER POLICY sluice_inherit ON order_pack_jobs USING (true)"
-                 " WITH CHECK (true)");
+                 " WITH CHECK (true);"
+                 /* A history table whose policy lets every row through. */
+                 "ALTER POLICY sluice_inherit ON generation_jobs_history USING"
+                 " (true)");
     size_t n = sweep();
     /* Put back what the generator and sql/base.sql make. */
     for (size_t i = 0; i < schema->nobjects; i++) {
         const sl_schema_object *o = &schema->objects[i];
-        if ((o->kind == SL_OBJ_POLICY && (strcmp(o->table, "report_jobs") == 0 ||
-                                          strcmp(o->table, "order_pack_jobs") == 0)) ||
+        if ((o->kind == SL_OBJ_POLICY &&
+             (strcmp(o->table, "report_jobs") == 0 ||
+              strcmp(o->table, "order_pack_jobs") == 0 ||
+              strcmp(o->table, "generation_jobs_history") == 0)) ||
             (o->kind == SL_OBJ_GRANT &&
              strcmp(o->table, "transcription_jobs") == 0))
             sl_test_exec(conn, o->sql);
@@ -751,6 +778,7 @@ static void weakened_policy_and_grants_are_found(void **s) {
     assert_non_null(strstr(findings, "sluice_is_account_owner(uuid) is "
                                      "executable by PUBLIC"));
     assert_non_null(strstr(findings, "order_pack_jobs"));
+    assert_non_null(strstr(findings, "generation_jobs_history"));
     /* And the real schema is back to clean. */
     assert_int_equal(sweep(), 0);
 }
