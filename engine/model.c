@@ -305,10 +305,11 @@ const char *sl_unique_predicate(sl_unique_while w) {
      * its started_at), so a worker's update never conflicts. */
     switch (w) {
     case SL_UNIQUE_PENDING:
-        return " IS NOT NULL AND status = 'pending' AND started_at IS NULL";
+        return " IS NOT NULL AND \"status\" = 'pending' AND \"started_at\""
+               " IS NULL";
     case SL_UNIQUE_PERIOD: return " IS NOT NULL";
     default:
-        return " IS NOT NULL AND status IN ('pending', 'retry', "
+        return " IS NOT NULL AND \"status\" IN ('pending', 'retry', "
                "'in_progress')";
     }
 }

@@ -289,7 +289,7 @@ extern const sl_engine_col sl_engine_columns[];
 
 /* The predicate (after the column name unique_key) under which a job's
  * unique_key blocks another with the same key, e.g. " IS NOT NULL AND
- * status = 'pending' AND started_at IS NULL": the unique-job index
+ * \"status\" = 'pending' ...", names quoted: the unique-job index
  * (schema_index.c) and the enqueue's ON CONFLICT (jobs.c) share it.
  * Static storage. */
 const char *sl_unique_predicate(sl_unique_while w);
