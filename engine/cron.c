@@ -217,9 +217,10 @@ static int day_matches(const sl_cron *c, int64_t day, int dom) {
 }
 
 /* The first local minute >= lm (minutes since the epoch, wall clock) that
- * c matches, or INT64_MIN when none within five years. */
+ * c matches, or INT64_MIN when none within nine years (Feb 29 of 2096
+ * is followed by that of 2104). */
 static int64_t naive_next(const sl_cron *c, int64_t lm) {
-    int64_t stop = lm + (int64_t)5 * 366 * 1440;
+    int64_t stop = lm + (int64_t)9 * 366 * 1440;
     while (lm < stop) {
         int64_t day = floor_div(lm, 1440);
         int64_t y;
@@ -408,9 +409,11 @@ int64_t sl_tz_to_utc(const sl_tz *tz, int64_t local) {
 
 int64_t sl_cron_next(const sl_cron *c, const sl_tz *tz, int64_t after) {
     assert(c);
-    /* A day back covers every offset change and a repeated hour. */
-    int64_t lm = floor_div(after + sl_tz_offset(tz, after), 60) - 1440;
-    int64_t stop = lm + (int64_t)5 * 366 * 1440;
+    /* Start at after's own local minute: sl_tz_to_utc never goes
+     * backwards and maps that minute to at most `after` (its first
+     * occurrence), so no earlier local minute can be the answer. */
+    int64_t lm = floor_div(after + sl_tz_offset(tz, after), 60);
+    int64_t stop = lm + (int64_t)9 * 366 * 1440;
     while (lm < stop) {
         lm = naive_next(c, lm);
         if (lm == INT64_MIN) return -1;
@@ -429,26 +432,44 @@ static void reverse(int64_t *v, int a, int b) {
     }
 }
 
+/* The `max` most recent ticks in (start, now], oldest first, in out;
+ * returns how many. */
+static int ring(const sl_cron *c, const sl_tz *tz, int64_t start, int64_t now,
+                int max, int64_t *out) {
+    int n = 0, head = 0;
+    int64_t t = start;
+    while ((t = sl_cron_next(c, tz, t)) >= 0 && t <= now) {
+        out[head] = t;
+        head = (head + 1) % max;
+        if (n < max) n++;
+    }
+    if (n == max && head != 0) { /* rotate: oldest first */
+        reverse(out, 0, head - 1);
+        reverse(out, head, max - 1);
+        reverse(out, 0, max - 1);
+    }
+    return n;
+}
+
 int sl_cron_due(const sl_cron *c, const sl_tz *tz, int64_t last, int64_t now,
                 sl_missed missed, int max, int64_t *out, int64_t *mark) {
     assert(c && out && mark && max >= 1);
     *mark = -1;
     if (last < now - 366 * 86400) last = now - 366 * 86400;
     if (missed != SL_MISSED_ALL) max = 1;
-    /* Keep the `max` most recent ticks in a ring. */
-    int n = 0, head = 0;
-    int64_t t = last;
-    while ((t = sl_cron_next(c, tz, t)) >= 0 && t <= now) {
-        out[head] = t;
-        head = (head + 1) % max;
-        if (n < max) n++;
+    /* Only the `max` most recent ticks matter: look back an hour, then
+     * eight times further each round, until there are enough or the
+     * window reaches `last`; the cost is that of the last window, not of
+     * a year of every-minute ticks. */
+    int n = 0;
+    for (int64_t window = 3600;; window *= 8) {
+        int64_t start = now - window;
+        int final = start <= last;
+        if (final) start = last;
+        n = ring(c, tz, start, now, max, out);
+        if (n >= max || final) break;
     }
     if (n == 0) return 0;
-    if (n == max && head != 0) { /* rotate: oldest first */
-        reverse(out, 0, head - 1);
-        reverse(out, head, max - 1);
-        reverse(out, 0, max - 1);
-    }
     if (missed == SL_MISSED_SKIP && now - out[0] >= SL_CRON_GRACE_S) {
         *mark = out[0];
         return 0;

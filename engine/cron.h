@@ -71,7 +71,7 @@ int32_t sl_tz_offset(const sl_tz *tz, int64_t t);
 int64_t sl_tz_to_utc(const sl_tz *tz, int64_t local);
 
 /* The first tick of c in zone tz strictly after instant `after`, or -1
- * when none comes within five years (`0 0 30 2 *`). */
+ * when none comes within nine years (`0 0 30 2 *`). */
 int64_t sl_cron_next(const sl_cron *c, const sl_tz *tz, int64_t after);
 
 /* What happens to ticks that passed while no process ran (docs/dsl.md). */

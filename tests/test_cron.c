@@ -213,6 +213,23 @@ static void missed_rules(void **state) {
     assert_int_equal(sl_cron_due(&h, NULL, last, utc(2026, 5, 1, 10, 12),
                                  SL_MISSED_SKIP, 16, out, &mark), 0);
     assert_true(mark == utc(2026, 5, 1, 10, 10));
+    /* A year's downtime of an every-minute schedule: only the most recent
+     * ticks are looked at (a window that widens back from now). */
+    int64_t far = now - 400 * 86400;
+    assert_int_equal(sl_cron_due(&c, NULL, far, now, SL_MISSED_LATEST, 16,
+                                 out, &mark), 1);
+    assert_true(out[0] == utc(2026, 5, 1, 10, 10));
+    assert_int_equal(sl_cron_due(&c, NULL, far, now, SL_MISSED_ALL, 16, out,
+                                 &mark), 16);
+    assert_true(out[0] == utc(2026, 5, 1, 9, 55) &&
+                out[15] == utc(2026, 5, 1, 10, 10));
+    /* A weekly schedule after a 3-day downtime: the window widens back to
+     * `last` and finds the Sunday in between. */
+    sl_cron w = parse_ok("0 0 * * sun");
+    assert_int_equal(sl_cron_due(&w, NULL, utc(2026, 5, 1, 0, 0),
+                                 utc(2026, 5, 1, 0, 0) + 3 * 86400,
+                                 SL_MISSED_ALL, 16, out, &mark), 1);
+    assert_true(out[0] == utc(2026, 5, 3, 0, 0)); /* a Sunday */
     /* Nothing due. */
     assert_int_equal(sl_cron_due(&h, NULL, utc(2026, 5, 1, 10, 10),
                                  utc(2026, 5, 1, 10, 50), SL_MISSED_LATEST, 16,
