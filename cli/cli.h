@@ -28,6 +28,7 @@ int sl_cmd_serve(int argc, char **argv);    /* cli_serve.c */
 int sl_cmd_alerts(int argc, char **argv);   /* cli_alerts.c */
 int sl_cmd_token(int argc, char **argv);    /* cli_token.c */
 int sl_cmd_purge(int argc, char **argv);    /* cli_purge.c */
+int sl_cmd_schedules(int argc, char **argv); /* cli_schedules.c */
 
 /* cli_serve.c: what `run` shares with `serve`. */
 typedef struct sl_httpd sl_httpd;

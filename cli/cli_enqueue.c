@@ -29,6 +29,7 @@ static void enqueue_usage(FILE *f) {
         "                      [--file PATH] [--url URL] [--json JSON]\n"
         "                      [--set COL=VALUE]... [--priority N]\n"
         "                      [--run-at TIMESTAMP | --delay DURATION]\n"
+        "                      [--key KEY]\n"
         "       sluice enqueue PIPELINE [--stage NAME] --bulk FILE\n"
         "\n"
         "Inserts a job into the pipeline's entry stage (or --stage) and "
@@ -51,6 +52,11 @@ static void enqueue_usage(FILE *f) {
         "  --run-at TIMESTAMP  not before this time (\"2030-01-01 "
         "12:00+00\")\n"
         "  --delay DURATION    not before now + DURATION (30s, 5m)\n"
+        "  --key KEY           a unique job: while a job of the stage with "
+        "this key\n"
+        "                      is unfinished (or as the stage's unique: says), "
+        "print\n"
+        "                      its id instead of adding a second one\n"
         "  --bulk FILE         one JSON object per line ({\"subject\": ..., "
         "\"columns\":\n"
         "                      {...}, \"priority\": N, \"run_at\": ...}), all "
@@ -129,7 +135,8 @@ static int bulk_flush(PGconn *c, const sl_stage *s, const char *path,
 /* Prints the outcome as the JSON object of docs/cli.md: the job id (NULL
  * after --bulk) or the count, with the subject, stage and pipeline. */
 static void enqueue_print_json(const sl_stage *s, const char *id,
-                               const char *subject, long count) {
+                               const char *subject, long count,
+                               int existing) {
     json_t *o = json_object();
     if (id)
         json_object_set_new(o, "id", json_string(id));
@@ -138,9 +145,11 @@ static void enqueue_print_json(const sl_stage *s, const char *id,
     json_object_set_new(o, "pipeline", json_string(s->pipeline->name));
     json_object_set_new(o, "stage", json_string(s->name));
     json_object_set_new(o, "queue", json_string(s->queue));
-    if (id)
+    if (id) {
         json_object_set_new(o, "subject",
                             subject ? json_string(subject) : json_null());
+        json_object_set_new(o, "existing", json_boolean(existing));
+    }
     sl_cli_json_print(o, 0);
 }
 
@@ -191,7 +200,7 @@ static int enqueue_bulk(PGconn *c, const sl_stage *s, const char *path,
         goto out;
     }
     if (as_json)
-        enqueue_print_json(s, NULL, NULL, total);
+        enqueue_print_json(s, NULL, NULL, total, 0);
     else
         printf("enqueued %ld job%s into %s\n", total, total == 1 ? "" : "s",
            s->queue);
@@ -379,6 +388,7 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
         {"bulk", required_argument, 0, 'b'},
         {"database", required_argument, 0, 'D'},
         {"output", required_argument, 0, 'o'},
+        {"key", required_argument, 0, 'k'},
         {0, 0, 0, 0}};
     int ch;
     long n;
@@ -405,6 +415,13 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
                 return SL_EXIT_USAGE;
             break;
         case 'b': a->bulk = optarg; break;
+        case 'k':
+            if (!*optarg) {
+                sl_cli_say(cmd, "--key takes a non-empty key");
+                return SL_EXIT_USAGE;
+            }
+            a->o.key = optarg;
+            break;
         case 'D': a->db = optarg; break;
         case 'o':
             a->as_json = strcmp(optarg, "json") == 0;
@@ -428,7 +445,8 @@ static int enqueue_parse(int argc, char **argv, enqueue_args *a) {
         return SL_EXIT_USAGE;
     }
     if (a->bulk && (a->subject || a->file || a->url || a->json || a->nsets ||
-                    a->o.has_priority || a->o.run_at || a->o.delay_ms)) {
+                    a->o.has_priority || a->o.run_at || a->o.delay_ms ||
+                    a->o.key)) {
         sl_cli_say(cmd, "--bulk takes every value from its file: it goes "
                         "with --stage only");
         return SL_EXIT_USAGE;
@@ -513,10 +531,18 @@ int sl_cmd_enqueue(int argc, char **argv) {
         goto out;
     rc = SL_EXIT_FAILURE;
     if (!(c = sl_cli_connect(cmd, a.db))) goto out;
+    if (a.bulk && s->unique_declared) {
+        sl_cli_say(cmd, "stage %s has unique: jobs, which --bulk does not "
+                        "check; enqueue them one at a time", s->name);
+        rc = SL_EXIT_USAGE;
+        goto out;
+    }
     if (a.bulk) {
         rc = enqueue_bulk(c, s, a.bulk, a.as_json);
         goto out;
     }
+    int existing = 0;
+    a.o.existing = &existing;
     int e =
         sl_jobs_enqueue(c, s, a.subject, columns, &a.o, id, err, sizeof err);
     if (e != 0) {
@@ -525,9 +551,12 @@ int sl_cmd_enqueue(int argc, char **argv) {
         goto out;
     }
     if (a.as_json) {
-        enqueue_print_json(s, id, a.subject, 0);
+        enqueue_print_json(s, id, a.subject, 0, existing);
     } else {
         printf("%s\n", id);
+        if (existing)
+            sl_cli_say(cmd, "job %s already holds this unique key: no new "
+                            "job", id);
     }
     rc = SL_EXIT_OK;
 out:

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "alerter.h"
+#include "scheduler.h"
 #include "cli.h"
 #include "cli_priv.h"
 #include "db.h"
@@ -66,13 +67,18 @@ static int log_level_parse(const char *s) {
 static int run_workers(const sl_model *m, sl_runtime_opts *o) {
     char err[1024];
     sl_alerter *alerter = NULL;
+    sl_scheduler *sched = NULL;
     if (sl_sentry_start(err, sizeof err) != 0 ||
-        sl_alerter_start(m, o->conninfo, &alerter, err, sizeof err) != 0) {
+        sl_alerter_start(m, o->conninfo, &alerter, err, sizeof err) != 0 ||
+        sl_scheduler_start(m, o->only, o->nonly, o->conninfo, &sched, err,
+                           sizeof err) != 0) {
+        sl_alerter_stop(alerter);
         fprintf(stderr, "sluice run: %s\n", err);
         return SL_EXIT_FAILURE;
     }
     o->on_final_failure = sl_sentry_job_failed;
     int r = sl_runtime_run(m, o, err, sizeof err);
+    sl_scheduler_stop(sched);
     sl_alerter_stop(alerter);
     if (r != 0) {
         sl_redact(err, sizeof err);

@@ -28,6 +28,7 @@ static const struct {
     {"alerts", sl_cmd_alerts, "alert rules: state, test message, export"},
     {"token", sl_cmd_token, "mint a subject token for the progress widget"},
     {"purge", sl_cmd_purge, "delete finished jobs past their retention"},
+    {"schedules", sl_cmd_schedules, "recurring jobs: cron, last and next tick"},
     {NULL, NULL, NULL},
 };
 

@@ -255,6 +255,13 @@ void sl_dsl__read_impl(loader *L, const node *m, const node *at,
 int sl_dsl__read_providers(loader *L, const node *v, const char *sname,
                            sl_stage *st, stage_aux *ax);
 
+/* A stage's `schedule:` and `unique:` (node n), after its columns
+ * (dsl_schedule.c). */
+void sl_dsl__read_schedule(loader *L, const node *n, const sl_pipeline *p,
+                           sl_stage *st);
+void sl_dsl__read_unique(loader *L, const node *n, const sl_pipeline *p,
+                         sl_stage *st);
+
 /* The `alerts:` section n of pipeline p, after its stages
  * (dsl_alerts.c). */
 void sl_dsl__read_alerts(loader *L, const node *n, sl_pipeline *p);

@@ -115,7 +115,7 @@ static const char *const stage_keys[] = {
     "hooks",       "provider", "providers", "sql_writes", "status",
     "next",        "retry",    "timeout",   "lease",      "heartbeat",
     "concurrency", "batch",    "priority",  "retention",  "fair",
-    "limit",       NULL};
+    "limit",       "schedule", "unique",    NULL};
 
 static void read_status(loader *L, const node *n, sl_stage *st,
                         const sl_pipeline *p, stage_aux *ax) {
@@ -431,6 +431,8 @@ void sl_dsl__read_stage(loader *L, sl_pipeline *p, const node *k, const node *v,
     read_status(L, sl_dsl__mget(v, "status"), st, p, ax);
     if ((n = sl_dsl__mget(v, "retention"))) read_retention(L, n, st);
     read_claim_policy(L, v, st);
+    if ((n = sl_dsl__mget(v, "schedule"))) sl_dsl__read_schedule(L, n, p, st);
+    if ((n = sl_dsl__mget(v, "unique"))) sl_dsl__read_unique(L, n, p, st);
     if ((n = sl_dsl__mget(v, "next"))) {
         next_set *set = sl_dsl__read_next(L, n, ax);
         if (set) {

@@ -362,6 +362,191 @@ static void insert_head(sl_buf *q, const sl_stage *s) {
     sl_buf_ident(q, s->queue);
 }
 
+/* Appends the unique key's SQL expression of a job of s: o->key, else
+ * the JSON array of the stage's unique.key values (cast to their column
+ * types first, so 5 and "5" of an integer column are one key); in a
+ * period stage followed by "@" and the number of the period window. */
+static int unique_expr(sl_buf *b, params *p, const sl_stage *s,
+                       const json_t *columns, const sl_enqueue_opts *o) {
+    if (o->key) {
+        sl_buf_printf(b, "$%d::text", param_text(p, o->key, 0));
+    } else {
+        sl_buf_puts(b, "jsonb_build_array(");
+        for (size_t i = 0; i < s->nunique_keys; i++) {
+            const char *k = s->unique_keys[i];
+            const sl_column *col = sl_jobs_column(s, k);
+            const json_t *v = json_object_get(columns, k);
+            if (i) sl_buf_puts(b, ", ");
+            if (!col) /* the subject's foreign key: $1 */
+                sl_buf_printf(b, "$1::%s", sl_key_type_name(
+                                               s->pipeline->subject.key_type));
+            else if (!v)
+                sl_buf_printf(b, "NULL::%s", col->type);
+            else if (value_expr(b, p, col, v) != 0)
+                return -1;
+        }
+        sl_buf_puts(b, ")::text");
+    }
+    if (s->unique_while == SL_UNIQUE_PERIOD) {
+        char ms[24];
+        snprintf(ms, sizeof ms, "%lld", (long long)s->unique_period_ms);
+        sl_buf_printf(b, " || '@' || floor(extract(epoch FROM now()) * 1000"
+                         " / $%d::bigint)::bigint::text",
+                      param_text(p, ms, 1));
+    }
+    return 0;
+}
+
+/* The tick CTE "t AS (...)" of a scheduled job: the tick's row, inserted
+ * unless another process has it; the job is selected FROM t. */
+static void tick_cte(sl_buf *q, params *p, const sl_enqueue_opts *o) {
+    char tick[24];
+    snprintf(tick, sizeof tick, "%lld", (long long)o->tick);
+    int a = param_text(p, o->tick_schedule, 0);
+    int b = param_text(p, tick, 1);
+    sl_buf_printf(q, "t AS (INSERT INTO sluice.schedule_ticks (schedule, tick,"
+                     " enqueued) VALUES ($%d::text, to_timestamp($%d::bigint),"
+                     " true) ON CONFLICT DO NOTHING RETURNING 1 AS one)",
+                  a, b);
+}
+
+/* Runs the unique statement q: 0 with the id (new or existing) in id_out,
+ * 1 when nothing came back with a subject (its row is missing), or a
+ * negative SL_E code. A key held by a transaction that commits after this
+ * statement's snapshot is invisible to it, so an empty answer is tried
+ * again (a new snapshot) a few times. */
+static int run_unique(PGconn *c, const sl_stage *s, sl_buf *q, params *p,
+                      const sl_enqueue_opts *o, char *id_out, char *err,
+                      size_t errlen) {
+    if (sl_buf_failed(q)) return -SL_ENOMEM;
+    for (int attempt = 0; attempt < 20; attempt++) {
+        PGresult *r = PQexecParams(c, sl_buf_str(q), p->n, NULL, p->vals,
+                                   p->lens, p->fmts, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            char what[160];
+            snprintf(what, sizeof what, "enqueue into %s", s->queue);
+            db_err(err, errlen, what, c, r);
+            int rc = sl_db_data_error(r) ? -SL_EINVAL : -SL_EDB;
+            PQclear(r);
+            return rc;
+        }
+        if (PQntuples(r) == 1) {
+            snprintf(id_out, 40, "%s", PQgetvalue(r, 0, 0));
+            if (o->existing) *o->existing = PQgetvalue(r, 0, 1)[0] == 't';
+            PQclear(r);
+            return 0;
+        }
+        PQclear(r);
+        if (o->tick_schedule) { /* another process has the tick */
+            id_out[0] = '\0';
+            if (o->existing) *o->existing = 1;
+            return 0;
+        }
+        if (s->pipeline->has_subject && attempt >= 2) return 1;
+    }
+    snprintf(err, errlen, "enqueue into %s: the unique key is taken, but "
+                          "the job holding it could not be read", s->queue);
+    return -SL_EDB;
+}
+
+/* The statement of a unique enqueue: insert unless the key is taken, and
+ * in the same statement the id of the job that holds it. */
+static void unique_insert(sl_buf *q, params *p, const sl_stage *s,
+                          const char *cols, const char *exprs, const char *key,
+                          const sl_enqueue_opts *o) {
+    const sl_pipeline *pl = s->pipeline;
+    const char *pred = sl_unique_predicate(s->unique_while);
+    sl_buf_puts(q, "WITH ");
+    if (pl->has_subject) {
+        sl_buf_puts(q, "s AS (SELECT t.");
+        sl_buf_ident(q, pl->subject.key);
+        sl_buf_puts(q, " AS k FROM ");
+        sl_buf_ident(q, pl->subject.table);
+        sl_buf_puts(q, " t WHERE t.");
+        sl_buf_ident(q, pl->subject.key);
+        sl_buf_printf(q, " = $1::%s), ",
+                      sl_key_type_name(pl->subject.key_type));
+    }
+    if (o->tick_schedule) {
+        tick_cte(q, p, o);
+        sl_buf_puts(q, ", ");
+    }
+    sl_buf_printf(q, "u AS (SELECT %s AS uk), ins AS (INSERT INTO ", key);
+    sl_buf_ident(q, s->queue);
+    sl_buf_printf(q, " (%s%sunique_key) SELECT %s%su.uk FROM u%s"
+                     " ON CONFLICT (unique_key) WHERE unique_key%s DO NOTHING"
+                     " RETURNING id) SELECT id, false FROM ins UNION ALL"
+                     " (SELECT x.id, true FROM ",
+                  cols, *cols ? ", " : "", exprs, *exprs ? ", " : "",
+                  pl->has_subject ? ", s" : o->tick_schedule ? ", t" : "",
+                  pred);
+    sl_buf_ident(q, s->queue);
+    sl_buf_printf(q, " x, u WHERE x.unique_key = u.uk AND x.unique_key%s AND"
+                     " NOT EXISTS (SELECT 1 FROM ins) LIMIT 1)", pred);
+}
+
+/* Appends the priority and run_at columns o sets (at least one) to cols
+ * and their expressions to exprs, comma-separated. */
+static void timing_values(sl_buf *cols, sl_buf *exprs, params *p,
+                          const sl_enqueue_opts *o) {
+    const char *sep = "";
+    if (o->has_priority) {
+        char pr[16];
+        snprintf(pr, sizeof pr, "%d", o->priority);
+        sl_buf_puts(cols, "priority");
+        sl_buf_printf(exprs, "$%d::int", param_text(p, pr, 1));
+        sep = ", ";
+    }
+    if (o->run_at) {
+        sl_buf_printf(cols, "%srun_at", sep);
+        sl_buf_printf(exprs, "%s$%d::timestamptz", sep,
+                      param_text(p, o->run_at, 0));
+    } else if (o->delay_ms > 0) {
+        char d[24];
+        snprintf(d, sizeof d, "%lld", (long long)o->delay_ms);
+        sl_buf_printf(cols, "%srun_at", sep);
+        sl_buf_printf(exprs, "%snow() + $%d::bigint * interval '1 "
+                             "millisecond'", sep, param_text(p, d, 1));
+    }
+}
+
+/* Builds the statement of one enqueue into q from its column list and
+ * value expressions (cols and exprs, both "" for none): a unique insert,
+ * a tick's insert, or a plain one. Returns 0 or -SL_ENOMEM. */
+static int build_insert(sl_buf *q, params *p, const sl_stage *s,
+                        const json_t *columns, const sl_enqueue_opts *o,
+                        const char *cols, const char *exprs, int unique) {
+    int first = !*cols;
+    if (unique) {
+        sl_buf key;
+        sl_buf_init(&key);
+        int bad = unique_expr(&key, p, s, columns, o) != 0;
+        if (!bad) unique_insert(q, p, s, cols, exprs, sl_buf_str(&key), o);
+        bad |= sl_buf_failed(&key);
+        sl_buf_free(&key);
+        return bad || sl_buf_failed(q) ? -SL_ENOMEM : 0;
+    }
+    if (o->tick_schedule) {
+        /* One row per row of t; dedup_key (NULL, its default) makes the
+         * column list non-empty when the job has no values. */
+        sl_buf_puts(q, "WITH ");
+        tick_cte(q, p, o);
+        sl_buf_puts(q, " INSERT INTO ");
+        sl_buf_ident(q, s->queue);
+        sl_buf_printf(q, " (%s%sdedup_key) SELECT %s%sNULL::text FROM t", cols,
+                      first ? "" : ", ", exprs, first ? "" : ", ");
+    } else if (first) {
+        insert_head(q, s);
+        sl_buf_puts(q, " DEFAULT VALUES");
+    } else {
+        insert_head(q, s);
+        sl_buf_printf(q, " (%s) SELECT %s", cols, exprs);
+        if (s->pipeline->has_subject) sl_buf_puts(q, " FROM s");
+    }
+    sl_buf_puts(q, " RETURNING id");
+    return sl_buf_failed(q) ? -SL_ENOMEM : 0;
+}
+
 int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
                     const json_t *columns, const sl_enqueue_opts *o,
                     char *id_out, char *err, size_t errlen) {
@@ -373,6 +558,7 @@ int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
     int rc = check_subject(s, subject_id, err, errlen);
     if (rc != 0) return rc;
     if (!o) o = &none;
+    if (o->existing) *o->existing = 0;
     if ((rc = check_enqueue(s, columns, o, &bin, err, errlen)) != 0) return rc;
 
     params p;
@@ -381,7 +567,8 @@ int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
     sl_buf_init(&cols);
     sl_buf_init(&exprs);
     sl_buf_init(&q);
-    if (params_init(&p, (int)json_object_size(columns) + 6) != 0) {
+    int unique = o->key || s->unique_declared;
+    if (params_init(&p, 2 * (int)json_object_size(columns) + 10) != 0) {
         rc = -SL_ENOMEM;
         goto out;
     }
@@ -418,38 +605,24 @@ int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
             }
         }
     }
-    if (o->has_priority) {
-        char pr[16];
-        snprintf(pr, sizeof pr, "%d", o->priority);
+    if (o->has_priority || o->run_at || o->delay_ms > 0) {
         SEP();
-        sl_buf_puts(&cols, "priority");
-        sl_buf_printf(&exprs, "$%d::int", param_text(&p, pr, 1));
-    }
-    if (o->run_at) {
-        SEP();
-        sl_buf_puts(&cols, "run_at");
-        sl_buf_printf(&exprs, "$%d::timestamptz", param_text(&p, o->run_at, 0));
-    } else if (o->delay_ms > 0) {
-        char d[24];
-        snprintf(d, sizeof d, "%lld", (long long)o->delay_ms);
-        SEP();
-        sl_buf_puts(&cols, "run_at");
-        sl_buf_printf(&exprs, "now() + $%d::bigint * interval '1 millisecond'",
-                      param_text(&p, d, 1));
+        timing_values(&cols, &exprs, &p, o);
     }
 #undef SEP
 
-    insert_head(&q, s);
-    if (first) {
-        sl_buf_puts(&q, " DEFAULT VALUES");
-    } else {
-        sl_buf_printf(&q, " (%s) SELECT %s", sl_buf_str(&cols),
-                      sl_buf_str(&exprs));
-        if (pl->has_subject) sl_buf_puts(&q, " FROM s");
-    }
-    sl_buf_puts(&q, " RETURNING id");
-    if (sl_buf_failed(&q) || sl_buf_failed(&cols) || sl_buf_failed(&exprs)) {
+    if (sl_buf_failed(&cols) || sl_buf_failed(&exprs) ||
+        (rc = build_insert(&q, &p, s, columns, o, sl_buf_str(&cols),
+                           sl_buf_str(&exprs), unique)) != 0) {
         rc = -SL_ENOMEM;
+        goto out;
+    }
+    if (unique) {
+        rc = run_unique(c, s, &q, &p, o, id_out, err, errlen);
+        if (rc != 1) goto out;
+        snprintf(err, errlen, "subject %s not found in table %s (pipeline %s)",
+                 subject_id, pl->subject.table, pl->name);
+        rc = -SL_ENOTFOUND;
         goto out;
     }
     r = PQexecParams(c, sl_buf_str(&q), p.n, NULL, p.vals, p.lens, p.fmts, 0);
@@ -462,13 +635,17 @@ int sl_jobs_enqueue(PGconn *c, const sl_stage *s, const char *subject_id,
         rc = sl_db_data_error(r) ? -SL_EINVAL : -SL_EDB;
         goto out;
     }
-    if (PQntuples(r) == 0) {
+    if (PQntuples(r) == 0 && o->tick_schedule) { /* the tick was taken */
+        id_out[0] = '\0';
+        if (o->existing) *o->existing = 1;
+    } else if (PQntuples(r) == 0) {
         snprintf(err, errlen, "subject %s not found in table %s (pipeline %s)",
                  subject_id, pl->subject.table, pl->name);
         rc = -SL_ENOTFOUND;
         goto out;
+    } else {
+        snprintf(id_out, 40, "%s", PQgetvalue(r, 0, 0));
     }
-    snprintf(id_out, 40, "%s", PQgetvalue(r, 0, 0));
     rc = 0;
 out:
     if (rc == -SL_ENOMEM) snprintf(err, errlen, "out of memory");
@@ -698,177 +875,4 @@ int sl_jobs_commit(PGconn *c, char *err, size_t errlen) {
 void sl_jobs_rollback(PGconn *c) {
     assert(c);
     PQclear(PQexec(c, "ROLLBACK"));
-}
-
-/* ---- finding, cancelling, retrying ---------------------------------------- */
-
-/* The stage with flat index k across the model's pipelines. */
-static const sl_stage *stage_at(const sl_model *m, long k) {
-    for (size_t i = 0; i < m->npipelines; i++) {
-        if (k < (long)m->pipelines[i].nstages) return &m->pipelines[i].stages[k];
-        k -= (long)m->pipelines[i].nstages;
-    }
-    return NULL;
-}
-
-static void copy_field(char *dst, size_t n, const PGresult *r, int row,
-                       int col) {
-    snprintf(dst, n, "%s", PQgetisnull(r, row, col) ? ""
-                                                     : PQgetvalue(r, row, col));
-}
-
-void sl_jobs_subject_expr(sl_buf *b, const sl_stage *s, const char *alias) {
-    assert(b && s && s->pipeline);
-    if (s->pipeline->has_subject) {
-        if (alias) sl_buf_printf(b, "%s.", alias);
-        sl_buf_ident(b, s->pipeline->subject.fk);
-        sl_buf_puts(b, "::text");
-    } else {
-        sl_buf_puts(b, "NULL::text");
-    }
-}
-
-int sl_jobs_find(PGconn *c, const sl_model *m, const char *id,
-                 sl_job_ref *ref, char *err, size_t errlen) {
-    assert(c && m && id && ref && err && errlen > 0);
-    memset(ref, 0, sizeof *ref);
-    if (!sl_jobs_is_uuid(id)) {
-        snprintf(err, errlen, "job id '%s' is not a UUID", id);
-        return -SL_EINVAL;
-    }
-    sl_buf q;
-    sl_buf_init(&q);
-    long k = 0;
-    for (size_t i = 0; i < m->npipelines; i++) {
-        for (size_t j = 0; j < m->pipelines[i].nstages; j++, k++) {
-            const sl_stage *s = &m->pipelines[i].stages[j];
-            if (k) sl_buf_puts(&q, " UNION ALL ");
-            sl_buf_printf(&q, "SELECT %ld, q.status::text, ", k);
-            sl_jobs_subject_expr(&q, s, "q");
-            sl_buf_puts(&q, ", q.locked_by FROM ");
-            sl_buf_ident(&q, s->queue);
-            sl_buf_puts(&q, " q WHERE q.id = $1::uuid");
-        }
-    }
-    if (k == 0) {
-        sl_buf_free(&q);
-        return 0;
-    }
-    if (sl_buf_failed(&q)) {
-        sl_buf_free(&q);
-        snprintf(err, errlen, "out of memory");
-        return -SL_ENOMEM;
-    }
-    const char *vals[1] = {id};
-    PGresult *r = PQexecParams(c, sl_buf_str(&q), 1, NULL, vals, NULL, NULL, 0);
-    sl_buf_free(&q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        db_err(err, errlen, "find job", c, r);
-        PQclear(r);
-        return -SL_EDB;
-    }
-    if (PQntuples(r) > 0) {
-        ref->stage = stage_at(m, atol(PQgetvalue(r, 0, 0)));
-        copy_field(ref->status, sizeof ref->status, r, 0, 1);
-        copy_field(ref->subject, sizeof ref->subject, r, 0, 2);
-        copy_field(ref->locked_by, sizeof ref->locked_by, r, 0, 3);
-    }
-    PQclear(r);
-    return 0;
-}
-
-/* Applies `set` to job id in its queue when its current status is one of
- * `from` (an SQL list of literals), in one statement that locks the row and
- * reports the status it had. */
-static int act(PGconn *c, const sl_model *m, const char *id, const char *set,
-               const char *from, sl_job_ref *ref, char *err, size_t errlen) {
-    int rc = sl_jobs_find(c, m, id, ref, err, errlen);
-    if (rc != 0 || !ref->stage) return rc;
-    const sl_stage *s = ref->stage;
-    sl_buf q;
-    sl_buf_init(&q);
-    sl_buf_puts(&q, "WITH o AS (SELECT q.id, q.status::text AS st, "
-                    "q.locked_by, ");
-    sl_jobs_subject_expr(&q, s, "q");
-    sl_buf_puts(&q, " AS subj FROM ");
-    sl_buf_ident(&q, s->queue);
-    sl_buf_puts(&q, " q WHERE q.id = $1::uuid FOR UPDATE), u AS (UPDATE ");
-    sl_buf_ident(&q, s->queue);
-    sl_buf_printf(&q, " q SET %s FROM o WHERE q.id = o.id AND o.st IN (%s)"
-                      " RETURNING q.id) SELECT o.st, o.subj, o.locked_by,"
-                      " (SELECT count(*) FROM u) FROM o",
-                  set, from);
-    if (sl_buf_failed(&q)) {
-        sl_buf_free(&q);
-        snprintf(err, errlen, "out of memory");
-        return -SL_ENOMEM;
-    }
-    const char *vals[1] = {id};
-    PGresult *r = PQexecParams(c, sl_buf_str(&q), 1, NULL, vals, NULL, NULL, 0);
-    sl_buf_free(&q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        char what[160];
-        snprintf(what, sizeof what, "update job in %s", s->queue);
-        db_err(err, errlen, what, c, r);
-        PQclear(r);
-        return -SL_EDB;
-    }
-    if (PQntuples(r) == 0) { /* deleted since the look-up */
-        ref->stage = NULL;
-    } else {
-        copy_field(ref->status, sizeof ref->status, r, 0, 0);
-        copy_field(ref->subject, sizeof ref->subject, r, 0, 1);
-        copy_field(ref->locked_by, sizeof ref->locked_by, r, 0, 2);
-        ref->changed = atoi(PQgetvalue(r, 0, 3)) > 0;
-    }
-    PQclear(r);
-    return 0;
-}
-
-/* The lease stays visible in locked_by (who was running it) but expires at
- * once, and the status change is what the worker's heartbeat and
- * completion check. */
-#define CANCEL_SET                                                          \
-    "status = 'cancelled', finished_at = now(), locked_until = NULL"
-#define RETRY_SET                                                           \
-    "status = 'retry', run_at = now(), attempts = 0, locked_by = NULL,"     \
-    " locked_until = NULL, finished_at = NULL"
-
-int sl_jobs_cancel(PGconn *c, const sl_model *m, const char *id,
-                   sl_job_ref *ref, char *err, size_t errlen) {
-    return act(c, m, id, CANCEL_SET, "'pending', 'retry', 'in_progress'", ref,
-               err, errlen);
-}
-
-int sl_jobs_retry(PGconn *c, const sl_model *m, const char *id,
-                  sl_job_ref *ref, char *err, size_t errlen) {
-    return act(c, m, id, RETRY_SET, "'error', 'cancelled'", ref, err, errlen);
-}
-
-int sl_jobs_retry_failed(PGconn *c, const sl_stage *s, long *n, char *err,
-                         size_t errlen) {
-    assert(c && s && n && err && errlen > 0);
-    sl_buf q;
-    sl_buf_init(&q);
-    sl_buf_puts(&q, "UPDATE ");
-    sl_buf_ident(&q, s->queue);
-    sl_buf_puts(&q, " SET " RETRY_SET " WHERE status = 'error'");
-    *n = 0;
-    if (sl_buf_failed(&q)) {
-        sl_buf_free(&q);
-        snprintf(err, errlen, "out of memory");
-        return -SL_ENOMEM;
-    }
-    PGresult *r = PQexec(c, sl_buf_str(&q));
-    sl_buf_free(&q);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        char what[160];
-        snprintf(what, sizeof what, "retry failed jobs of %s", s->queue);
-        db_err(err, errlen, what, c, r);
-        PQclear(r);
-        return -SL_EDB;
-    }
-    *n = atol(PQcmdTuples(r));
-    PQclear(r);
-    return 0;
 }

@@ -42,6 +42,20 @@ typedef struct sl_enqueue_opts {
     const char *bin_column; /* a declared bytea column set from raw bytes */
     const void *bin_data;   /* borrowed; sent as a binary parameter */
     size_t bin_len;         /* <= SL_JOBS_MAX_FILE */
+    /* A unique key (`enqueue --key`): the job is not inserted while a job
+     * of the stage with the same key is in the stage's `unique.while`
+     * state; that job's id is returned instead. NULL: the key the stage's
+     * `unique:` computes from the job's values, or no key without one. */
+    const char *key;
+    int *existing;          /* OUT (may be NULL): 1 when no new job was
+                               inserted (the id returned is the existing
+                               job's, or "" after a taken tick), else 0 */
+    /* A schedule's tick (schedule.c): the job is inserted only together
+     * with the row (tick_schedule, tick) of sluice.schedule_ticks, in the
+     * same statement; when another process recorded that tick first,
+     * nothing is inserted and *existing is 1. NULL: no tick. */
+    const char *tick_schedule;
+    int64_t tick;           /* seconds since the epoch */
 } sl_enqueue_opts;
 
 /* The declared column `name` of stage s, or NULL. */
@@ -76,6 +90,10 @@ int sl_jobs_is_uuid(const char *text);
  * object mapping declared column names to values (sl_jobs_check_value);
  * o may be NULL. On success writes the new job id (36 characters and NUL)
  * to id_out, which has room for at least 40 bytes.
+ * With a unique key (o->key, or the stage's `unique:`), a job with the
+ * same key in the stage's `while` state makes this return 0 with that
+ * job's id and *o->existing = 1, never a second job, also under
+ * concurrent enqueues (the unique-job index decides, ON CONFLICT).
  * Returns 0; -SL_EINVAL for an unknown column, a bad value or a missing /
  * superfluous subject, or a value the server refuses (SQLSTATE class 22,
  * 23 or 54: sl_db_data_error, e.g. a run_at that is no timestamp);

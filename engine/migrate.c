@@ -27,6 +27,7 @@
 #include "buf.h"
 #include "db.h"
 #include "error.h"
+#include "schedule.h"
 #include "schema.h"
 
 extern const char sl_base_sql[]; /* generated from sql/base.sql */
@@ -262,6 +263,20 @@ static void plan_alerts(mctx *x) {
     if (missing)
         sl_migrate__add_step(x, sl_alerts_ddl,
                              "create table sluice.alerts (alert state)");
+}
+
+/* sluice.schedule_ticks, when a pipeline has a schedule and it is
+ * missing. */
+static void plan_schedules(mctx *x) {
+    if (!sl_schedule_any(x->m)) return;
+    PGresult *r = sl_migrate__query(
+        x, "SELECT to_regclass('sluice.schedule_ticks') IS NULL", 0, NULL);
+    if (!r) return;
+    int missing = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (missing)
+        sl_migrate__add_step(x, sl_schedule_ddl, "create table "
+                             "sluice.schedule_ticks (schedule ticks)");
 }
 
 /* ------------------------------------------------------------ checks */
@@ -694,6 +709,7 @@ static void plan(mctx *x, sl_schema **s) {
     check_references(x);
     plan_all(x);
     plan_alerts(x);
+    plan_schedules(x);
     sl_migrate__plan_owners(x);
 }
 

@@ -310,8 +310,26 @@ const sl_engine_col sl_engine_columns[] = {
      * queued: the hand-off copies it, so the last stage knows how long
      * the subject took (sluice_subject_duration_seconds). */
     {"subject_started_at", "timestamptz", 1, "now()"},
+    /* A unique job's key (`unique:`, `enqueue --key`), set only by the
+     * engine's enqueue; the stage's unique-job index refuses a second
+     * job with the same key (schema_index.c). NULL: not unique. */
+    {"unique_key", "text", 0, NULL},
     {NULL, NULL, 0, NULL},
 };
+
+const char *sl_unique_predicate(sl_unique_while w) {
+    /* Only states no transition enters from outside (a snoozed job keeps
+     * its started_at), so a worker's update never conflicts. */
+    switch (w) {
+    case SL_UNIQUE_PENDING:
+        return " IS NOT NULL AND \"status\" = 'pending' AND \"started_at\""
+               " IS NULL";
+    case SL_UNIQUE_PERIOD: return " IS NOT NULL";
+    default:
+        return " IS NOT NULL AND \"status\" IN ('pending', 'retry', "
+               "'in_progress')";
+    }
+}
 
 int sl_engine_column(const char *name) {
     assert(name);

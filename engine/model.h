@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cron.h"
 #include "errclass.h"
 
 typedef enum { SL_BACKOFF_FIXED, SL_BACKOFF_EXPONENTIAL } sl_backoff_kind;
@@ -92,6 +93,30 @@ typedef struct sl_next {
 struct sl_pipeline;
 struct sl_alerts; /* alerts.h */
 
+/* A stage's `schedule:` (docs/dsl.md): the stage gets a job at every tick
+ * of `cron` in `timezone`, once across all processes. Only the entry stage
+ * of a pipeline without a subject may have one. */
+typedef struct sl_schedule {
+    const char *cron;     /* the expression as written */
+    sl_cron parsed;
+    const char *timezone; /* an IANA name; "UTC" by default */
+    sl_missed missed;     /* ticks missed while no process ran */
+    int catch_up;         /* missed: all -- at most this many (1..1000) */
+    /* `args`: declared columns and their values as written (text, read
+     * as `enqueue --set COL=VALUE` reads them). */
+    const char **arg_columns;
+    const char **arg_values;
+    size_t nargs;
+    int line, col;
+} sl_schedule;
+
+/* When a job with a unique key blocks another with the same key. */
+typedef enum {
+    SL_UNIQUE_UNFINISHED, /* while pending, retry or in_progress (default) */
+    SL_UNIQUE_PENDING,    /* while pending and never started */
+    SL_UNIQUE_PERIOD      /* within the same period window */
+} sl_unique_while;
+
 /* The final statuses a retention policy covers, in `retention:`'s order;
  * sl_retain_status names them as the job_status enum spells them. */
 enum { SL_RETAIN_DONE, SL_RETAIN_ERROR, SL_RETAIN_CANCELLED, SL_RETAIN__COUNT };
@@ -137,6 +162,17 @@ typedef struct sl_stage {
      * processes. NULL/0: no limit. */
     const char *limit_key;
     int limit_max;
+    /* `schedule:`, or NULL. */
+    const sl_schedule *schedule;
+    /* `unique:`: unique_declared is 1 when written. A job's key is the
+     * values of unique_keys (declared columns, or the subject's foreign
+     * key), or `enqueue --key`; unique_while applies to both, also when
+     * `unique:` is absent (then only --key sets a key). */
+    int unique_declared;
+    const char **unique_keys;
+    size_t nunique_keys;
+    sl_unique_while unique_while;
+    int64_t unique_period_ms; /* SL_UNIQUE_PERIOD: the window, >= 1s */
     int line, col;
     const struct sl_pipeline *pipeline;
 } sl_stage;
@@ -264,6 +300,13 @@ typedef struct sl_engine_col {
  * subject's foreign key (sl_subject.fk) follows "id" in a pipeline with a
  * subject; it is not listed here. */
 extern const sl_engine_col sl_engine_columns[];
+
+/* The predicate (after the column name unique_key) under which a job's
+ * unique_key blocks another with the same key, e.g. " IS NOT NULL AND
+ * \"status\" = 'pending' ...", names quoted: the unique-job index
+ * (schema_index.c) and the enqueue's ON CONFLICT (jobs.c) share it.
+ * Static storage. */
+const char *sl_unique_predicate(sl_unique_while w);
 
 /* Non-zero when name is one of sl_engine_columns. name must not be NULL. */
 int sl_engine_column(const char *name);

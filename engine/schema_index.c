@@ -82,6 +82,18 @@ void sl_schema__build_indexes(builder *b, const sl_schema_table *t,
     sl_buf_free(&c);
     sl_buf_free(&w);
 
+    /* Unique jobs (jobs.c): a second job with the same unique_key is
+     * refused by this index while the first is in the stage's `while`
+     * state (sl_unique_predicate), so concurrent enqueues cannot both
+     * insert. */
+    sl_buf_ident(&c, "unique_key");
+    sl_buf_ident(&w, "unique_key");
+    sl_buf_puts(&w, sl_unique_predicate(st->unique_while));
+    add_index(b, t->name, "unique_key", "unique-job index", 1, sl_buf_str(&c),
+              sl_buf_str(&w));
+    sl_buf_free(&c);
+    sl_buf_free(&w);
+
 listing:
     /* Finished jobs by when they finished: retention deletes the oldest
      * first and listings show the newest first, without a scan over

@@ -74,6 +74,29 @@ static int compare(const sl_schema *s, const char *const *only, size_t nonly,
     return 0;
 }
 
+/* sluice.schedule_ticks, when a picked stage has a schedule. */
+static int check_ticks(PGconn *c, const sl_model *m, const char *const *only,
+                       size_t nonly, char *err, size_t errlen) {
+    const sl_stage *st = NULL;
+    for (size_t i = 0; i < m->npipelines && !st; i++)
+        for (size_t k = 0; k < m->pipelines[i].nstages && !st; k++)
+            if (m->pipelines[i].stages[k].schedule &&
+                sl_stage_selected(&m->pipelines[i].stages[k], only, nonly))
+                st = &m->pipelines[i].stages[k];
+    if (!st) return 0;
+    PGresult *r =
+        PQexec(c, "SELECT to_regclass('sluice.schedule_ticks') IS NOT NULL");
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK &&
+             PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (ok) return 0;
+    snprintf(err, errlen,
+             "table sluice.schedule_ticks (for the schedule of stage %s) is "
+             "missing: run `sluice migrate -p %s`",
+             st->name, st->pipeline->file);
+    return -SL_EREFUSED;
+}
+
 int sl_migrate_check(PGconn *c, const sl_model *m, char *err, size_t errlen) {
     return sl_migrate_check_stages(c, m, NULL, 0, err, errlen);
 }
@@ -111,6 +134,7 @@ int sl_migrate_check_stages(PGconn *c, const sl_model *m,
                  : -SL_EDB;
     } else {
         rc = compare(s, only, nonly, r, err, errlen);
+        if (rc == 0) rc = check_ticks(c, m, only, nonly, err, errlen);
     }
     PQclear(r);
     sl_buf_free(&names);
