@@ -28,6 +28,9 @@ static const struct {
     {"alerts", sl_cmd_alerts, "alert rules: state, test message, export"},
     {"token", sl_cmd_token, "mint a subject token for the progress widget"},
     {"purge", sl_cmd_purge, "delete finished jobs past their retention"},
+    {"workers", sl_cmd_workers, "list the running worker processes"},
+    {"pause", sl_cmd_pause, "stop the workers claiming a stage's jobs"},
+    {"resume", sl_cmd_resume, "let the workers claim a paused stage again"},
     {NULL, NULL, NULL},
 };
 

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "alerts.h"
+#include "ops.h"
 #include "buf.h"
 #include "db.h"
 #include "error.h"
@@ -265,6 +266,23 @@ static void plan_alerts(mctx *x) {
     if (missing)
         sl_migrate__add_step(x, sl_alerts_ddl,
                              "create table sluice.alerts (alert state)");
+}
+
+/* The operators' tables (ops.h), when one of them is missing. */
+static void plan_ops(mctx *x) {
+    PGresult *r = sl_migrate__query(
+        x,
+        "SELECT to_regclass('sluice.workers') IS NULL OR"
+        " to_regclass('sluice.paused') IS NULL OR"
+        " to_regclass('sluice.stats_minute') IS NULL",
+        0, NULL);
+    if (!r) return;
+    int missing = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (missing)
+        sl_migrate__add_step(x, sl_ops_ddl,
+                             "create the operators' tables (sluice.workers,"
+                             " sluice.paused, sluice.stats_minute)");
 }
 
 /* ------------------------------------------------------------ checks */
@@ -736,6 +754,7 @@ int sl_migrate(PGconn *c, const sl_model *m, const sl_migrate_opts *o,
     check_references(&x);
     plan_all(&x);
     plan_alerts(&x);
+    plan_ops(&x);
     if (x.rc) goto out_rollback;
 
     if (x.ndestructive && !x.o.allow_destructive) {
