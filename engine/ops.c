@@ -245,31 +245,36 @@ int sl_ops_stats(PGconn *c, const char *pipeline, const char *stage,
 static void transitions_branch(sl_buf *q, const sl_stage *s) {
     static const char *const where[] = {
         "status IN ('pending', 'retry')", "status = 'in_progress'",
-        "finished_at > coalesce($1::timestamptz - interval '2 seconds',"
+        "finished_at >= coalesce($1::timestamptz - interval '2 seconds',"
         " now())"};
     for (int k = 0; k < 3; k++) {
         sl_buf_puts(q, " UNION ALL (SELECT ");
         sl_buf_literal(q, s->queue);
-        sl_buf_puts(q, "::text AS queue, id::text AS id, status::text AS"
-                       " status, updated_at FROM ");
+        sl_buf_puts(q, "::text AS queue, id, status::text AS status,"
+                       " updated_at FROM ");
         sl_buf_ident(q, s->queue);
-        sl_buf_printf(q, " WHERE %s AND updated_at > coalesce($1::timestamptz"
-                         " - interval '2 seconds', now()))", where[k]);
+        /* After a cut: exactly past the last row (keyset), else with the
+         * overlap. */
+        sl_buf_printf(q, " WHERE %s AND CASE WHEN $2::uuid IS NULL THEN"
+                         " updated_at > coalesce($1::timestamptz - interval"
+                         " '2 seconds', now()) ELSE (updated_at, id) >"
+                         " ($1::timestamptz, $2::uuid) END)", where[k]);
     }
 }
 
 int sl_ops_transitions(PGconn *c, const sl_model *m, const char *since,
-                       int limit, PGresult **out, char *err, size_t errlen) {
+                       const char *after_id, int limit, PGresult **out,
+                       char *err, size_t errlen) {
     assert(c && m && out && limit > 0);
     *out = NULL;
     /* Only the queues whose table exists (a partial migration). */
     sl_buf q;
     sl_buf_init(&q);
     /* One row of NULLs with now() when nothing changed. */
-    sl_buf_puts(&q, "SELECT queue, id, status, " RFC3339_US("updated_at")
+    sl_buf_puts(&q, "SELECT queue, id::text, status, " RFC3339_US("updated_at")
                     ", " RFC3339_US("n.t") " FROM (SELECT now() AS t) n"
                     " LEFT JOIN LATERAL (SELECT * FROM (SELECT NULL::text AS"
-                    " queue, NULL::text AS id, NULL::text AS status,"
+                    " queue, NULL::uuid AS id, NULL::text AS status,"
                     " NULL::timestamptz AS updated_at WHERE false");
     PGresult *have = PQexec(c, "SELECT relname FROM pg_class WHERE"
                                " relkind IN ('r', 'p') AND"
@@ -292,8 +297,8 @@ int sl_ops_transitions(PGconn *c, const sl_model *m, const char *since,
                 }
         }
     PQclear(have);
-    sl_buf_printf(&q, ") u ORDER BY updated_at LIMIT %d) t ON true"
-                      " ORDER BY updated_at", limit);
-    const char *vals[1] = {since};
-    return exec(c, &q, 1, vals, 1, "read job transitions", out, err, errlen);
+    sl_buf_printf(&q, ") u ORDER BY updated_at, id LIMIT %d) t ON true"
+                      " ORDER BY updated_at, id", limit);
+    const char *vals[2] = {since, after_id};
+    return exec(c, &q, 2, vals, 1, "read job transitions", out, err, errlen);
 }

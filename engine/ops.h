@@ -125,9 +125,13 @@ enum { SL_TR_QUEUE, SL_TR_ID, SL_TR_STATUS, SL_TR_UPDATED, SL_TR_NOW };
  * `limit`: pending, retry and in_progress jobs through the claim and
  * lease indexes, finished ones through the finished index, so a call
  * costs the changed rows, not the table. *out (OUT: caller PQclears).
+ * With after_id (a call cut at `limit`: since and after_id are its last
+ * row's updated_at and id) it reads exactly the rows after that one, in
+ * (updated_at, id) order, with no overlap.
  * Queues whose table is missing are left out. When nothing changed the
  * result is one row with NULL in all but NOW. Returns 0 or an error. */
 int sl_ops_transitions(PGconn *c, const sl_model *m, const char *since,
-                       int limit, PGresult **out, char *err, size_t errlen);
+                       const char *after_id, int limit, PGresult **out,
+                       char *err, size_t errlen);
 
 #endif

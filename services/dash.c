@@ -12,7 +12,7 @@
 #include "ops.h"
 #include "web.h"
 
-#define POLL_LIMIT 50000
+#define POLL_LIMIT 5000
 #define SEEN_ROTATE_MS 5000 /* more than the 2 s overlap of the reads */
 
 /* A set of 64-bit keys (open addressing; 0 is the empty slot). */
@@ -53,9 +53,11 @@ static void keyset_put(keyset *s, uint64_t key) {
 struct sl_dash {
     const sl_model *m;
     char since[40]; /* "" until the first poll */
+    char after[40]; /* the last row's id after a cut poll, else "" */
     uint64_t seq;   /* the last frame's number */
     char *ring[SL_DASH_RING];
     keyset seen, old; /* two generations: what the overlap brings again */
+    int cut;          /* the last poll stopped at its limit */
     int64_t rotated_ms;
 };
 
@@ -79,7 +81,8 @@ void sl_dash_free(sl_dash *d) {
 int sl_dash_poll(sl_dash *d, PGconn *c, PGresult **out) {
     char err[512];
     int rc = sl_ops_transitions(c, d->m, d->since[0] ? d->since : NULL,
-                                POLL_LIMIT, out, err, sizeof err);
+                                d->after[0] ? d->after : NULL, POLL_LIMIT,
+                                out, err, sizeof err);
     if (rc != 0) sl_log(SL_LOG_WARN, "dashboard events: read failed", "error",
                         err, NULL);
     return rc;
@@ -138,12 +141,21 @@ size_t sl_dash_ingest(sl_dash *d, PGresult *r,
     }
     /* The next poll starts at this one's now(), or at the last row when
      * the poll was cut at its limit. */
-    if (n == POLL_LIMIT)
+    d->cut = n == POLL_LIMIT;
+    if (d->cut) {
         snprintf(d->since, sizeof d->since, "%s",
                  PQgetvalue(r, n - 1, SL_TR_UPDATED));
-    else if (n > 0)
-        snprintf(d->since, sizeof d->since, "%s",
-                 PQgetvalue(r, 0, SL_TR_NOW));
+        snprintf(d->after, sizeof d->after, "%s",
+                 PQgetvalue(r, n - 1, SL_TR_ID));
+    } else if (n > 0) {
+        /* Caught up: from this poll's now(), with the overlap. A cut
+         * catch-up keeps its since instead (now() may be past rows that
+         * commit late). */
+        if (!d->after[0])
+            snprintf(d->since, sizeof d->since, "%s",
+                     PQgetvalue(r, 0, SL_TR_NOW));
+        d->after[0] = '\0';
+    }
     PQclear(r);
     return sent;
 }
@@ -177,3 +189,5 @@ char *sl_dash_counts(sl_dash *d, PGconn *c) {
     sl_buf_free(&f);
     return frame;
 }
+
+int sl_dash_behind(const sl_dash *d) { return d->cut; }

@@ -35,6 +35,9 @@ int sl_dash_poll(sl_dash *d, PGconn *c, PGresult **out);
 size_t sl_dash_ingest(sl_dash *d, PGresult *r,
                       void (*emit)(const char *frame, void *arg), void *arg);
 
+/* 1 when the last ingested poll stopped at its row limit: poll again. */
+int sl_dash_behind(const sl_dash *d);
+
 /* Calls emit with every ring frame numbered after `after`. Returns 0, or
  * -1 when frames after it have left the ring already (or `after` is from
  * another server: larger than the last number). */

@@ -418,6 +418,19 @@ static void emit_dash(const char *frame, void *arg) {
 
 static void emit_one(const char *frame, void *arg) { stream_put(arg, frame); }
 
+/* Sends the frames of poll r (freed here), after the replays that new
+ * streams asked for, so that a resumed stream gets its frames in order;
+ * mu held. */
+static void ingest(sl_events *ev, PGresult *r) {
+    for (stream *s = ev->streams; s; s = s->next) {
+        if (!s->dash || !s->replay) continue;
+        if (sl_dash_replay(ev->dash, s->after, emit_one, s) != 0)
+            stream_put(s, "event: reset\ndata: {}\n\n");
+        s->replay = 0;
+    }
+    if (sl_dash_ingest(ev->dash, r, emit_dash, ev) > 0) ev->counts_dirty = 1;
+}
+
 /* Reads the job transitions (every DASH_POLL_MS, or at once after a
  * NOTIFY) and the counts (at most every DASH_COUNTS_MS, when something
  * changed or a stream is new) and sends them. */
@@ -435,16 +448,15 @@ static void dash_turn(sl_events *ev, PGconn *c, int notified) {
     if (notified) ev->counts_dirty = 1; /* an insert, a pause, a resume */
     PGresult *r = NULL;
     if (sl_dash_poll(ev->dash, c, &r) != 0) return;
-    pthread_mutex_lock(&ev->mu);
-    /* Replays first, so that a resumed stream gets its frames in order. */
-    for (stream *s = ev->streams; s; s = s->next) {
-        if (!s->dash || !s->replay) continue;
-        if (sl_dash_replay(ev->dash, s->after, emit_one, s) != 0)
-            stream_put(s, "event: reset\ndata: {}\n\n");
-        s->replay = 0;
+    /* Behind (a burst larger than one poll): catch up at once, a few
+     * polls per turn so that the subject streams are not held up. */
+    for (int k = 0; k < 8; k++) {
+        pthread_mutex_lock(&ev->mu);
+        ingest(ev, r);
+        pthread_mutex_unlock(&ev->mu);
+        if (!sl_dash_behind(ev->dash) || sl_dash_poll(ev->dash, c, &r) != 0)
+            break;
     }
-    if (sl_dash_ingest(ev->dash, r, emit_dash, ev) > 0) ev->counts_dirty = 1;
-    pthread_mutex_unlock(&ev->mu);
     if (!fresh && !(ev->counts_dirty && t - ev->counts_ms >= DASH_COUNTS_MS))
         return;
     char *frame = sl_dash_counts(ev->dash, c);

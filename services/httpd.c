@@ -431,7 +431,7 @@ int sl_httpd_start(const sl_httpd_opts *o, sl_httpd **out, char *err,
     if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     h->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
