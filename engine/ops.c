@@ -270,9 +270,17 @@ int sl_ops_transitions(PGconn *c, const sl_model *m, const char *since,
     /* Only the queues whose table exists (a partial migration). */
     sl_buf q;
     sl_buf_init(&q);
-    /* One row of NULLs with now() when nothing changed. */
+    /* One row of NULLs with NOW when nothing changed. NOW is held back
+     * to the start of the oldest writing transaction (visible to this
+     * role) of at most 25 s ago: its rows carry that now() but are not
+     * visible before it commits. */
     sl_buf_puts(&q, "SELECT queue, id::text, status, " RFC3339_US("updated_at")
-                    ", " RFC3339_US("n.t") " FROM (SELECT now() AS t) n"
+                    ", " RFC3339_US("n.t") " FROM (SELECT least(now(),"
+                    " greatest(now() - interval '25 seconds',"
+                    " coalesce(min(xact_start), now()))) AS t FROM"
+                    " pg_stat_activity WHERE backend_xid IS NOT NULL AND"
+                    " datname = current_database() AND pid <>"
+                    " pg_backend_pid()) n"
                     " LEFT JOIN LATERAL (SELECT * FROM (SELECT NULL::text AS"
                     " queue, NULL::uuid AS id, NULL::text AS status,"
                     " NULL::timestamptz AS updated_at WHERE false");

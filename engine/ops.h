@@ -114,8 +114,11 @@ int sl_ops_stats(PGconn *c, const char *pipeline, const char *stage,
                  int minutes, PGresult **out, char *err, size_t errlen);
 
 /* The columns of sl_ops_transitions: queue, job id, status, updated_at
- * (RFC 3339 with microseconds, UTC), then NOW, the statement's now() in
- * the same format (the next call's `since`). */
+ * (RFC 3339 with microseconds, UTC), then NOW in the same format (the
+ * next call's `since`): the statement's now(), or the start of the oldest
+ * transaction that writes in this database (as far as this role may see
+ * it in pg_stat_activity; at most 25 s back), whose rows may commit
+ * later with that time in updated_at. */
 enum { SL_TR_QUEUE, SL_TR_ID, SL_TR_STATUS, SL_TR_UPDATED, SL_TR_NOW };
 
 /* The jobs of every queue of m whose row changed (updated_at) after

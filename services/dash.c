@@ -13,7 +13,7 @@
 #include "web.h"
 
 #define POLL_LIMIT 5000
-#define SEEN_ROTATE_MS 5000 /* more than the 2 s overlap of the reads */
+#define SEEN_ROTATE_MS 30000 /* more than the reads' 25 s + 2 s overlap */
 
 /* A set of 64-bit keys (open addressing; 0 is the empty slot). */
 typedef struct keyset {

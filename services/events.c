@@ -42,6 +42,7 @@ typedef struct stream {
     int64_t last_write_ms;
     /* A dashboard stream (GET /api/events; p is NULL): */
     int dash, replay, fresh; /* replay: has after; fresh: wants counts */
+    int overflow;            /* frames dropped: reset once drained */
     uint64_t after;          /* Last-Event-ID: the last job frame seen */
 } stream;
 
@@ -70,8 +71,14 @@ struct sl_events {
 static void stream_put(stream *s, const char *text) {
     if (s->ended) return;
     if (s->out.len - s->off > MAX_PENDING) {
-        s->ended = 1; /* the client stopped reading */
-    } else {
+        /* The client stopped reading, or a burst outran it: a subject
+         * stream ends; a dashboard stream drops frames until it drained
+         * and is then told to reload (stream_read). */
+        if (s->dash)
+            s->overflow = 1;
+        else
+            s->ended = 1;
+    } else if (!s->overflow) {
         sl_buf_puts(&s->out, text);
         s->last_write_ms = sl_now_ms();
     }
@@ -96,6 +103,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             sl_buf_free(&s->out);
             sl_buf_init(&s->out);
             s->off = 0;
+            if (s->overflow) {
+                s->overflow = 0;
+                sl_buf_puts(&s->out, "event: reset\ndata: {}\n\n");
+            }
         }
     } else if (s->ended || sl_buf_failed(&s->out)) {
         n = MHD_CONTENT_READER_END_OF_STREAM;
