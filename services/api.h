@@ -1,5 +1,6 @@
 /* api.h - the JSON API under /api/ (docs/api.md): pipelines, jobs, one
- * job, one subject, retry and cancel by ids.
+ * job, one subject, workers, statistics; retry, cancel and delete by ids
+ * or by filter (bulk.h); pause and resume a stage (ops.h).
  *
  * Runs on the server's one thread with its own database connection
  * (statement_timeout 2 s, re-established when lost). Operators
