@@ -5,7 +5,8 @@
  * Prints figures; never fails on them.
  *
  * usage: sluice-bench-web PORT READ_TOKEN SERVER_PID STREAMS ROUNDS
- *                         [--jobs-only]
+ *                         [--jobs-only]   (REQUESTS: per job-list variant,
+ *                         default 50)
  * The database (PG* environment) has the queue bw_jobs (bench/pipelines/
  * bench_web.yaml) migrated; `sluice serve` listens on 127.0.0.1:PORT. */
 #include <curl/curl.h>
@@ -122,10 +123,12 @@ static void jobs_route(int port, const char *token) {
     CURL *h = curl_easy_init();
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
+    int reqs = getenv("REQUESTS") ? atoi(getenv("REQUESTS")) : 50;
+    if (reqs < 1 || reqs > 1000) reqs = 50;
     for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
-        double v[200];
+        double v[1000];
         long code = 0;
-        for (int i = 0; i < 200; i++) {
+        for (int i = 0; i < reqs; i++) {
             snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, paths[p]);
             curl_easy_setopt(h, CURLOPT_URL, url);
             double t = now_ms();
@@ -133,8 +136,10 @@ static void jobs_route(int port, const char *token) {
             v[i] = now_ms() - t;
             curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
         }
-        printf("GET %-36s HTTP %ld  p50 %7.1f ms  p99 %7.1f ms\n", paths[p],
-               code, pct(v, 200, 0.5), pct(v, 200, 0.99));
+        printf("GET %-36s HTTP %ld  p50 %7.1f ms  p99 %7.1f ms (%d requests)\n",
+               paths[p], code, pct(v, (size_t)reqs, 0.5),
+               pct(v, (size_t)reqs, 0.99), reqs);
+        fflush(stdout);
     }
     curl_easy_cleanup(h);
     curl_slist_free_all(hs);

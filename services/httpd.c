@@ -143,7 +143,9 @@ static void *checker_main(void *arg) {
             read_gauges(h, c);
             next_gauges = t + GAUGES_EVERY_MS;
         }
-        if (c && t >= next_rollup) {
+        /* Not on the first turn: /readyz waits for that one. (checked is
+         * written by this thread only.) */
+        if (c && t >= next_rollup && h->checked) {
             rollup(h, c, &first_rollup);
             next_rollup = t + ROLLUP_EVERY_MS;
         }
@@ -433,7 +435,7 @@ int sl_httpd_start(const sl_httpd_opts *o, sl_httpd **out, char *err,
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (!h->d || !h->gauges) {
