@@ -29,6 +29,9 @@ int sl_cmd_alerts(int argc, char **argv);   /* cli_alerts.c */
 int sl_cmd_token(int argc, char **argv);    /* cli_token.c */
 int sl_cmd_purge(int argc, char **argv);    /* cli_purge.c */
 int sl_cmd_schedules(int argc, char **argv); /* cli_schedules.c */
+int sl_cmd_workers(int argc, char **argv);  /* cli_workers.c */
+int sl_cmd_pause(int argc, char **argv);    /* cli_workers.c */
+int sl_cmd_resume(int argc, char **argv);   /* cli_workers.c */
 
 /* cli_serve.c: what `run` shares with `serve`. */
 typedef struct sl_httpd sl_httpd;

@@ -29,6 +29,9 @@ static const struct {
     {"token", sl_cmd_token, "mint a subject token for the progress widget"},
     {"purge", sl_cmd_purge, "delete finished jobs past their retention"},
     {"schedules", sl_cmd_schedules, "recurring jobs: cron, last and next tick"},
+    {"workers", sl_cmd_workers, "list the running worker processes"},
+    {"pause", sl_cmd_pause, "stop the workers claiming a stage's jobs"},
+    {"resume", sl_cmd_resume, "let the workers claim a paused stage again"},
     {NULL, NULL, NULL},
 };
 

@@ -1,5 +1,5 @@
 /* audit.h - the audit trail of operator actions taken through the web API
- * (retry, cancel): one row per action in sluice.audit (created by
+ * (retry, cancel, delete, pause, resume): one row per action in sluice.audit (created by
  * `sluice migrate`, migrate.c), saying who acted, what they did, on which
  * filter (the request's ids) and how many jobs it changed.
  */

@@ -6,21 +6,27 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "db.h"
 #include "error.h"
 #include "log.h"
+#include "buf.h"
+#include "version.h"
 #include "metrics.h"
+#include "ops.h"
 #include "runtime_priv.h"
 
 /* ---- control thread: listen, heartbeat, sweep
  * ------------------------------------ */
 
 static int listen_all(runtime *rt, PGconn *c, char *err, size_t errlen) {
-    for (size_t i = 0; i < rt->nstages; i++) {
+    for (size_t i = 0; i <= rt->nstages; i++) {
         char sql[160];
-        snprintf(sql, sizeof sql, "LISTEN \"%s\"", rt->stages[i].s->channel);
+        /* The stages' channels, then the one of pause and resume. */
+        snprintf(sql, sizeof sql, "LISTEN \"%s\"",
+                 i < rt->nstages ? rt->stages[i].s->channel : SL_OPS_CHANNEL);
         PGresult *r = PQexec(c, sql);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         if (!ok) {
@@ -129,6 +135,64 @@ static int sweep(runtime *rt, PGconn *c) {
         }
     }
     return 0;
+}
+
+int sl_rt__load_paused(runtime *rt, PGconn *c) {
+    static int warned; /* only the control thread, after the first call */
+    char err[512];
+    PGresult *r = NULL;
+    int rc = sl_ops_paused(c, &r, err, sizeof err);
+    if (rc != 0 && rc != -SL_ENOTFOUND) {
+        sl_log(SL_LOG_WARN, "cannot read paused stages", "error", err, NULL);
+        return rc == -SL_ECONN || sl_rt__conn_lost(c);
+    }
+    if (rc == -SL_ENOTFOUND && !warned++)
+        sl_log(SL_LOG_WARN, "sluice.paused is missing (run `sluice migrate`):"
+               " no stage can be paused", NULL);
+    for (size_t i = 0; i < rt->nstages; i++) {
+        stage_rt *st = &rt->stages[i];
+        int now = sl_ops_is_paused(r, st->s);
+        int was = atomic_exchange(&st->paused, now);
+        if (was != now)
+            sl_log(SL_LOG_INFO, now ? "stage paused" : "stage resumed",
+                   "pipeline", st->s->pipeline->name, "stage", st->s->name,
+                   NULL);
+        if (was && !now) sl_rt__stage_broadcast(st);
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* Writes this process's row in sluice.workers (ops.h); a failure is
+ * logged once and never stops the workers. Returns non-zero when the
+ * connection failed. */
+static int registry_beat(runtime *rt, PGconn *c) {
+    static int warned;
+    sl_buf st;
+    sl_buf_init(&st);
+    sl_buf_puts(&st, "[");
+    int threads = 0;
+    for (size_t i = 0; i < rt->nstages; i++) {
+        sl_buf_printf(&st, "%s\"%s.%s\"", i ? "," : "",
+                      rt->stages[i].s->pipeline->name, rt->stages[i].s->name);
+        threads += rt->stages[i].workers;
+    }
+    sl_buf_puts(&st, "]");
+    char host[64] = "localhost";
+    gethostname(host, sizeof host - 1);
+    sl_ops_worker w = {.id = rt->worker_id,
+                       .host = host,
+                       .pid = (int)getpid(),
+                       .version = SL_VERSION,
+                       .stages = sl_buf_failed(&st) ? "[]" : sl_buf_str(&st),
+                       .concurrency = threads};
+    char err[512];
+    int rc = sl_ops_worker_beat(c, &w, err, sizeof err);
+    sl_buf_free(&st);
+    if (rc != 0 && !warned++)
+        sl_log(SL_LOG_WARN, "cannot write the worker registry (sluice.workers)",
+               "error", err, NULL);
+    return rc != 0 && sl_rt__conn_lost(c);
 }
 
 /* The database answered a round that began at t, after the fence was
@@ -264,7 +328,7 @@ void sl_rt__control_loop(runtime *rt) {
         if (rt->stages[i].s->heartbeat_ms < hb_every)
             hb_every = rt->stages[i].s->heartbeat_ms;
     int64_t next_hb = sl_now_ms() + hb_every, next_sweep = sl_now_ms();
-    int64_t drain_deadline = 0, idle_since = 0;
+    int64_t drain_deadline = 0, idle_since = 0, next_beat = sl_now_ms();
 
     event(rt, "ready");
     while (c) {
@@ -308,20 +372,28 @@ void sl_rt__control_loop(runtime *rt) {
             atomic_store(&sl_rt__listening, 0);
             PQfinish(c);
             c = control_connect(rt);
+            if (c) sl_rt__load_paused(rt, c);
             /* Notifications may have been missed while down. */
             for (size_t i = 0; i < rt->nstages; i++)
                 sl_rt__stage_broadcast(&rt->stages[i]);
             continue;
         }
         PGnotify *nf;
+        int lost = 0;
         while ((nf = PQnotifies(c)) != NULL) {
+            /* A pause is applied before the stage's later NOTIFYs. */
+            if (strcmp(nf->relname, SL_OPS_CHANNEL) == 0)
+                lost |= sl_rt__load_paused(rt, c);
             stage_rt *st = stage_by_channel(rt, nf->relname);
             if (st) sl_rt__stage_post(st);
             PQfreemem(nf);
         }
         t = sl_now_ms();
         publish_slots(rt);
-        int lost = 0;
+        if (t >= next_beat && !lost) {
+            lost |= registry_beat(rt, c);
+            next_beat = t + SL_OPS_BEAT_MS;
+        }
         int64_t fenced = atomic_load(&sl_rt__fenced_at);
         if (fenced) next_sweep = t; /* a round trip proves the way back */
         if (t >= next_hb) {
@@ -330,6 +402,7 @@ void sl_rt__control_loop(runtime *rt) {
         }
         if (t >= next_sweep && !lost) {
             lost |= sweep(rt, c);
+            if (!lost) lost |= sl_rt__load_paused(rt, c);
             if (!lost) lost |= retention(rt, c);
             next_sweep = t + rt->sweep_ms;
             if (!lost && fenced) unfence(rt, fenced, t);
@@ -338,6 +411,7 @@ void sl_rt__control_loop(runtime *rt) {
             atomic_store(&sl_rt__listening, 0);
             PQfinish(c);
             c = control_connect(rt);
+            if (c) sl_rt__load_paused(rt, c);
             for (size_t i = 0; i < rt->nstages; i++)
                 sl_rt__stage_broadcast(&rt->stages[i]);
             continue;
@@ -356,5 +430,9 @@ void sl_rt__control_loop(runtime *rt) {
         }
     }
     atomic_store(&sl_rt__listening, 0);
-    if (c) PQfinish(c);
+    if (c) {
+        char err[512];
+        sl_ops_worker_remove(c, rt->worker_id, err, sizeof err);
+        PQfinish(c);
+    }
 }

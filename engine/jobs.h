@@ -154,6 +154,17 @@ typedef struct sl_job_ref {
 int sl_jobs_find(PGconn *c, const sl_model *m, const char *id,
                  sl_job_ref *ref, char *err, size_t errlen);
 
+/* What cancel and retry write (the SET list of an UPDATE of a queue), the
+ * one home of both for single jobs (jobs.c) and batches (bulk.c). The
+ * lease stays visible in locked_by (who was running it) but expires at
+ * once, and the status change is what the worker's heartbeat and
+ * completion check. */
+#define SL_JOBS_CANCEL_SET                                                  \
+    "status = 'cancelled', finished_at = now(), locked_until = NULL"
+#define SL_JOBS_RETRY_SET                                                   \
+    "status = 'retry', run_at = now(), attempts = 0, locked_by = NULL,"     \
+    " locked_until = NULL, finished_at = NULL"
+
 /* Cancels job `id`: a pending or retry job becomes `cancelled` and never
  * starts; an in_progress job becomes `cancelled` too, and its worker
  * learns at its next heartbeat that it no longer owns the job, tells the

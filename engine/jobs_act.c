@@ -142,14 +142,8 @@ static int act(PGconn *c, const sl_model *m, const char *id, const char *set,
     return 0;
 }
 
-/* The lease stays visible in locked_by (who was running it) but expires at
- * once, and the status change is what the worker's heartbeat and
- * completion check. */
-#define CANCEL_SET                                                          \
-    "status = 'cancelled', finished_at = now(), locked_until = NULL"
-#define RETRY_SET                                                           \
-    "status = 'retry', run_at = now(), attempts = 0, locked_by = NULL,"     \
-    " locked_until = NULL, finished_at = NULL"
+#define CANCEL_SET SL_JOBS_CANCEL_SET
+#define RETRY_SET SL_JOBS_RETRY_SET
 
 int sl_jobs_cancel(PGconn *c, const sl_model *m, const char *id,
                    sl_job_ref *ref, char *err, size_t errlen) {

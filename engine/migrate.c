@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "alerts.h"
+#include "ops.h"
 #include "buf.h"
 #include "db.h"
 #include "error.h"
@@ -277,6 +278,23 @@ static void plan_schedules(mctx *x) {
     if (missing)
         sl_migrate__add_step(x, sl_schedule_ddl, "create table "
                              "sluice.schedule_ticks (schedule ticks)");
+}
+
+/* The operators' tables (ops.h), when one of them is missing. */
+static void plan_ops(mctx *x) {
+    PGresult *r = sl_migrate__query(
+        x,
+        "SELECT to_regclass('sluice.workers') IS NULL OR"
+        " to_regclass('sluice.paused') IS NULL OR"
+        " to_regclass('sluice.stats_minute') IS NULL",
+        0, NULL);
+    if (!r) return;
+    int missing = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (missing)
+        sl_migrate__add_step(x, sl_ops_ddl,
+                             "create the operators' tables (sluice.workers,"
+                             " sluice.paused, sluice.stats_minute)");
 }
 
 /* ------------------------------------------------------------ checks */
@@ -710,6 +728,7 @@ static void plan(mctx *x, sl_schema **s) {
     plan_all(x);
     plan_alerts(x);
     plan_schedules(x);
+    plan_ops(x);
     sl_migrate__plan_owners(x);
 }
 

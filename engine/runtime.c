@@ -572,8 +572,9 @@ static void *worker_main(void *arg) {
 
     while (!atomic_load(&sl_rt__stop_requested)) {
         int n = 0;
-        if (atomic_load(&sl_rt__fenced_at)) {
-            /* Self-fenced: no lease taken now could be renewed. */
+        if (atomic_load(&sl_rt__fenced_at) || atomic_load(&st->paused)) {
+            /* Self-fenced: no lease taken now could be renewed. Paused:
+             * the control thread broadcasts on resume. */
             stage_wait(st, 200);
             continue;
         }
@@ -774,6 +775,8 @@ int sl_runtime_run(const sl_model *m, const sl_runtime_opts *o, char *err,
         rc = -SL_EDB;
         goto out_free;
     }
+    /* Before any worker claims: a paused stage starts paused. */
+    sl_rt__load_paused(&rt, probe);
     PQfinish(probe);
 
     rt.workers = calloc(nworkers, sizeof *rt.workers);

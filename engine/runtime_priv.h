@@ -44,6 +44,7 @@ typedef struct stage_rt {
     int tokens;  /* pending wake-ups */
     int idle;    /* workers waiting */
     int workers; /* workers alive */
+    atomic_int paused; /* listed in sluice.paused: claim nothing */
 } stage_rt;
 
 typedef struct worker {
@@ -102,6 +103,11 @@ void sl_rt__self_fence(worker *w, int64_t now);
 int sl_rt__need_reconnect(PGconn *c, int rc);
 void sl_rt__stage_broadcast(stage_rt *st);
 void sl_rt__stage_post(stage_rt *st);
+
+/* control.c: reads sluice.paused on c and sets each stage's paused flag,
+ * waking the workers of a stage that was resumed. A missing table (not
+ * migrated) pauses nothing. Returns non-zero when the connection failed. */
+int sl_rt__load_paused(runtime *rt, PGconn *c);
 
 /* control.c: the control thread's loop (LISTEN, heartbeats, sweep, drain);
  * returns when the runtime stops. */

@@ -9,8 +9,11 @@
 #include <string.h>
 
 #include "audit.h"
+#include "bulk.h"
 #include "error.h"
 #include "jobs.h"
+#include "log.h"
+#include "ops.h"
 #include "reads.h"
 #include "web.h"
 #include "webauth.h"
@@ -18,6 +21,7 @@
 #define PAGE_DEFAULT 50
 #define PAGE_MAX 500
 #define IDS_MAX 1000
+#define STATS_MINUTES_MAX 10080 /* a week */
 
 struct sl_api {
     const sl_model *m;
@@ -91,24 +95,27 @@ static const char *arg(struct MHD_Connection *conn, const char *name) {
 
 /* ---- GET /api/pipelines -------------------------------------------------- */
 
-static enum MHD_Result pipelines(sl_api *a, struct MHD_Connection *conn) {
-    char err[1024];
-    PGconn *c = conn_db(a, err, sizeof err);
-    if (!c) return db_failure(conn, -SL_ECONN, err);
+json_t *sl_api_pipelines_json(const sl_model *m, PGconn *c, int *rc,
+                               char *err, size_t errlen) {
     PGresult *r;
-    int rc = sl_reads_stats(c, &r, err, sizeof err);
-    if (rc != 0) return db_failure(conn, rc, err);
+    *rc = sl_reads_stats(c, &r, err, errlen);
+    if (*rc != 0) return NULL;
     static const char *const names[] = {"pending", "in_progress", "retry",
                                         "done",    "error",       "cancelled"};
+    /* Not migrated for pauses yet: nothing is paused. */
+    PGresult *paused = NULL;
+    char perr[256];
+    if (sl_ops_paused(c, &paused, perr, sizeof perr) != 0) paused = NULL;
     json_t *ps = json_array();
-    for (size_t i = 0; i < a->m->npipelines; i++) {
-        const sl_pipeline *p = &a->m->pipelines[i];
+    for (size_t i = 0; i < m->npipelines; i++) {
+        const sl_pipeline *p = &m->pipelines[i];
         json_t *stages = json_array();
         for (size_t k = 0; k < p->nstages; k++) {
             const sl_stage *s = &p->stages[k];
-            json_t *o =
-                json_pack("{s:s,s:s,s:n,s:n,s:n}", "name", s->name, "queue",
-                          s->queue, "counts", "oldest_pending_s", "mean_run_s");
+            json_t *o = json_pack("{s:s,s:s,s:n,s:n,s:n,s:b}", "name",
+                                  s->name, "queue", s->queue, "counts",
+                                  "oldest_pending_s", "mean_run_s", "paused",
+                                  sl_ops_is_paused(paused, s));
             for (int row = 0; row < PQntuples(r); row++) {
                 if (strcmp(PQgetvalue(r, row, SL_STAT_QUEUE), s->queue))
                     continue;
@@ -131,7 +138,18 @@ static enum MHD_Result pipelines(sl_api *a, struct MHD_Connection *conn) {
                                             stages));
     }
     PQclear(r);
-    return sl_web_json(conn, MHD_HTTP_OK, json_pack("{s:o}", "pipelines", ps));
+    PQclear(paused);
+    return json_pack("{s:o}", "pipelines", ps);
+}
+
+static enum MHD_Result pipelines(sl_api *a, struct MHD_Connection *conn) {
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) return db_failure(conn, -SL_ECONN, err);
+    int rc;
+    json_t *v = sl_api_pipelines_json(a->m, c, &rc, err, sizeof err);
+    if (!v) return db_failure(conn, rc, err);
+    return sl_web_json(conn, MHD_HTTP_OK, v);
 }
 
 /* ---- GET /api/jobs
@@ -357,59 +375,13 @@ static enum MHD_Result subject(sl_api *a, struct MHD_Connection *conn,
     return sl_web_json(conn, MHD_HTTP_OK, o);
 }
 
-/* ---- POST /api/jobs/retry and /api/jobs/cancel ------------------------------
- */
+/* ---- who acts ------------------------------------------------------------ */
 
-static enum MHD_Result act(sl_api *a, struct MHD_Connection *conn,
-                           const char *what, const char *body, size_t len) {
-    json_error_t je;
-    json_t *in = body ? json_loadb(body, len, 0, &je) : NULL;
-    json_t *ids = json_object_get(in, "ids");
-    size_t n = json_array_size(ids);
-    if (!json_is_object(in) || !json_is_array(ids) || n == 0 || n > IDS_MAX ||
-        json_object_size(in) != 1) {
-        json_decref(in);
-        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                            "the body must be {\"ids\": [UUID, ...]} with 1..%d"
-                            " ids",
-                            IDS_MAX);
-    }
-    for (size_t i = 0; i < n; i++) {
-        const char *id = json_string_value(json_array_get(ids, i));
-        if (!id || !sl_jobs_is_uuid(id)) {
-            json_decref(in);
-            return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                                "ids[%zu] is not a UUID", i);
-        }
-    }
-    char err[1024];
-    PGconn *c = conn_db(a, err, sizeof err);
-    if (!c) {
-        json_decref(in);
-        return db_failure(conn, -SL_ECONN, err);
-    }
-    int retry = strcmp(what, "retry") == 0;
-    json_t *results = json_array();
-    long changed = 0;
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const char *id = json_string_value(json_array_get(ids, i));
-        sl_job_ref ref;
-        rc = retry ? sl_jobs_retry(c, a->m, id, &ref, err, sizeof err)
-                   : sl_jobs_cancel(c, a->m, id, &ref, err, sizeof err);
-        if (rc != 0) break;
-        changed += ref.changed;
-        json_array_append_new(
-            results,
-            ref.stage ? json_pack("{s:s,s:s,s:s,s:b}", "id", id, "queue",
-                                  ref.stage->queue, "was", ref.status,
-                                  "changed", ref.changed)
-                      : json_pack("{s:s,s:s}", "id", id, "error", "not_found"));
-    }
-    /* Whatever was changed is audited, even when a later id failed. */
+/* "admin@<client address>" into who (96 bytes). */
+static void client_who(struct MHD_Connection *conn, char who[96]) {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    char who[96] = "admin";
+    snprintf(who, 96, "admin");
     if (ci && ci->client_addr) {
         char host[64] = "";
         const struct sockaddr *sa = ci->client_addr;
@@ -419,18 +391,237 @@ static enum MHD_Result act(sl_api *a, struct MHD_Connection *conn,
         else if (sa->sa_family == AF_INET6)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
                       host, sizeof host);
-        snprintf(who, sizeof who, "admin@%s", host);
+        snprintf(who, 96, "admin@%s", host);
     }
-    char aerr[1024];
+}
+
+/* ---- POST /api/jobs/retry, cancel, delete ----------------------------------
+ */
+
+/* The action on the jobs of `ids` one by one; results as in docs/api.md. */
+static int act_ids(sl_api *a, PGconn *c, const char *what, json_t *ids,
+                   json_t *results, long *changed, char *err, size_t errlen) {
+    int rc = 0;
+    for (size_t i = 0; i < json_array_size(ids) && rc == 0; i++) {
+        const char *id = json_string_value(json_array_get(ids, i));
+        sl_job_ref ref;
+        memset(&ref, 0, sizeof ref);
+        rc = what[0] == 'r'   ? sl_jobs_retry(c, a->m, id, &ref, err, errlen)
+             : what[0] == 'c' ? sl_jobs_cancel(c, a->m, id, &ref, err, errlen)
+                              : sl_bulk_delete_id(c, a->m, id, &ref, err,
+                                                  errlen);
+        if (rc != 0) break;
+        *changed += ref.changed;
+        json_array_append_new(
+            results,
+            ref.stage ? json_pack("{s:s,s:s,s:s,s:b}", "id", id, "queue",
+                                  ref.stage->queue, "was", ref.status,
+                                  "changed", ref.changed)
+                      : json_pack("{s:s,s:s}", "id", id, "error", "not_found"));
+    }
+    return rc;
+}
+
+/* The filter object f as a bulk filter; NULL when valid, else why not. */
+static const char *parse_filter(const sl_model *m, json_t *f,
+                                sl_bulk_filter *out) {
+    static const char *const keys[] = {"pipeline", "stage", "status",
+                                       "error_class", "q"};
+    const char *v[5] = {0};
+    if (!json_is_object(f)) return "filter must be an object";
+    const char *key;
+    json_t *val;
+    json_object_foreach(f, key, val) {
+        size_t k = 0;
+        while (k < 5 && strcmp(key, keys[k]) != 0)
+            k++;
+        if (k == 5)
+            return "filter takes pipeline, stage, status, error_class, q";
+        if (!json_is_string(val) || !json_string_value(val)[0])
+            return "filter values must be non-empty strings";
+        v[k] = json_string_value(val);
+    }
+    *out = (sl_bulk_filter){v[0], v[1], v[2], v[3], v[4]};
+    if (out->status && !sl_bulk_valid_status(out->status))
+        return "filter.status must be pending, in_progress, retry, done,"
+               " error or cancelled";
+    if (sl_bulk_stages(m, out) == 0) return NULL; /* 404 below */
+    return NULL;
+}
+
+static void log_progress(long changed, void *arg) {
+    char n[24];
+    snprintf(n, sizeof n, "%ld", changed);
+    sl_log(SL_LOG_INFO, "bulk action progress", "action", (const char *)arg,
+           "changed", n, NULL);
+}
+
+static enum MHD_Result act(sl_api *a, struct MHD_Connection *conn,
+                           const char *what, const char *body, size_t len) {
+    json_error_t je;
+    json_t *in = body ? json_loadb(body, len, 0, &je) : NULL;
+    json_t *ids = json_object_get(in, "ids"), *filter = json_object_get(in,
+                                                                     "filter");
+    size_t n = json_array_size(ids);
+    if (!json_is_object(in) || json_object_size(in) != 1 ||
+        (!filter && (!json_is_array(ids) || n == 0 || n > IDS_MAX))) {
+        json_decref(in);
+        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "the body must be {\"ids\": [UUID, ...]} with 1..%d"
+                            " ids, or {\"filter\": {...}}",
+                            IDS_MAX);
+    }
+    sl_bulk_filter bf;
+    const char *why = filter ? parse_filter(a->m, filter, &bf) : NULL;
+    for (size_t i = 0; !filter && i < n && !why; i++) {
+        const char *id = json_string_value(json_array_get(ids, i));
+        if (!id || !sl_jobs_is_uuid(id)) why = "every id must be a UUID";
+    }
+    if (why) {
+        json_decref(in);
+        return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "%s",
+                            why);
+    }
+    if (filter && sl_bulk_stages(a->m, &bf) == 0) {
+        json_decref(in);
+        return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no stage matches the filter's pipeline and stage");
+    }
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) {
+        json_decref(in);
+        return db_failure(conn, -SL_ECONN, err);
+    }
+    json_t *results = json_array();
+    long changed = 0;
+    int rc;
+    if (filter) {
+        sl_bulk_op op = what[0] == 'r'   ? SL_BULK_RETRY
+                        : what[0] == 'c' ? SL_BULK_CANCEL
+                                         : SL_BULK_DELETE;
+        rc = sl_bulk_apply(c, a->m, op, &bf, log_progress, (void *)what,
+                           &changed, err, sizeof err);
+    } else {
+        rc = act_ids(a, c, what, ids, results, &changed, err, sizeof err);
+    }
+    /* Whatever was changed is audited, even when a later batch failed. */
+    char who[96], aerr[1024];
+    client_who(conn, who);
     int arc = sl_audit_write(c, who, what, in, changed, aerr, sizeof aerr);
     json_decref(in);
     if (rc != 0 || arc != 0) {
         json_decref(results);
         return db_failure(conn, rc ? rc : arc, rc ? err : aerr);
     }
+    if (filter) {
+        json_decref(results);
+        return sl_web_json(conn, MHD_HTTP_OK,
+                           json_pack("{s:I,s:b}", "changed",
+                                     (json_int_t)changed, "filter", 1));
+    }
     return sl_web_json(
         conn, MHD_HTTP_OK,
-        json_pack("{s:i,s:o}", "changed", (int)changed, "results", results));
+        json_pack("{s:I,s:o}", "changed", (json_int_t)changed, "results",
+                  results));
+}
+
+/* ---- POST /api/stages/:pipeline/:stage/pause|resume ------------------------
+ */
+
+static enum MHD_Result pause_stage(sl_api *a, struct MHD_Connection *conn,
+                             const char *pipeline, const char *stage,
+                             int paused) {
+    const sl_stage *s = sl_model_stage(a->m, pipeline, stage);
+    if (!s)
+        return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no stage %s.%s", pipeline, stage);
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) return db_failure(conn, -SL_ECONN, err);
+    char who[96];
+    client_who(conn, who);
+    int rc = sl_ops_pause(c, s, paused, who, err, sizeof err);
+    if (rc != 0) return db_failure(conn, rc, err);
+    json_t *f = json_pack("{s:s,s:s}", "pipeline", s->pipeline->name, "stage",
+                          s->name);
+    rc = sl_audit_write(c, who, paused ? "pause" : "resume", f, 1, err,
+                        sizeof err);
+    json_decref(f);
+    if (rc != 0) return db_failure(conn, rc, err);
+    return sl_web_json(conn, MHD_HTTP_OK,
+                       json_pack("{s:s,s:s,s:b}", "pipeline",
+                                 s->pipeline->name, "stage", s->name,
+                                 "paused", paused));
+}
+
+/* ---- GET /api/workers, GET /api/stats ------------------------------------- */
+
+static enum MHD_Result workers(sl_api *a, struct MHD_Connection *conn) {
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) return db_failure(conn, -SL_ECONN, err);
+    PGresult *r;
+    int rc = sl_ops_workers(c, &r, err, sizeof err);
+    if (rc != 0) return db_failure(conn, rc, err);
+    json_t *list = json_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *st = json_loads(PQgetvalue(r, i, SL_WK_STAGES), 0, NULL);
+        json_array_append_new(
+            list,
+            json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "id",
+                      text_or_null(r, i, SL_WK_ID), "host",
+                      text_or_null(r, i, SL_WK_HOST), "pid",
+                      int_or_null(r, i, SL_WK_PID), "version",
+                      text_or_null(r, i, SL_WK_VERSION), "stages",
+                      st ? st : json_array(), "concurrency",
+                      int_or_null(r, i, SL_WK_CONCURRENCY), "started_at",
+                      text_or_null(r, i, SL_WK_STARTED), "heartbeat_at",
+                      text_or_null(r, i, SL_WK_HEARTBEAT), "alive",
+                      PQgetvalue(r, i, SL_WK_ALIVE)[0] == 't'));
+    }
+    PQclear(r);
+    return sl_web_json(conn, MHD_HTTP_OK, json_pack("{s:o}", "workers", list));
+}
+
+static enum MHD_Result stats(sl_api *a, struct MHD_Connection *conn) {
+    const char *pl = arg(conn, "pipeline"), *st = arg(conn, "stage"),
+               *mi = arg(conn, "minutes");
+    long minutes = 60;
+    if (mi) {
+        char *end;
+        minutes = strtol(mi, &end, 10);
+        if (*end || minutes < 1 || minutes > STATS_MINUTES_MAX)
+            return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                "minutes must be 1..%d", STATS_MINUTES_MAX);
+    }
+    sl_bulk_filter f = {.pipeline = pl, .stage = st};
+    if (sl_bulk_stages(a->m, &f) == 0)
+        return sl_web_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                            "no stage matches pipeline '%s' and stage '%s'",
+                            pl ? pl : "*", st ? st : "*");
+    char err[1024];
+    PGconn *c = conn_db(a, err, sizeof err);
+    if (!c) return db_failure(conn, -SL_ECONN, err);
+    PGresult *r;
+    int rc = sl_ops_stats(c, pl, st, (int)minutes, &r, err, sizeof err);
+    if (rc != 0) return db_failure(conn, rc, err);
+    json_t *list = json_array();
+    for (int i = 0; i < PQntuples(r); i++)
+        json_array_append_new(
+            list,
+            json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "minute",
+                      text_or_null(r, i, SL_ST_MINUTE), "pipeline",
+                      text_or_null(r, i, SL_ST_PIPELINE), "stage",
+                      text_or_null(r, i, SL_ST_STAGE), "done",
+                      int_or_null(r, i, SL_ST_DONE), "failed",
+                      int_or_null(r, i, SL_ST_FAILED), "run_p50_ms",
+                      real_or_null(r, i, SL_ST_RUN_P50), "run_p95_ms",
+                      real_or_null(r, i, SL_ST_RUN_P95), "wait_p50_ms",
+                      real_or_null(r, i, SL_ST_WAIT_P50), "wait_p95_ms",
+                      real_or_null(r, i, SL_ST_WAIT_P95)));
+    PQclear(r);
+    return sl_web_json(conn, MHD_HTTP_OK, json_pack("{s:o}", "minutes", list));
 }
 
 /* ---- routing
@@ -452,6 +643,34 @@ static int split(const char *url, char seg[512], const char *parts[4]) {
     return n;
 }
 
+/* The rules of every action: POST, the admin token, same site, a JSON
+ * body. Returns MHD_YES with *answered = 0 when the request passes. */
+static enum MHD_Result gate(struct MHD_Connection *conn, const char *method,
+                            sl_web_role role, int *answered) {
+    *answered = 1;
+    if (strcmp(method, "POST") != 0)
+        return sl_web_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+                            "method_not_allowed", "use POST");
+    if (role != SL_WEB_ADMIN)
+        return sl_web_error(conn, MHD_HTTP_FORBIDDEN, "forbidden",
+                            "actions need the admin token");
+    if (sl_webauth_cross_site(
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                        "Sec-Fetch-Site"),
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"),
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host")))
+        return sl_web_error(conn, MHD_HTTP_FORBIDDEN, "cross_site",
+                            "actions from another site are refused");
+    const char *type =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+    if (!type || strncmp(type, "application/json", 16) != 0)
+        return sl_web_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                            "unsupported_media_type",
+                            "the body must be application/json");
+    *answered = 0;
+    return MHD_YES;
+}
+
 enum MHD_Result sl_api_handle(sl_api *a, struct MHD_Connection *conn,
                               const char *method, const char *url,
                               const char *body, size_t len) {
@@ -469,32 +688,25 @@ enum MHD_Result sl_api_handle(sl_api *a, struct MHD_Connection *conn,
     if (n == 1 && strcmp(p[0], "pipelines") == 0 && get)
         return pipelines(a, conn);
     if (n == 1 && strcmp(p[0], "jobs") == 0 && get) return jobs(a, conn);
+    if (n == 1 && strcmp(p[0], "workers") == 0 && get) return workers(a, conn);
+    if (n == 1 && strcmp(p[0], "stats") == 0 && get) return stats(a, conn);
     if (n == 3 && strcmp(p[0], "jobs") == 0 && get)
         return job(a, conn, p[1], p[2]);
     if (n == 3 && strcmp(p[0], "subjects") == 0 && get)
         return subject(a, conn, p[1], p[2]);
+    int answered;
     if (n == 2 && strcmp(p[0], "jobs") == 0 &&
-        (strcmp(p[1], "retry") == 0 || strcmp(p[1], "cancel") == 0)) {
-        if (!post)
-            return sl_web_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
-                                "method_not_allowed", "use POST");
-        if (role != SL_WEB_ADMIN)
-            return sl_web_error(conn, MHD_HTTP_FORBIDDEN, "forbidden",
-                                "actions need the admin token");
-        if (sl_webauth_cross_site(
-                MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                            "Sec-Fetch-Site"),
-                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"),
-                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host")))
-            return sl_web_error(conn, MHD_HTTP_FORBIDDEN, "cross_site",
-                                "actions from another site are refused");
-        const char *type =
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
-        if (!type || strncmp(type, "application/json", 16) != 0)
-            return sl_web_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                                "unsupported_media_type",
-                                "the body must be application/json");
-        return act(a, conn, p[1], body, len);
+        (strcmp(p[1], "retry") == 0 || strcmp(p[1], "cancel") == 0 ||
+         strcmp(p[1], "delete") == 0)) {
+        enum MHD_Result r = gate(conn, method, role, &answered);
+        return answered ? r : act(a, conn, p[1], body, len);
+    }
+    if (n == 4 && strcmp(p[0], "stages") == 0 &&
+        (strcmp(p[3], "pause") == 0 || strcmp(p[3], "resume") == 0)) {
+        enum MHD_Result r = gate(conn, method, role, &answered);
+        return answered ? r
+                        : pause_stage(a, conn, p[1], p[2],
+                                      strcmp(p[3], "pause") == 0);
     }
     if (n > 0 && get == 0 && post == 0)
         return sl_web_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,

@@ -1,5 +1,6 @@
 /* api.h - the JSON API under /api/ (docs/api.md): pipelines, jobs, one
- * job, one subject, retry and cancel by ids.
+ * job, one subject, workers, statistics; retry, cancel and delete by ids
+ * or by filter (bulk.h); pause and resume a stage (ops.h).
  *
  * Runs on the server's one thread with its own database connection
  * (statement_timeout 2 s, re-established when lost). Operators
@@ -10,6 +11,8 @@
 #ifndef SL_API_H
 #define SL_API_H
 
+#include <jansson.h>
+#include <libpq-fe.h>
 #include <microhttpd.h>
 #include <stddef.h>
 
@@ -27,6 +30,12 @@ sl_api *sl_api_new(const sl_model *m, sl_dbsource db);
 enum MHD_Result sl_api_handle(sl_api *a, struct MHD_Connection *conn,
                               const char *method, const char *url,
                               const char *body, size_t len);
+
+/* The body of GET /api/pipelines for model m read on c (also the data of
+ * the `counts` events, events.h): a new reference, or NULL with *rc (OUT)
+ * and err set as reads.h says. */
+json_t *sl_api_pipelines_json(const sl_model *m, PGconn *c, int *rc,
+                              char *err, size_t errlen);
 
 /* Closes the connection and frees a. NULL is fine. */
 void sl_api_free(sl_api *a);

@@ -14,9 +14,11 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "dash.h"
 #include "error.h"
 #include "jobs.h"
 #include "log.h"
+#include "ops.h"
 #include "reads.h"
 #include "web.h"
 #include "webauth.h"
@@ -24,6 +26,8 @@
 #define PING_EVERY_MS 15000
 #define TURN_MS 1000
 #define MAX_PENDING (256 * 1024) /* a stream that stops reading is closed */
+#define DASH_POLL_MS 250        /* job transitions read at least this often */
+#define DASH_COUNTS_MS 1000     /* counts sent at most this often */
 
 typedef struct stream {
     struct stream *next;
@@ -36,6 +40,10 @@ typedef struct stream {
     size_t off;
     int suspended, dirty, ended;
     int64_t last_write_ms;
+    /* A dashboard stream (GET /api/events; p is NULL): */
+    int dash, replay, fresh; /* replay: has after; fresh: wants counts */
+    int overflow;            /* frames dropped: reset once drained */
+    uint64_t after;          /* Last-Event-ID: the last job frame seen */
 } stream;
 
 struct sl_events {
@@ -46,8 +54,15 @@ struct sl_events {
     int wake[2];        /* a pipe: a new stream, or stop */
     pthread_mutex_t mu; /* guards everything below */
     stream *streams;
-    size_t nstreams;
+    size_t nstreams, ndash;
     int stop;
+    /* The dashboard streams' source (the events thread only, but ring
+     * reads under mu): */
+    sl_dash *dash;
+    int dash_on; /* polling since the first dashboard stream */
+    int64_t polled_ms, counts_ms;
+    int counts_dirty;
+    char *counts; /* the last counts frame sent */
 };
 
 /* ---- the streams' side (the server's thread) ---------------------------- */
@@ -55,9 +70,15 @@ struct sl_events {
 /* Appends text to s and resumes its connection; mu held. */
 static void stream_put(stream *s, const char *text) {
     if (s->ended) return;
-    if (strlen(sl_buf_str(&s->out)) - s->off > MAX_PENDING) {
-        s->ended = 1; /* the client stopped reading */
-    } else {
+    if (s->out.len - s->off > MAX_PENDING) {
+        /* The client stopped reading, or a burst outran it: a subject
+         * stream ends; a dashboard stream drops frames until it drained
+         * and is then told to reload (stream_read). */
+        if (s->dash)
+            s->overflow = 1;
+        else
+            s->ended = 1;
+    } else if (!s->overflow) {
         sl_buf_puts(&s->out, text);
         s->last_write_ms = sl_now_ms();
     }
@@ -72,16 +93,20 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     pthread_mutex_lock(&s->ev->mu);
     const char *all = sl_buf_str(&s->out);
-    size_t have = sl_buf_failed(&s->out) ? 0 : strlen(all) - s->off;
+    size_t have = sl_buf_failed(&s->out) ? 0 : s->out.len - s->off;
     ssize_t n;
     if (have) {
         n = (ssize_t)(have < max ? have : max);
         memcpy(buf, all + s->off, (size_t)n);
         s->off += (size_t)n;
-        if (s->off == strlen(all)) { /* all sent: start the buffer again */
+        if (s->off == s->out.len) { /* all sent: start the buffer again */
             sl_buf_free(&s->out);
             sl_buf_init(&s->out);
             s->off = 0;
+            if (s->overflow) {
+                s->overflow = 0;
+                sl_buf_puts(&s->out, "event: reset\ndata: {}\n\n");
+            }
         }
     } else if (s->ended || sl_buf_failed(&s->out)) {
         n = MHD_CONTENT_READER_END_OF_STREAM;
@@ -103,6 +128,7 @@ static void stream_free(void *cls) {
         if (*pp == s) {
             *pp = s->next;
             ev->nstreams--;
+            ev->ndash -= (size_t)s->dash;
             break;
         }
     pthread_mutex_unlock(&ev->mu);
@@ -137,6 +163,43 @@ static int authorised(struct MHD_Connection *conn, const sl_pipeline *p,
     return 0;
 }
 
+/* Answers with the stream s (calloc'd, fields of its kind set; owned
+ * from here on) and adds it to ev's list. */
+static enum MHD_Result start_stream(sl_events *ev, struct MHD_Connection *conn,
+                                    stream *s) {
+    s->ev = ev;
+    s->conn = conn;
+    sl_buf_init(&s->out);
+    sl_buf_puts(&s->out, "retry: 2000\n\n");
+    s->last_write_ms = sl_now_ms();
+    struct MHD_Response *r = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
+    if (!r) {
+        sl_buf_free(&s->out);
+        free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Content-Security-Policy", SL_WEB_CSP);
+    /* The widget runs on the application's pages; the token, not the
+     * origin, authorises a subject's stream. The dashboard is same-site. */
+    if (!s->dash) MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+    pthread_mutex_lock(&ev->mu);
+    s->next = ev->streams;
+    ev->streams = s;
+    ev->nstreams++;
+    ev->ndash += (size_t)s->dash;
+    pthread_mutex_unlock(&ev->mu);
+    enum MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r); /* stream_free runs when the connection ends */
+    if (write(ev->wake[1], "n", 1) < 0) { /* full pipe: already woken */
+    }
+    return ok;
+}
+
 enum MHD_Result sl_events_open(sl_events *ev, struct MHD_Connection *conn,
                                const char *pipeline, const char *id) {
     const sl_pipeline *p = sl_model_pipeline(ev->m, pipeline);
@@ -154,42 +217,45 @@ enum MHD_Result sl_events_open(sl_events *ev, struct MHD_Connection *conn,
         return sl_web_error(conn, MHD_HTTP_UNAUTHORIZED, code, "%s", why);
     stream *s = calloc(1, sizeof *s);
     if (!s) return MHD_NO;
-    s->ev = ev;
-    s->conn = conn;
     s->p = p;
     snprintf(s->id, sizeof s->id, "%s", id);
     const char *last =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
     if (last) snprintf(s->last_id, sizeof s->last_id, "%s", last);
-    sl_buf_init(&s->out);
-    sl_buf_puts(&s->out, "retry: 2000\n\n");
     s->dirty = 1;
-    s->last_write_ms = sl_now_ms();
-    struct MHD_Response *r = MHD_create_response_from_callback(
-        MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
-    if (!r) {
-        sl_buf_free(&s->out);
-        free(s);
-        return MHD_NO;
+    return start_stream(ev, conn, s);
+}
+
+enum MHD_Result sl_events_open_dash(sl_events *ev,
+                                    struct MHD_Connection *conn) {
+    const char *token =
+        MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "token");
+    const char *auth =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    char bearer[600];
+    if (token) {
+        snprintf(bearer, sizeof bearer, "Bearer %s", token);
+        auth = bearer;
     }
-    MHD_add_response_header(r, "Content-Type", "text/event-stream");
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    MHD_add_response_header(r, "X-Accel-Buffering", "no");
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(r, "Content-Security-Policy", SL_WEB_CSP);
-    /* The widget runs on the application's pages; the token, not the
-     * origin, authorises the stream. */
-    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
-    pthread_mutex_lock(&ev->mu);
-    s->next = ev->streams;
-    ev->streams = s;
-    ev->nstreams++;
-    pthread_mutex_unlock(&ev->mu);
-    enum MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r); /* stream_free runs when the connection ends */
-    if (write(ev->wake[1], "n", 1) < 0) { /* full pipe: already woken */
+    if (sl_webauth_role(auth) == SL_WEB_NONE)
+        return sl_web_error(conn, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+                            "the read or admin token is required (Bearer or"
+                            " ?token=)");
+    stream *s = calloc(1, sizeof *s);
+    if (!s) return MHD_NO;
+    s->dash = 1;
+    s->fresh = 1;
+    const char *last =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
+    if (last && *last) {
+        char *end;
+        unsigned long long v = strtoull(last, &end, 10);
+        if (!*end) {
+            s->replay = 1;
+            s->after = v;
+        }
     }
-    return ok;
+    return start_stream(ev, conn, s);
 }
 
 /* ---- the listening thread ----------------------------------------------- */
@@ -273,6 +339,30 @@ static PGconn *listen_connect(sl_events *ev) {
             return NULL;
         }
     }
+    /* The stages' channels too, and the one of pause and resume: an
+     * insert or a return to pending wakes the dashboard's poll at once. */
+    for (size_t i = 0; i <= ev->m->npipelines; i++)
+        for (size_t k = 0;
+             i == ev->m->npipelines ? k < 1 : k < ev->m->pipelines[i].nstages;
+             k++) {
+            sl_buf q;
+            sl_buf_init(&q);
+            sl_buf_puts(&q, "LISTEN ");
+            sl_buf_ident(&q, i == ev->m->npipelines
+                                 ? SL_OPS_CHANNEL
+                                 : ev->m->pipelines[i].stages[k].channel);
+            r = PQexec(c, sl_buf_str(&q));
+            sl_buf_free(&q);
+            int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            if (!ok)
+                sl_log(SL_LOG_WARN, "event streams cannot LISTEN", "error",
+                       sl_db_error(c, r, err, sizeof err), NULL);
+            PQclear(r);
+            if (!ok) {
+                PQfinish(c);
+                return NULL;
+            }
+        }
     return c;
 }
 
@@ -280,7 +370,8 @@ static PGconn *listen_connect(sl_events *ev) {
  * (every stream when channel is NULL); mu held. */
 static void mark(sl_events *ev, const char *channel) {
     for (stream *s = ev->streams; s; s = s->next)
-        if (!channel || strcmp(s->p->subject.channel, channel) == 0)
+        if (!s->dash &&
+            (!channel || strcmp(s->p->subject.channel, channel) == 0))
             s->dirty = 1;
 }
 
@@ -311,7 +402,7 @@ static void refresh(sl_events *ev, PGconn *c) {
         read_want(c, &w[k]);
     pthread_mutex_lock(&ev->mu);
     for (stream *s = ev->streams; s; s = s->next)
-        for (size_t k = 0; k < n; k++) {
+        for (size_t k = 0; k < n && !s->dash; k++) {
             if (w[k].p != s->p || strcmp(w[k].id, s->id) != 0) continue;
             if (w[k].missing) {
                 stream_put(s, "event: error\ndata: {\"code\":\"not_found\"}"
@@ -329,6 +420,75 @@ static void refresh(sl_events *ev, PGconn *c) {
     for (size_t k = 0; k < n; k++)
         free(w[k].frame);
     free(w);
+}
+
+/* ---- the dashboard's streams (GET /api/events) ------------------------- */
+
+/* Puts frame on every dashboard stream that is not waiting for its
+ * replay; mu held. */
+static void emit_dash(const char *frame, void *arg) {
+    sl_events *ev = arg;
+    for (stream *s = ev->streams; s; s = s->next)
+        if (s->dash && !s->replay) stream_put(s, frame);
+}
+
+static void emit_one(const char *frame, void *arg) { stream_put(arg, frame); }
+
+/* Sends the frames of poll r (freed here), after the replays that new
+ * streams asked for, so that a resumed stream gets its frames in order;
+ * mu held. */
+static void ingest(sl_events *ev, PGresult *r) {
+    for (stream *s = ev->streams; s; s = s->next) {
+        if (!s->dash || !s->replay) continue;
+        if (sl_dash_replay(ev->dash, s->after, emit_one, s) != 0)
+            stream_put(s, "event: reset\ndata: {}\n\n");
+        s->replay = 0;
+    }
+    if (sl_dash_ingest(ev->dash, r, emit_dash, ev) > 0) ev->counts_dirty = 1;
+}
+
+/* Reads the job transitions (every DASH_POLL_MS, or at once after a
+ * NOTIFY) and the counts (at most every DASH_COUNTS_MS, when something
+ * changed or a stream is new) and sends them. */
+static void dash_turn(sl_events *ev, PGconn *c, int notified) {
+    pthread_mutex_lock(&ev->mu);
+    if (ev->ndash) ev->dash_on = 1;
+    int on = ev->dash_on, fresh = 0;
+    for (stream *s = ev->streams; s; s = s->next)
+        fresh |= s->dash && s->fresh;
+    pthread_mutex_unlock(&ev->mu);
+    int64_t t = sl_now_ms();
+    if (!on || (!notified && !fresh && t - ev->polled_ms < DASH_POLL_MS))
+        return;
+    ev->polled_ms = t;
+    if (notified) ev->counts_dirty = 1; /* an insert, a pause, a resume */
+    PGresult *r = NULL;
+    if (sl_dash_poll(ev->dash, c, &r) != 0) return;
+    /* Behind (a burst larger than one poll): catch up at once, a few
+     * polls per turn so that the subject streams are not held up. */
+    for (int k = 0; k < 8; k++) {
+        pthread_mutex_lock(&ev->mu);
+        ingest(ev, r);
+        pthread_mutex_unlock(&ev->mu);
+        if (!sl_dash_behind(ev->dash) || sl_dash_poll(ev->dash, c, &r) != 0)
+            break;
+    }
+    if (!fresh && !(ev->counts_dirty && t - ev->counts_ms >= DASH_COUNTS_MS))
+        return;
+    char *frame = sl_dash_counts(ev->dash, c);
+    if (!frame) return;
+    ev->counts_ms = t;
+    ev->counts_dirty = 0;
+    int changed = !ev->counts || strcmp(ev->counts, frame) != 0;
+    pthread_mutex_lock(&ev->mu);
+    for (stream *s = ev->streams; s; s = s->next)
+        if (s->dash && (s->fresh || changed)) {
+            stream_put(s, frame);
+            s->fresh = 0;
+        }
+    pthread_mutex_unlock(&ev->mu);
+    free(ev->counts);
+    ev->counts = frame;
 }
 
 static void *events_main(void *arg) {
@@ -349,7 +509,7 @@ static void *events_main(void *arg) {
         }
         struct pollfd fds[2] = {{.fd = ev->wake[0], .events = POLLIN},
                                 {.fd = c ? PQsocket(c) : -1, .events = POLLIN}};
-        poll(fds, 2, TURN_MS);
+        poll(fds, 2, ev->dash_on ? DASH_POLL_MS : TURN_MS);
         if (fds[0].revents & POLLIN) {
             char junk[64];
             while (read(ev->wake[0], junk, sizeof junk) > 0) {
@@ -361,13 +521,16 @@ static void *events_main(void *arg) {
             continue;
         }
         PGnotify *nf;
+        int notified = 0;
         while (c && (nf = PQnotifies(c)) != NULL) {
             pthread_mutex_lock(&ev->mu);
             mark(ev, nf->relname);
             pthread_mutex_unlock(&ev->mu);
             PQfreemem(nf);
+            notified = 1;
         }
         if (c) refresh(ev, c);
+        if (c) dash_turn(ev, c, notified);
     }
     if (c) PQfinish(c);
     return NULL;
@@ -381,6 +544,10 @@ int sl_events_start(const sl_model *m, sl_dbsource db, sl_events **out,
     if (!ev) goto fail_alloc;
     ev->m = m;
     ev->db = db;
+    if (!(ev->dash = sl_dash_new(m))) {
+        free(ev);
+        goto fail_alloc;
+    }
     pthread_mutex_init(&ev->mu, NULL);
     if (pipe2(ev->wake, O_NONBLOCK | O_CLOEXEC) != 0) goto fail_pipe;
     if (pthread_create(&ev->thread, NULL, events_main, ev) != 0)
@@ -393,6 +560,7 @@ fail_thread:
     close(ev->wake[1]);
 fail_pipe:
     pthread_mutex_destroy(&ev->mu);
+    sl_dash_free(ev->dash);
     free(ev);
 fail_alloc:
     snprintf(err, errlen, "cannot start the event streams: %s",
@@ -431,5 +599,7 @@ void sl_events_free(sl_events *ev) {
     close(ev->wake[0]);
     close(ev->wake[1]);
     pthread_mutex_destroy(&ev->mu);
+    sl_dash_free(ev->dash);
+    free(ev->counts);
     free(ev);
 }

@@ -43,6 +43,19 @@ int sl_events_start(const sl_model *m, sl_dbsource db, sl_events **out,
 enum MHD_Result sl_events_open(sl_events *ev, struct MHD_Connection *conn,
                                const char *pipeline, const char *id);
 
+/* Answers GET /api/events, the dashboard's stream: needs the read or
+ * admin token (Authorization: Bearer, or ?token=). Sends `job` events
+ * (id: a number; data {"pipeline","stage","queue","id","status"}) for
+ * every job transition the queues show (read every 250 ms, at once after
+ * a stage's NOTIFY, with a 2 s overlap so that late commits are not
+ * lost), and `counts` events (data: the body of GET /api/pipelines) when
+ * they changed, at most once a second, and first thing. Last-Event-ID
+ * replays the job events after it from a ring of the last 4096; when it
+ * is older, an `event: reset` says to reload. Called on the server's
+ * thread. */
+enum MHD_Result sl_events_open_dash(sl_events *ev,
+                                    struct MHD_Connection *conn);
+
 /* Ends every stream (they see the end of the body) and stops the thread;
  * call before MHD_stop_daemon. sl_events_free after MHD_stop_daemon. */
 void sl_events_shutdown(sl_events *ev);

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "ops.h"
 #include "runtime.h"
 #include "schema.h"
 #include "web.h"
@@ -29,6 +30,10 @@
 #define CHECK_EVERY_MS 1000
 #define SCHEMA_EVERY_MS 15000
 #define GAUGES_EVERY_MS 15000
+/* The statistics rollup (ops.h): every 10 s the elected server recomputes
+ * the last 2 minutes, the last hour on its first turn. */
+#define ROLLUP_EVERY_MS 10000
+#define ROLLUP_LOCK_KEY 7310838339472541699LL /* "sluice-rollup" */
 #define BODY_MAX (64 * 1024) /* the largest request body (JSON) */
 
 struct sl_httpd {
@@ -89,10 +94,23 @@ static void read_gauges(sl_httpd *h, PGconn *c) {
     free(fresh);
 }
 
+/* One turn of the rollup when this server is elected. */
+static void rollup(sl_httpd *h, PGconn *c, int *first) {
+    if (sl_db_elect(c, ROLLUP_LOCK_KEY) != 1) return;
+    char err[512];
+    int rc = sl_ops_rollup(c, h->o.model, *first ? 60 : 2, err, sizeof err);
+    /* A first turn that failed (too long for the statement timeout) is
+     * not repeated: the short window goes on from the next turn. */
+    *first = 0;
+    if (rc != 0)
+        sl_log(SL_LOG_WARN, "statistics rollup failed", "error", err, NULL);
+}
+
 static void *checker_main(void *arg) {
     sl_httpd *h = arg;
     PGconn *c = NULL;
-    int64_t next_schema = 0, next_gauges = 0;
+    int64_t next_schema = 0, next_gauges = 0, next_rollup = 0;
+    int first_rollup = 1;
     for (;;) {
         int64_t t = sl_now_ms();
         if (!c || PQstatus(c) != CONNECTION_OK) {
@@ -124,6 +142,12 @@ static void *checker_main(void *arg) {
         if (c && t >= next_gauges) {
             read_gauges(h, c);
             next_gauges = t + GAUGES_EVERY_MS;
+        }
+        /* Not on the first turn: /readyz waits for that one. (checked is
+         * written by this thread only.) */
+        if (c && t >= next_rollup && h->checked) {
+            rollup(h, c, &first_rollup);
+            next_rollup = t + ROLLUP_EVERY_MS;
         }
         pthread_mutex_lock(&h->mu);
         h->checked = 1;
@@ -262,6 +286,8 @@ static enum MHD_Result web_route(sl_httpd *h, struct MHD_Connection *conn,
                                 "method_not_allowed", "use GET");
         return sl_webassets_serve(conn, url);
     }
+    if (strcmp(url, "/api/events") == 0 && strcmp(method, "GET") == 0)
+        return sl_events_open_dash(h->events, conn);
     /* /api/subjects/PIPELINE/ID/events */
     size_t n = strlen(url);
     if (strncmp(url, "/api/subjects/", 14) == 0 && n > 21 &&
@@ -407,9 +433,9 @@ int sl_httpd_start(const sl_httpd_opts *o, sl_httpd **out, char *err,
     if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     h->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (!h->d || !h->gauges) {
