@@ -39,22 +39,38 @@ static double scalar_d(const char *sql) {
     return v;
 }
 
-/* Runs `sluice run` until idle; returns its peak RSS in KiB. */
+/* Starts `sluice run` on stage `stage` (batch 0: no -b, the stage's own
+ * setting). With out_pid the process is left running and its pid
+ * returned; otherwise runs it until idle and returns its peak RSS in KiB. */
 static long run_workers(const char *bin, const char *dir, const char *stage,
                         int conc, int batch, int idle, pid_t *out_pid,
                         int async) {
     char c[16], b[16];
     snprintf(c, sizeof c, "%d", conc);
     snprintf(b, sizeof b, "%d", batch);
+    const char *argv[20];
+    int n = 0;
+    argv[n++] = bin;
+    argv[n++] = "run";
+    argv[n++] = "-p";
+    argv[n++] = dir;
+    argv[n++] = "-s";
+    argv[n++] = stage;
+    argv[n++] = "-c";
+    argv[n++] = c;
+    if (batch > 0) {
+        argv[n++] = "-b";
+        argv[n++] = b;
+    }
+    if (idle) argv[n++] = "--exit-when-idle";
+    if (async) argv[n++] = "--async-commit";
+    argv[n++] = "--allow-superuser";
+    argv[n++] = "--log-level";
+    argv[n++] = "warn";
+    argv[n] = NULL;
     pid_t pid = fork();
     if (pid == 0) {
-        if (idle)
-            execl(bin, bin, "run", "-p", dir, "-s", stage, "-c", c, "-b", b,
-                  "--exit-when-idle", "--allow-superuser", "--log-level", "warn",
-                  async ? "--async-commit" : "--exit-when-idle", (char *)NULL);
-        else
-            execl(bin, bin, "run", "-p", dir, "-s", stage, "-c", c, "-b", b,
-                  "--allow-superuser", "--log-level", "warn", (char *)NULL);
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
     if (out_pid) {
@@ -68,10 +84,13 @@ static long run_workers(const char *bin, const char *dir, const char *stage,
 }
 
 /* Processes n pre-loaded no-op jobs of `queue` (stage `stage`); with
- * keys > 0 the jobs are spread over that many values of `account`. */
-static void processing_q(const char *bin, const char *dir, const char *stage,
-                         const char *queue, int keys, const char *label,
-                         int n, int conc, int batch, int async) {
+ * keys > 0 the jobs are spread over that many values of `account`.
+ * Returns the rate by the issue's timing rule: jobs done divided by the
+ * time from starting the worker process to the last completion
+ * (max(finished_at), the server's clock on the same machine). */
+static double processing_q(const char *bin, const char *dir, const char *stage,
+                           const char *queue, int keys, const char *label,
+                           int n, int conc, int batch, int async) {
     char sql[512];
     snprintf(sql, sizeof sql, "TRUNCATE %s", queue);
     exec_ok(sql);
@@ -90,22 +109,85 @@ static void processing_q(const char *bin, const char *dir, const char *stage,
     double t0 = now_s();
     long rss = run_workers(bin, dir, stage, conc, batch, 1, NULL, async);
     double wall = now_s() - t0;
+    snprintf(sql, sizeof sql, "SELECT extract(epoch FROM max(finished_at))"
+             " FROM %s", queue);
+    double to_last = scalar_d(sql) - t0;
     snprintf(sql, sizeof sql, "SELECT extract(epoch FROM max(finished_at) -"
              " min(started_at)) FROM %s", queue);
     double span = scalar_d(sql);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE status ="
              " 'done'", queue);
     double done = scalar_d(sql);
-    printf("| process %-30s | %9.0f jobs/s | %6.0f of %d done, %.2fs (process "
-           "%.2fs), peak RSS %.1f MiB |\n",
-           label, done / span, done, n, span, wall, (double)rss / 1024.0);
+    double rate = to_last > 0 ? done / to_last : 0;
+    printf("| process %-30s | %9.0f jobs/s | %.0f of %d done; start to last "
+           "%.2fs, first claim to last %.2fs (%.0f/s), process %.2fs; peak "
+           "RSS %.1f MiB |\n",
+           label, rate, done, n, to_last, span, span > 0 ? done / span : 0,
+           wall, (double)rss / 1024.0);
     fflush(stdout);
+    return rate;
 }
 
-static void processing(const char *bin, const char *dir, const char *label,
-                       int n, int conc, int batch, int async) {
-    processing_q(bin, dir, "noop", "bench_jobs", 0, label, n, conc, batch,
-                 async);
+static double processing(const char *bin, const char *dir, const char *label,
+                         int n, int conc, int batch, int async) {
+    return processing_q(bin, dir, "noop", "bench_jobs", 0, label, n, conc,
+                        batch, async);
+}
+
+/* graphile-worker on the same database, same job count and timing rule
+ * (bench/graphile.cjs), when scripts/bench was run with BENCH_PEERS=1:
+ * BENCH_PEERS_DIR holds its node_modules, BENCH_PEERS_SCRIPT is the
+ * script. Its untuned row is concurrency 10; its best is the fastest of a
+ * few settings its documentation recommends for short jobs (a local
+ * queue that fetches a batch, batched completions). Then the ratios. */
+static void peers(int n, double untuned, double best, const char *best_label) {
+    const char *mod = getenv("BENCH_PEERS_DIR");
+    const char *script = getenv("BENCH_PEERS_SCRIPT");
+    if (!mod || !script || strchr(mod, '\'') || strchr(script, '\''))
+        return;
+    static const char *const settings[] = {
+        "concurrency=10={\"concurrency\":10}",
+        "concurrency=10,localQueue=200,completeJobBatchDelay=0={\"concurrency"
+        "\":10,\"worker\":{\"localQueue\":{\"size\":200},"
+        "\"completeJobBatchDelay\":0}}",
+        "concurrency=24,localQueue=500,completeJobBatchDelay=0={\"concurrency"
+        "\":24,\"maxPoolSize\":25,\"worker\":{\"localQueue\":{\"size\""
+        ":500},\"completeJobBatchDelay\":0}}",
+        "concurrency=4,localQueue=100,completeJobBatchDelay=0={\"concurrency"
+        "\":4,\"worker\":{\"localQueue\":{\"size\":100},"
+        "\"completeJobBatchDelay\":0}}",
+    };
+    char cmd[4096];
+    int len = snprintf(cmd, sizeof cmd, "node '%s' '%s' %d", script, mod, n);
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+        len += snprintf(cmd + len, sizeof cmd - (size_t)len, " '%s'",
+                        settings[i]);
+    FILE *f = popen(cmd, "r");
+    if (!f) return;
+    char line[512], label[256], glabel[256] = "";
+    double g10 = 0, gbest = 0, rate, secs;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%255s %lf %lf", label, &rate, &secs) != 3) continue;
+        printf("| graphile-worker %-17s | %9.0f jobs/s | %s; %d jobs, start "
+               "to last %.2fs |\n",
+               strcmp(label, "concurrency=10") == 0 ? "(untuned)" : "(tuned)",
+               rate, label, n, secs);
+        if (strcmp(label, "concurrency=10") == 0) g10 = rate;
+        if (rate > gbest) {
+            gbest = rate;
+            snprintf(glabel, sizeof glabel, "%s", label);
+        }
+    }
+    pclose(f);
+    if (g10 > 0)
+        printf("| untuned: sluice / graphile       | %9.2fx        | sluice "
+               "-c 10 no batch setting %.0f/s, graphile-worker concurrency "
+               "10 %.0f/s |\n", untuned / g10, untuned, g10);
+    if (gbest > 0)
+        printf("| best: sluice / graphile          | %9.2fx        | sluice "
+               "%s %.0f/s, graphile-worker %s %.0f/s |\n",
+               best / gbest, best_label, best, glabel, gbest);
+    fflush(stdout);
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -156,11 +238,32 @@ int main(int argc, char **argv) {
     printf("| enqueue bulk                     | %9.0f jobs/s | one INSERT of "
            "%d rows |\n", n_jobs / dt, n_jobs);
 
-    processing(bin, dir, "(default: -c 16 -b 1)", n_jobs, 16, 1, 0);
-    processing(bin, dir, "(-c 4 -b 100)", n_jobs, 4, 100, 0);
-    processing(bin, dir, "(-c 16 -b 50)", n_jobs, 16, 50, 0);
-    processing(bin, dir, "(-c 16 -b 1 --async-commit)", n_jobs, 16, 1, 1);
+    /* Durable commits unless the label says --async-commit. "No batch
+     * setting" is the stage's default (bench.yaml sets none). */
+    double untuned = processing(bin, dir, "(-c 10, no batch setting)", n_jobs,
+                                10, 0, 0);
+    static const struct {
+        const char *label;
+        int conc, batch;
+    } tuned[] = {{"(-c 4 -b 100)", 4, 100},
+                 {"(-c 16 -b 50)", 16, 50},
+                 {"(-c 10 -b 1)", 10, 1}};
+    double best = 0;
+    const char *best_label = "";
+    for (size_t i = 0; i < sizeof tuned / sizeof tuned[0]; i++) {
+        double r = processing(bin, dir, tuned[i].label, n_jobs, tuned[i].conc,
+                              tuned[i].batch, 0);
+        if (r > best) {
+            best = r;
+            best_label = tuned[i].label;
+        }
+    }
+    if (untuned > best) {
+        best = untuned;
+        best_label = "(-c 10, no batch setting)";
+    }
     processing(bin, dir, "(-c 4 -b 100 --async-commit)", n_jobs, 4, 100, 1);
+    peers(n_jobs, untuned, best, best_label);
     /* What fair share and a per-key limit cost: the same no-op jobs spread
      * over 100 accounts (the limit never binds), against the plain stage
      * with the same job count. A fair claim sorts every due job, so this
