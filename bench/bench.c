@@ -195,6 +195,158 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* A background load: `per_s` no-op jobs a second into bench_jobs, as
+ * one INSERT of per_s/200 rows every 5 ms on its own connection, until
+ * killed. Returns the child's pid. */
+static pid_t start_load(int per_s) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    PGconn *c = PQconnectdb("");
+    int rows = per_s / 200 > 0 ? per_s / 200 : 1;
+    char sql[160];
+    snprintf(sql, sizeof sql, "INSERT INTO bench_jobs (payload) SELECT NULL"
+             " FROM generate_series(1, %d)", rows);
+    double next = now_s();
+    for (;;) {
+        PQclear(PQexec(c, sql));
+        next += 0.005;
+        double wait = next - now_s();
+        if (wait > 0) usleep((useconds_t)(wait * 1e6));
+    }
+}
+
+/* Latency from the commit of a single enqueue to the claim that starts
+ * it: 200 jobs 10 ms apart, 16 workers with no batch setting; with
+ * load_per_s > 0 while that background load runs in the same queue. */
+static void latency(const char *bin, const char *dir, int load_per_s) {
+    exec_ok("TRUNCATE bench_jobs");
+    pid_t w, load = 0;
+    run_workers(bin, dir, "noop", 16, 0, 0, &w, 0);
+    usleep(500000);
+    if (load_per_s > 0) {
+        load = start_load(load_per_s);
+        usleep(1000000); /* let the load settle */
+    }
+    enum { NL = 200 };
+    double lat[NL], committed[NL];
+    char ids[NL][40];
+    PGresult *r = PQprepare(db, "insid", "INSERT INTO bench_jobs (payload)"
+                                         " VALUES ('{}') RETURNING id",
+                            0, NULL);
+    PQclear(r);
+    for (int i = 0; i < NL; i++) {
+        r = PQexecPrepared(db, "insid", 0, NULL, NULL, NULL, 0);
+        committed[i] = now_s();
+        snprintf(ids[i], sizeof ids[i], "%.36s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        usleep(10000);
+    }
+    usleep(300000);
+    double loaded = 0;
+    if (load > 0) {
+        loaded = scalar_d("SELECT count(*) / greatest(extract(epoch FROM"
+                          " max(finished_at) - min(started_at)), 0.001) FROM"
+                          " bench_jobs");
+        kill(load, 9);
+        waitpid(load, NULL, 0);
+    }
+    r = PQexec(db, "DEALLOCATE insid");
+    PQclear(r);
+    for (int i = 0; i < NL; i++) {
+        const char *v[1] = {ids[i]};
+        r = PQexecParams(db, "SELECT extract(epoch FROM started_at) FROM"
+                             " bench_jobs WHERE id = $1",
+                         1, NULL, v, NULL, NULL, 0);
+        double started = PQntuples(r) ? atof(PQgetvalue(r, 0, 0)) : 0;
+        PQclear(r);
+        lat[i] = (started - committed[i]) * 1000.0;
+    }
+    kill(w, 15);
+    int st;
+    struct rusage ru;
+    wait4(w, &st, 0, &ru);
+    qsort(lat, NL, sizeof lat[0], cmp_d);
+    char under[96] = "";
+    if (load > 0)
+        snprintf(under, sizeof under, " under %d jobs/s (%.0f/s done)",
+                 load_per_s, loaded);
+    printf("| latency commit -> start p50      | %8.3f ms    | %d jobs, 10 ms"
+           " apart, 16 workers, no batch setting%s |\n", lat[NL / 2], NL,
+           under);
+    printf("| latency p95%-21s | %8.3f ms    | |\n",
+           load ? " (loaded)" : "", lat[NL * 95 / 100]);
+    printf("| latency p99%-21s | %8.3f ms    | |\n",
+           load ? " (loaded)" : "", lat[NL * 99 / 100]);
+    if (!load)
+        printf("| worker peak RSS (16 workers)     | %8.1f MiB   | idle + "
+               "latency run |\n", (double)ru.ru_maxrss / 1024.0);
+    fflush(stdout);
+}
+
+/* The interview pipeline's three stages with instant handlers
+ * (bench/pipelines/bench_interview.yaml, -c 4): n subjects queued at
+ * once (subjects/s, from starting the worker to the last subject ready),
+ * then 200 single subjects 20 ms apart on idle workers: what the engine
+ * adds to a subject's way through, from its upload job's insert to its
+ * analysis job's completion. */
+static void pipeline_overhead(const char *bin, const char *dir, int n) {
+    static const char *const tables[] = {
+        "bench_upload_jobs", "bench_transcription_jobs",
+        "bench_analysis_jobs", "bench_interviews"};
+    char sql[512];
+    exec_ok("TRUNCATE bench_upload_jobs, bench_transcription_jobs,"
+            " bench_analysis_jobs, bench_interviews");
+    snprintf(sql, sizeof sql,
+             "WITH i AS (INSERT INTO bench_interviews SELECT"
+             " gen_random_uuid() FROM generate_series(1, %d) RETURNING id)"
+             " INSERT INTO bench_upload_jobs (interview_id, external_url)"
+             " SELECT id, 'x' FROM i", n);
+    exec_ok(sql);
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        snprintf(sql, sizeof sql, "VACUUM ANALYZE %s", tables[i]);
+        exec_ok(sql);
+    }
+    double t0 = now_s();
+    run_workers(bin, dir, "bench_interview", 4, 0, 1, NULL, 0);
+    double to_last = scalar_d("SELECT extract(epoch FROM max(finished_at))"
+                              " FROM bench_analysis_jobs") - t0;
+    double ready = scalar_d("SELECT count(*) FROM bench_interviews WHERE"
+                            " status = 'ready'");
+    printf("| pipeline, 3 stages (-c 4)        | %9.0f subj/s | %.0f of %d "
+           "subjects ready (%d jobs), start to last %.2fs |\n",
+           to_last > 0 ? ready / to_last : 0, ready, n, 3 * n, to_last);
+
+    exec_ok("TRUNCATE bench_upload_jobs, bench_transcription_jobs,"
+            " bench_analysis_jobs, bench_interviews");
+    pid_t w;
+    run_workers(bin, dir, "bench_interview", 4, 0, 0, &w, 0);
+    usleep(500000);
+    enum { NS = 200 };
+    for (int i = 0; i < NS; i++) {
+        exec_ok("WITH i AS (INSERT INTO bench_interviews DEFAULT VALUES"
+                " RETURNING id) INSERT INTO bench_upload_jobs (interview_id,"
+                " external_url) SELECT id, 'x' FROM i");
+        usleep(20000);
+    }
+    usleep(500000);
+    kill(w, 15);
+    waitpid(w, NULL, 0);
+    PGresult *r = PQexec(db, "SELECT extract(epoch FROM a.finished_at -"
+                             " u.created_at) * 1000 FROM bench_analysis_jobs"
+                             " a JOIN bench_upload_jobs u USING"
+                             " (interview_id) WHERE a.status = 'done'"
+                             " ORDER BY 1");
+    int got = PQntuples(r);
+    if (got > 0)
+        printf("| pipeline added per subject p50   | %8.3f ms    | %d single "
+               "subjects 20 ms apart, enqueue to ready through 3 stages, "
+               "idle workers; p99 %.3f ms |\n",
+               atof(PQgetvalue(r, got / 2, 0)), got,
+               atof(PQgetvalue(r, got * 99 / 100, 0)));
+    PQclear(r);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: sluice-bench SLUICE_BINARY PIPELINE_DIR\n");
@@ -291,49 +443,10 @@ int main(int argc, char **argv) {
                          rows[i].label, np, rows[i].conc, rows[i].batch, 0);
     }
 
-    /* Latency: commit of a single enqueue -> the claim that starts it. */
-    exec_ok("TRUNCATE bench_jobs");
-    pid_t w;
-    run_workers(bin, dir, "noop", 16, 1, 0, &w, 0);
-    usleep(500000);
-    int nl = 200;
-    double lat[200];
-    PGresult *ri = PQprepare(db, "insid", "INSERT INTO bench_jobs (payload)"
-                                          " VALUES ('{}') RETURNING id",
-                             0, NULL);
-    PQclear(ri);
-    char ids[200][40];
-    double committed[200];
-    for (int i = 0; i < nl; i++) {
-        r = PQexecPrepared(db, "insid", 0, NULL, NULL, NULL, 0);
-        committed[i] = now_s();
-        snprintf(ids[i], sizeof ids[i], "%.36s", PQgetvalue(r, 0, 0));
-        PQclear(r);
-        usleep(10000);
-    }
-    usleep(300000);
-    for (int i = 0; i < nl; i++) {
-        const char *v[1] = {ids[i]};
-        r = PQexecParams(db, "SELECT extract(epoch FROM started_at) FROM"
-                             " bench_jobs WHERE id = $1",
-                         1, NULL, v, NULL, NULL, 0);
-        double started = PQntuples(r) ? atof(PQgetvalue(r, 0, 0)) : 0;
-        PQclear(r);
-        lat[i] = (started - committed[i]) * 1000.0;
-    }
-    kill(w, 15);
-    int st;
-    struct rusage ru;
-    wait4(w, &st, 0, &ru);
-    qsort(lat, (size_t)nl, sizeof lat[0], cmp_d);
-    printf("| latency commit -> start p50      | %8.3f ms    | %d jobs, 10 ms"
-           " apart, 16 idle workers |\n", lat[nl / 2], nl);
-    printf("| latency p95                      | %8.3f ms    | |\n",
-           lat[nl * 95 / 100]);
-    printf("| latency p99                      | %8.3f ms    | |\n",
-           lat[nl * 99 / 100]);
-    printf("| worker peak RSS (16 workers)     | %8.1f MiB   | idle + "
-           "latency run |\n", (double)ru.ru_maxrss / 1024.0);
+    latency(bin, dir, 0);
+    latency(bin, dir, 2000);
+    int ns = getenv("BENCH_SUBJECTS") ? atoi(getenv("BENCH_SUBJECTS")) : 2000;
+    if (ns > 0) pipeline_overhead(bin, dir, ns);
     PQfinish(db);
     return 0;
 }
