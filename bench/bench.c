@@ -195,6 +195,20 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Waits (at most 10 s) until n client connections other than this one
+ * are open on the database: a started worker process is ready once its
+ * workers and control thread have connected. */
+static void wait_connections(int n) {
+    for (int i = 0; i < 200; i++) {
+        if (scalar_d("SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                     " current_database() AND backend_type = 'client"
+                     " backend' AND pid <> pg_backend_pid()") >= n)
+            break;
+        usleep(50000);
+    }
+    usleep(200000);
+}
+
 /* A background load: `per_s` no-op jobs a second into bench_jobs, as
  * one INSERT of per_s/200 rows every 5 ms on its own connection, until
  * killed. Returns the child's pid. */
@@ -222,7 +236,7 @@ static void latency(const char *bin, const char *dir, int load_per_s) {
     exec_ok("TRUNCATE bench_jobs");
     pid_t w, load = 0;
     run_workers(bin, dir, "noop", 16, 0, 0, &w, 0);
-    usleep(500000);
+    wait_connections(17); /* 16 workers and the control thread */
     if (load_per_s > 0) {
         load = start_load(load_per_s);
         usleep(1000000); /* let the load settle */
@@ -244,9 +258,10 @@ static void latency(const char *bin, const char *dir, int load_per_s) {
     usleep(300000);
     double loaded = 0;
     if (load > 0) {
+        /* What the load process achieved (its rows have no payload). */
         loaded = scalar_d("SELECT count(*) / greatest(extract(epoch FROM"
-                          " max(finished_at) - min(started_at)), 0.001) FROM"
-                          " bench_jobs");
+                          " max(created_at) - min(created_at)), 0.001) FROM"
+                          " bench_jobs WHERE payload IS NULL");
         kill(load, 9);
         waitpid(load, NULL, 0);
     }
@@ -268,7 +283,8 @@ static void latency(const char *bin, const char *dir, int load_per_s) {
     qsort(lat, NL, sizeof lat[0], cmp_d);
     char under[96] = "";
     if (load > 0)
-        snprintf(under, sizeof under, " under %d jobs/s (%.0f/s done)",
+        snprintf(under, sizeof under, " while %d jobs/s are enqueued (%.0f/s"
+                 " achieved)",
                  load_per_s, loaded);
     printf("| latency commit -> start p50      | %8.3f ms    | %d jobs, 10 ms"
            " apart, 16 workers, no batch setting%s |\n", lat[NL / 2], NL,
@@ -320,7 +336,7 @@ static void pipeline_overhead(const char *bin, const char *dir, int n) {
             " bench_analysis_jobs, bench_interviews");
     pid_t w;
     run_workers(bin, dir, "bench_interview", 4, 0, 0, &w, 0);
-    usleep(500000);
+    wait_connections(13); /* 3 stages x 4 workers and the control thread */
     enum { NS = 200 };
     for (int i = 0; i < NS; i++) {
         exec_ok("WITH i AS (INSERT INTO bench_interviews DEFAULT VALUES"
@@ -399,6 +415,7 @@ int main(int argc, char **argv) {
         int conc, batch;
     } tuned[] = {{"(-c 4 -b 100)", 4, 100},
                  {"(-c 16 -b 50)", 16, 50},
+                 {"(-c 6 -b 250)", 6, 250},
                  {"(-c 10 -b 1)", 10, 1}};
     double best = 0;
     const char *best_label = "";

@@ -208,7 +208,7 @@ static int limited_claim(PGconn *c, const sl_stage *s, int op, int n,
         PQclear(*out);
         *out = NULL;
         if (PQtransactionStatus(c) != PQTRANS_IDLE) {
-            char ignored[64];
+            char ignored[512];
             txn(c, s, "ROLLBACK", ignored, sizeof ignored);
         }
     }
