@@ -209,20 +209,26 @@ static void wait_connections(int n) {
     usleep(200000);
 }
 
-/* A background load: `per_s` no-op jobs a second into bench_jobs, as
- * one INSERT of per_s/200 rows every 5 ms on its own connection, until
- * killed. Returns the child's pid. */
+/* A background load: `per_s` no-op jobs a second into bench_jobs on its
+ * own connection, until killed: every 5 ms one INSERT of the rows due by
+ * then (per_s/200 when each INSERT keeps up; more in one statement when a
+ * commit takes longer, so the rate holds on a slow disk). Returns the
+ * child's pid. */
 static pid_t start_load(int per_s) {
     pid_t pid = fork();
     if (pid != 0) return pid;
     PGconn *c = PQconnectdb("");
-    int rows = per_s / 200 > 0 ? per_s / 200 : 1;
     char sql[160];
-    snprintf(sql, sizeof sql, "INSERT INTO bench_jobs (payload) SELECT NULL"
-             " FROM generate_series(1, %d)", rows);
-    double next = now_s();
+    double t0 = now_s(), next = t0;
+    long sent = 0;
     for (;;) {
-        PQclear(PQexec(c, sql));
+        long due = (long)((now_s() - t0) * per_s) + 1 - sent;
+        if (due > 0) {
+            snprintf(sql, sizeof sql, "INSERT INTO bench_jobs (payload)"
+                     " SELECT NULL FROM generate_series(1, %ld)", due);
+            PQclear(PQexec(c, sql));
+            sent += due;
+        }
         next += 0.005;
         double wait = next - now_s();
         if (wait > 0) usleep((useconds_t)(wait * 1e6));
