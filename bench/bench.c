@@ -206,7 +206,7 @@ static void wait_connections(int n) {
             break;
         usleep(50000);
     }
-    usleep(200000);
+    usleep(1000000); /* and have prepared their statements */
 }
 
 /* A background load: `per_s` no-op jobs a second into bench_jobs on its
