@@ -8,6 +8,9 @@
 /* Milliseconds on the monotonic clock (for intervals and deadlines). */
 int64_t sl_now_ms(void);
 
+/* Microseconds on the same clock (for timing short handler calls). */
+int64_t sl_now_us(void);
+
 /* Sleeps ms milliseconds, resuming after signals. */
 void sl_sleep_ms(int64_t ms);
 

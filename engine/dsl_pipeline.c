@@ -45,7 +45,7 @@ static void engine_defaults(settings *s) {
     s->timeout_ms = 5 * 60 * 1000;
     s->lease_ms = 30 * 1000;
     s->concurrency = 1;
-    s->batch = 1;
+    s->batch = 0; /* adaptive (runtime.c) until `batch:` pins it */
 }
 
 static const char *errclass_names[SL_EC__COUNT + 1];

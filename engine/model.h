@@ -137,7 +137,8 @@ typedef struct sl_stage {
     sl_hook *hooks;
     size_t nhooks;
     int concurrency;      /* worker threads for this stage per process */
-    int batch;            /* jobs claimed per round trip */
+    int batch;            /* jobs claimed per round trip; 0 (no `batch:`):
+                             adaptive, see runtime.c */
     int priority;         /* default priority of new jobs; higher first */
     int64_t timeout_ms;   /* a handler call running longer is a timeout */
     int64_t lease_ms;     /* a claimed job's lease */

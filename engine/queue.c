@@ -230,7 +230,7 @@ done:
         PQclear(*out);
         *out = NULL;
         if (PQtransactionStatus(c) != PQTRANS_IDLE) {
-            char ignored[64];
+            char ignored[512];
             txn(c, s, "ROLLBACK", ignored, sizeof ignored);
         }
     }

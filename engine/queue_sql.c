@@ -306,6 +306,12 @@ static void build_claim_any(sl_buf *b, const sl_stage *s, int bare) {
                    " locked_by = $1, locked_until = now() + $3::bigint *"
                    " interval '1 millisecond', started_at = now(),"
                    " finished_at = NULL FROM c WHERE q.id = c.id"
+                   /* The same rows again as an array, so that the rows
+                    * are found through the primary key: with the join
+                    * alone the planner hash-joins c against a sequential
+                    * scan of the whole table, finished jobs included
+                    * (30 ms per claim of 100 with 20,000 rows). */
+                   " AND q.id = ANY(ARRAY(SELECT id FROM c))"
                    " RETURNING q.id, ");
     if (fk) {
         sl_buf_puts(b, "q.");

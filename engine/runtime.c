@@ -426,7 +426,33 @@ typedef struct batch_mem {
     sl_qdone *done;
     int64_t *done_ms;
     sl_result res;
+    int64_t handler_us; /* the batch's handler calls, in all */
+    int ran;            /* how many handler calls that is */
 } batch_mem;
+
+/* The adaptive batch, for a stage without `batch:` when `run` has no -b:
+ * the claim size follows the handlers' duration so that a batch holds
+ * its last job back by about ADAPT_BUDGET_US of batch-mates' handler
+ * time at most. It starts at 1; after each batch it becomes the budget
+ * divided by the batch's mean handler time (1..ADAPT_MAX): it shrinks at
+ * once when handlers get longer, and grows (at most doubling per claim)
+ * only while claims come back full, i.e. while jobs are waiting.
+ * Sub-millisecond handlers so reach ADAPT_MAX within a few claims; a
+ * handler of ADAPT_BUDGET_US or more runs one job per claim, as with
+ * `batch: 1`. Leases, fencing and completion are those of any batch. */
+#define ADAPT_MAX 100
+#define ADAPT_BUDGET_US 10000
+
+static int adapt_batch(int cur, int claimed, const batch_mem *bm) {
+    if (bm->ran <= 0) return cur;
+    int64_t per = bm->handler_us / bm->ran;
+    int64_t want = per > 0 ? ADAPT_BUDGET_US / per : ADAPT_MAX;
+    if (want < 1) want = 1;
+    if (want > ADAPT_MAX) want = ADAPT_MAX;
+    if (want <= cur) return (int)want;
+    if (claimed < cur) return cur; /* no backlog: no reason to grow */
+    return want < 2 * (int64_t)cur ? (int)want : 2 * cur;
+}
 
 static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
     const sl_stage *s = w->st->s;
@@ -481,7 +507,7 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
         res->outcome = SL_OUT_FAIL;
         res->errclass = SL_EC_INTERNAL;
 
-        int64_t t0 = sl_now_ms();
+        int64_t t0 = sl_now_ms(), u0 = sl_now_us();
         pthread_mutex_lock(&w->mu);
         w->running = i;
         w->running_since = t0;
@@ -495,6 +521,8 @@ static void run_batch(worker *w, batch_mem *bm, unsigned *seed) {
         w->running_since = 0;
         pthread_mutex_unlock(&w->mu);
         ms = sl_now_ms() - t0;
+        bm->handler_us += sl_now_us() - u0;
+        bm->ran++;
 
         if (res->outcome == SL_OUT_DONE) {
             done[ndone].job = j;
@@ -552,11 +580,12 @@ static void *worker_main(void *arg) {
     const sl_stage *s = st->s;
     char err[512];
     unsigned seed = (unsigned)(sl_now_ms() ^ (int64_t)(intptr_t)w);
-    int batch = rt->o.batch > 0 ? rt->o.batch : s->batch;
-    if (batch > MAX_BATCH) batch = MAX_BATCH;
-    batch_mem bm = {calloc((size_t)batch, sizeof(sl_qdone)),
-                    calloc((size_t)batch, sizeof(int64_t)),
-                    {0}};
+    int pinned = rt->o.batch > 0 ? rt->o.batch : s->batch;
+    if (pinned > MAX_BATCH) pinned = MAX_BATCH;
+    int cap = pinned > 0 ? pinned : ADAPT_MAX, batch = pinned > 0 ? pinned : 1;
+    batch_mem bm = {calloc((size_t)cap, sizeof(sl_qdone)),
+                    calloc((size_t)cap, sizeof(int64_t)),
+                    {0}, 0, 0};
     if (!bm.done || !bm.done_ms) {
         sl_log(SL_LOG_ERROR, "out of memory", "stage", s->name, NULL);
         goto out_dead;
@@ -624,7 +653,10 @@ static void *worker_main(void *arg) {
         atomic_store(&w->lease_until, t_claim + s->lease_ms);
         pthread_mutex_unlock(&w->mu);
 
+        bm.handler_us = 0;
+        bm.ran = 0;
         run_batch(w, &bm, &seed);
+        if (!pinned) batch = adapt_batch(batch, n, &bm);
 
         pthread_mutex_lock(&w->mu);
         for (int i = 0; i < w->njobs; i++)

@@ -434,7 +434,7 @@ static void minimal_stage_gets_the_engine_defaults(void **state) {
     assert_int_equal(s->lease_ms, 30000);
     assert_int_equal(s->heartbeat_ms, 10000);
     assert_int_equal(s->concurrency, 1);
-    assert_int_equal(s->batch, 1);
+    assert_int_equal(s->batch, 0); /* adaptive */
     assert_int_equal(s->priority, 0);
     assert_int_equal(s->sql_writes, 0);
     assert_int_equal(s->status.on_start.progress, -1);

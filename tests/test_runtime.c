@@ -586,6 +586,54 @@ static void idle_workers_do_not_poll(void **state) {
     sl_model_free(m);
 }
 
+/* Without `batch:` or -b the claim size adapts (docs/dsl.md#batch): a
+ * batch shares its claim's started_at, so distinct started_at values
+ * count the claims. Instant handlers over a backlog grow it towards 100;
+ * handlers of 15 ms (past the 10 ms budget) keep one job per claim. */
+static void adaptive_batch_grows_for_quick_handlers_only(void **state) {
+    (void)state;
+    PGconn *c;
+    /* The built-in noop: no database work in the handler, so its time
+     * is microseconds however loaded the machine is. */
+    sl_model *m = rt_setup("rt_adaptive",
+                           "pipeline: adapt\n"
+                           "security: {rls: false}\n"
+                           "sweep: {interval: 200ms, pending_age: 1m}\n"
+                           "stages:\n"
+                           "  q:\n"
+                           "    queue: q_jobs\n"
+                           "    handler: noop\n"
+                           "    columns: {n: int}\n",
+                           &c);
+    sl_test_exec(c, "INSERT INTO q_jobs (n) SELECT g FROM"
+                    " generate_series(1, 2000) g");
+    pid_t w = rt_spawn(m, 1, 0, 1, 1000);
+    assert_int_equal(rt_wait(w, 300000), 0);
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM done_log"), 2000);
+    long claims = sl_test_long(c, "SELECT count(DISTINCT started_at) FROM"
+                                  " q_jobs");
+    print_message("2,000 instant jobs in %ld claims\n", claims);
+    assert_true(claims >= 20);  /* 1, 2, 4 .. 64, then at most 100 */
+    assert_true(claims <= 500); /* batch 1 would take 2,000 */
+    PQfinish(c);
+    sl_model_free(m);
+
+    m = rt_setup("rt_adaptive_slow",
+                 pipeline_yaml(default_retry, "{sleep_ms: 15}", "{}", "30s",
+                               "5s"),
+                 &c);
+    add_items(c, 30);
+    w = rt_spawn(m, 1, 0, 1, 1000);
+    assert_int_equal(rt_wait(w, 300000), 0);
+    assert_int_equal(sl_test_long(c, "SELECT count(*) FROM a_jobs WHERE"
+                                     " status = 'done'"), 30);
+    /* The first claim takes 1; 15 ms handlers never let it grow. */
+    assert_int_equal(sl_test_long(c, "SELECT count(DISTINCT started_at) FROM"
+                                     " a_jobs"), 30);
+    PQfinish(c);
+    sl_model_free(m);
+}
+
 static void backoff_is_exponential_capped_and_jittered(void **state) {
     (void)state;
     sl_retry r = {5, SL_BACKOFF_EXPONENTIAL, 1000, 2.0, 5000, 0.2, 0};
@@ -605,6 +653,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(backoff_is_exponential_capped_and_jittered),
         cmocka_unit_test(fenced_completion_is_refused),
+        cmocka_unit_test(adaptive_batch_grows_for_quick_handlers_only),
         cmocka_unit_test(idle_workers_do_not_poll),
         cmocka_unit_test(subject_status_follows_the_mapping),
         cmocka_unit_test(snooze_does_not_use_an_attempt),
