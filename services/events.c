@@ -466,11 +466,14 @@ static void dash_turn(sl_events *ev, PGconn *c, int notified) {
     if (sl_dash_poll(ev->dash, c, &r) != 0) return;
     /* Behind (a burst larger than one poll): catch up at once, a few
      * polls per turn so that the subject streams are not held up. */
-    for (int k = 0; k < 8; k++) {
+    for (int k = 1;; k++) {
         pthread_mutex_lock(&ev->mu);
-        ingest(ev, r);
+        ingest(ev, r); /* frees r */
         pthread_mutex_unlock(&ev->mu);
-        if (!sl_dash_behind(ev->dash) || sl_dash_poll(ev->dash, c, &r) != 0)
+        /* Poll again only for a result that will be ingested: the next
+         * turn goes on from where this one's last ingest left off. */
+        if (k == 8 || !sl_dash_behind(ev->dash) ||
+            sl_dash_poll(ev->dash, c, &r) != 0)
             break;
     }
     if (!fresh && !(ev->counts_dirty && t - ev->counts_ms >= DASH_COUNTS_MS))
