@@ -41,7 +41,8 @@ export function Jobs({ params, go }) {
     const my = ++seq.current;
     const r = await get(`/api/jobs?limit=50${q ? "&" + q : ""}&cursor=${enc(pages.next)}`);
     loadingMore.current = false;
-    if (my !== seq.current || !r.ok) return;
+    if (my !== seq.current) return;
+    if (!r.ok) { setMsg(`Load more failed: ${r.error}`); return; }
     shown.current = pages.jobs.length + r.data.jobs.length;
     setPages({ jobs: pages.jobs.concat(r.data.jobs), next: r.data.next_cursor });
   };
