@@ -245,8 +245,8 @@ int sl_ops_stats(PGconn *c, const char *pipeline, const char *stage,
 static void transitions_branch(sl_buf *q, const sl_stage *s) {
     static const char *const where[] = {
         "status IN ('pending', 'retry')", "status = 'in_progress'",
-        "finished_at >= coalesce($1::timestamptz - interval '2 seconds',"
-        " now())"};
+        ("finished_at >= coalesce($1::timestamptz - interval '2 seconds',"
+         " now())")};
     for (int k = 0; k < 3; k++) {
         sl_buf_puts(q, " UNION ALL (SELECT ");
         sl_buf_literal(q, s->queue);
