@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +24,17 @@
 #define IDS_MAX 1000
 #define STATS_MINUTES_MAX 10080 /* a week */
 
+/* One database connection per server thread (SL_API_CONNS at most, the
+ * server's polling threads), made on that thread's first request and
+ * kept: a slow query holds up that thread's connections only, and no
+ * connection is shared between threads. */
 struct sl_api {
     const sl_model *m;
     sl_dbsource db;
-    PGconn *c;
+    pthread_mutex_t mu; /* guards owner and n */
+    pthread_t owner[SL_API_CONNS];
+    PGconn *c[SL_API_CONNS];
+    int n;
 };
 
 sl_api *sl_api_new(const sl_model *m, sl_dbsource db) {
@@ -34,25 +42,50 @@ sl_api *sl_api_new(const sl_model *m, sl_dbsource db) {
     if (!a) return NULL;
     a->m = m;
     a->db = db;
+    pthread_mutex_init(&a->mu, NULL);
     return a;
 }
 
 void sl_api_free(sl_api *a) {
     if (!a) return;
-    if (a->c) PQfinish(a->c);
+    for (int i = 0; i < a->n; i++)
+        if (a->c[i]) PQfinish(a->c[i]);
+    pthread_mutex_destroy(&a->mu);
     free(a);
 }
 
-/* The API's connection, (re)connected when needed; NULL with err set. */
+/* The calling thread's connection slot, or NULL when more threads than
+ * SL_API_CONNS ask (the server never starts more). */
+static PGconn **slot(sl_api *a) {
+    pthread_t me = pthread_self();
+    PGconn **c = NULL;
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->n && !c; i++)
+        if (pthread_equal(a->owner[i], me)) c = &a->c[i];
+    if (!c && a->n < SL_API_CONNS) {
+        a->owner[a->n] = me;
+        c = &a->c[a->n++];
+    }
+    pthread_mutex_unlock(&a->mu);
+    return c;
+}
+
+/* This thread's connection, (re)connected when needed, with a 2 s
+ * statement_timeout; NULL with err set. */
 static PGconn *conn_db(sl_api *a, char *err, size_t errlen) {
-    if (a->c && PQstatus(a->c) == CONNECTION_OK) return a->c;
-    if (a->c) PQfinish(a->c);
-    a->c = sl_db_connect(a->db, err, errlen);
-    if (a->c) {
-        PGresult *r = PQexec(a->c, "SET statement_timeout = '2s'");
+    PGconn **c = slot(a);
+    if (!c) {
+        snprintf(err, errlen, "no database connection for this server thread");
+        return NULL;
+    }
+    if (*c && PQstatus(*c) == CONNECTION_OK) return *c;
+    if (*c) PQfinish(*c);
+    *c = sl_db_connect(a->db, err, errlen);
+    if (*c) {
+        PGresult *r = PQexec(*c, "SET statement_timeout = '2s'");
         PQclear(r);
     }
-    return a->c;
+    return *c;
 }
 
 /* ---- JSON from result columns ------------------------------------------ */

@@ -2,8 +2,9 @@
  * job, one subject, workers, statistics; retry, cancel and delete by ids
  * or by filter (bulk.h); pause and resume a stage (ops.h).
  *
- * Runs on the server's one thread with its own database connection
- * (statement_timeout 2 s, re-established when lost). Operators
+ * Runs on the server's polling threads, each with its own database
+ * connection (statement_timeout 2 s, re-established when lost), so that
+ * one slow query holds up only the requests of its thread. Operators
  * authenticate with Bearer tokens (webauth.h): reads need the read or the
  * admin token, actions the admin token, a JSON body, and a same-site
  * request; every action is written to sluice.audit (audit.h).
@@ -20,6 +21,10 @@
 #include "model.h"
 
 typedef struct sl_api sl_api;
+
+/* The most server threads the API serves, each with its own database
+ * connection (httpd.c starts SL_HTTPD_THREADS <= this). */
+#define SL_API_CONNS 8
 
 /* A new API for model m (borrowed) on database db; NULL when out of
  * memory. Connects on first use. */

@@ -427,12 +427,15 @@ int sl_httpd_start(const sl_httpd_opts *o, sl_httpd **out, char *err,
         sl_httpd_stop(h);
         return -SL_ENOMEM;
     }
-    /* Suspend/resume: event streams wait without a thread (events.h). */
+    /* Suspend/resume: event streams wait without a thread (events.h).
+     * SL_HTTPD_THREADS polling threads share the connections, each with
+     * its own API database connection (api.h). */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
                      MHD_ALLOW_SUSPEND_RESUME;
     if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     h->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)SL_HTTPD_THREADS,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),

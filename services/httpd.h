@@ -1,13 +1,15 @@
 /* httpd.h - the embedded HTTP server (libmicrohttpd): /metrics, /healthz,
  * /readyz.
  *
- * One internal polling thread serves every connection; a second thread
+ * SL_HTTPD_THREADS internal polling threads share the connections (event
+ * streams are suspended connections on them, no thread per stream); the
+ * API (api.h) gives each its own database connection. A checker thread
  * with its own database connection (statement_timeout 2 s) checks the
  * database every second and the schema every 15 s, and, when this process
  * wins the gauge election (gauges.h), reads the queue gauges every 15 s.
- * Requests never touch the database: they read what that thread cached,
- * so a slow or dead database cannot pile up requests. Routes and bodies
- * are documented in docs/operations.md.
+ * /metrics, /healthz and /readyz never touch the database: they read what
+ * that thread cached, so a slow or dead database cannot pile up requests.
+ * Routes and bodies are documented in docs/operations.md and docs/api.md.
  */
 #ifndef SL_HTTPD_H
 #define SL_HTTPD_H
@@ -18,6 +20,9 @@
 #include "model.h"
 
 typedef struct sl_httpd sl_httpd;
+
+/* The server's polling threads (at most SL_API_CONNS, api.h). */
+#define SL_HTTPD_THREADS 4
 
 typedef struct sl_httpd_opts {
     const char *listen;    /* "HOST:PORT", ":PORT" or "PORT"; the host

@@ -475,6 +475,50 @@ static void events_stream_counts_and_job_transitions(void **state) {
     free(r.body);
 }
 
+/* A query held up by a lock (until the API's 2 s statement_timeout) stops
+ * only its own server thread: requests that arrive meanwhile on new
+ * connections are answered by the other threads before it ends. */
+static volatile int slow_done;
+static long slow_code;
+
+static void *slow_listing(void *arg) {
+    (void)arg;
+    resp r = call("GET", "/api/jobs?stage=work", READ, NULL, NULL, NULL, 10000);
+    slow_code = r.code;
+    free(r.body);
+    __atomic_store_n(&slow_done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void a_slow_query_holds_up_only_its_thread(void **state) {
+    (void)state;
+    PGconn *locker = sl_test_connect("");
+    sl_test_exec(locker, "BEGIN; LOCK TABLE wa_jobs IN ACCESS EXCLUSIVE MODE");
+    slow_done = 0;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_listing, NULL), 0);
+    /* Until the listing waits on the lock. */
+    for (int i = 0; i < 100 && count("SELECT count(*) FROM pg_locks WHERE"
+                                      " NOT granted") == 0;
+         i++)
+        usleep(20000);
+    int answered_meanwhile = 0;
+    for (int i = 0; i < 8 && !__atomic_load_n(&slow_done, __ATOMIC_SEQ_CST);
+         i++) {
+        resp r = get("/api/workers", READ);
+        if (r.code == 200 && !__atomic_load_n(&slow_done, __ATOMIC_SEQ_CST))
+            answered_meanwhile++;
+        free(r.body);
+    }
+    pthread_join(t, NULL);
+    sl_test_exec(locker, "ROLLBACK");
+    PQfinish(locker);
+    print_message("answered while a listing waited on a lock: %d\n",
+                  answered_meanwhile);
+    assert_int_equal(slow_code, 503);
+    assert_true(answered_meanwhile > 0);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
@@ -489,6 +533,7 @@ int main(void) {
         cmocka_unit_test(bad_filters_are_refused),
         cmocka_unit_test(stats_from_the_rollup),
         cmocka_unit_test(events_stream_counts_and_job_transitions),
+        cmocka_unit_test(a_slow_query_holds_up_only_its_thread),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();
