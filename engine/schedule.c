@@ -98,7 +98,10 @@ static int args_json(const sl_stage *st, json_t **out, char *err,
                      size_t errlen) {
     const sl_schedule *sc = st->schedule;
     json_t *o = json_object();
-    if (!o) return -SL_ENOMEM;
+    if (!o) {
+        snprintf(err, errlen, "out of memory");
+        return -SL_ENOMEM;
+    }
     for (size_t i = 0; i < sc->nargs; i++) {
         const sl_column *col = sl_stage_column(st, sc->arg_columns[i]);
         json_t *v = NULL;
@@ -107,6 +110,9 @@ static int args_json(const sl_stage *st, json_t **out, char *err,
                      : -SL_EINVAL;
         if (rc != 0 || json_object_set_new(o, sc->arg_columns[i], v) != 0) {
             json_decref(o);
+            if (!rc) snprintf(err, errlen, "out of memory");
+            else if (!col)
+                snprintf(err, errlen, "no column %s", sc->arg_columns[i]);
             return rc ? rc : -SL_ENOMEM;
         }
     }
@@ -125,7 +131,10 @@ int sl_schedule_evaluate(PGconn *c, const sl_stage *st, const sl_tz *tz,
     if (rc != 0) return rc;
     if (last < 0) last = since; /* a new schedule starts now */
     int64_t *ticks = malloc((size_t)sc->catch_up * sizeof *ticks), skipped;
-    if (!ticks) return -SL_ENOMEM;
+    if (!ticks) {
+        snprintf(err, errlen, "out of memory");
+        return -SL_ENOMEM;
+    }
     int n = sl_cron_due(&sc->parsed, tz, last, now, sc->missed, sc->catch_up,
                         ticks, &skipped);
     char name[300];

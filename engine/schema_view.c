@@ -36,7 +36,9 @@ static void from_status(sl_buf *q, const char *tab, const char *st) {
  * beyond 10,000 the view shows the estimate of the table's statistics
  * (pg_class.reltuples times the status's frequency in pg_stats, as of
  * the last ANALYZE; e, read once per queue), never below 10,001, or the
- * exact count when there are no statistics; the mean run time is that
+ * exact count when there are no statistics or the caller is under Row
+ * Level Security (the estimate would count other tenants' rows); the mean
+ * run time is that
  * of the last 1,000 done jobs (finished index). */
 static void view_branch(sl_buf *q, const char *t,
                         const char *const counted[6]) {
@@ -54,10 +56,16 @@ static void view_branch(sl_buf *q, const char *t,
         if (k < 3) {
             sl_buf_printf(q, ", n.c%zu AS ", k);
         } else {
+            /* The estimate counts every row of the table: a caller under
+             * Row Level Security (a tenant) gets its own exact count. */
             sl_buf_printf(q, ",\n       CASE WHEN n.c%zu <= 10000 THEN n.c%zu"
-                             " ELSE COALESCE(GREATEST(n.c%zu, (e.r *"
+                             " WHEN row_security_active(%s::regclass) THEN"
+                             " (SELECT count(*)",
+                          k, k, sl_buf_str(&rc));
+            from_status(q, tab, counted[k]);
+            sl_buf_printf(q, ") ELSE COALESCE(GREATEST(n.c%zu, (e.r *"
                              " e.f[array_position(e.v, ",
-                          k, k, k);
+                          k);
             sl_buf_literal(q, counted[k]);
             sl_buf_puts(q, ")])::bigint), (SELECT count(*)");
             from_status(q, tab, counted[k]);

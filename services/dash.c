@@ -191,3 +191,9 @@ char *sl_dash_counts(sl_dash *d, PGconn *c) {
 }
 
 int sl_dash_behind(const sl_dash *d) { return d->cut; }
+
+void sl_dash_reset(sl_dash *d) {
+    d->since[0] = d->after[0] = '\0';
+    d->cut = 0;
+    d->seq += SL_DASH_RING; /* every earlier frame number is out of reach */
+}

@@ -38,6 +38,12 @@ size_t sl_dash_ingest(sl_dash *d, PGresult *r,
 /* 1 when the last ingested poll stopped at its row limit: poll again. */
 int sl_dash_behind(const sl_dash *d);
 
+/* Forgets where the reads were (the next poll starts at its now()) and
+ * puts every frame number handed out so far out of reach of replay, so
+ * that a client resuming with one of them gets a reset. For when no
+ * dashboard stream was open and nothing was read. */
+void sl_dash_reset(sl_dash *d);
+
 /* Calls emit with every ring frame numbered after `after`. Returns 0, or
  * -1 when frames after it have left the ring already (or `after` is from
  * another server: larger than the last number). */

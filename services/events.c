@@ -59,7 +59,7 @@ struct sl_events {
     /* The dashboard streams' source (the events thread only, but ring
      * reads under mu): */
     sl_dash *dash;
-    int dash_on; /* polling since the first dashboard stream */
+    int dash_on; /* polling while a dashboard stream is open */
     int64_t polled_ms, counts_ms;
     int counts_dirty;
     char *counts; /* the last counts frame sent */
@@ -452,7 +452,11 @@ static void ingest(sl_events *ev, PGresult *r) {
  * changed or a stream is new) and sends them. */
 static void dash_turn(sl_events *ev, PGconn *c, int notified) {
     pthread_mutex_lock(&ev->mu);
-    if (ev->ndash) ev->dash_on = 1;
+    /* No dashboard stream open: no reads. The next one starts afresh
+     * (an old Last-Event-ID then gets a reset: what happened meanwhile
+     * was not read). */
+    if (ev->dash_on && !ev->ndash) sl_dash_reset(ev->dash);
+    ev->dash_on = ev->ndash > 0;
     int on = ev->dash_on, fresh = 0;
     for (stream *s = ev->streams; s; s = s->next)
         fresh |= s->dash && s->fresh;

@@ -293,6 +293,9 @@ static enum MHD_Result web_route(sl_httpd *h, struct MHD_Connection *conn,
     if (strncmp(url, "/api/subjects/", 14) == 0 && n > 21 &&
         strcmp(url + n - 7, "/events") == 0 && strcmp(method, "GET") == 0) {
         char rest[SL_IDENT_MAX + 1 + SL_KEY_MAX], *slash;
+        if (n - 21 >= sizeof rest)
+            return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                "the pipeline name or subject id is too long");
         snprintf(rest, sizeof rest, "%.*s", (int)(n - 21), url + 14);
         if ((slash = strchr(rest, '/')) != NULL && !strchr(slash + 1, '/')) {
             *slash = '\0';

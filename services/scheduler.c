@@ -54,7 +54,7 @@ static int nap_until(sl_scheduler *s, int64_t until) {
 
 /* Evaluates entry e at now and sets when it is due next. */
 static void evaluate(sl_scheduler *s, PGconn *c, entry *e, int64_t now) {
-    char err[1024], name[300];
+    char err[1024] = "", name[300];
     int n = 0;
     sl_schedule_name(e->st, name, sizeof name);
     if (sl_schedule_evaluate(c, e->st, e->tz, s->since, now, &n, err,

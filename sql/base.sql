@@ -172,7 +172,8 @@ $$;
 
 -- A creator who leaves (or is removed from) the account loses the
 -- creator's view of it below: only members see an account they did not
--- just create.
+-- just create. A membership row moved to another user or account counts
+-- as a removal of the old one.
 CREATE OR REPLACE FUNCTION public.sluice_base_forget_creator() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
@@ -185,7 +186,7 @@ END
 $$;
 
 CREATE OR REPLACE TRIGGER sluice_base_forget_creator
-  AFTER DELETE ON public.account_members
+  AFTER DELETE OR UPDATE OF user_id, account_id ON public.account_members
   FOR EACH ROW EXECUTE FUNCTION public.sluice_base_forget_creator();
 
 -- Whoever creates an account becomes its owner.

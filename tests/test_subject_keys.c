@@ -557,6 +557,21 @@ static void app_role_inserts_an_account_with_returning(void **state) {
                      " '44444444-4444-4444-4444-444444444444'");
     assert_int_equal(sl_test_long(c, sql), 0);
     free(id);
+    /* So does one whose membership row is moved to another user. */
+    id = sl_test_scalar(c, "INSERT INTO accounts (name) VALUES ('moved')"
+                           " RETURNING id");
+    assert_non_null(id);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM accounts WHERE id = '%s'",
+             id);
+    assert_int_equal(sl_test_long(c, sql), 1);
+    char move[300];
+    snprintf(move, sizeof move,
+             "UPDATE account_members SET user_id ="
+             " '66666666-6666-6666-6666-666666666666' WHERE account_id = '%s'",
+             id);
+    sl_test_exec(db, move);
+    assert_int_equal(sl_test_long(c, sql), 0);
+    free(id);
     PQfinish(c);
 }
 
