@@ -89,7 +89,14 @@ static int apply_stage(PGconn *c, const sl_stage *s, sl_bulk_op op,
                      sl_db_error(c, r, m, sizeof m));
             rc = PQstatus(c) != CONNECTION_OK       ? -SL_ECONN
                  : st && strcmp(st, "42P01") == 0 ? -SL_ENOTFOUND
+                 : st && strcmp(st, "23505") == 0 ? -SL_EREFUSED
                                                   : -SL_EDB;
+            if (rc == -SL_EREFUSED) /* retry: the unique-job index */
+                snprintf(err, errlen, "%s: %ld jobs retried, then stopped: a"
+                                      " job to retry shares its unique key"
+                                      " with an unfinished job (or another"
+                                      " in the same batch)",
+                         s->queue, *changed);
             PQclear(r);
             break;
         }

@@ -124,11 +124,18 @@ static int act(PGconn *c, const sl_model *m, const char *id, const char *set,
     PGresult *r = PQexecParams(c, sl_buf_str(&q), 1, NULL, vals, NULL, NULL, 0);
     sl_buf_free(&q);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        const char *st = sl_db_sqlstate(r);
+        int clash = st && strcmp(st, "23505") == 0;
         char what[160];
         snprintf(what, sizeof what, "update job in %s", s->queue);
-        db_err(err, errlen, what, c, r);
+        if (clash) /* retry: the stage's unique-job index (docs/dsl.md) */
+            snprintf(err, errlen, "job %s was not retried: another unfinished"
+                                  " job of %s holds its unique key", id,
+                     s->queue);
+        else
+            db_err(err, errlen, what, c, r);
         PQclear(r);
-        return -SL_EDB;
+        return clash ? -SL_EREFUSED : -SL_EDB;
     }
     if (PQntuples(r) == 0) { /* deleted since the look-up */
         ref->stage = NULL;

@@ -116,6 +116,8 @@ static enum MHD_Result db_failure(struct MHD_Connection *conn, int rc,
     if (rc == -SL_EINVAL)
         return sl_web_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "%s",
                             err);
+    if (rc == -SL_EREFUSED)
+        return sl_web_error(conn, MHD_HTTP_CONFLICT, "conflict", "%s", err);
     return sl_web_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "database", "%s",
                         err);
 }
@@ -443,6 +445,13 @@ static int act_ids(sl_api *a, PGconn *c, const char *what, json_t *ids,
              : what[0] == 'c' ? sl_jobs_cancel(c, a->m, id, &ref, err, errlen)
                               : sl_bulk_delete_id(c, a->m, id, &ref, err,
                                                   errlen);
+        if (rc == -SL_EREFUSED) { /* its unique key is held: this one only */
+            json_array_append_new(results,
+                                  json_pack("{s:s,s:s}", "id", id, "error",
+                                            "unique_key_held"));
+            rc = 0;
+            continue;
+        }
         if (rc != 0) break;
         *changed += ref.changed;
         json_array_append_new(

@@ -202,12 +202,49 @@ static void key_option_works_on_a_stage_without_unique(void **state) {
     sl_model_free(m);
 }
 
+/* A failed job whose unique key a newer unfinished job holds is not
+ * retried: the retry is refused with a message, nothing changes. */
+static void retry_of_a_job_whose_key_is_held_is_refused(void **state) {
+    (void)state;
+    PGconn *c;
+    sl_model *m = rt_setup("uq_retry",
+                           yaml("u5", "    unique: {key: account}\n"), &c);
+    const sl_stage *st = &m->pipelines[0].stages[0];
+    char failed[40];
+    snprintf(failed, sizeof failed, "%s", race_one(st, NULL, 1));
+    set_status(c, "error");
+    char holder[40];
+    snprintf(holder, sizeof holder, "%s", race_one(st, NULL, 1));
+    sl_job_ref ref;
+    char err[512];
+    assert_int_equal(sl_jobs_retry(c, m, failed, &ref, err, sizeof err),
+                     -SL_EREFUSED);
+    assert_non_null(strstr(err, "holds its unique key"));
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM work_jobs WHERE id = '%s' AND status ="
+             " 'error'",
+             failed);
+    assert_int_equal(sl_test_long(c, sql), 1);
+    /* Once the holder finished, the retry goes through. */
+    snprintf(sql, sizeof sql,
+             "UPDATE work_jobs SET status = 'done', finished_at = now() WHERE"
+             " id = '%s'",
+             holder);
+    sl_test_exec(c, sql);
+    assert_int_equal(sl_jobs_retry(c, m, failed, &ref, err, sizeof err), 0);
+    assert_true(ref.changed);
+    PQfinish(c);
+    sl_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(unfinished_blocks_until_the_job_finishes),
         cmocka_unit_test(pending_blocks_until_the_job_starts),
         cmocka_unit_test(period_blocks_within_the_window_even_when_done),
         cmocka_unit_test(key_option_works_on_a_stage_without_unique),
+        cmocka_unit_test(retry_of_a_job_whose_key_is_held_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
