@@ -56,7 +56,8 @@ PGconn *sl_db_connect_like(const PGconn *like, char *err, size_t errlen);
 const char *sl_db_error(const PGconn *c, const PGresult *r, char *buf,
                         size_t len);
 
-/* r's SQLSTATE ("42P01"), or NULL for a client-side error or no result. */
+/* r's SQLSTATE ("42P01"), or NULL for a client-side error or no result.
+ * Lives in r: compare it before PQclear(r). */
 const char *sl_db_sqlstate(const PGresult *r);
 
 /* The one rule for what a failed statement means to a job:

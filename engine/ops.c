@@ -69,10 +69,11 @@ static int exec(PGconn *c, sl_buf *q, int n, const char *const *vals,
     }
     char m[1024];
     const char *st = sl_db_sqlstate(r);
+    int missing = st && strcmp(st, "42P01") == 0; /* st lives in r */
     snprintf(err, errlen, "%s: %s", what, sl_db_error(c, r, m, sizeof m));
     PQclear(r);
     if (PQstatus(c) != CONNECTION_OK) return -SL_ECONN;
-    return st && strcmp(st, "42P01") == 0 ? -SL_ENOTFOUND : -SL_EDB;
+    return missing ? -SL_ENOTFOUND : -SL_EDB;
 }
 
 /* ---- workers ------------------------------------------------------------ */

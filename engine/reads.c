@@ -50,12 +50,14 @@ static int run_ex(PGconn *c, sl_buf *q, int nvals, const char *const *vals,
     }
     char m[2048];
     const char *st = sl_db_sqlstate(r);
+    /* 42P01 undefined_table: a queue or subject table was never created.
+     * (st lives in r: read it before PQclear.) */
+    int missing = st && strcmp(st, "42P01") == 0;
     snprintf(err, errlen, "%s: %s", what, sl_db_error(c, r, m, sizeof m));
     int inval = data_inval && sl_db_data_error(r);
     PQclear(r);
     if (inval) return -SL_EINVAL;
-    /* 42P01 undefined_table: a queue or subject table was never created. */
-    return st && strcmp(st, "42P01") == 0 ? -SL_ENOTFOUND : -SL_EDB;
+    return missing ? -SL_ENOTFOUND : -SL_EDB;
 }
 
 static int run(PGconn *c, sl_buf *q, int nvals, const char *const *vals,
