@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "httptest.h"
 #include "rtlib.h"
 #include "webauth.h"
 
@@ -51,71 +52,26 @@ static const char *const YAML =
 static PGconn *db;
 static int port;
 
-typedef struct resp {
-    long code;
-    char *body;
-    size_t len;
-    char headers[4096];
-    size_t hlen;
-    const char *stop_at; /* streams: stop reading once the body has it */
-} resp;
-
-static size_t on_body(char *d, size_t sz, size_t n, void *arg) {
-    resp *r = arg;
-    char *b = realloc(r->body, r->len + sz * n + 1);
-    assert_non_null(b);
-    memcpy(b + r->len, d, sz * n);
-    r->len += sz * n;
-    b[r->len] = '\0';
-    r->body = b;
-    return r->stop_at && strstr(b, r->stop_at) ? 0 : sz * n;
-}
-
-static size_t on_header(char *d, size_t sz, size_t n, void *arg) {
-    resp *r = arg;
-    size_t k = sz * n;
-    if (r->hlen + k < sizeof r->headers) {
-        memcpy(r->headers + r->hlen, d, k);
-        r->hlen += k;
-        r->headers[r->hlen] = '\0';
-    }
-    return k;
-}
+typedef sl_test_resp resp;
 
 /* One request: method, path, Bearer token (NULL: none), extra header lines
  * (NULL-terminated), JSON body (NULL: none); timeout_ms for streams. */
 static resp call(const char *method, const char *path, const char *token,
                  const char *const *extra, const char *body,
                  const char *stop_at, long timeout_ms) {
-    char url[512], auth[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    resp r = {.stop_at = stop_at};
-    CURL *h = curl_easy_init();
-    struct curl_slist *hs = NULL;
+    char auth[128];
+    const char *hs[8];
+    int n = 0;
     if (token) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-        hs = curl_slist_append(hs, auth);
+        hs[n++] = auth;
     }
-    for (int i = 0; extra && extra[i]; i++)
-        hs = curl_slist_append(hs, extra[i]);
-    if (body) {
-        hs = curl_slist_append(hs, "Content-Type: application/json");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    for (int i = 0; extra && extra[i]; i++) {
+        assert_true(n < 7);
+        hs[n++] = extra[i];
     }
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.code);
-    curl_easy_cleanup(h);
-    curl_slist_free_all(hs);
-    if (!r.body) r.body = calloc(1, 1);
-    return r;
+    hs[n] = NULL;
+    return sl_test_http(port, method, path, hs, body, stop_at, timeout_ms);
 }
 
 static resp get(const char *path, const char *token) {

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "httptest.h"
 #include "testlib.h"
 
 extern char **environ;
@@ -21,65 +22,18 @@ extern char **environ;
 static int port;
 static pid_t server;
 
-typedef struct resp {
-    long code;
-    char *body;
-    size_t len;
-    char headers[4096];
-    size_t hlen;
-} resp;
-
-static size_t on_body(char *d, size_t sz, size_t n, void *arg) {
-    resp *r = arg;
-    char *b = realloc(r->body, r->len + sz * n + 1);
-    assert_non_null(b);
-    memcpy(b + r->len, d, sz * n);
-    r->len += sz * n;
-    b[r->len] = '\0';
-    r->body = b;
-    return sz * n;
-}
-
-static size_t on_header(char *d, size_t sz, size_t n, void *arg) {
-    resp *r = arg;
-    size_t k = sz * n;
-    if (r->hlen + k < sizeof r->headers) {
-        memcpy(r->headers + r->hlen, d, k);
-        r->hlen += k;
-        r->headers[r->hlen] = '\0';
-    }
-    return k;
-}
+typedef sl_test_resp resp;
 
 /* One request; if_none_match: an ETag to send (NULL: none). */
 static resp call(const char *method, const char *path,
                  const char *if_none_match) {
-    char url[512], inm[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    resp r = {0};
-    CURL *h = curl_easy_init();
-    struct curl_slist *hs = NULL;
+    char inm[128];
+    const char *hs[2] = {NULL, NULL};
     if (if_none_match) {
         snprintf(inm, sizeof inm, "If-None-Match: %s", if_none_match);
-        hs = curl_slist_append(hs, inm);
+        hs[0] = inm;
     }
-    if (strcmp(method, "HEAD") == 0)
-        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    else
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.code);
-    curl_easy_cleanup(h);
-    curl_slist_free_all(hs);
-    if (!r.body) r.body = calloc(1, 1);
-    return r;
+    return sl_test_http(port, method, path, hs, NULL, NULL, 5000);
 }
 
 /* The value of header name in r (static), or "" when absent. */
